@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""End-to-end: the same metric questions asked of kpitables (over the wire, embedded
+DataFusion) and hand-written for DuckDB on the same Parquet/CSV files.
+
+Prints the median of each over N runs and the ratio kpitables / DuckDB.
+
+    python3 benches/e2e_duckdb.py [--runs 7] [--bin target/release/kpitables]
+
+Needs the demo data (`kpitables demo`) and the Python packages of tests/clients.
+"""
+
+import argparse
+import os
+import pathlib
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import duckdb
+import psycopg
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "demo"
+
+LINES = """order_lines l LEFT JOIN orders o ON l.order_id = o.order_id
+  LEFT JOIN stores s ON o.store_id = s.store_id LEFT JOIN products p ON l.product_id = p.product_id
+  LEFT JOIN customers c ON o.customer_id = c.customer_id"""
+OK = "o.status <> 'cancelled'"
+
+QUERIES = [
+    (
+        "total revenue",
+        "SELECT revenue FROM sales",
+        f"SELECT SUM(CASE WHEN {OK} THEN l.quantity * l.unit_price - l.discount END) FROM {LINES}",
+    ),
+    (
+        "revenue, orders by region",
+        "SELECT region, revenue, orders FROM sales ORDER BY region",
+        f"SELECT s.region, SUM(CASE WHEN {OK} THEN l.quantity * l.unit_price - l.discount END), "
+        f"COUNT(DISTINCT CASE WHEN {OK} THEN l.order_id END) FROM {LINES} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "customers by month",
+        "SELECT order_date__month, customers FROM sales ORDER BY 1",
+        f"SELECT date_trunc('month', o.order_date), COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END) "
+        f"FROM {LINES} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "units by category, online, 2024",
+        "SELECT category, units FROM sales WHERE channel = 'online' AND order_date >= '2024-01-01' ORDER BY 1",
+        f"SELECT p.category, SUM(CASE WHEN {OK} THEN l.quantity END) FROM {LINES} "
+        "WHERE o.channel = 'online' AND o.order_date >= DATE '2024-01-01' GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "avg order value by segment",
+        "SELECT segment, avg_order_value FROM order_summary ORDER BY 1",
+        f"SELECT c.segment, AVG(CASE WHEN {OK} THEN o.order_amount END) FROM orders o "
+        "LEFT JOIN customers c ON o.customer_id = c.customer_id GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "top stores by revenue",
+        "SELECT store_name, revenue FROM sales ORDER BY revenue DESC LIMIT 10",
+        f"SELECT s.store_name, SUM(CASE WHEN {OK} THEN l.quantity * l.unit_price - l.discount END) r "
+        f"FROM {LINES} GROUP BY 1 ORDER BY r DESC LIMIT 10",
+    ),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median_seconds(fn, runs):
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--bin", default=os.environ.get("KPITABLES_BIN", str(ROOT / "target" / "release" / "kpitables")))
+    args = parser.parse_args()
+    if not (DATA / "_SUCCESS").exists():
+        sys.exit("no demo data: run `kpitables demo` first")
+
+    duck = duckdb.connect()
+    for name in ["order_lines", "orders", "stores", "products"]:
+        duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
+    duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
+
+    port = free_port()
+    server = subprocess.Popen(
+        [args.bin, "serve", "--listen", f"127.0.0.1:{port}"], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(1200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.25)
+        conn = psycopg.connect(f"host=127.0.0.1 port={port} user=analyst password=analyst dbname=kpitables", autocommit=True)
+        print(f"binary: {args.bin}; runs per query: {args.runs}; DuckDB {duckdb.__version__} (threads: default)")
+        print(f"{'query':34} {'kpitables ms':>13} {'duckdb ms':>10} {'ratio':>7}")
+        ratios = []
+        for name, ours, truth in QUERIES:
+            kp = median_seconds(lambda: conn.execute(ours).fetchall(), args.runs)
+            dk = median_seconds(lambda: duck.execute(truth).fetchall(), args.runs)
+            ratios.append(kp / dk)
+            print(f"{name:34} {kp * 1000:13.1f} {dk * 1000:10.1f} {kp / dk:7.2f}")
+        print(f"geometric mean ratio kpitables/duckdb: {statistics.geometric_mean(ratios):.2f}")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+//! Parse + semantic rewrite + logical planning of typical metric queries (no execution).
+//!
+//! Run: `cargo bench --bench rewrite` (needs the demo data: `kpitables demo`).
+
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kpitables::catalog::Identity;
+use kpitables::engine::Engine;
+use kpitables::session::Session;
+use kpitables::sql::compat::SessionFacts;
+
+const QUERIES: &[(&str, &str)] = &[
+    ("total", "SELECT revenue FROM sales"),
+    ("by_region", "SELECT region, revenue, orders FROM sales ORDER BY region"),
+    (
+        "month_filter",
+        "SELECT date_trunc('month', order_date) AS m, revenue, customers FROM sales \
+         WHERE order_date >= '2024-01-01' AND channel = 'online' GROUP BY 1 ORDER BY 1",
+    ),
+    ("multi_fact", "SELECT channel, order_count, avg_order_value, revenue FROM order_summary"),
+    (
+        "bi_wrapper",
+        "SELECT \"t\".\"region\", SUM(\"t\".\"revenue\") AS \"sum_revenue\" FROM \
+         (SELECT region, revenue FROM sales WHERE revenue > 1000) \"t\" GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    ),
+];
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("data/demo");
+    if !kpitables::demo::is_complete(&data) {
+        kpitables::demo::generate(&data, |_, _| {}).expect("generate demo data");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let engine = runtime
+        .block_on(Engine::open(
+            &root.join("semantic/demo"),
+            Identity {
+                database: "kpitables".into(),
+                roles: vec!["analyst".into()],
+            },
+        ))
+        .expect("open demo model");
+    let session = Session::new("analyst", 1, &[]);
+    let facts = SessionFacts {
+        session: &session,
+        database: "kpitables",
+    };
+    let mut group = c.benchmark_group("parse_rewrite_plan");
+    for (name, sql) in QUERIES {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let statement = kpitables::sql::parse(sql).expect("parse").remove(0);
+                runtime.block_on(engine.plan(statement, &facts)).expect("plan")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

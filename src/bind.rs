@@ -1,0 +1,409 @@
+//! Bind the model to its sources: parse every expression, resolve its column references
+//! against the tables' real schemas, and lay out the columns of every view.
+//!
+//! The result, [`Semantics`], is what the rewrite stage reads. Expressions are stored
+//! qualified by table name (`orders.status`), with dimension names used inside metric
+//! filters already replaced by the dimension's expression.
+//!
+//! Invariant: pure data in, pure data out. No I/O, no DataFusion session; column types
+//! of views are filled in later by the engine, which can plan.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::sql::sqlparser::ast::{Expr, Ident, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use toml::Spanned;
+
+use crate::error::{Error, ModelIssue, Result, did_you_mean};
+use crate::model::{Aggregation, DimensionKind, Model, Status, TimeGrain};
+
+/// An expression over model tables, qualified by table name.
+#[derive(Debug, Clone)]
+pub struct BoundExpr {
+    /// The expression; every column reference is `table.column`.
+    pub expr: Expr,
+    /// Every table the expression reads.
+    pub tables: BTreeSet<String>,
+}
+
+/// A dimension bound to its table.
+#[derive(Debug, Clone)]
+pub struct BoundDimension {
+    /// Dimension name.
+    pub name: String,
+    /// The table the dimension belongs to.
+    pub table: String,
+    /// The qualified expression.
+    pub expr: BoundExpr,
+    /// Categorical or time.
+    pub kind: DimensionKind,
+    /// Business label.
+    pub label: String,
+    /// Description.
+    pub description: String,
+    /// Arrow type of the dimension's values; filled in by the engine.
+    pub data_type: DataType,
+}
+
+/// A metric bound to its table.
+#[derive(Debug, Clone)]
+pub struct BoundMetric {
+    /// Metric name.
+    pub name: String,
+    /// The fact table aggregated.
+    pub table: String,
+    /// The aggregation.
+    pub agg: Aggregation,
+    /// The aggregated expression (None: count rows).
+    pub expr: Option<Expr>,
+    /// Only rows where this holds are aggregated.
+    pub filter: Option<Expr>,
+    /// Every table the expression and filter read (the fact table included).
+    pub tables: BTreeSet<String>,
+    /// Business label.
+    pub label: String,
+    /// Definition in plain words.
+    pub description: String,
+    /// Lifecycle status.
+    pub status: Status,
+}
+
+/// What a view column is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// A dimension, by name.
+    Dimension(String),
+    /// A time dimension truncated to a grain (`order_date__month`).
+    TimeGrain(String, TimeGrain),
+    /// A metric, by name.
+    Metric(String),
+}
+
+/// One column of a view as clients see it.
+#[derive(Debug, Clone)]
+pub struct ViewColumn {
+    /// Column name.
+    pub name: String,
+    /// What the column is.
+    pub kind: ColumnKind,
+    /// Arrow type of the column's values; filled in by the engine.
+    pub data_type: DataType,
+    /// Column comment: label and description.
+    pub comment: String,
+}
+
+/// A view as clients see it.
+#[derive(Debug, Clone)]
+pub struct BoundView {
+    /// View name.
+    pub name: String,
+    /// Table comment.
+    pub comment: String,
+    /// Columns: dimensions, their time grains, then metrics.
+    pub columns: Vec<ViewColumn>,
+}
+
+impl BoundView {
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ViewColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// The model bound to its sources: everything the rewrite stage needs.
+#[derive(Debug, Clone)]
+pub struct Semantics {
+    /// The model as loaded.
+    pub model: Model,
+    /// Column names of each table.
+    pub table_columns: HashMap<String, Vec<String>>,
+    /// Bound dimensions by name.
+    pub dimensions: HashMap<String, BoundDimension>,
+    /// Bound metrics by name.
+    pub metrics: HashMap<String, BoundMetric>,
+    /// Views, in model order.
+    pub views: Vec<BoundView>,
+}
+
+impl Semantics {
+    /// The view named `name`.
+    pub fn view(&self, name: &str) -> Option<&BoundView> {
+        self.views.iter().find(|v| v.name == name)
+    }
+}
+
+/// Parse a SQL expression (PostgreSQL dialect), requiring the whole text to be consumed.
+pub fn parse_expr(text: &str) -> std::result::Result<Expr, String> {
+    let dialect = PostgreSqlDialect {};
+    Parser::new(&dialect)
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let e = p.parse_expr()?;
+            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+            Ok(e)
+        })
+        .map_err(|e| e.to_string())
+}
+
+struct Binder<'a> {
+    model: &'a Model,
+    columns: &'a HashMap<String, Vec<String>>,
+    issues: Vec<ModelIssue>,
+}
+
+impl Binder<'_> {
+    fn issue(&mut self, file: usize, at: &Spanned<String>, reason: String) {
+        let issue = self.model.files.issue(file, Some(at.span().start), reason);
+        self.issues.push(issue);
+    }
+
+    /// Qualify `text`, an expression of `table`. Unqualified names are columns of
+    /// `table`, else (when `dimensions` is given) dimension names; `t.c` names a column
+    /// of a table reachable from `table`.
+    fn bind(
+        &mut self,
+        file: usize,
+        text: &Spanned<String>,
+        table: &str,
+        dimensions: Option<&HashMap<String, BoundDimension>>,
+    ) -> Option<BoundExpr> {
+        let mut expr = match parse_expr(text.get_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.issue(file, text, format!("not a valid SQL expression: {e}"));
+                return None;
+            }
+        };
+        let mut tables = BTreeSet::from([table.to_string()]);
+        let mut problems = Vec::new();
+        let _ = visit_expressions_mut(&mut expr, |e| {
+            match e {
+                Expr::Identifier(ident) => {
+                    let name = ident.value.clone();
+                    let own = self.columns.get(table).map(Vec::as_slice).unwrap_or(&[]);
+                    if own.iter().any(|c| *c == name) {
+                        *e = Expr::CompoundIdentifier(vec![
+                            Ident::with_quote('"', table),
+                            Ident::with_quote('"', name),
+                        ]);
+                    } else if let Some(dim) = dimensions.and_then(|d| d.get(&name)) {
+                        tables.extend(dim.expr.tables.iter().cloned());
+                        *e = Expr::Nested(Box::new(dim.expr.expr.clone()));
+                    } else {
+                        let candidates = own
+                            .iter()
+                            .map(String::as_str)
+                            .chain(dimensions.into_iter().flat_map(|d| d.keys().map(String::as_str)));
+                        let hint = did_you_mean(&name, candidates)
+                            .map(|h| format!("; {h}"))
+                            .unwrap_or_default();
+                        problems.push(format!("table \"{table}\" has no column \"{name}\"{hint}"));
+                    }
+                }
+                Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                    let (t, c) = (parts[0].value.clone(), parts[1].value.clone());
+                    match self.columns.get(&t) {
+                        None => {
+                            let hint = did_you_mean(&t, self.columns.keys().map(String::as_str))
+                                .map(|h| format!("; {h}"))
+                                .unwrap_or_default();
+                            problems.push(format!("unknown table \"{t}\"{hint}"));
+                        }
+                        Some(cols) if !cols.contains(&c) => {
+                            let hint = did_you_mean(&c, cols.iter().map(String::as_str))
+                                .map(|h| format!("; {h}"))
+                                .unwrap_or_default();
+                            problems.push(format!("table \"{t}\" has no column \"{c}\"{hint}"));
+                        }
+                        Some(_) if self.model.join_path(table, &t).is_none() => {
+                            problems.push(format!(
+                                "table \"{t}\" is not reachable from \"{table}\" through many-to-one joins"
+                            ));
+                        }
+                        Some(_) => {
+                            *e = Expr::CompoundIdentifier(vec![
+                                Ident::with_quote('"', t.clone()),
+                                Ident::with_quote('"', c),
+                            ]);
+                            tables.insert(t);
+                        }
+                    }
+                }
+                Expr::CompoundIdentifier(parts) => {
+                    let name: Vec<_> = parts.iter().map(|p| p.value.as_str()).collect();
+                    problems.push(format!("\"{}\": write columns as column or table.column", name.join(".")));
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if problems.is_empty() {
+            Some(BoundExpr { expr, tables })
+        } else {
+            for p in problems {
+                self.issue(file, text, p);
+            }
+            None
+        }
+    }
+}
+
+/// Bind `model` to the tables' schemas. Every problem is reported with its position.
+pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> {
+    let columns: HashMap<String, Vec<String>> = schemas
+        .iter()
+        .map(|(t, s)| (t.clone(), s.fields().iter().map(|f| f.name().clone()).collect()))
+        .collect();
+    let mut b = Binder {
+        model: &model,
+        columns: &columns,
+        issues: Vec::new(),
+    };
+
+    for table in &model.tables {
+        let name = table.name.get_ref();
+        let Some(cols) = columns.get(name) else { continue };
+        let mut check = |col: &Spanned<String>, of: &str, cols: &[String]| {
+            if !cols.contains(col.get_ref()) {
+                let hint = did_you_mean(col.get_ref(), cols.iter().map(String::as_str))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                let reason = format!("table \"{of}\" has no column \"{}\"{hint}", col.get_ref());
+                b.issue(table.file_index, col, reason);
+            }
+        };
+        check(&table.primary_key, name, cols);
+        for join in &table.joins {
+            check(&join.foreign_key, name, cols);
+            if let (Some(target), Some(target_cols)) =
+                (model.table(join.to.get_ref()), columns.get(join.to.get_ref()))
+            {
+                check(&target.primary_key, target.name.get_ref(), target_cols);
+            }
+        }
+    }
+
+    let mut dimensions = HashMap::new();
+    for dim in &model.dimensions {
+        let default_expr;
+        let text = match &dim.expr {
+            Some(e) => e,
+            None => {
+                default_expr = Spanned::new(dim.name.span(), dim.name.get_ref().clone());
+                &default_expr
+            }
+        };
+        if let Some(expr) = b.bind(dim.file, text, dim.table.get_ref(), None) {
+            let name = dim.name.get_ref().clone();
+            dimensions.insert(
+                name.clone(),
+                BoundDimension {
+                    name,
+                    table: dim.table.get_ref().clone(),
+                    expr,
+                    kind: dim.kind,
+                    label: dim.label.clone(),
+                    description: dim.description.clone(),
+                    data_type: DataType::Null,
+                },
+            );
+        }
+    }
+
+    let mut metrics = HashMap::new();
+    for metric in &model.metrics {
+        let table = metric.table.get_ref();
+        let expr = metric
+            .expr
+            .as_ref()
+            .map(|e| b.bind(metric.file, e, table, Some(&dimensions)));
+        let filter = metric
+            .filter
+            .as_ref()
+            .map(|f| b.bind(metric.file, f, table, Some(&dimensions)));
+        if matches!(expr, Some(None)) || matches!(filter, Some(None)) {
+            continue;
+        }
+        let (expr, filter) = (expr.flatten(), filter.flatten());
+        let mut tables = BTreeSet::from([table.clone()]);
+        for e in expr.iter().chain(filter.iter()) {
+            tables.extend(e.tables.iter().cloned());
+        }
+        let name = metric.name.get_ref().clone();
+        metrics.insert(
+            name.clone(),
+            BoundMetric {
+                name,
+                table: table.clone(),
+                agg: metric.agg,
+                expr: expr.map(|e| e.expr),
+                filter: filter.map(|e| e.expr),
+                tables,
+                label: metric.label.clone(),
+                description: metric.description.clone(),
+                status: metric.status,
+            },
+        );
+    }
+
+    let mut views = Vec::new();
+    for view in &model.views {
+        let mut columns = Vec::new();
+        for d in &view.dimensions {
+            let Some(dim) = dimensions.get(d.get_ref()) else { continue };
+            let comment = comment(&dim.label, &dim.description);
+            columns.push(ViewColumn {
+                name: dim.name.clone(),
+                kind: ColumnKind::Dimension(dim.name.clone()),
+                data_type: DataType::Null,
+                comment: comment.clone(),
+            });
+            if dim.kind == DimensionKind::Time {
+                for grain in TimeGrain::ALL.into_iter().skip(1) {
+                    columns.push(ViewColumn {
+                        name: format!("{}__{}", dim.name, grain.name()),
+                        kind: ColumnKind::TimeGrain(dim.name.clone(), grain),
+                        data_type: DataType::Null,
+                        comment: format!("{comment} (truncated to {})", grain.name()),
+                    });
+                }
+            }
+        }
+        for m in &view.metrics {
+            let Some(metric) = metrics.get(m.get_ref()) else { continue };
+            columns.push(ViewColumn {
+                name: metric.name.clone(),
+                kind: ColumnKind::Metric(metric.name.clone()),
+                data_type: DataType::Null,
+                comment: comment(&metric.label, &metric.description),
+            });
+        }
+        views.push(BoundView {
+            name: view.name.get_ref().clone(),
+            comment: comment(&view.label, &view.description),
+            columns,
+        });
+    }
+
+    if !b.issues.is_empty() {
+        return Err(Error::Model(b.issues));
+    }
+    Ok(Semantics {
+        model,
+        table_columns: columns,
+        dimensions,
+        metrics,
+        views,
+    })
+}
+
+fn comment(label: &str, description: &str) -> String {
+    match (label.is_empty(), description.is_empty()) {
+        (true, _) => description.to_string(),
+        (false, true) => label.to_string(),
+        (false, false) => format!("{label}: {description}"),
+    }
+}

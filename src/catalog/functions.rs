@@ -1,0 +1,264 @@
+//! SQL functions that PostgreSQL clients call on the catalogs (`version()`,
+//! `format_type`, `obj_description`, `pg_table_is_visible`, ...).
+//!
+//! Functions whose answer depends on the session (`current_user`, `current_setting`)
+//! are not here: the `sql::compat` pass replaces them with the session's values.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::ScalarValue;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+use super::tables::view_definition;
+use super::view_oid;
+use crate::bind::Semantics;
+use crate::types;
+
+/// The version string clients parse: `PostgreSQL <major>.<minor> ...`.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL 15.0 (kpitables {}) on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Facts the functions look up.
+#[derive(Debug, Default)]
+pub struct FunctionData {
+    /// `(oid, attnum)` → comment; attnum 0 is the relation itself.
+    comments: HashMap<(i64, i64), String>,
+    /// View oid → definition text.
+    definitions: HashMap<i64, String>,
+    /// Relation name → oid (views).
+    relations: HashMap<String, i64>,
+}
+
+impl FunctionData {
+    /// Collect comments, definitions and names from the bound model.
+    pub fn new(semantics: &Semantics) -> FunctionData {
+        let mut data = FunctionData::default();
+        for v in &semantics.views {
+            let oid = view_oid(&v.name);
+            data.relations.insert(v.name.clone(), oid);
+            data.relations.insert(format!("public.{}", v.name), oid);
+            data.definitions.insert(oid, view_definition(v, semantics));
+            if !v.comment.is_empty() {
+                data.comments.insert((oid, 0), v.comment.clone());
+            }
+            for (i, c) in v.columns.iter().enumerate() {
+                if !c.comment.is_empty() {
+                    data.comments.insert((oid, i64::try_from(i + 1).unwrap_or(0)), c.comment.clone());
+                }
+            }
+        }
+        data
+    }
+}
+
+type Imp = fn(&FunctionData, &[ScalarValue]) -> ScalarValue;
+
+struct PgFunction {
+    name: &'static str,
+    signature: Signature,
+    return_type: DataType,
+    imp: Imp,
+    data: Arc<FunctionData>,
+}
+
+impl std::fmt::Debug for PgFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgFunction").field("name", &self.name).finish()
+    }
+}
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for PgFunction {}
+impl Hash for PgFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.return_type.clone())
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        if all_scalar {
+            let values: Vec<ScalarValue> = args
+                .args
+                .iter()
+                .map(|a| match a {
+                    ColumnarValue::Scalar(s) => s.clone(),
+                    ColumnarValue::Array(_) => ScalarValue::Null,
+                })
+                .collect();
+            let out = (self.imp)(&self.data, &values);
+            return Ok(ColumnarValue::Scalar(cast_to(out, &self.return_type)));
+        }
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(args.number_rows))
+            .collect::<DfResult<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(args.number_rows);
+        for row in 0..args.number_rows {
+            let values = arrays
+                .iter()
+                .map(|a| ScalarValue::try_from_array(a, row))
+                .collect::<DfResult<Vec<_>>>()?;
+            out.push(cast_to((self.imp)(&self.data, &values), &self.return_type));
+        }
+        if out.is_empty() {
+            return Ok(ColumnarValue::Array(datafusion::arrow::array::new_empty_array(&self.return_type)));
+        }
+        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+    }
+}
+
+fn cast_to(value: ScalarValue, data_type: &DataType) -> ScalarValue {
+    if value.data_type() == *data_type {
+        return value;
+    }
+    if value.is_null() {
+        return ScalarValue::try_from(data_type).unwrap_or(value);
+    }
+    value.cast_to(data_type).unwrap_or(value)
+}
+
+fn int(v: &ScalarValue) -> Option<i64> {
+    match v.cast_to(&DataType::Int64) {
+        Ok(ScalarValue::Int64(i)) => i,
+        _ => None,
+    }
+}
+
+fn text(v: &ScalarValue) -> Option<String> {
+    match v {
+        ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => s.clone(),
+        other if other.is_null() => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn utf8(s: Option<String>) -> ScalarValue {
+    ScalarValue::Utf8(s)
+}
+
+fn text_list(items: &[&str]) -> ScalarValue {
+    let values: Vec<ScalarValue> = items.iter().map(|s| ScalarValue::Utf8(Some((*s).to_string()))).collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
+}
+
+/// Register every catalog function in `ctx`.
+pub fn register(ctx: &SessionContext, semantics: &Semantics) {
+    let data = Arc::new(FunctionData::new(semantics));
+    let any = |n: usize| Signature::new(TypeSignature::Any(n), Volatility::Stable);
+    let arities = |ns: &[usize]| {
+        Signature::one_of(ns.iter().map(|n| TypeSignature::Any(*n)).collect(), Volatility::Stable)
+    };
+    let variadic = || Signature::variadic_any(Volatility::Stable);
+    let none = || Signature::nullary(Volatility::Stable);
+    let text_list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+
+    let functions: Vec<(&'static str, Signature, DataType, Imp)> = vec![
+        ("version", none(), DataType::Utf8, |_, _| utf8(Some(version_string()))),
+        ("pg_get_userbyid", any(1), DataType::Utf8, |_, _| utf8(Some("kpitables".into()))),
+        ("pg_table_is_visible", any(1), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("pg_type_is_visible", any(1), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("pg_function_is_visible", any(1), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("format_type", any(2), DataType::Utf8, |_, a| {
+            let oid = a.first().and_then(int).and_then(|o| u32::try_from(o).ok());
+            let typmod = a.get(1).and_then(int).and_then(|t| i32::try_from(t).ok()).unwrap_or(-1);
+            utf8(oid.map(|o| types::format_type(o, typmod).unwrap_or_else(|| "???".into())))
+        }),
+        ("obj_description", arities(&[1, 2]), DataType::Utf8, |d, a| {
+            let catalog = a.get(1).and_then(text);
+            if catalog.as_deref().is_some_and(|c| c != "pg_class") {
+                return utf8(None);
+            }
+            utf8(a.first().and_then(int).and_then(|oid| d.comments.get(&(oid, 0)).cloned()))
+        }),
+        ("col_description", any(2), DataType::Utf8, |d, a| {
+            let key = (a.first().and_then(int), a.get(1).and_then(int));
+            utf8(match key {
+                (Some(oid), Some(n)) => d.comments.get(&(oid, n)).cloned(),
+                _ => None,
+            })
+        }),
+        ("shobj_description", any(2), DataType::Utf8, |_, _| utf8(None)),
+        ("pg_get_expr", arities(&[2, 3]), DataType::Utf8, |_, a| utf8(a.first().and_then(text))),
+        ("pg_get_viewdef", arities(&[1, 2]), DataType::Utf8, |d, a| {
+            utf8(a.first().and_then(int).and_then(|oid| d.definitions.get(&oid).cloned()))
+        }),
+        ("pg_get_constraintdef", arities(&[1, 2]), DataType::Utf8, |_, _| utf8(None)),
+        ("pg_get_indexdef", arities(&[1, 3]), DataType::Utf8, |_, _| utf8(None)),
+        ("pg_encoding_to_char", any(1), DataType::Utf8, |_, _| utf8(Some("UTF8".into()))),
+        ("has_table_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("has_schema_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("has_database_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("has_column_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("has_any_column_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("pg_relation_size", arities(&[1, 2]), DataType::Int64, |_, _| ScalarValue::Int64(Some(0))),
+        ("pg_table_size", any(1), DataType::Int64, |_, _| ScalarValue::Int64(Some(0))),
+        ("pg_total_relation_size", any(1), DataType::Int64, |_, _| ScalarValue::Int64(Some(0))),
+        ("pg_size_pretty", any(1), DataType::Utf8, |_, a| {
+            utf8(a.first().and_then(int).map(|n| format!("{n} bytes")))
+        }),
+        ("quote_ident", any(1), DataType::Utf8, |_, a| utf8(a.first().and_then(text).map(|s| quote_ident(&s)))),
+        ("current_schemas", any(1), text_list_type.clone(), |_, a| {
+            let implicit = matches!(a.first(), Some(ScalarValue::Boolean(Some(true))));
+            if implicit { text_list(&["pg_catalog", "public"]) } else { text_list(&["public"]) }
+        }),
+        ("array_upper", any(2), DataType::Int64, |_, a| match a.first() {
+            Some(ScalarValue::List(l)) if !l.is_null(0) => {
+                let n = l.value(0).len();
+                ScalarValue::Int64(if n == 0 { None } else { i64::try_from(n).ok() })
+            }
+            _ => ScalarValue::Int64(None),
+        }),
+        ("array_lower", any(2), DataType::Int64, |_, a| match a.first() {
+            Some(ScalarValue::List(l)) if !l.is_null(0) && !l.value(0).is_empty() => ScalarValue::Int64(Some(1)),
+            _ => ScalarValue::Int64(None),
+        }),
+        ("kp_regclass", any(1), DataType::Int64, |d, a| {
+            let name = a.first().and_then(text).unwrap_or_default();
+            let name = name.trim_matches('"').to_lowercase();
+            ScalarValue::Int64(d.relations.get(&name).copied())
+        }),
+    ];
+    for (name, signature, return_type, imp) in functions {
+        ctx.register_udf(ScalarUDF::new_from_impl(PgFunction {
+            name,
+            signature,
+            return_type,
+            imp,
+            data: data.clone(),
+        }));
+    }
+}
+
+/// Quote an identifier when PostgreSQL would.
+pub fn quote_ident(s: &str) -> String {
+    let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain { s.to_string() } else { format!("\"{}\"", s.replace('"', "\"\"")) }
+}

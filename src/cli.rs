@@ -1,0 +1,47 @@
+//! The command line: `serve`, `check`, `demo`. Parsing only; each command calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// kpitables: governed metrics over the PostgreSQL wire protocol.
+#[derive(Debug, Parser)]
+#[command(name = "kpitables", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a model over the PostgreSQL protocol (with no arguments: the demo, generating
+    /// its data first if missing).
+    Serve {
+        /// Address to listen on (default from the config: 127.0.0.1:5433).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Model directory (default from the config: semantic/demo).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Server configuration file (default: the built-in demo configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a model directory: print every problem with file, line and column, and exit
+    /// non-zero if there is one.
+    Check {
+        /// Model directory.
+        dir: PathBuf,
+        /// Also bind the model to its data (checks columns); needs the data files.
+        #[arg(long)]
+        with_data: bool,
+    },
+    /// Generate the demo data set (deterministic; about 1.2 million order lines).
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "data/demo")]
+        out: PathBuf,
+    },
+}

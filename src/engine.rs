@@ -1,0 +1,232 @@
+//! The pipeline in one place: model → bound semantics → catalog; and per statement,
+//! compat → semantic rewrite → plan → execute.
+//!
+//! ```text
+//! SQL text ─ sql::parse ─ sql::classify ─┬─ Query ─ sql::compat ─ rewrite ─ DataFusion plan ─ execute ─ Arrow batches
+//!                                        └─ SET/SHOW/BEGIN/... (answered by the wire layer from the session)
+//! ```
+//!
+//! Invariant: the engine is shared by all connections and holds no per-connection state;
+//! every per-session fact arrives as an argument.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::Statement;
+
+use crate::bind::{self, Semantics};
+use crate::catalog::{self, Identity};
+use crate::error::{Error, Result};
+use crate::model;
+use crate::rewrite::{self, RewriteContext, RewriteReport};
+use crate::sql::compat::{self, SessionFacts};
+use crate::sources;
+
+/// A statement planned and ready to execute (possibly many times, with parameters).
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// The engine's logical plan, with `$n` placeholders.
+    pub plan: LogicalPlan,
+    /// The statement after the semantic rewrite, as SQL (for EXPLAIN and tracing).
+    pub rewritten_sql: String,
+    /// Views and metrics used.
+    pub report: RewriteReport,
+    /// Inferred type of each parameter `$1..$n` (None when unknown).
+    pub param_types: Vec<Option<DataType>>,
+}
+
+impl QueryPlan {
+    /// Result columns.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
+    }
+}
+
+/// The shared query engine over one model.
+pub struct Engine {
+    ctx: SessionContext,
+    semantics: Arc<Semantics>,
+    catalog_tables: HashSet<(String, String)>,
+    database: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("database", &self.database).finish()
+    }
+}
+
+impl Engine {
+    /// Load, validate and bind the model in `model_dir`, and build its catalogs.
+    pub async fn open(model_dir: &Path, identity: Identity) -> Result<Engine> {
+        let model = model::load::load_dir(model_dir)?;
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_default_catalog_and_schema("kpitables", "public");
+        let ctx = SessionContext::new_with_config(config);
+        let schemas = sources::register_tables(&ctx, &model, model_dir).await?;
+        let mut semantics = bind::bind(model, &schemas)?;
+        let empty = HashSet::new();
+        infer_types(&ctx, &mut semantics, &empty, &identity.database).await?;
+        let catalog_tables = catalog::register(&ctx, &semantics, &identity)?;
+        catalog::functions::register(&ctx, &semantics);
+        Ok(Engine {
+            ctx,
+            semantics: Arc::new(semantics),
+            catalog_tables,
+            database: identity.database,
+        })
+    }
+
+    /// The bound model.
+    pub fn semantics(&self) -> &Semantics {
+        &self.semantics
+    }
+
+    /// The database name served.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Compat rules, semantic rewrite and planning of one query statement.
+    pub async fn plan(&self, mut statement: Statement, facts: &SessionFacts<'_>) -> Result<QueryPlan> {
+        compat::apply(&mut statement, facts);
+        let cx = RewriteContext {
+            semantics: &self.semantics,
+            catalog_tables: &self.catalog_tables,
+            database: &self.database,
+        };
+        plan_statement(&self.ctx, statement, &cx).await
+    }
+
+    /// Execute a plan with parameter values for `$1..$n`.
+    pub async fn execute(&self, plan: &QueryPlan, params: Vec<ScalarValue>) -> Result<SendableRecordBatchStream> {
+        let logical = if params.is_empty() {
+            plan.plan.clone()
+        } else {
+            plan.plan.clone().with_param_values(params)?
+        };
+        let frame = self.ctx.execute_logical_plan(logical).await?;
+        Ok(frame.execute_stream().await?)
+    }
+
+    /// The lines of `EXPLAIN`: the semantic rewrite, then the optimized plan.
+    pub fn explain(&self, plan: &QueryPlan) -> Result<Vec<String>> {
+        let mut lines = vec!["Semantic rewrite (SQL over base tables):".to_string()];
+        lines.extend(plan.rewritten_sql.lines().map(|l| format!("  {l}")));
+        let optimized = self.ctx.state().optimize(&plan.plan)?;
+        lines.push("Optimized plan:".to_string());
+        lines.extend(optimized.display_indent().to_string().lines().map(|l| format!("  {l}")));
+        Ok(lines)
+    }
+}
+
+async fn plan_statement(ctx: &SessionContext, mut statement: Statement, cx: &RewriteContext<'_>) -> Result<QueryPlan> {
+    let mut report = RewriteReport::default();
+    match &mut statement {
+        Statement::Query(query) => rewrite::rewrite_query(query, cx, &mut report)?,
+        _ => return Err(Error::Internal("only queries are planned".into())),
+    }
+    let rewritten_sql = statement.to_string();
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+        .await?;
+    let types = plan.get_parameter_types()?;
+    let mut param_types = vec![None; types.len()];
+    for (name, data_type) in types {
+        let index: usize = name.trim_start_matches('$').parse().unwrap_or(0);
+        if index >= 1 {
+            if index > param_types.len() {
+                param_types.resize(index, None);
+            }
+            param_types[index - 1] = data_type;
+        }
+    }
+    Ok(QueryPlan {
+        plan,
+        rewritten_sql,
+        report,
+        param_types,
+    })
+}
+
+/// Fill in the Arrow type of every dimension and view column by planning a one-column
+/// query for each (planning only; no data is read).
+async fn infer_types(
+    ctx: &SessionContext,
+    semantics: &mut Semantics,
+    catalog_tables: &HashSet<(String, String)>,
+    database: &str,
+) -> Result<()> {
+    // Dimensions first: time grain columns depend on their dimension's type.
+    let mut dimension_types = Vec::new();
+    for view in &semantics.views {
+        for column in &view.columns {
+            if let bind::ColumnKind::Dimension(d) = &column.kind {
+                if dimension_types.iter().any(|(n, _)| n == d) {
+                    continue;
+                }
+                let t = column_type(ctx, semantics, catalog_tables, database, &view.name, &column.name).await?;
+                dimension_types.push((d.clone(), t));
+            }
+        }
+    }
+    for (name, data_type) in dimension_types {
+        if let Some(d) = semantics.dimensions.get_mut(&name) {
+            d.data_type = data_type;
+        }
+    }
+    let mut column_types = Vec::new();
+    for (vi, view) in semantics.views.iter().enumerate() {
+        for (ci, column) in view.columns.iter().enumerate() {
+            let t = column_type(ctx, semantics, catalog_tables, database, &view.name, &column.name).await?;
+            column_types.push((vi, ci, t));
+        }
+    }
+    for (vi, ci, t) in column_types {
+        if let Some(c) = semantics.views.get_mut(vi).and_then(|v| v.columns.get_mut(ci)) {
+            c.data_type = t;
+        }
+    }
+    Ok(())
+}
+
+async fn column_type(
+    ctx: &SessionContext,
+    semantics: &Semantics,
+    catalog_tables: &HashSet<(String, String)>,
+    database: &str,
+    view: &str,
+    column: &str,
+) -> Result<DataType> {
+    let sql = format!("SELECT \"{column}\" FROM \"{view}\"");
+    let statement = crate::sql::parse(&sql)?
+        .pop()
+        .ok_or_else(|| Error::Internal("empty type probe".into()))?;
+    let cx = RewriteContext {
+        semantics,
+        catalog_tables,
+        database,
+    };
+    let plan = plan_statement(ctx, statement, &cx).await.map_err(|e| {
+        Error::Model(vec![crate::error::ModelIssue {
+            file: String::from("<model>"),
+            line: 0,
+            column: 0,
+            reason: format!("view \"{view}\" column \"{column}\" cannot be computed: {e}"),
+        }])
+    })?;
+    let schema = plan.schema();
+    Ok(schema
+        .fields()
+        .first()
+        .map(|f| f.data_type().clone())
+        .unwrap_or(DataType::Null))
+}

@@ -1,0 +1,286 @@
+//! The one error type of kpitables, and the only table from errors to SQLSTATE codes.
+//!
+//! Every stage returns [`Error`]; the wire layer turns it into a PostgreSQL
+//! `ErrorResponse` using [`Error::sqlstate`] and [`Error::hint`]. No other module
+//! knows SQLSTATE codes.
+
+use std::fmt;
+
+use datafusion::error::DataFusionError;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A problem found in a model file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelIssue {
+    /// Path of the model file, as given when loading.
+    pub file: String,
+    /// 1-based line, 0 when the issue is not tied to a position.
+    pub line: usize,
+    /// 1-based column, 0 when the issue is not tied to a position.
+    pub column: usize,
+    /// What is wrong, in plain words (with a "did you mean" where one applies).
+    pub reason: String,
+}
+
+impl fmt::Display for ModelIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
+        }
+    }
+}
+
+/// Every error kpitables can report, grouped by whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- the client's query -------------------------------------------------
+    /// The SQL text does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// A column name that the relation does not have.
+    #[error("column \"{name}\" does not exist")]
+    UnknownColumn {
+        /// The name as the client wrote it.
+        name: String,
+        /// "did you mean ...?" when a close name exists.
+        hint: Option<String>,
+    },
+    /// A table or view name that does not exist.
+    #[error("relation \"{name}\" does not exist")]
+    UnknownRelation {
+        /// The name as the client wrote it.
+        name: String,
+        /// "did you mean ...?" when a close name exists.
+        hint: Option<String>,
+    },
+    /// An expression of the wrong type.
+    #[error("{0}")]
+    TypeMismatch(String),
+    /// A function that does not exist.
+    #[error("{0}")]
+    UndefinedFunction(String),
+    /// A value that cannot be converted (e.g. `'abc'::int`).
+    #[error("{0}")]
+    InvalidValue(String),
+    /// A column used outside of its grouping (e.g. ORDER BY a dimension not in the grain).
+    #[error("{message}")]
+    Grouping {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: Option<String>,
+    },
+    /// Valid SQL that the model cannot answer, or that kpitables does not support yet.
+    #[error("{message}")]
+    Unsupported {
+        /// What is not supported and why.
+        message: String,
+        /// What to do instead.
+        hint: Option<String>,
+    },
+    /// A statement that would change data: kpitables is read-only.
+    #[error("cannot execute {0} in a read-only transaction")]
+    ReadOnly(String),
+    /// A statement other than COMMIT/ROLLBACK inside a failed transaction block.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// A configuration parameter that does not exist (SET/SHOW).
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
+    /// An invalid value for a parameter or a bound parameter that cannot be decoded.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The client cancelled the query.
+    #[error("canceling statement due to user request")]
+    Canceled,
+
+    // ---- the session ----------------------------------------------------------
+    /// The client asked for a database other than the one served.
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+
+    // ---- the model and configuration -----------------------------------------
+    /// The model directory has problems; every one is listed.
+    #[error("{}", format_issues(.0))]
+    Model(Vec<ModelIssue>),
+    /// The server configuration is invalid.
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    // ---- the machine ----------------------------------------------------------
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An error of the embedded engine that has no better class.
+    #[error("{0}")]
+    Engine(String),
+    /// A bug in kpitables: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn format_issues(issues: &[ModelIssue]) -> String {
+    let mut out = format!("the model has {} problem(s):", issues.len());
+    for issue in issues {
+        out.push_str("\n  ");
+        out.push_str(&issue.to_string());
+    }
+    out
+}
+
+impl Error {
+    /// The PostgreSQL SQLSTATE code of this error. This is the only SQLSTATE table.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Syntax(_) => "42601",
+            Error::UnknownColumn { .. } => "42703",
+            Error::UnknownRelation { .. } => "42P01",
+            Error::TypeMismatch(_) => "42804",
+            Error::UndefinedFunction(_) => "42883",
+            Error::InvalidValue(_) => "22P02",
+            Error::Grouping { .. } => "42803",
+            Error::Unsupported { .. } => "0A000",
+            Error::ReadOnly(_) => "25006",
+            Error::InFailedTransaction => "25P02",
+            Error::UnknownSetting(_) => "42704",
+            Error::InvalidParameter(_) => "22023",
+            Error::Canceled => "57014",
+            Error::UnknownDatabase(_) => "3D000",
+            Error::Model(_) => "F0000",
+            Error::Config(_) => "F0000",
+            Error::Io { .. } => "58030",
+            Error::Engine(_) => "XX000",
+            Error::Internal(_) => "XX000",
+        }
+    }
+
+    /// A hint for the client, where there is something useful to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::UnknownColumn { hint, .. }
+            | Error::UnknownRelation { hint, .. }
+            | Error::Grouping { hint, .. }
+            | Error::Unsupported { hint, .. } => hint.clone(),
+            Error::Syntax(_) => Some("check the SQL near the position the message names".into()),
+            Error::TypeMismatch(_) => {
+                Some("add an explicit cast, e.g. CAST(x AS text) or x::date".into())
+            }
+            Error::ReadOnly(_) => {
+                Some("kpitables serves governed metrics read-only; change the model instead".into())
+            }
+            Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
+            Error::UnknownSetting(_) => Some("SHOW ALL lists the parameters kpitables knows".into()),
+            Error::UnknownDatabase(_) => Some("connect to the database \"kpitables\"".into()),
+            Error::Internal(_) => Some("this is a bug in kpitables; please report it".into()),
+            _ => None,
+        }
+    }
+
+    /// Shorthand for [`Error::Unsupported`].
+    pub fn unsupported(message: impl Into<String>, hint: impl Into<Option<String>>) -> Error {
+        Error::Unsupported {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Classify an error of the embedded DataFusion engine.
+///
+/// The rewrite stage has already checked names against the model, so what remains
+/// are mostly type and value errors.
+impl From<DataFusionError> for Error {
+    fn from(err: DataFusionError) -> Error {
+        match err {
+            DataFusionError::SQL(e, _) => Error::Syntax(e.to_string()),
+            DataFusionError::ArrowError(e, _) => classify_message(e.to_string()),
+            DataFusionError::Context(_, inner) => Error::from(*inner),
+            DataFusionError::Shared(inner) => classify_message(inner.to_string()),
+            DataFusionError::SchemaError(e, _) => {
+                let message = e.to_string();
+                classify_message(message)
+            }
+            DataFusionError::Plan(m) | DataFusionError::Execution(m) => classify_message(m),
+            DataFusionError::NotImplemented(m) => Error::unsupported(m, None),
+            DataFusionError::ResourcesExhausted(m) => Error::Engine(m),
+            other => classify_message(other.to_string()),
+        }
+    }
+}
+
+fn classify_message(message: String) -> Error {
+    let lower = message.to_ascii_lowercase();
+    let clean = strip_engine_prefixes(&message);
+    if lower.contains("invalid function") || lower.contains("function '") && lower.contains("not found") {
+        Error::UndefinedFunction(clean)
+    } else if lower.contains("cannot cast")
+        || lower.contains("cast error")
+        || lower.contains("parser error")
+        || lower.contains("invalid digit")
+        || lower.contains("error parsing")
+    {
+        Error::InvalidValue(clean)
+    } else if lower.contains("coerc")
+        || lower.contains("type")
+        || lower.contains("does not support")
+        || lower.contains("mismatch")
+    {
+        Error::TypeMismatch(clean)
+    } else if lower.contains("not implemented") || lower.contains("unsupported") {
+        Error::unsupported(clean, None)
+    } else {
+        Error::Engine(clean)
+    }
+}
+
+fn strip_engine_prefixes(message: &str) -> String {
+    let mut m = message.trim();
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "Schema error: ",
+        "Cast error: ",
+        "This feature is not implemented: ",
+    ] {
+        while let Some(rest) = m.strip_prefix(prefix) {
+            m = rest.trim();
+        }
+    }
+    m.to_string()
+}
+
+/// The closest candidate to `name`, as a "did you mean" hint.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let lower = name.to_lowercase();
+    let mut best: Option<(usize, &str)> = None;
+    for candidate in candidates {
+        let distance = levenshtein(&lower, &candidate.to_lowercase());
+        let limit = (candidate.chars().count().max(lower.chars().count()) / 2).max(2);
+        if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    best.map(|(_, c)| format!("did you mean \"{c}\"?"))
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    datafusion::common::utils::datafusion_strsim::levenshtein(a, b)
+}

@@ -1,0 +1,138 @@
+//! The `kpitables` binary: parse the command line, call the library, map errors to exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use kpitables::catalog::Identity;
+use kpitables::cli::{Cli, Command};
+use kpitables::config::Config;
+use kpitables::engine::Engine;
+use kpitables::error::{Error, Result};
+use kpitables::{demo, model};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen, model, config } => {
+            let demo_default = model.is_none() && config.is_none();
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            if let Some(model) = model {
+                config.model = model;
+            }
+            if demo_default {
+                ensure_demo_data(Path::new("data/demo"))?;
+            }
+            serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { dir, with_data } => check(&dir, with_data).await,
+        Command::Demo { out } => {
+            let summary = generate(&out)?;
+            println!(
+                "demo data written to {}: {} orders, {} order lines",
+                out.display(),
+                summary.orders,
+                summary.order_lines
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn generate(out: &Path) -> Result<demo::DemoSummary> {
+    let mut last = u32::MAX;
+    demo::generate(out, |stage, percent| {
+        if percent / 10 != last / 10 || percent == 100 {
+            eprintln!("generating demo data into {}: {stage} {percent}%", out.display());
+            last = percent;
+        }
+    })
+}
+
+fn ensure_demo_data(dir: &Path) -> Result<()> {
+    if demo::is_complete(dir) {
+        return Ok(());
+    }
+    eprintln!("demo data not found in {}: generating it (about a minute) ...", dir.display());
+    generate(dir).map(|_| ())
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let identity = Identity {
+        database: config.database.clone(),
+        roles: config.users.iter().map(|u| u.name.clone()).collect(),
+    };
+    let engine = Arc::new(Engine::open(&config.model, identity).await?);
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
+    let views: Vec<&str> = engine.semantics().views.iter().map(|v| v.name.as_str()).collect();
+    eprintln!(
+        "kpitables serving model {} ({} views: {}) on {} database \"{}\"",
+        config.model.display(),
+        views.len(),
+        views.join(", "),
+        config.listen,
+        config.database
+    );
+    tokio::select! {
+        result = kpitables::wire::serve(listener, engine, &config) => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn check(dir: &PathBuf, with_data: bool) -> Result<ExitCode> {
+    let outcome = if with_data {
+        Engine::open(dir, Identity { database: "kpitables".into(), roles: vec![] }).await.map(|e| {
+            (e.semantics().views.len(), e.semantics().metrics.len(), e.semantics().dimensions.len())
+        })
+    } else {
+        model::load::load_dir(dir).map(|m| (m.views.len(), m.metrics.len(), m.dimensions.len()))
+    };
+    match outcome {
+        Ok((views, metrics, dimensions)) => {
+            println!("{}: ok ({views} views, {metrics} metrics, {dimensions} dimensions)", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Error::Model(issues)) => {
+            for issue in &issues {
+                println!("{issue}");
+            }
+            println!("{}: {} problem(s)", dir.display(), issues.len());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,369 @@
+//! The semantic model as plain data: sources, tables, dimensions, metrics and views.
+//!
+//! The model is read from the TOML files of a model directory ([`load`]) and checked as a
+//! whole ([`validate`]). Nothing here knows about SQL execution, the wire protocol or
+//! sessions: later stages receive a validated [`Model`] and never change it.
+//!
+//! Invariant: once [`load::load_dir`] returns `Ok`, every name a model item refers to
+//! exists, names are unique per kind and every expression parses.
+
+pub mod load;
+pub mod validate;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole semantic model, merged from every file of a model directory.
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    /// Where the data comes from.
+    pub sources: Vec<Source>,
+    /// Logical datasets over a source.
+    pub tables: Vec<Table>,
+    /// Attributes to group and filter by.
+    pub dimensions: Vec<Dimension>,
+    /// Governed aggregations.
+    pub metrics: Vec<Metric>,
+    /// The virtual tables clients see.
+    pub views: Vec<View>,
+    /// Files the model was read from (path and text), indexed by the `file` field of
+    /// every item; used to report positions.
+    pub files: load::SourceTexts,
+}
+
+/// One TOML file of a model directory. Every section is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// `[[sources]]` entries.
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    /// `[[tables]]` entries.
+    #[serde(default)]
+    pub tables: Vec<Table>,
+    /// `[[dimensions]]` entries.
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+    /// `[[metrics]]` entries.
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    /// `[[views]]` entries.
+    #[serde(default)]
+    pub views: Vec<View>,
+}
+
+/// Where a table's rows come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Unique source name.
+    pub name: Spanned<String>,
+    /// The kind of source.
+    pub kind: SourceKind,
+    /// For `files`: the directory holding the files, relative to the model directory
+    /// unless absolute.
+    pub path: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file: usize,
+}
+
+/// Kinds of source. Warehouses (PostgreSQL, MySQL protocol) come in a later step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Local Parquet and CSV files, queried by the embedded engine.
+    Files,
+}
+
+/// A logical dataset over one source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    /// Unique table name.
+    pub name: Spanned<String>,
+    /// Name of the source.
+    pub source: Spanned<String>,
+    /// For file sources: the file (or directory of files) inside the source path.
+    pub file: Option<Spanned<String>>,
+    /// `parquet` or `csv`; by default taken from the file extension.
+    pub format: Option<FileFormat>,
+    /// The column that identifies a row.
+    pub primary_key: Spanned<String>,
+    /// Many-to-one joins from this table to others.
+    #[serde(default)]
+    pub joins: Vec<Join>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file_index: usize,
+}
+
+/// File formats of a `files` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+/// A many-to-one join: `this.foreign_key = to.primary_key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The table joined to (the "one" side).
+    pub to: Spanned<String>,
+    /// The column of this table holding the key of `to`.
+    pub foreign_key: Spanned<String>,
+}
+
+/// An attribute to group and filter by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimension {
+    /// Unique dimension name; the column name in views.
+    pub name: Spanned<String>,
+    /// The table whose rows the expression is evaluated on.
+    pub table: Spanned<String>,
+    /// SQL expression over the table's columns; defaults to the column named like the dimension.
+    pub expr: Option<Spanned<String>>,
+    /// `categorical` (the default) or `time`.
+    #[serde(default)]
+    pub kind: DimensionKind,
+    /// Business label (any language).
+    #[serde(default)]
+    pub label: String,
+    /// What the dimension means.
+    #[serde(default)]
+    pub description: String,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file: usize,
+}
+
+/// Kinds of dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DimensionKind {
+    /// Text, numbers or flags to group by.
+    #[default]
+    Categorical,
+    /// A date or timestamp, queryable at day, week, month, quarter and year grain.
+    Time,
+}
+
+/// Time grains of a time dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeGrain {
+    /// Calendar day.
+    Day,
+    /// ISO week, starting Monday.
+    Week,
+    /// Calendar month.
+    Month,
+    /// Calendar quarter.
+    Quarter,
+    /// Calendar year.
+    Year,
+}
+
+impl TimeGrain {
+    /// Every grain, finest first.
+    pub const ALL: [TimeGrain; 5] = [
+        TimeGrain::Day,
+        TimeGrain::Week,
+        TimeGrain::Month,
+        TimeGrain::Quarter,
+        TimeGrain::Year,
+    ];
+
+    /// The name used in `date_trunc` and in `<dimension>__<grain>` columns.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeGrain::Day => "day",
+            TimeGrain::Week => "week",
+            TimeGrain::Month => "month",
+            TimeGrain::Quarter => "quarter",
+            TimeGrain::Year => "year",
+        }
+    }
+}
+
+/// A governed aggregation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    /// Unique metric name; the column name in views.
+    pub name: Spanned<String>,
+    /// The table whose rows are aggregated (the metric's grain).
+    pub table: Spanned<String>,
+    /// The aggregation.
+    pub agg: Aggregation,
+    /// SQL expression over the table's columns; required except for `count`.
+    pub expr: Option<Spanned<String>>,
+    /// SQL condition; only rows where it holds are aggregated. May use the table's
+    /// columns and dimension names reachable from the table.
+    pub filter: Option<Spanned<String>>,
+    /// Business label (any language), e.g. "销售额".
+    #[serde(default)]
+    pub label: String,
+    /// The definition in plain words (口径).
+    #[serde(default)]
+    pub description: String,
+    /// Who answers for the definition.
+    #[serde(default)]
+    pub owner: String,
+    /// Business domain (业务主题).
+    #[serde(default)]
+    pub domain: String,
+    /// Lifecycle status.
+    #[serde(default)]
+    pub status: Status,
+    /// Free tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Unit of the value, e.g. "CNY" or "orders".
+    #[serde(default)]
+    pub unit: String,
+    /// Display format hint, e.g. "#,##0.00".
+    #[serde(default)]
+    pub format: String,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file: usize,
+}
+
+/// Aggregations of atomic metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Sum of the expression.
+    Sum,
+    /// Count of rows (or of non-null values of the expression).
+    Count,
+    /// Count of distinct non-null values of the expression.
+    CountDistinct,
+    /// Average of the expression.
+    Avg,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+}
+
+impl Aggregation {
+    /// The SQL function name.
+    pub fn sql_function(self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Count | Aggregation::CountDistinct => "count",
+            Aggregation::Avg => "avg",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+        }
+    }
+}
+
+/// Lifecycle status of a metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Being defined; not yet certified.
+    Draft,
+    /// Published and certified.
+    #[default]
+    Active,
+    /// Still answers; a replacement exists.
+    Deprecated,
+    /// No longer answers.
+    Retired,
+}
+
+impl Status {
+    /// The status as written in the model.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Active => "active",
+            Status::Deprecated => "deprecated",
+            Status::Retired => "retired",
+        }
+    }
+}
+
+/// A virtual table offered to clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct View {
+    /// Unique view name; the table name clients query.
+    pub name: Spanned<String>,
+    /// Business label.
+    #[serde(default)]
+    pub label: String,
+    /// What the view is for; shown as the table comment.
+    #[serde(default)]
+    pub description: String,
+    /// Dimension names offered, in column order.
+    #[serde(default)]
+    pub dimensions: Vec<Spanned<String>>,
+    /// Metric names offered, in column order after the dimensions.
+    #[serde(default)]
+    pub metrics: Vec<Spanned<String>>,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file: usize,
+}
+
+impl Model {
+    /// The table named `name`.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name.get_ref() == name)
+    }
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name.get_ref() == name)
+    }
+    /// The dimension named `name`.
+    pub fn dimension(&self, name: &str) -> Option<&Dimension> {
+        self.dimensions.iter().find(|d| d.name.get_ref() == name)
+    }
+    /// The metric named `name`.
+    pub fn metric(&self, name: &str) -> Option<&Metric> {
+        self.metrics.iter().find(|m| m.name.get_ref() == name)
+    }
+    /// The view named `name`.
+    pub fn view(&self, name: &str) -> Option<&View> {
+        self.views.iter().find(|v| v.name.get_ref() == name)
+    }
+
+    /// The chain of joins from table `from` to table `to`, following many-to-one joins,
+    /// as a list of (from table, join) steps. `Some(vec![])` when `from == to`.
+    pub fn join_path(&self, from: &str, to: &str) -> Option<Vec<(&Table, &Join)>> {
+        // Breadth-first search over many-to-one joins; the model is small.
+        let mut queue: std::collections::VecDeque<(&str, Vec<(&Table, &Join)>)> =
+            std::collections::VecDeque::from([(from, Vec::new())]);
+        let mut seen = std::collections::HashSet::from([from]);
+        while let Some((name, path)) = queue.pop_front() {
+            if name == to {
+                return Some(path);
+            }
+            let Some(table) = self.table(name) else { continue };
+            for join in &table.joins {
+                let target = join.to.get_ref().as_str();
+                if seen.insert(target) {
+                    let mut next = path.clone();
+                    next.push((table, join));
+                    queue.push_back((target, next));
+                }
+            }
+        }
+        None
+    }
+}

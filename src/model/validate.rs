@@ -1,0 +1,199 @@
+//! Whole-model validation: every rule runs and every problem is reported at once.
+//!
+//! Rules: names are valid identifiers and unique per kind (dimensions and metrics share
+//! the view column namespace); every reference names an existing item (with a "did you
+//! mean" for near misses); expressions parse as SQL; file sources have a path and a
+//! known file format. Column existence is checked later, when sources are bound.
+
+use std::collections::HashMap;
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use toml::Spanned;
+
+use super::load::SourceTexts;
+use super::{Aggregation, Model, SourceKind};
+use crate::error::{ModelIssue, did_you_mean};
+
+struct Checker<'a> {
+    texts: &'a SourceTexts,
+    issues: Vec<ModelIssue>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&mut self, file: usize, spanned: &Spanned<T>, reason: impl Into<String>) {
+        let issue = self.texts.issue(file, Some(spanned.span().start), reason);
+        self.issues.push(issue);
+    }
+
+    fn name(&mut self, file: usize, kind: &str, name: &Spanned<String>) {
+        let n = name.get_ref();
+        let valid = n
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            self.at(
+                file,
+                name,
+                format!("{kind} name \"{n}\" must be lower-case letters, digits and _ (starting with a letter or _)"),
+            );
+        } else if n.contains("__") {
+            self.at(
+                file,
+                name,
+                format!("{kind} name \"{n}\" must not contain \"__\": it is reserved for time grain columns such as order_date__month"),
+            );
+        }
+    }
+
+    fn reference<'n>(
+        &mut self,
+        file: usize,
+        kind: &str,
+        name: &Spanned<String>,
+        known: impl Iterator<Item = &'n str> + Clone,
+    ) -> bool {
+        let n = name.get_ref().as_str();
+        if known.clone().any(|k| k == n) {
+            return true;
+        }
+        let hint = did_you_mean(n, known)
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        self.at(file, name, format!("unknown {kind} \"{n}\"{hint}"));
+        false
+    }
+
+    fn expr(&mut self, file: usize, what: &str, text: &Spanned<String>) {
+        let dialect = PostgreSqlDialect {};
+        let parsed = Parser::new(&dialect)
+            .try_with_sql(text.get_ref())
+            .and_then(|mut p| {
+                let e = p.parse_expr()?;
+                p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+                Ok(e)
+            });
+        if let Err(e) = parsed {
+            self.at(file, text, format!("{what} is not a valid SQL expression: {e}"));
+        }
+    }
+}
+
+/// Check a merged model; returns every issue found (empty when valid).
+pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
+    let mut c = Checker {
+        texts,
+        issues: Vec::new(),
+    };
+    duplicates(&mut c, "source", model.sources.iter().map(|s| (s.file, &s.name)));
+    duplicates(&mut c, "table", model.tables.iter().map(|t| (t.file_index, &t.name)));
+    duplicates(
+        &mut c,
+        "dimension or metric",
+        model
+            .dimensions
+            .iter()
+            .map(|d| (d.file, &d.name))
+            .chain(model.metrics.iter().map(|m| (m.file, &m.name))),
+    );
+    duplicates(&mut c, "view", model.views.iter().map(|v| (v.file, &v.name)));
+
+    let source_names = || model.sources.iter().map(|s| s.name.get_ref().as_str());
+    let table_names = || model.tables.iter().map(|t| t.name.get_ref().as_str());
+    let dimension_names = || model.dimensions.iter().map(|d| d.name.get_ref().as_str());
+    let metric_names = || model.metrics.iter().map(|m| m.name.get_ref().as_str());
+
+    for source in &model.sources {
+        c.name(source.file, "source", &source.name);
+        if source.kind == SourceKind::Files && source.path.is_none() {
+            c.at(
+                source.file,
+                &source.name,
+                format!("source \"{}\" of kind files needs a path", source.name.get_ref()),
+            );
+        }
+    }
+    for table in &model.tables {
+        let f = table.file_index;
+        c.name(f, "table", &table.name);
+        if c.reference(f, "source", &table.source, source_names()) {
+            if let Some(source) = model.source(table.source.get_ref()) {
+                if source.kind == SourceKind::Files {
+                    match &table.file {
+                        None => c.at(
+                            f,
+                            &table.name,
+                            format!("table \"{}\" reads a files source and needs a file", table.name.get_ref()),
+                        ),
+                        Some(file) if table.format.is_none() => {
+                            let ext = file.get_ref().rsplit('.').next().unwrap_or("");
+                            if !matches!(ext, "parquet" | "csv") {
+                                c.at(f, file, format!("cannot tell the format of \"{}\": name it *.parquet or *.csv, or set format", file.get_ref()));
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        for join in &table.joins {
+            if c.reference(f, "table", &join.to, table_names()) && join.to.get_ref() == table.name.get_ref() {
+                c.at(f, &join.to, "a table cannot join itself");
+            }
+        }
+    }
+    for dim in &model.dimensions {
+        c.name(dim.file, "dimension", &dim.name);
+        c.reference(dim.file, "table", &dim.table, table_names());
+        if let Some(expr) = &dim.expr {
+            c.expr(dim.file, "expr", expr);
+        }
+    }
+    for metric in &model.metrics {
+        let f = metric.file;
+        c.name(f, "metric", &metric.name);
+        c.reference(f, "table", &metric.table, table_names());
+        match &metric.expr {
+            Some(expr) => c.expr(f, "expr", expr),
+            None if metric.agg != Aggregation::Count => c.at(
+                f,
+                &metric.name,
+                format!("metric \"{}\" needs an expr for its aggregation", metric.name.get_ref()),
+            ),
+            None => {}
+        }
+        if let Some(filter) = &metric.filter {
+            c.expr(f, "filter", filter);
+        }
+    }
+    for view in &model.views {
+        let f = view.file;
+        c.name(f, "view", &view.name);
+        if view.dimensions.is_empty() && view.metrics.is_empty() {
+            c.at(f, &view.name, format!("view \"{}\" offers no dimensions and no metrics", view.name.get_ref()));
+        }
+        for d in &view.dimensions {
+            c.reference(f, "dimension", d, dimension_names());
+        }
+        for m in &view.metrics {
+            c.reference(f, "metric", m, metric_names());
+        }
+        duplicates(
+            &mut c,
+            "view column",
+            view.dimensions.iter().chain(&view.metrics).map(|n| (f, n)),
+        );
+    }
+    c.issues
+}
+
+fn duplicates<'a>(c: &mut Checker<'_>, kind: &str, names: impl Iterator<Item = (usize, &'a Spanned<String>)>) {
+    let mut first: HashMap<&str, ()> = HashMap::new();
+    for (file, name) in names {
+        if first.insert(name.get_ref().as_str(), ()).is_some() {
+            c.at(file, name, format!("duplicate {kind} name \"{}\"", name.get_ref()));
+        }
+    }
+}

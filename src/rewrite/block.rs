@@ -1,0 +1,558 @@
+//! The semantic rewrite of one query block that reads a view.
+//!
+//! Rules (documented for users in `docs/model-reference.md`):
+//! - The block's **grain** is its GROUP BY (positions and output names resolved), or,
+//!   without GROUP BY, every selected expression that uses a dimension and neither a
+//!   metric nor an aggregate. `SELECT region, revenue FROM sales` groups by region.
+//! - A **metric** column means the metric aggregated at that grain, from the base rows
+//!   of its table (never re-aggregated from sub-groups).
+//! - An **aggregate around a metric** (`SUM(revenue)`, `MAX(customers)`) is evaluated at
+//!   the grain, where the metric has one value per group: it is the metric itself.
+//! - An **aggregate over dimensions** (`MIN(order_date)`, `COUNT(*)`,
+//!   `COUNT(DISTINCT region)`) is computed over the base rows at the grain.
+//! - **WHERE** conditions on dimensions filter base rows before aggregation; conditions
+//!   that use a metric filter groups after it, as HAVING does.
+//!
+//! The block becomes `SELECT <outer exprs> FROM (<derived>) AS <alias> WHERE <metric
+//! filters>`, where the derived table (see [`super::derived`]) has one row per grain
+//! value with columns `__g<i>` (grain), `__m<j>` (metrics) and `__a<k>` (aggregates).
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    OrderBy, Select, SelectItem, SelectItemQualifiedWildcardKind, TableAlias,
+    TableFactor, TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
+};
+
+use super::derived::{DerivedSpec, InnerExpr, build_derived};
+use super::{RewriteContext, RewriteReport, normalize};
+use crate::bind::{BoundView, ColumnKind};
+use crate::error::{Error, Result, did_you_mean};
+
+/// Aggregate functions: a call without OVER is an aggregate.
+const AGGREGATES: &[&str] = &[
+    "sum", "count", "avg", "mean", "min", "max", "any_value", "first_value", "last_value",
+    "array_agg", "string_agg", "bool_and", "bool_or", "every", "stddev", "stddev_pop",
+    "stddev_samp", "variance", "var_pop", "var_samp", "var_samp", "median", "approx_distinct",
+    "approx_median", "approx_percentile_cont", "percentile_cont", "mode", "bit_and", "bit_or",
+    "bit_xor", "corr", "covar", "covar_pop", "covar_samp", "regr_slope", "regr_intercept",
+    "regr_count", "regr_r2", "regr_avgx", "regr_avgy", "regr_sxx", "regr_syy", "regr_sxy",
+    "json_agg", "jsonb_agg",
+];
+
+/// Aggregates that, around a metric, are the metric itself at the grain.
+const COLLAPSING: &[&str] = &["sum", "min", "max", "avg", "mean", "any_value", "first_value", "last_value"];
+
+/// Rewrite `select` (reading `view`) in place.
+pub fn rewrite_block(
+    select: &mut Select,
+    order_by: Option<&mut OrderBy>,
+    view: &BoundView,
+    alias: Option<&str>,
+    cx: &RewriteContext<'_>,
+    report: &mut RewriteReport,
+) -> Result<()> {
+    let qualifier = alias.unwrap_or(&view.name).to_string();
+
+    // 1. `*` and `v.*` become the view's columns; every item gets its output name.
+    expand_projection(select, view, &qualifier)?;
+    let output_names: HashSet<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(normalize(alias)),
+            _ => None,
+        })
+        .collect();
+
+    // 2. Every column reference becomes a bare, canonical view column name.
+    let mut canon = Canon {
+        view,
+        qualifiers: vec![qualifier.clone(), view.name.clone()],
+        output_names: None,
+        error: None,
+    };
+    let _ = VisitMut::visit(&mut select.projection, &mut canon);
+    let _ = VisitMut::visit(&mut select.selection, &mut canon);
+    let _ = VisitMut::visit(&mut select.having, &mut canon);
+    let _ = VisitMut::visit(&mut select.named_window, &mut canon);
+    canon.output_names = Some(&output_names);
+    let _ = VisitMut::visit(&mut select.group_by, &mut canon);
+    let mut order_by = order_by;
+    if let Some(ob) = order_by.as_deref_mut() {
+        let _ = VisitMut::visit(ob, &mut canon);
+    }
+    if let Some(e) = canon.error.take() {
+        return Err(e);
+    }
+
+    let projection: Vec<Expr> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { expr, .. } => Some(expr.clone()),
+            _ => None,
+        })
+        .collect();
+
+    // 3. The grain.
+    let mut grain: Vec<Expr> = Vec::new();
+    match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
+            for e in exprs {
+                let resolved = match e {
+                    Expr::Value(v) => match &v.value {
+                        Value::Number(n, _) => {
+                            let position: usize = n.parse().unwrap_or(0);
+                            projection.get(position.wrapping_sub(1)).cloned().ok_or_else(|| {
+                                Error::Grouping {
+                                    message: format!("GROUP BY position {n} is not in select list"),
+                                    hint: None,
+                                }
+                            })?
+                        }
+                        _ => e.clone(),
+                    },
+                    Expr::Identifier(id) if view.column(&normalize(id)).is_none() => {
+                        let name = normalize(id);
+                        select
+                            .projection
+                            .iter()
+                            .find_map(|item| match item {
+                                SelectItem::ExprWithAlias { expr, alias } if normalize(alias) == name => {
+                                    Some(expr.clone())
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_else(|| e.clone())
+                    }
+                    _ => e.clone(),
+                };
+                if !grain.contains(&resolved) {
+                    grain.push(resolved);
+                }
+            }
+        }
+        _ => {
+            for e in &projection {
+                let r = refs(e, view);
+                if r.dimensions && !r.metrics && !contains_aggregate(e) && !grain.contains(e) {
+                    grain.push(e.clone());
+                }
+            }
+        }
+    }
+
+    // 4. WHERE: conditions on dimensions go inside, conditions on metrics outside.
+    let mut inner_filters = Vec::new();
+    let mut outer_filters = Vec::new();
+    if let Some(selection) = select.selection.take() {
+        for conjunct in split_and(selection) {
+            if refs(&conjunct, view).metrics || contains_aggregate(&conjunct) {
+                outer_filters.push(conjunct);
+            } else {
+                inner_filters.push(conjunct);
+            }
+        }
+    }
+    if let Some(having) = select.having.take() {
+        outer_filters.push(having);
+    }
+
+    // 5. Outer expressions read the derived table.
+    let mut outer = Outer {
+        view,
+        grain: &grain,
+        metrics: Vec::new(),
+        aggregates: Vec::new(),
+        output_names: None,
+        error: None,
+    };
+    let _ = VisitMut::visit(&mut select.projection, &mut outer);
+    let _ = VisitMut::visit(&mut select.named_window, &mut outer);
+    for f in &mut outer_filters {
+        let _ = VisitMut::visit(f, &mut outer);
+    }
+    outer.output_names = Some(&output_names);
+    if let Some(ob) = order_by.as_deref_mut() {
+        let _ = VisitMut::visit(ob, &mut outer);
+    }
+    if let Some(e) = outer.error.take() {
+        return Err(e);
+    }
+    let Outer {
+        metrics, aggregates, ..
+    } = outer;
+
+    // 6. The derived table.
+    let inner = |e: &Expr| -> Result<InnerExpr> { InnerExpr::new(e, view, cx.semantics) };
+    let spec = DerivedSpec {
+        view,
+        grain: grain.iter().map(inner).collect::<Result<_>>()?,
+        metrics: metrics.clone(),
+        aggregates: aggregates.iter().map(inner).collect::<Result<_>>()?,
+        filters: inner_filters.iter().map(inner).collect::<Result<_>>()?,
+    };
+    report.metrics.extend(metrics);
+    let derived = build_derived(&spec, cx.semantics)?;
+
+    select.from = vec![TableWithJoins {
+        relation: TableFactor::Derived {
+            lateral: false,
+            subquery: Box::new(derived),
+            alias: Some(TableAlias {
+                explicit: true,
+                name: Ident::with_quote('"', qualifier),
+                columns: vec![],
+                at: None,
+            }),
+            sample: None,
+        },
+        joins: vec![],
+    }];
+    select.selection = outer_filters.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    });
+    select.group_by = GroupByExpr::Expressions(vec![], vec![]);
+    Ok(())
+}
+
+/// Replace wildcards by the view's columns and give every item an explicit output name.
+fn expand_projection(select: &mut Select, view: &BoundView, qualifier: &str) -> Result<()> {
+    let mut items = Vec::with_capacity(select.projection.len());
+    for item in std::mem::take(&mut select.projection) {
+        match item {
+            SelectItem::Wildcard(_) => {
+                items.extend(view.columns.iter().map(|c| column_item(&c.name)));
+            }
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
+                let last = name.0.last().and_then(|p| p.as_ident()).map(normalize);
+                if last.as_deref() == Some(qualifier) || last.as_deref() == Some(view.name.as_str()) {
+                    items.extend(view.columns.iter().map(|c| column_item(&c.name)));
+                } else {
+                    return Err(Error::UnknownRelation {
+                        name: name.to_string(),
+                        hint: Some(format!("missing FROM-clause entry; the view here is \"{qualifier}\"")),
+                    });
+                }
+            }
+            SelectItem::UnnamedExpr(expr) => {
+                let alias = Ident::with_quote('"', output_name(&expr));
+                items.push(SelectItem::ExprWithAlias { expr, alias });
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let alias = Ident::with_quote('"', normalize(&alias));
+                items.push(SelectItem::ExprWithAlias { expr, alias });
+            }
+            other => {
+                return Err(Error::unsupported(format!("select item {other} is not supported"), None));
+            }
+        }
+    }
+    select.projection = items;
+    Ok(())
+}
+
+fn column_item(name: &str) -> SelectItem {
+    SelectItem::ExprWithAlias {
+        expr: Expr::Identifier(Ident::new(name)),
+        alias: Ident::with_quote('"', name),
+    }
+}
+
+/// The column name PostgreSQL gives an unnamed select item (its `FigureColname`).
+pub fn output_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(i) => normalize(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(normalize).unwrap_or_default(),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase())
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Cast { expr, data_type, .. } => match expr.as_ref() {
+            Expr::Value(_) => data_type.to_string().to_lowercase(),
+            inner => output_name(inner),
+        },
+        Expr::Nested(inner) => output_name(inner),
+        Expr::Case { .. } => "case".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Array(_) => "array".into(),
+        _ => "?column?".into(),
+    }
+}
+
+/// Canonicalize column references to bare view column names.
+struct Canon<'a> {
+    view: &'a BoundView,
+    qualifiers: Vec<String>,
+    output_names: Option<&'a HashSet<String>>,
+    error: Option<Error>,
+}
+
+impl Canon<'_> {
+    fn unknown(&mut self, name: String) -> ControlFlow<()> {
+        let last = name.rsplit('.').next().unwrap_or(&name).to_string();
+        self.error = Some(Error::UnknownColumn {
+            hint: did_you_mean(&last, self.view.columns.iter().map(|c| c.name.as_str())).or_else(|| {
+                Some(format!(
+                    "view \"{}\" has the columns: {}",
+                    self.view.name,
+                    self.view.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            }),
+            name,
+        });
+        ControlFlow::Break(())
+    }
+}
+
+impl VisitorMut for Canon<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Identifier(ident) => {
+                let name = normalize(ident);
+                if self.view.column(&name).is_some() {
+                    *expr = Expr::Identifier(Ident::new(name));
+                } else if self.output_names.is_some_and(|o| o.contains(&name)) || name.starts_with("__kp") {
+                    // an output column name, or a marker of ours
+                } else {
+                    return self.unknown(name);
+                }
+            }
+            Expr::CompoundIdentifier(parts) => {
+                let names: Vec<String> = parts.iter().map(normalize).collect();
+                let Some((column, qualifier)) = names.split_last() else {
+                    return ControlFlow::Continue(());
+                };
+                let table = qualifier.last().cloned().unwrap_or_default();
+                if !self.qualifiers.contains(&table) {
+                    self.error = Some(Error::UnknownRelation {
+                        name: table.clone(),
+                        hint: Some(format!(
+                            "missing FROM-clause entry for table \"{table}\"; the view here is \"{}\"",
+                            self.qualifiers[0]
+                        )),
+                    });
+                    return ControlFlow::Break(());
+                }
+                if self.view.column(column).is_some() {
+                    *expr = Expr::Identifier(Ident::new(column.clone()));
+                } else {
+                    return self.unknown(names.join("."));
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Which kinds of view column an expression uses.
+#[derive(Default)]
+struct Refs {
+    metrics: bool,
+    dimensions: bool,
+}
+
+fn refs(expr: &Expr, view: &BoundView) -> Refs {
+    struct V<'a> {
+        view: &'a BoundView,
+        refs: Refs,
+    }
+    impl Visitor for V<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Expr::Identifier(i) = expr {
+                match self.view.column(&i.value).map(|c| &c.kind) {
+                    Some(ColumnKind::Metric(_)) => self.refs.metrics = true,
+                    Some(_) => self.refs.dimensions = true,
+                    None => {}
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V {
+        view,
+        refs: Refs::default(),
+    };
+    let _ = expr.visit(&mut v);
+    v.refs
+}
+
+fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+        .unwrap_or_default()
+}
+
+fn is_aggregate(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&function_name(f).as_str()))
+}
+
+fn contains_aggregate(expr: &Expr) -> bool {
+    struct V(bool);
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if is_aggregate(expr) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V(false);
+    let _ = expr.visit(&mut v);
+    v.0
+}
+
+fn split_and(expr: Expr) -> Vec<Expr> {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut out = split_and(*left);
+            out.extend(split_and(*right));
+            out
+        }
+        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+            split_and(*inner)
+        }
+        other => vec![other],
+    }
+}
+
+/// Turn block expressions into expressions over the derived table.
+struct Outer<'a> {
+    view: &'a BoundView,
+    grain: &'a [Expr],
+    metrics: Vec<String>,
+    aggregates: Vec<Expr>,
+    output_names: Option<&'a HashSet<String>>,
+    error: Option<Error>,
+}
+
+fn column(name: String) -> Expr {
+    Expr::Identifier(Ident::with_quote('"', name))
+}
+
+impl VisitorMut for Outer<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Some(i) = self.grain.iter().position(|g| g == expr) {
+            *expr = column(format!("__g{i}"));
+            return ControlFlow::Continue(());
+        }
+        match expr {
+            Expr::Function(f) if is_aggregate(&Expr::Function(f.clone())) => {
+                let name = function_name(f);
+                let arg_refs = refs(&Expr::Function(f.clone()), self.view);
+                if arg_refs.metrics {
+                    let single = match &f.args {
+                        FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    match single {
+                        Some(arg) if COLLAPSING.contains(&name.as_str()) && f.filter.is_none() => {
+                            *expr = Expr::Nested(Box::new(arg));
+                        }
+                        _ => {
+                            self.error = Some(Error::unsupported(
+                                format!("{name}() over a metric is not supported"),
+                                Some(
+                                    "a metric is already aggregated at the query's grain: select it directly, or wrap it in SUM/MIN/MAX/AVG"
+                                        .to_string(),
+                                ),
+                            ));
+                            return ControlFlow::Break(());
+                        }
+                    }
+                } else {
+                    let k = match self.aggregates.iter().position(|a| a == expr) {
+                        Some(k) => k,
+                        None => {
+                            self.aggregates.push(expr.clone());
+                            self.aggregates.len() - 1
+                        }
+                    };
+                    *expr = column(format!("__a{k}"));
+                }
+            }
+            Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                let name = ident.value.clone();
+                match self.view.column(&name).map(|c| &c.kind) {
+                    Some(ColumnKind::Metric(m)) => {
+                        let j = match self.metrics.iter().position(|x| x == m) {
+                            Some(j) => j,
+                            None => {
+                                self.metrics.push(m.clone());
+                                self.metrics.len() - 1
+                            }
+                        };
+                        *expr = column(format!("__m{j}"));
+                    }
+                    Some(_) if self.output_names.is_some_and(|o| o.contains(&name)) => {}
+                    Some(_) => {
+                        self.error = Some(Error::Grouping {
+                            message: format!(
+                                "column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"
+                            ),
+                            hint: Some(format!(
+                                "add \"{name}\" to the select list (or GROUP BY) to break metrics down by it"
+                            )),
+                        });
+                        return ControlFlow::Break(());
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The dimension names an expression uses (for error messages).
+pub fn dimension_names(expr: &Expr, view: &BoundView) -> BTreeSet<String> {
+    struct V<'a> {
+        view: &'a BoundView,
+        names: BTreeSet<String>,
+    }
+    impl Visitor for V<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Expr::Identifier(i) = expr {
+                if let Some(c) = self.view.column(&i.value) {
+                    if !matches!(c.kind, ColumnKind::Metric(_)) {
+                        self.names.insert(c.name.clone());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V {
+        view,
+        names: BTreeSet::new(),
+    };
+    let _ = expr.visit(&mut v);
+    v.names
+}

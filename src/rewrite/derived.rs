@@ -1,0 +1,376 @@
+//! The derived table that answers a view block at its grain.
+//!
+//! For each fact table among the requested metrics:
+//! ```sql
+//! SELECT <grain> AS __g0.., <metric aggregates> AS __m<j>.., <aggregates> AS __a<k>..
+//! FROM __kp_base.<fact> AS <fact> LEFT JOIN __kp_base.<dim table> AS <dim table> ON ...
+//! WHERE <dimension filters>
+//! GROUP BY <grain>
+//! ```
+//! Only the many-to-one joins the query needs are added, so rows never fan out. When the
+//! metrics come from several fact tables, each is aggregated on its own and the results
+//! are joined on the grain (FULL JOIN ... IS NOT DISTINCT FROM), so nothing is counted
+//! twice. The SQL text is assembled only from model identifiers and expressions printed
+//! from their syntax trees, then parsed back.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::ops::ControlFlow;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::{Expr, Query, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::block::dimension_names;
+use crate::bind::{BoundMetric, BoundView, ColumnKind, Semantics};
+use crate::error::{Error, Result};
+use crate::model::Aggregation;
+use crate::sources::BASE_SCHEMA;
+
+/// A block expression translated to base tables.
+#[derive(Debug, Clone)]
+pub struct InnerExpr {
+    /// The expression over qualified base columns.
+    pub expr: Expr,
+    /// Tables it reads.
+    pub tables: BTreeSet<String>,
+    /// View dimensions it uses (for messages).
+    pub dimensions: BTreeSet<String>,
+}
+
+impl InnerExpr {
+    /// Translate `expr` (canonical view column references) to base tables.
+    pub fn new(expr: &Expr, view: &BoundView, semantics: &Semantics) -> Result<InnerExpr> {
+        struct Sub<'a> {
+            view: &'a BoundView,
+            semantics: &'a Semantics,
+            tables: BTreeSet<String>,
+            error: Option<Error>,
+        }
+        impl VisitorMut for Sub<'_> {
+            type Break = ();
+            fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+                let Expr::Identifier(ident) = expr else {
+                    return ControlFlow::Continue(());
+                };
+                if ident.quote_style.is_some() {
+                    return ControlFlow::Continue(());
+                }
+                let Some(column) = self.view.column(&ident.value) else {
+                    return ControlFlow::Continue(());
+                };
+                let dim_name = match &column.kind {
+                    ColumnKind::Dimension(d) | ColumnKind::TimeGrain(d, _) => d,
+                    ColumnKind::Metric(m) => {
+                        self.error = Some(Error::Internal(format!("metric {m} reached a row-level expression")));
+                        return ControlFlow::Break(());
+                    }
+                };
+                let Some(dim) = self.semantics.dimensions.get(dim_name) else {
+                    self.error = Some(Error::Internal(format!("dimension {dim_name} is not bound")));
+                    return ControlFlow::Break(());
+                };
+                self.tables.extend(dim.expr.tables.iter().cloned());
+                let base = dim.expr.expr.to_string();
+                let sql = match &column.kind {
+                    ColumnKind::TimeGrain(_, grain) => {
+                        let truncated = format!("date_trunc('{}', CAST(({base}) AS TIMESTAMP))", grain.name());
+                        if dim.data_type == DataType::Date32 {
+                            format!("CAST({truncated} AS DATE)")
+                        } else {
+                            truncated
+                        }
+                    }
+                    _ => format!("({base})"),
+                };
+                match parse_expr(&sql) {
+                    Ok(e) => *expr = e,
+                    Err(e) => {
+                        self.error = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut out = expr.clone();
+        let mut sub = Sub {
+            view,
+            semantics,
+            tables: BTreeSet::new(),
+            error: None,
+        };
+        let _ = out.visit(&mut sub);
+        if let Some(e) = sub.error {
+            return Err(e);
+        }
+        Ok(InnerExpr {
+            expr: out,
+            tables: sub.tables,
+            dimensions: dimension_names(expr, view),
+        })
+    }
+}
+
+/// Everything the derived table of one block needs.
+#[derive(Debug)]
+pub struct DerivedSpec<'a> {
+    /// The view read.
+    pub view: &'a BoundView,
+    /// Grain expressions → `__g<i>`.
+    pub grain: Vec<InnerExpr>,
+    /// Metric names → `__m<j>`.
+    pub metrics: Vec<String>,
+    /// Aggregates over dimensions → `__a<k>`.
+    pub aggregates: Vec<InnerExpr>,
+    /// Row filters (ANDed).
+    pub filters: Vec<InnerExpr>,
+}
+
+fn parse_expr(sql: &str) -> Result<Expr> {
+    crate::bind::parse_expr(sql).map_err(|e| Error::Internal(format!("generated expression {sql}: {e}")))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The SQL aggregate of a metric.
+pub fn metric_sql(metric: &BoundMetric) -> String {
+    let value = match (&metric.expr, &metric.filter) {
+        (Some(e), Some(f)) => format!("CASE WHEN {f} THEN {e} END"),
+        (Some(e), None) => e.to_string(),
+        (None, Some(f)) => format!("CASE WHEN {f} THEN 1 END"),
+        (None, None) => "*".to_string(),
+    };
+    match metric.agg {
+        Aggregation::CountDistinct => format!("count(DISTINCT {value})"),
+        agg => format!("{}({value})", agg.sql_function()),
+    }
+}
+
+/// Build the derived table for `spec`.
+pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Query> {
+    let metrics: Vec<&BoundMetric> = spec
+        .metrics
+        .iter()
+        .map(|m| {
+            semantics
+                .metrics
+                .get(m)
+                .ok_or_else(|| Error::Internal(format!("metric {m} is not bound")))
+        })
+        .collect::<Result<_>>()?;
+
+    // Fact tables in order of first use; each gets its metrics.
+    let mut facts: Vec<(String, Vec<usize>)> = Vec::new();
+    for (j, m) in metrics.iter().enumerate() {
+        match facts.iter_mut().find(|(t, _)| *t == m.table) {
+            Some((_, js)) => js.push(j),
+            None => facts.push((m.table.clone(), vec![j])),
+        }
+    }
+    let row_tables: BTreeSet<String> = spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .chain(&spec.aggregates)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    if facts.is_empty() {
+        facts.push((base_table(spec, semantics, &row_tables)?, vec![]));
+    }
+
+    let mut parts = Vec::new();
+    for (index, (fact, js)) in facts.iter().enumerate() {
+        let with_aggregates = index == 0;
+        let mut needed: BTreeSet<String> = spec
+            .grain
+            .iter()
+            .chain(&spec.filters)
+            .flat_map(|e| e.tables.iter().cloned())
+            .collect();
+        if with_aggregates {
+            needed.extend(spec.aggregates.iter().flat_map(|e| e.tables.iter().cloned()));
+        }
+        for &j in js {
+            needed.extend(metrics[j].tables.iter().cloned());
+        }
+        let from = from_clause(fact, &needed, spec, semantics, js.iter().map(|&j| metrics[j]))?;
+
+        let mut items = Vec::new();
+        for (i, g) in spec.grain.iter().enumerate() {
+            items.push(format!("{} AS \"__g{i}\"", g.expr));
+        }
+        for &j in js {
+            items.push(format!("{} AS \"__m{j}\"", metric_sql(metrics[j])));
+        }
+        if with_aggregates {
+            for (k, a) in spec.aggregates.iter().enumerate() {
+                items.push(format!("{} AS \"__a{k}\"", a.expr));
+            }
+        }
+        if items.is_empty() {
+            items.push("count(*) AS \"__n\"".to_string());
+        }
+        let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
+        if !spec.filters.is_empty() {
+            let filters: Vec<String> = spec.filters.iter().map(|f| format!("({})", f.expr)).collect();
+            let _ = write!(sql, " WHERE {}", filters.join(" AND "));
+        }
+        if !spec.grain.is_empty() {
+            let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
+            let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+        }
+        parts.push(sql);
+    }
+
+    let sql = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        join_facts(&parts, spec, &facts)
+    };
+    let dialect = PostgreSqlDialect {};
+    Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map(|q| *q)
+        .map_err(|e| Error::Internal(format!("generated SQL does not parse: {e}: {sql}")))
+}
+
+/// Join per-fact aggregates on the grain.
+fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<usize>)]) -> String {
+    let mut items = Vec::new();
+    for i in 0..spec.grain.len() {
+        let all: Vec<String> = (0..parts.len()).map(|f| format!("f{f}.\"__g{i}\"")).collect();
+        items.push(format!("COALESCE({}) AS \"__g{i}\"", all.join(", ")));
+    }
+    for (f, (_, js)) in facts.iter().enumerate() {
+        for j in js {
+            items.push(format!("f{f}.\"__m{j}\""));
+        }
+    }
+    for k in 0..spec.aggregates.len() {
+        items.push(format!("f0.\"__a{k}\""));
+    }
+    let mut from = format!("({}) AS f0", parts[0]);
+    for (f, part) in parts.iter().enumerate().skip(1) {
+        if spec.grain.is_empty() {
+            let _ = write!(from, " CROSS JOIN ({part}) AS f{f}");
+        } else {
+            let conditions: Vec<String> = (0..spec.grain.len())
+                .map(|i| {
+                    let left: Vec<String> = (0..f).map(|p| format!("f{p}.\"__g{i}\"")).collect();
+                    let left = if left.len() == 1 {
+                        left[0].clone()
+                    } else {
+                        format!("COALESCE({})", left.join(", "))
+                    };
+                    format!("{left} IS NOT DISTINCT FROM f{f}.\"__g{i}\"")
+                })
+                .collect();
+            let _ = write!(from, " FULL JOIN ({part}) AS f{f} ON {}", conditions.join(" AND "));
+        }
+    }
+    format!("SELECT {} FROM {from}", items.join(", "))
+}
+
+/// The table a block without metrics reads: the first of the requested dimensions'
+/// tables, then the view's metric tables, from which every needed table is reachable.
+fn base_table(spec: &DerivedSpec<'_>, semantics: &Semantics, needed: &BTreeSet<String>) -> Result<String> {
+    let mut candidates: Vec<String> = Vec::new();
+    for e in spec.grain.iter().chain(&spec.filters).chain(&spec.aggregates) {
+        for d in &e.dimensions {
+            if let Some(dim) = semantics.dimensions.get(d.split("__").next().unwrap_or(d)) {
+                candidates.push(dim.table.clone());
+            }
+        }
+    }
+    for c in &spec.view.columns {
+        if let ColumnKind::Metric(m) = &c.kind {
+            if let Some(metric) = semantics.metrics.get(m) {
+                candidates.push(metric.table.clone());
+            }
+        }
+    }
+    for c in &spec.view.columns {
+        if let ColumnKind::Dimension(d) = &c.kind {
+            if let Some(dim) = semantics.dimensions.get(d) {
+                candidates.push(dim.table.clone());
+            }
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|t| needed.iter().all(|n| semantics.model.join_path(t, n).is_some()))
+        .ok_or_else(|| {
+            Error::unsupported(
+                format!(
+                    "the dimensions asked together in view \"{}\" are not related: no table reaches all of {}",
+                    spec.view.name,
+                    needed.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                Some("ask for these dimensions in separate queries, or together with a metric that relates them".into()),
+            )
+        })
+}
+
+/// `FROM fact LEFT JOIN ...` with the joins needed to reach `needed`.
+fn from_clause<'m>(
+    fact: &str,
+    needed: &BTreeSet<String>,
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    metrics: impl Iterator<Item = &'m BoundMetric>,
+) -> Result<String> {
+    let metric_names: Vec<String> = metrics.map(|m| format!("\"{}\"", m.name)).collect();
+    let mut joined: Vec<String> = vec![fact.to_string()];
+    let mut sql = format!("{}.{} AS {}", quote(BASE_SCHEMA), quote(fact), quote(fact));
+    for target in needed {
+        let Some(path) = semantics.model.join_path(fact, target) else {
+            let dims: BTreeSet<String> = spec
+                .grain
+                .iter()
+                .chain(&spec.filters)
+                .chain(&spec.aggregates)
+                .filter(|e| e.tables.contains(target))
+                .flat_map(|e| e.dimensions.iter().cloned())
+                .collect();
+            let what = if metric_names.is_empty() {
+                format!("table \"{fact}\"")
+            } else {
+                format!("metric {} (table \"{fact}\")", metric_names.join(", "))
+            };
+            let dims = dims.into_iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+            return Err(Error::unsupported(
+                format!(
+                    "{what} cannot be broken down or filtered by {dims} (table \"{target}\"): there is no many-to-one join path from \"{fact}\" to \"{target}\""
+                ),
+                Some(format!("query {dims} without these metrics, or use a view where they are related")),
+            ));
+        };
+        for (from, join) in path {
+            let to = join.to.get_ref();
+            if joined.iter().any(|j| j == to) {
+                continue;
+            }
+            let Some(to_table) = semantics.model.table(to) else {
+                return Err(Error::Internal(format!("table {to} is not in the model")));
+            };
+            let _ = write!(
+                sql,
+                " LEFT JOIN {}.{} AS {} ON {}.{} = {}.{}",
+                quote(BASE_SCHEMA),
+                quote(to),
+                quote(to),
+                quote(from.name.get_ref()),
+                quote(join.foreign_key.get_ref()),
+                quote(to),
+                quote(to_table.primary_key.get_ref()),
+            );
+            joined.push(to.clone());
+        }
+    }
+    Ok(sql)
+}

@@ -1,0 +1,396 @@
+//! Semantic rewrite: SQL over views → SQL over the model's base tables.
+//!
+//! A view is a relation *at the grain the query asks for*: every query block
+//! (`SELECT ... FROM view ...`) is answered by a derived table that aggregates each metric
+//! at the block's grain (its GROUP BY, or else its selected dimension expressions), so a
+//! metric column always means the metric at that grain and aggregates written around a
+//! metric collapse to the metric itself. See [`block`] for the rules, [`derived`] for the
+//! SQL generated.
+//!
+//! This module walks whole statements: CTEs, set operations, derived tables and
+//! subqueries are rewritten block by block; relations are resolved (a view, a CTE, a
+//! catalog table, or an error with a "did you mean").
+//!
+//! Invariant: pure AST → AST. No I/O, no engine; the only way to reach a base table is
+//! through a view, so clients can never read unmodelled data.
+
+pub mod block;
+pub mod derived;
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem,
+    SetExpr, TableFactor, TableWithJoins, VisitMut, VisitorMut,
+};
+
+use crate::bind::{BoundView, Semantics};
+use crate::error::{Error, Result, did_you_mean};
+
+/// What the rewrite needs to know besides the model.
+#[derive(Debug)]
+pub struct RewriteContext<'a> {
+    /// The bound model.
+    pub semantics: &'a Semantics,
+    /// Catalog relations clients may read, as `(schema, table)`.
+    pub catalog_tables: &'a HashSet<(String, String)>,
+    /// The database name served (for three-part names).
+    pub database: &'a str,
+}
+
+/// What a rewrite touched, for tracing and audit.
+#[derive(Debug, Default, Clone)]
+pub struct RewriteReport {
+    /// Views read.
+    pub views: BTreeSet<String>,
+    /// Metrics computed.
+    pub metrics: BTreeSet<String>,
+}
+
+/// Rewrite every query block of `query` that reads a view.
+pub fn rewrite_query(query: &mut Query, cx: &RewriteContext<'_>, report: &mut RewriteReport) -> Result<()> {
+    walk_query(query, cx, &HashSet::new(), report)
+}
+
+/// Lower-case unquoted identifiers, as PostgreSQL does.
+pub fn normalize(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn walk_query(
+    query: &mut Query,
+    cx: &RewriteContext<'_>,
+    ctes: &HashSet<String>,
+    report: &mut RewriteReport,
+) -> Result<()> {
+    let mut scope = ctes.clone();
+    if let Some(with) = &mut query.with {
+        for cte in &mut with.cte_tables {
+            if with.recursive {
+                scope.insert(normalize(&cte.alias.name));
+            }
+            walk_query(&mut cte.query, cx, &scope, report)?;
+            scope.insert(normalize(&cte.alias.name));
+        }
+    }
+    let Query { body, order_by, .. } = query;
+    walk_set_expr(body, order_by.as_mut(), cx, &scope, report)
+}
+
+fn walk_set_expr(
+    body: &mut SetExpr,
+    order_by: Option<&mut OrderBy>,
+    cx: &RewriteContext<'_>,
+    ctes: &HashSet<String>,
+    report: &mut RewriteReport,
+) -> Result<()> {
+    match body {
+        SetExpr::Select(select) => walk_select(select, order_by, cx, ctes, report),
+        SetExpr::Query(q) => walk_query(q, cx, ctes, report),
+        SetExpr::SetOperation { left, right, .. } => {
+            walk_set_expr(left, None, cx, ctes, report)?;
+            walk_set_expr(right, None, cx, ctes, report)
+        }
+        SetExpr::Values(_) => Ok(()),
+        other => Err(Error::ReadOnly(statement_word(other))),
+    }
+}
+
+fn statement_word(body: &SetExpr) -> String {
+    match body {
+        SetExpr::Insert(_) => "INSERT",
+        SetExpr::Update(_) => "UPDATE",
+        SetExpr::Delete(_) => "DELETE",
+        SetExpr::Merge(_) => "MERGE",
+        _ => "this statement",
+    }
+    .to_string()
+}
+
+/// A view referenced in FROM.
+struct ViewRef<'a> {
+    view: &'a BoundView,
+    alias: Option<String>,
+}
+
+fn walk_select(
+    select: &mut Select,
+    order_by: Option<&mut OrderBy>,
+    cx: &RewriteContext<'_>,
+    ctes: &HashSet<String>,
+    report: &mut RewriteReport,
+) -> Result<()> {
+    let mut views = Vec::new();
+    let mut relations = 0usize;
+    for twj in &mut select.from {
+        walk_table_with_joins(twj, cx, ctes, report, &mut views, &mut relations)?;
+    }
+
+    // Subqueries in expressions are query blocks of their own: lift them out, rewrite
+    // them, and put them back once this block is done.
+    let mut lifted = Vec::new();
+    let mut order_by = order_by;
+    lift_subqueries(select, order_by.as_deref_mut(), &mut lifted);
+    for q in &mut lifted {
+        walk_query(q, cx, ctes, report)?;
+    }
+
+    match views.len() {
+        0 => {}
+        1 if relations == 1 => {
+            let ViewRef { view, alias } = views.remove(0);
+            report.views.insert(view.name.clone());
+            block::rewrite_block(select, order_by.as_deref_mut(), view, alias.as_deref(), cx, report)?;
+        }
+        _ => {
+            return Err(Error::unsupported(
+                "a SELECT that reads a view may not join it with other relations",
+                Some(
+                    "a view already joins its tables; to combine views, join subqueries that each read one view"
+                        .to_string(),
+                ),
+            ));
+        }
+    }
+
+    put_back_subqueries(select, order_by, lifted);
+    Ok(())
+}
+
+fn walk_table_with_joins<'a>(
+    twj: &mut TableWithJoins,
+    cx: &RewriteContext<'a>,
+    ctes: &HashSet<String>,
+    report: &mut RewriteReport,
+    views: &mut Vec<ViewRef<'a>>,
+    relations: &mut usize,
+) -> Result<()> {
+    walk_factor(&mut twj.relation, cx, ctes, report, views, relations)?;
+    for join in &mut twj.joins {
+        walk_factor(&mut join.relation, cx, ctes, report, views, relations)?;
+    }
+    Ok(())
+}
+
+fn walk_factor<'a>(
+    factor: &mut TableFactor,
+    cx: &RewriteContext<'a>,
+    ctes: &HashSet<String>,
+    report: &mut RewriteReport,
+    views: &mut Vec<ViewRef<'a>>,
+    relations: &mut usize,
+) -> Result<()> {
+    *relations += 1;
+    match factor {
+        TableFactor::Table { name, alias, args, .. } => {
+            if args.is_some() {
+                return Ok(()); // a table function such as generate_series(...)
+            }
+            match resolve_relation(name, cx, ctes)? {
+                Relation::View(view) => views.push(ViewRef {
+                    view,
+                    alias: alias.as_ref().map(|a| normalize(&a.name)),
+                }),
+                Relation::Catalog(schema, table) => {
+                    *name = ObjectName::from(vec![Ident::new(schema), Ident::new(table)]);
+                }
+                Relation::Cte => {}
+            }
+            Ok(())
+        }
+        TableFactor::Derived { subquery, .. } => walk_query(subquery, cx, ctes, report),
+        TableFactor::NestedJoin { table_with_joins, .. } => {
+            *relations -= 1;
+            walk_table_with_joins(table_with_joins, cx, ctes, report, views, relations)
+        }
+        _ => Ok(()),
+    }
+}
+
+enum Relation<'a> {
+    View(&'a BoundView),
+    Catalog(String, String),
+    Cte,
+}
+
+fn resolve_relation<'a>(
+    name: &ObjectName,
+    cx: &RewriteContext<'a>,
+    ctes: &HashSet<String>,
+) -> Result<Relation<'a>> {
+    let mut parts = Vec::with_capacity(name.0.len());
+    for part in &name.0 {
+        match part {
+            ObjectNamePart::Identifier(ident) => parts.push(normalize(ident)),
+            ObjectNamePart::Function(_) => {
+                return Err(Error::unsupported(format!("relation name {name} is not supported"), None));
+            }
+        }
+    }
+    let display = parts.join(".");
+    if parts.len() == 3 {
+        if parts[0] != cx.database {
+            return Err(Error::unsupported(
+                format!("cross-database references are not implemented: {display}"),
+                Some(format!("this server holds one database, \"{}\"", cx.database)),
+            ));
+        }
+        parts.remove(0);
+    }
+    let (schema, table) = match parts.as_slice() {
+        [table] => (None, table.as_str()),
+        [schema, table] => (Some(schema.as_str()), table.as_str()),
+        _ => {
+            return Err(Error::UnknownRelation {
+                name: display,
+                hint: None,
+            });
+        }
+    };
+    if schema.is_none() && ctes.contains(table) {
+        return Ok(Relation::Cte);
+    }
+    if matches!(schema, None | Some("public")) {
+        if let Some(view) = cx.semantics.view(table) {
+            return Ok(Relation::View(view));
+        }
+    }
+    let catalog_schema = match schema {
+        Some(s) => s,
+        None => "pg_catalog",
+    };
+    if cx
+        .catalog_tables
+        .contains(&(catalog_schema.to_string(), table.to_string()))
+    {
+        return Ok(Relation::Catalog(catalog_schema.to_string(), table.to_string()));
+    }
+    let candidates: Vec<&str> = cx.semantics.views.iter().map(|v| v.name.as_str()).collect();
+    Err(Error::UnknownRelation {
+        name: display,
+        hint: did_you_mean(table, candidates.iter().copied())
+            .or_else(|| Some(format!("the views are: {}", candidates.join(", ")))),
+    })
+}
+
+// ---- lifting subqueries out of a block ------------------------------------------
+
+const LIFTED_MARKER: &str = "__kp_lifted";
+
+struct Lift<'a> {
+    lifted: &'a mut Vec<Box<Query>>,
+}
+
+impl VisitorMut for Lift<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let slot = match expr {
+            Expr::Subquery(q) => Some(q),
+            Expr::InSubquery { subquery, .. } => Some(subquery),
+            Expr::Exists { subquery, .. } => Some(subquery),
+            _ => None,
+        };
+        if let Some(q) = slot {
+            let marker = marker_query(self.lifted.len());
+            self.lifted.push(std::mem::replace(q, marker));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct PutBack {
+    lifted: Vec<Option<Box<Query>>>,
+}
+
+impl VisitorMut for PutBack {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let slot = match expr {
+            Expr::Subquery(q) => Some(q),
+            Expr::InSubquery { subquery, .. } => Some(subquery),
+            Expr::Exists { subquery, .. } => Some(subquery),
+            _ => None,
+        };
+        if let Some(q) = slot {
+            if let Some(index) = marker_index(q) {
+                if let Some(original) = self.lifted.get_mut(index).and_then(Option::take) {
+                    *q = original;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn marker_query(index: usize) -> Box<Query> {
+    let sql = format!("SELECT {index} AS {LIFTED_MARKER}");
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    match datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+    {
+        Ok(q) => q,
+        // The marker text is fixed and always parses; an empty query is a safe fallback.
+        Err(_) => Box::new(Query {
+            with: None,
+            body: Box::new(SetExpr::Values(datafusion::sql::sqlparser::ast::Values {
+                explicit_row: false,
+                value_keyword: false,
+                rows: vec![],
+            })),
+            order_by: None,
+            limit_clause: None,
+            fetch: None,
+            locks: vec![],
+            for_clause: None,
+            settings: None,
+            format_clause: None,
+            pipe_operators: vec![],
+        }),
+    }
+}
+
+fn marker_index(query: &Query) -> Option<usize> {
+    let SetExpr::Select(select) = query.body.as_ref() else { return None };
+    match select.projection.as_slice() {
+        [SelectItem::ExprWithAlias { expr: Expr::Value(v), alias }] if alias.value == LIFTED_MARKER => {
+            v.value.to_string().parse().ok()
+        }
+        _ => None,
+    }
+}
+
+fn lift_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lifted: &mut Vec<Box<Query>>) {
+    let mut v = Lift { lifted };
+    visit_block_exprs(select, order_by, &mut v);
+}
+
+fn put_back_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lifted: Vec<Box<Query>>) {
+    if lifted.is_empty() {
+        return;
+    }
+    let mut v = PutBack {
+        lifted: lifted.into_iter().map(Some).collect(),
+    };
+    visit_block_exprs(select, order_by, &mut v);
+}
+
+/// Visit the expressions a block owns (not those of its FROM clause).
+fn visit_block_exprs<V: VisitorMut<Break = ()>>(select: &mut Select, order_by: Option<&mut OrderBy>, v: &mut V) {
+    let _ = select.projection.visit(v);
+    let _ = select.selection.visit(v);
+    let _ = select.group_by.visit(v);
+    let _ = select.having.visit(v);
+    let _ = select.named_window.visit(v);
+    let _ = select.qualify.visit(v);
+    if let Some(order_by) = order_by {
+        if let OrderByKind::Expressions(exprs) = &mut order_by.kind {
+            let _ = exprs.visit(v);
+        }
+    }
+}

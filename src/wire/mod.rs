@@ -1,0 +1,443 @@
+//! The PostgreSQL wire protocol: the only module that uses `pgwire`.
+//!
+//! Listener and per-connection task ([`serve`]), startup and authentication ([`auth`]),
+//! simple and extended query handling (here), and result encoding ([`encode`]).
+//! Statements are parsed and planned by the engine; this module only moves messages,
+//! keeps transaction status, and turns [`Error`]s into `ErrorResponse`s.
+//!
+//! Invariant: every error reaches the client as an ErrorResponse with its SQLSTATE and
+//! the connection stays usable; nothing here panics on client input.
+
+pub mod auth;
+pub mod encode;
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::startup::ParameterStatus;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::engine::{Engine, QueryPlan};
+use crate::error::{Error, Result};
+use crate::session::{Session, display_name};
+use crate::sql::compat::SessionFacts;
+use crate::sql::{self, Command};
+
+/// The error as PostgreSQL sends it.
+pub fn error_info(error: &Error) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string());
+    info.hint = error.hint();
+    info
+}
+
+fn user_error(error: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&error)))
+}
+
+/// A statement after Parse: planned once, executed on every Bind/Execute.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A query, planned.
+    Query(Arc<QueryPlan>),
+    /// EXPLAIN of a query.
+    Explain(Arc<QueryPlan>),
+    /// Anything else.
+    Command(Command),
+}
+
+/// Query handling shared by all connections.
+pub struct Handler {
+    engine: Arc<Engine>,
+    parser: Arc<Parser>,
+}
+
+/// The extended protocol's statement parser.
+pub struct Parser {
+    engine: Arc<Engine>,
+}
+
+fn session<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Session>> {
+    client
+        .session_extensions()
+        .get::<Session>()
+        .ok_or_else(|| user_error(Error::Internal("no session: not authenticated".into())))
+}
+
+async fn prepare(engine: &Engine, session: &Session, statement: datafusion::sql::sqlparser::ast::Statement) -> Result<Prepared> {
+    let facts = SessionFacts {
+        session,
+        database: engine.database(),
+    };
+    Ok(match sql::classify(statement)? {
+        Command::Query(statement) => Prepared::Query(Arc::new(engine.plan(*statement, &facts).await?)),
+        Command::Explain(statement) => Prepared::Explain(Arc::new(engine.plan(*statement, &facts).await?)),
+        other => Prepared::Command(other),
+    })
+}
+
+fn text_fields(names: &[&str], format: &Format) -> Vec<FieldInfo> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| FieldInfo::new((*n).to_string(), None, None, Type::TEXT, format.format_for(i)))
+        .collect()
+}
+
+fn text_rows(fields: Vec<FieldInfo>, rows: Vec<Vec<Option<String>>>) -> Response {
+    let fields = Arc::new(fields);
+    let schema = fields.clone();
+    let data = stream::iter(rows).map(move |row| {
+        let mut encoder = DataRowEncoder::new(schema.clone());
+        for value in row {
+            encoder.encode_field(&value)?;
+        }
+        Ok(encoder.take_row())
+    });
+    Response::Query(QueryResponse::new(fields, data))
+}
+
+fn result_fields(prepared: &Prepared, format: &Format) -> Vec<FieldInfo> {
+    match prepared {
+        Prepared::Query(plan) => encode::fields(&plan.schema(), format),
+        Prepared::Explain(_) => text_fields(&["QUERY PLAN"], format),
+        Prepared::Command(Command::Show(Some(name))) => text_fields(&[display_name(name)], format),
+        Prepared::Command(Command::Show(None)) => text_fields(&["name", "setting", "description"], format),
+        Prepared::Command(_) => Vec::new(),
+    }
+}
+
+impl Handler {
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        prepared: &Prepared,
+        params: Vec<datafusion::common::ScalarValue>,
+        format: &Format,
+        status: TransactionStatus,
+    ) -> Result<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+    {
+        if matches!(status, TransactionStatus::Error) && !matches!(prepared, Prepared::Command(Command::Commit | Command::Rollback)) {
+            return Err(Error::InFailedTransaction);
+        }
+        match prepared {
+            Prepared::Query(plan) => {
+                let started = Instant::now();
+                tracing::info!(
+                    user = %session.user,
+                    views = ?plan.report.views,
+                    metrics = ?plan.report.metrics,
+                    "query"
+                );
+                tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
+                let mut batches = self.engine.execute(plan, params).await?;
+                // Run the query up to its first batch here, where a cancel request can
+                // still interrupt it; the rest streams to the client.
+                let first = batches.next().await;
+                let fields = Arc::new(encode::fields(&plan.schema(), format));
+                let counted = stream::iter(first).chain(batches);
+                let user = session.user.clone();
+                let rows = encode::rows(counted, fields.clone());
+                let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let counter = count.clone();
+                let rows = rows
+                    .inspect(move |_| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    })
+                    .chain(stream::once(async move {
+                        let rows = count.load(std::sync::atomic::Ordering::Relaxed);
+                        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        tracing::info!(user = %user, rows, duration_ms, "query finished");
+                        None
+                    })
+                    .filter_map(|x: Option<PgWireResult<pgwire::messages::data::DataRow>>| async move { x }));
+                Ok(Response::Query(QueryResponse::new(fields, rows)))
+            }
+            Prepared::Explain(plan) => {
+                let lines = self.engine.explain(plan)?;
+                Ok(text_rows(
+                    text_fields(&["QUERY PLAN"], format),
+                    lines.into_iter().map(|l| vec![Some(l)]).collect(),
+                ))
+            }
+            Prepared::Command(command) => self.command(client, session, command, format, status).await,
+        }
+    }
+
+    async fn command<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        command: &Command,
+        format: &Format,
+        status: TransactionStatus,
+    ) -> Result<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+    {
+        Ok(match command {
+            Command::Set { name, value } => {
+                let reported = match value {
+                    Some(v) => session.set(name, v)?.into_iter().collect(),
+                    None => session.reset(Some(name))?,
+                };
+                for name in reported {
+                    let value = session.get(&name)?;
+                    let _ = client
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                        .await;
+                }
+                Response::Execution(Tag::new("SET"))
+            }
+            Command::Reset(name) => {
+                for name in session.reset(name.as_deref())? {
+                    let value = session.get(&name)?;
+                    let _ = client
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                        .await;
+                }
+                Response::Execution(Tag::new("RESET"))
+            }
+            Command::Show(Some(name)) => {
+                let key = match name.as_str() {
+                    "transaction isolation level" => "transaction_isolation",
+                    other => other,
+                };
+                let value = session.get(key)?;
+                text_rows(text_fields(&[display_name(key)], format), vec![vec![Some(value)]])
+            }
+            Command::Show(None) => {
+                let rows = session
+                    .all()
+                    .into_iter()
+                    .map(|(k, v)| vec![Some(display_name(&k).to_string()), Some(v), Some(String::new())])
+                    .collect();
+                text_rows(text_fields(&["name", "setting", "description"], format), rows)
+            }
+            Command::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+            Command::Commit => {
+                if matches!(status, TransactionStatus::Error) {
+                    Response::TransactionEnd(Tag::new("ROLLBACK"))
+                } else {
+                    Response::TransactionEnd(Tag::new("COMMIT"))
+                }
+            }
+            Command::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
+            Command::Discard => Response::Execution(Tag::new("DISCARD ALL")),
+            Command::Deallocate => Response::Execution(Tag::new("DEALLOCATE")),
+            Command::Query(_) | Command::Explain(_) => {
+                return Err(Error::Internal("query reached the command path".into()));
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client)?;
+        let span = tracing::info_span!("statement", user = %session.user, protocol = "simple");
+        async {
+            let mut responses = Vec::new();
+            let mut status = client.transaction_status();
+            let statements = match sql::parse(query) {
+                Ok(s) => s,
+                Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+            };
+            for statement in statements {
+                let outcome = match prepare(&self.engine, &session, statement).await {
+                    Ok(prepared) => {
+                        self.run(client, &session, &prepared, Vec::new(), &Format::UnifiedText, status)
+                            .await
+                    }
+                    Err(e) if matches!(status, TransactionStatus::Error) => {
+                        tracing::debug!(error = %e, "in failed transaction");
+                        Err(Error::InFailedTransaction)
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(response) => {
+                        status = match &response {
+                            Response::TransactionStart(_) => status.to_in_transaction_state(),
+                            Response::TransactionEnd(_) => status.to_idle_state(),
+                            _ => status,
+                        };
+                        responses.push(response);
+                    }
+                    Err(e) => {
+                        tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
+                        responses.push(Response::Error(Box::new(error_info(&e))));
+                        break;
+                    }
+                }
+            }
+            Ok(responses)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, client: &C, sql_text: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = session(client)?;
+        let mut statements = sql::parse(sql_text).map_err(user_error)?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => {
+                let statement = statements.remove(0);
+                match prepare(&self.engine, &session, statement).await {
+                    Ok(p) => Ok(Some(p)),
+                    Err(e) => {
+                        tracing::info!(sqlstate = e.sqlstate(), error = %e, "parse failed");
+                        Err(user_error(e))
+                    }
+                }
+            }
+            _ => Err(user_error(Error::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            ))),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(match stmt {
+            Prepared::Query(plan) | Prepared::Explain(plan) => (0..plan.param_types.len())
+                .map(|i| encode::parameter_type(plan, &[], i))
+                .collect(),
+            Prepared::Command(_) => Vec::new(),
+        })
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(result_fields(stmt, format.unwrap_or(&Format::UnifiedText)))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client)?;
+        let span = tracing::info_span!("statement", user = %session.user, protocol = "extended");
+        async {
+            let prepared = &portal.statement.statement;
+            let params = match prepared {
+                Prepared::Query(plan) => encode::parameters(portal, plan)?,
+                _ => Vec::new(),
+            };
+            let status = client.transaction_status();
+            self.run(client, &session, prepared, params, &portal.result_column_format, status)
+                .await
+                .map_err(|e| {
+                    tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
+                    user_error(e)
+                })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Hands pgwire the handlers of each connection.
+struct Factory {
+    handler: Arc<Handler>,
+    startup: Arc<auth::Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for Factory {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.handler.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Accept connections on `listener` until the process is stopped.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, config: &Config) -> Result<()> {
+    let manager = Arc::new(ConnectionManager::new());
+    let credentials = Arc::new(auth::Credentials::new(config));
+    let factory = Arc::new(Factory {
+        handler: Arc::new(Handler {
+            engine: engine.clone(),
+            parser: Arc::new(Parser { engine }),
+        }),
+        startup: Arc::new(auth::Startup::new(config, credentials, manager.clone())),
+        cancel: Arc::new(DefaultCancelHandler::new(manager)),
+    });
+    loop {
+        let (socket, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let factory = factory.clone();
+        let span = tracing::info_span!("connection", %peer);
+        tokio::spawn(
+            async move {
+                tracing::debug!("connected");
+                if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
+                    tracing::debug!(error = %e, "connection ended with an I/O error");
+                }
+                tracing::debug!("disconnected");
+            }
+            .instrument(span),
+        );
+    }
+}

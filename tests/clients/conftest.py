@@ -1,0 +1,88 @@
+"""Start one real kpitables server (the binary, demo model) for the client tests."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("KPITABLES_BIN") or str(ROOT / "target" / "debug" / "kpitables")
+DATA = ROOT / "data" / "demo"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: pathlib.Path) -> None:
+    # Readiness wait (not a timing assertion): the server loads and binds the model first.
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"kpitables exited early:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"kpitables did not listen on {port}:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    assert (DATA / "_SUCCESS").exists(), "run `kpitables demo` first (tests/run-all.sh does)"
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "kpitables.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [BIN, "serve", "--listen", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+    try:
+        wait_for_port(port, proc, log)
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "user": "analyst",
+            "password": "analyst",
+            "dbname": "kpitables",
+            "log": log,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def dsn(server):
+    s = server
+    return f"host={s['host']} port={s['port']} user={s['user']} password={s['password']} dbname={s['dbname']}"
+
+
+@pytest.fixture()
+def conn(dsn):
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def duck():
+    """DuckDB over the same demo files: the ground truth."""
+    import duckdb
+
+    db = duckdb.connect()
+    for name in ["order_lines", "orders", "stores", "products"]:
+        db.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
+    db.execute(
+        f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)"
+    )
+    return db

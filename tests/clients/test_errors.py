@@ -1,0 +1,50 @@
+"""Each class of error reaches the client as an ErrorResponse with the right SQLSTATE, a
+message and a hint, and the same connection keeps working afterwards."""
+
+import psycopg
+import pytest
+
+CASES = [
+    ("unknown column", "SELECT regoin, revenue FROM sales", "42703", "regoin", 'did you mean "region"'),
+    ("unknown view", "SELECT revenue FROM sale", "42P01", "sale", 'did you mean "sales"'),
+    ("syntax", "SELEC revenue FROM sales", "42601", "", "check the SQL"),
+    ("type mismatch", "SELECT region FROM sales WHERE region + 1 = 2", "42804", "", "cast"),
+    ("invalid value", "SELECT 'abc'::int", "22P02", "", None),
+    ("grouping", "SELECT region, revenue FROM sales GROUP BY city", "42803", "region", "GROUP BY"),
+    ("not answerable", "SELECT COUNT(DISTINCT revenue) FROM sales", "0A000", "over a metric", "select it directly"),
+    ("read only", "DELETE FROM sales", "25006", "read-only", "read-only"),
+    ("unknown setting", "SHOW no_such_setting", "42704", "no_such_setting", "SHOW ALL"),
+]
+
+
+@pytest.mark.parametrize("name,sql,sqlstate,message,hint", CASES, ids=[c[0] for c in CASES])
+def test_error_class(conn, name, sql, sqlstate, message, hint):
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(sql)
+    diag = info.value.diag
+    assert diag.sqlstate == sqlstate, diag.message_primary
+    assert message in (diag.message_primary or "")
+    if hint is not None:
+        assert hint in (diag.message_hint or "")
+    # The session is still usable.
+    assert conn.execute("SELECT region FROM sales WHERE region = 'East'").fetchall() == [("East",)]
+
+
+def test_error_in_extended_protocol_keeps_session(conn):
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        conn.execute("SELECT revenue FROM sales WHERE regoin = %s", ("East",))
+    assert conn.execute("SELECT region FROM sales WHERE region = %s", ("East",)).fetchall() == [("East",)]
+
+
+def test_wrong_database_is_refused(server):
+    dsn = f"host={server['host']} port={server['port']} user=analyst password=analyst dbname=public"
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(dsn)
+    assert "does not exist" in str(info.value)
+
+
+def test_wrong_password_is_refused(server):
+    dsn = f"host={server['host']} port={server['port']} user=analyst password=wrong dbname=kpitables"
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(dsn)
+    assert "password authentication failed" in str(info.value)

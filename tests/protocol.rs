@@ -1,0 +1,213 @@
+//! Wire-protocol behaviour through a real client (tokio-postgres): extended protocol with
+//! named statements and portals, row limits, binary results, cancel, concurrency.
+
+mod common;
+
+use std::time::Duration;
+
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+async fn connect(port: u16) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&common::conninfo(port), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_protocol_portals_and_row_limits() {
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let mut client = connect(server.port).await;
+
+    // A named statement, executed several times with different parameters.
+    let statement = client
+        .prepare("SELECT region, revenue FROM sales WHERE region <> $1 ORDER BY region")
+        .await
+        .expect("prepare");
+    let all: Vec<String> = client
+        .query(&statement, &[&"nowhere"])
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    assert_eq!(all, vec!["Central", "East", "North", "South", "West"]);
+    let without_east = client.query(&statement, &[&"East"]).await.expect("query again");
+    assert_eq!(without_east.len(), 4);
+
+    // A portal read three rows at a time (Execute with max_rows, PortalSuspended).
+    let transaction = client.transaction().await.expect("begin");
+    let portal = transaction
+        .bind("SELECT order_date, units FROM sales WHERE order_date__month = $1 ORDER BY 1", &[&chrono::NaiveDate::from_ymd_opt(2024, 2, 1).expect("date")])
+        .await
+        .expect("bind");
+    let mut days = Vec::new();
+    loop {
+        let rows = transaction.query_portal(&portal, 3).await.expect("fetch");
+        assert!(rows.len() <= 3);
+        if rows.is_empty() {
+            break;
+        }
+        days.extend(rows.iter().map(|r| r.get::<_, chrono::NaiveDate>(0)));
+    }
+    transaction.commit().await.expect("commit");
+    assert_eq!(days.len(), 29, "February 2024 has 29 days");
+    assert!(days.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_results_have_the_declared_types() {
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let client = connect(server.port).await;
+    // tokio-postgres asks for binary results and checks each column's type OID.
+    let row = client
+        .query_one(
+            "SELECT order_date, order_date__quarter, orders, units, revenue::float8 AS r, region FROM sales \
+             WHERE order_date = $1 AND region = 'East'",
+            &[&chrono::NaiveDate::from_ymd_opt(2023, 5, 17).expect("date")],
+        )
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, chrono::NaiveDate>(0), chrono::NaiveDate::from_ymd_opt(2023, 5, 17).expect("date"));
+    assert_eq!(row.get::<_, chrono::NaiveDate>(1), chrono::NaiveDate::from_ymd_opt(2023, 4, 1).expect("date"));
+    assert!(row.get::<_, i64>(2) > 0);
+    assert!(row.get::<_, i64>(3) >= row.get::<_, i64>(2));
+    assert!(row.get::<_, f64>(4) > 0.0);
+    assert_eq!(row.get::<_, String>(5), "East");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_do_not_break_the_session_and_statuses_follow_postgres() {
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let client = connect(server.port).await;
+    let err = client.query("SELECT nope FROM sales", &[]).await.expect_err("unknown column");
+    assert_eq!(err.code().map(|c| c.code()), Some("42703"));
+    let err = client.simple_query("SELECT 1; SELECT nope FROM sales; SELECT 2").await.expect_err("second fails");
+    assert_eq!(err.code().map(|c| c.code()), Some("42703"));
+    let rows = client.simple_query("SELECT 'still here'").await.expect("usable");
+    assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("still here"))));
+}
+
+/// A query that cannot finish in any reasonable time: about 2 billion joined rows.
+const ENDLESS: &str = "SELECT COUNT(*) FROM (SELECT order_date, store_name FROM sales) a \
+                       CROSS JOIN (SELECT order_date, store_name FROM sales) b";
+
+/// Failsafe so a broken cancel fails the test instead of hanging it (not a speed check).
+const FAILSAFE: Duration = Duration::from_secs(600);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_request_stops_a_running_query_and_the_session_survives() {
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let client = connect(server.port).await;
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await
+    });
+    let result = tokio::time::timeout(FAILSAFE, client.query(ENDLESS, &[]))
+        .await
+        .expect("the cancel request did not stop the query");
+    canceller.await.expect("join").expect("cancel sent");
+    let err = result.expect_err("an endless query cannot succeed");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    let row = client.query_one("SELECT 1::int4", &[]).await.expect("usable after cancel");
+    assert_eq!(row.get::<_, i32>(0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_query_does_not_block_other_connections() {
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let slow_client = connect(server.port).await;
+    let token = slow_client.cancel_token();
+    let slow = tokio::spawn(async move { slow_client.query(ENDLESS, &[]).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fast_client = connect(server.port).await;
+    for _ in 0..10 {
+        let row = tokio::time::timeout(FAILSAFE, fast_client.query_one("SELECT region FROM sales WHERE region = 'West'", &[]))
+            .await
+            .expect("a quick query waited behind the endless one")
+            .expect("fast query");
+        assert_eq!(row.get::<_, String>(0), "West");
+    }
+    assert!(!slow.is_finished(), "the endless query is still running");
+    token.cancel_query(NoTls).await.expect("cancel");
+    let outcome = tokio::time::timeout(FAILSAFE, slow).await.expect("cancel stopped it").expect("join");
+    assert!(outcome.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_clients_at_once() {
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let port = server.port;
+        tasks.push(tokio::spawn(async move {
+            let client = connect(port).await;
+            let region = ["East", "West", "North", "South"][i % 4];
+            let row = client
+                .query_one("SELECT orders FROM sales WHERE region = $1", &[&region])
+                .await
+                .expect("query");
+            (region, row.get::<_, i64>(0))
+        }));
+    }
+    let mut by_region = std::collections::HashMap::new();
+    for t in tasks {
+        let (region, orders) = t.await.expect("join");
+        let previous = by_region.insert(region, orders);
+        assert!(previous.is_none_or(|p| p == orders), "same question, same answer");
+    }
+    assert_eq!(by_region.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleartext_passwords_are_refused_unless_allowed() {
+    common::ensure_demo_data();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("plain.toml");
+    let model = common::root().join("semantic/demo");
+    std::fs::write(
+        &config,
+        format!(
+            "model = \"{}\"\nallow_cleartext_passwords = true\n[[users]]\nname = \"plain\"\npassword_env = \"KP_TEST_PLAIN_PASSWORD\"\n",
+            model.display()
+        ),
+    )
+    .expect("write config");
+    let server = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kpitables"))
+            .current_dir(common::root())
+            .env("KP_TEST_PLAIN_PASSWORD", "secret")
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start");
+        let mut ok = false;
+        for _ in 0..1200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        assert!(ok, "server did not start");
+        (child, port)
+    };
+    let (mut child, port) = server;
+    let good = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=plain password=secret dbname=kpitables"), NoTls).await;
+    let bad = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=plain password=wrong dbname=kpitables"), NoTls).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(good.is_ok(), "cleartext login with the right password works when allowed");
+    let err = bad.err().expect("wrong password refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("28P01"));
+}

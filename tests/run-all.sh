@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Run every kpitables test. Installs what the tests need when it is missing (Debian
+# packages, a Python virtualenv, npm packages), generates the demo data, then runs the
+# Rust tests, the real-client tests (psql, psycopg 3, psycopg2, asyncpg, node-postgres)
+# and the ground-truth metric tests (DuckDB on the same files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE=${KPITABLES_CACHE:-$HOME/.cache/kpitables}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+mkdir -p "$CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v psql >/dev/null || need_apt+=(postgresql-client)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing ${need_apt[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+VENV=$CACHE/venv
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb' 2>/dev/null; then
+  step "creating the Python test environment in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r tests/clients/requirements.txt
+fi
+
+if [ ! -d tests/clients/node_modules/pg ]; then
+  step "installing node-postgres"
+  (cd tests/clients && npm install --no-audit --no-fund --silent)
+fi
+
+step "building"
+cargo build --bins --tests --benches
+BIN=$CARGO_TARGET_DIR/debug/kpitables
+export KPITABLES_BIN=$BIN
+
+if [ ! -f data/demo/_SUCCESS ]; then
+  step "generating the demo data"
+  "$BIN" demo --out data/demo
+fi
+
+step "cargo test"
+cargo test --no-fail-fast 2>&1 | tee "$CACHE/cargo-test.log"
+
+step "client and ground-truth tests (pytest)"
+"$VENV/bin/pytest" -q tests/clients
+
+step "node-postgres test"
+node --test tests/clients/node_pg.test.mjs
