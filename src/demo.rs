@@ -181,9 +181,17 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
         for _ in 0..n {
             order_id += 1;
             let customer = rng.random_range(0..CUSTOMERS);
-            let store = rng.random_range(0..STORES);
+            let store = pick_store(&stores, &mut rng);
+            // Online and app grow year by year at the expense of stores.
+            let shift = years_since_start(date) * 0.05;
             let channel_roll: f64 = rng.random();
-            let channel = if channel_roll < 0.5 { "store" } else if channel_roll < 0.85 { "online" } else { "app" };
+            let channel = if channel_roll < 0.5 - shift {
+                "store"
+            } else if channel_roll < 0.85 - shift / 2.0 {
+                "online"
+            } else {
+                "app"
+            };
             let status_roll: f64 = rng.random();
             let status = if status_roll < 0.92 { "completed" } else if status_roll < 0.97 { "returned" } else { "cancelled" };
             let shipping: i64 = if channel == "store" { 0 } else { [0, 800, 1200][rng.random_range(0..3)] };
@@ -246,6 +254,33 @@ pub struct DemoSummary {
     pub order_lines: i64,
 }
 
+/// Bigger regions take more orders: East and South lead, West trails.
+fn region_weight(region: &str) -> f64 {
+    match region {
+        "East" => 1.6,
+        "South" => 1.3,
+        "North" => 1.0,
+        "Central" => 0.8,
+        _ => 0.6,
+    }
+}
+
+fn pick_store(stores: &[Store], rng: &mut ChaCha8Rng) -> usize {
+    let total: f64 = stores.iter().map(|s| region_weight(s.region)).sum();
+    let mut roll = rng.random_range(0.0..total);
+    for (i, s) in stores.iter().enumerate() {
+        roll -= region_weight(s.region);
+        if roll < 0.0 {
+            return i;
+        }
+    }
+    stores.len() - 1
+}
+
+fn years_since_start(date: NaiveDate) -> f64 {
+    f64::from(date.year() - 2022) + f64::from(date.ordinal()) / 365.0
+}
+
 fn days(date: NaiveDate) -> i32 {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     i32::try_from((date - epoch).num_days()).unwrap_or(0)
@@ -257,7 +292,7 @@ fn is_promo_day(date: NaiveDate) -> bool {
 
 /// Orders on a day: growth, weekly and yearly seasonality, sales events, noise.
 fn orders_on(date: NaiveDate, rng: &mut ChaCha8Rng) -> i64 {
-    let years = f64::from(date.year() - 2022) + f64::from(date.ordinal()) / 365.0;
+    let years = years_since_start(date);
     let mut level = 330.0 * (1.0 + 0.18 * years);
     level *= match date.weekday() {
         Weekday::Sat | Weekday::Sun => 1.35,

@@ -171,12 +171,12 @@ fn text_list(items: &[&str]) -> ScalarValue {
 /// Register every catalog function in `ctx`.
 pub fn register(ctx: &SessionContext, semantics: &Semantics) {
     let data = Arc::new(FunctionData::new(semantics));
-    let any = |n: usize| Signature::new(TypeSignature::Any(n), Volatility::Stable);
+    let any = |n: usize| Signature::new(TypeSignature::Any(n), Volatility::Immutable);
     let arities = |ns: &[usize]| {
-        Signature::one_of(ns.iter().map(|n| TypeSignature::Any(*n)).collect(), Volatility::Stable)
+        Signature::one_of(ns.iter().map(|n| TypeSignature::Any(*n)).collect(), Volatility::Immutable)
     };
-    let variadic = || Signature::variadic_any(Volatility::Stable);
-    let none = || Signature::nullary(Volatility::Stable);
+    let variadic = || Signature::variadic_any(Volatility::Immutable);
+    let none = || Signature::nullary(Volatility::Immutable);
     let text_list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
 
     let functions: Vec<(&'static str, Signature, DataType, Imp)> = vec![

@@ -31,17 +31,6 @@ use super::{RewriteContext, RewriteReport, normalize};
 use crate::bind::{BoundView, ColumnKind};
 use crate::error::{Error, Result, did_you_mean};
 
-/// Aggregate functions: a call without OVER is an aggregate.
-const AGGREGATES: &[&str] = &[
-    "sum", "count", "avg", "mean", "min", "max", "any_value", "first_value", "last_value",
-    "array_agg", "string_agg", "bool_and", "bool_or", "every", "stddev", "stddev_pop",
-    "stddev_samp", "variance", "var_pop", "var_samp", "var_samp", "median", "approx_distinct",
-    "approx_median", "approx_percentile_cont", "percentile_cont", "mode", "bit_and", "bit_or",
-    "bit_xor", "corr", "covar", "covar_pop", "covar_samp", "regr_slope", "regr_intercept",
-    "regr_count", "regr_r2", "regr_avgx", "regr_avgy", "regr_sxx", "regr_syy", "regr_sxy",
-    "json_agg", "jsonb_agg",
-];
-
 /// Aggregates that, around a metric, are the metric itself at the grain.
 const COLLAPSING: &[&str] = &["sum", "min", "max", "avg", "mean", "any_value", "first_value", "last_value"];
 
@@ -399,24 +388,11 @@ fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
 }
 
 fn is_aggregate(expr: &Expr) -> bool {
-    matches!(expr, Expr::Function(f) if f.over.is_none() && AGGREGATES.contains(&function_name(f).as_str()))
+    crate::sql::is_aggregate_call(expr)
 }
 
 fn contains_aggregate(expr: &Expr) -> bool {
-    struct V(bool);
-    impl Visitor for V {
-        type Break = ();
-        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if is_aggregate(expr) {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = V(false);
-    let _ = expr.visit(&mut v);
-    v.0
+    crate::sql::contains_aggregate(expr)
 }
 
 fn split_and(expr: Expr) -> Vec<Expr> {

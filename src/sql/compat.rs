@@ -6,6 +6,11 @@
 //! - `expr COLLATE "C"` → `expr` (collations are not modelled);
 //! - casts to `oid`, `name`, `"char"`, `regtype`, `regproc`, `regnamespace` → the engine's
 //!   types; `'name'::regclass` → the relation's OID;
+//! - `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`;
+//! - a scalar subquery that selects one plain value under a WHERE clause (the lookups
+//!   catalog queries make) → the same subquery selecting `max(value)`: the engine wants
+//!   correlated scalar subqueries aggregated. Where PostgreSQL would raise "more than one
+//!   row returned by a subquery", kpitables returns the largest value;
 //! - session functions (`current_user`, `session_user`, `current_database()`,
 //!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values.
 
@@ -13,7 +18,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    Ident, ObjectName, ObjectNamePart, Statement, Value, VisitMut, VisitorMut,
+    GroupByExpr, Ident, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName, ObjectNamePart,
+    OneOrManyWithParens, Query, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
 };
 
 use crate::session::Session;
@@ -136,6 +142,26 @@ impl VisitorMut for Compat<'_, '_> {
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
+            Expr::Subquery(query) => {
+                if let Some(hoisted) = aggregate_scalar_lookup(query) {
+                    let subquery = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                    *expr = Expr::Case {
+                        case_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                        end_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                        operand: None,
+                        conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+                            condition: hoisted,
+                            result: subquery,
+                        }],
+                        else_result: None,
+                    };
+                }
+            }
+            Expr::Function(f) if matches!(f.args, FunctionArguments::Subquery(_)) && last_name(&f.name) == "array" => {
+                if let Some(transform) = array_of_unnest(f) {
+                    *expr = transform;
+                }
+            }
             Expr::Function(f) => {
                 if let Some(value) = self.session_function(f) {
                     *expr = value;
@@ -201,6 +227,231 @@ impl VisitorMut for Compat<'_, '_> {
     }
 }
 
+/// `(SELECT v FROM ... WHERE ...)` → `(SELECT max(v) FROM ... WHERE ...)`, with outer
+/// columns equated to inner ones substituted in the other conditions, and conditions on
+/// outer columns only returned to be hoisted out (`CASE WHEN cond THEN (subquery) END`;
+/// exact because `max` over no rows is NULL).
+fn aggregate_scalar_lookup(query: &mut Query) -> Option<Expr> {
+    if query.order_by.is_some() || query.limit_clause.is_some() || query.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else { return None };
+    let plain = select.selection.is_some()
+        && select.having.is_none()
+        && select.distinct.is_none()
+        && matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+        && !select.from.is_empty();
+    if !plain || select.projection.len() != 1 {
+        return None;
+    }
+    let item = match &mut select.projection[0] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+        _ => return None,
+    };
+    if crate::sql::contains_aggregate(item) || matches!(item, Expr::Value(_)) {
+        return None;
+    }
+    let value = std::mem::replace(item, Expr::Value(Value::Null.into()));
+    *item = Expr::Function(call("max", vec![value]));
+
+    let inner = from_aliases(select);
+    let selection = select.selection.take()?;
+    let mut conjuncts = split_and(selection);
+    // outer column → inner column, from `inner = outer` conditions
+    let mut equal: Vec<(Expr, Expr)> = Vec::new();
+    for c in &conjuncts {
+        if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = c {
+            match (side(left, &inner), side(right, &inner)) {
+                (Side::Inner, Side::Outer) => equal.push(((**right).clone(), (**left).clone())),
+                (Side::Outer, Side::Inner) => equal.push(((**left).clone(), (**right).clone())),
+                _ => {}
+            }
+        }
+    }
+    let mut hoisted = Vec::new();
+    let mut kept = Vec::new();
+    for mut c in conjuncts.drain(..) {
+        let is_equality = matches!(&c, Expr::BinaryOp { left, op: BinaryOperator::Eq, right }
+            if matches!((side(left, &inner), side(right, &inner)), (Side::Inner, Side::Outer) | (Side::Outer, Side::Inner)));
+        if !is_equality {
+            let mut sub = Substitute { equal: &equal };
+            let _ = c.visit(&mut sub);
+        }
+        if side(&c, &inner) == Side::Outer {
+            hoisted.push(c);
+        } else {
+            kept.push(c);
+        }
+    }
+    select.selection = and_all(kept);
+    and_all(hoisted)
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Side {
+    /// Only columns of the subquery's own FROM (or no columns).
+    Inner,
+    /// Only columns qualified by other names.
+    Outer,
+    /// Both.
+    Mixed,
+}
+
+fn side(expr: &Expr, inner: &[String]) -> Side {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct V<'a> {
+        inner: &'a [String],
+        seen_inner: bool,
+        seen_outer: bool,
+    }
+    impl Visitor for V<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                    let qualifier = parts[parts.len() - 2].value.to_lowercase();
+                    if self.inner.contains(&qualifier) {
+                        self.seen_inner = true;
+                    } else {
+                        self.seen_outer = true;
+                    }
+                }
+                Expr::Identifier(_) => self.seen_inner = true,
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V {
+        inner,
+        seen_inner: false,
+        seen_outer: false,
+    };
+    let _ = expr.visit(&mut v);
+    match (v.seen_inner, v.seen_outer) {
+        (_, false) => Side::Inner,
+        (false, true) => Side::Outer,
+        (true, true) => Side::Mixed,
+    }
+}
+
+struct Substitute<'a> {
+    equal: &'a [(Expr, Expr)],
+}
+
+impl VisitorMut for Substitute<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Some((_, inner)) = self.equal.iter().find(|(outer, _)| outer == expr) {
+            *expr = inner.clone();
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |factor: &TableFactor| match factor {
+        TableFactor::Table { name, alias, .. } => out.push(
+            alias
+                .as_ref()
+                .map(|a| a.name.value.to_lowercase())
+                .unwrap_or_else(|| last_name(name)),
+        ),
+        TableFactor::Derived { alias: Some(a), .. } | TableFactor::Function { alias: Some(a), .. } => {
+            out.push(a.name.value.to_lowercase())
+        }
+        _ => {}
+    };
+    for twj in &select.from {
+        add(&twj.relation);
+        for j in &twj.joins {
+            add(&j.relation);
+        }
+    }
+    out
+}
+
+fn split_and(expr: Expr) -> Vec<Expr> {
+    match expr {
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            let mut out = split_and(*left);
+            out.extend(split_and(*right));
+            out
+        }
+        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+            split_and(*inner)
+        }
+        other => vec![other],
+    }
+}
+
+fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
+    exprs.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    })
+}
+
+/// `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`.
+fn array_of_unnest(f: &Function) -> Option<Expr> {
+    let FunctionArguments::Subquery(query) = &f.args else { return None };
+    if query.order_by.is_some() || query.limit_clause.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else { return None };
+    if select.selection.is_some() || select.from.len() != 1 || !select.from[0].joins.is_empty() {
+        return None;
+    }
+    let (element, array) = match &select.from[0].relation {
+        TableFactor::Table { name, args: Some(args), alias: Some(alias), .. } if last_name(name) == "unnest" => {
+            match args.args.as_slice() {
+                [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] => (alias.name.clone(), array.clone()),
+                _ => return None,
+            }
+        }
+        TableFactor::Function { name, args, alias: Some(alias), .. } if last_name(name) == "unnest" => match args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] => (alias.name.clone(), array.clone()),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let body = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => e.clone(),
+        _ => return None,
+    };
+    let lambda = Expr::Lambda(LambdaFunction {
+        params: OneOrManyWithParens::One(LambdaFunctionParameter {
+            name: element,
+            data_type: None,
+        }),
+        body: Box::new(body),
+        syntax: LambdaSyntax::Arrow,
+    });
+    Some(Expr::Function(call("array_transform", vec![array, lambda])))
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Function {
+    Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(datafusion::sql::sqlparser::ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    }
+}
+
 fn regclass_call(arg: Expr) -> Function {
     Function {
         name: ObjectName::from(vec![Ident::new("kp_regclass")]),
@@ -254,6 +505,29 @@ mod tests {
         assert_eq!(
             rewrite("SELECT current_user, current_database(), current_setting('application_name'), pg_backend_pid()"),
             "SELECT 'ann', 'kpitables', '', 7"
+        );
+    }
+
+    #[test]
+    fn correlated_lookups_are_aggregated() {
+        assert_eq!(
+            rewrite("SELECT (SELECT d.x FROM d WHERE d.id = a.id) FROM a"),
+            "SELECT (SELECT max(d.x) FROM d WHERE d.id = a.id) FROM a"
+        );
+        assert_eq!(rewrite("SELECT (SELECT count(*) FROM d WHERE d.id = a.id) FROM a"), "SELECT (SELECT count(*) FROM d WHERE d.id = a.id) FROM a");
+        // psql's \d: an outer-only condition is hoisted, an outer column equated to an
+        // inner one is replaced by it.
+        assert_eq!(
+            rewrite("SELECT (SELECT c.collname FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation AND a.attnum > 0) FROM a"),
+            "SELECT CASE WHEN a.attnum > 0 THEN (SELECT max(c.collname) FROM pg_collation AS c, pg_type AS t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) END FROM a"
+        );
+    }
+
+    #[test]
+    fn array_of_unnest_becomes_array_transform() {
+        assert_eq!(
+            rewrite("SELECT array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x) FROM tc"),
+            "SELECT array_transform(tc.reloptions, x -> 'toast.' || x) FROM tc"
         );
     }
 

@@ -44,6 +44,54 @@ pub enum Command {
     Deallocate,
 }
 
+/// Aggregate functions: a call of one of these without OVER is an aggregate.
+pub const AGGREGATES: &[&str] = &[
+    "sum", "count", "avg", "mean", "min", "max", "any_value", "first_value", "last_value",
+    "array_agg", "string_agg", "bool_and", "bool_or", "every", "stddev", "stddev_pop",
+    "stddev_samp", "variance", "var_pop", "var_samp", "median", "approx_distinct",
+    "approx_median", "approx_percentile_cont", "percentile_cont", "mode", "bit_and", "bit_or",
+    "bit_xor", "corr", "covar", "covar_pop", "covar_samp", "regr_slope", "regr_intercept",
+    "regr_count", "regr_r2", "regr_avgx", "regr_avgy", "regr_sxx", "regr_syy", "regr_sxy",
+    "json_agg", "jsonb_agg",
+];
+
+/// Is `expr` a call of an aggregate function (not a window function)?
+pub fn is_aggregate_call(expr: &Expr) -> bool {
+    match expr {
+        Expr::Function(f) if f.over.is_none() => {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(ObjectNamePart::as_ident)
+                .map(|i| i.value.to_lowercase())
+                .unwrap_or_default();
+            AGGREGATES.contains(&name.as_str())
+        }
+        _ => false,
+    }
+}
+
+/// Does `expr` contain an aggregate call (outside subqueries' own blocks too)?
+pub fn contains_aggregate(expr: &Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct V(bool);
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if is_aggregate_call(expr) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V(false);
+    let _ = expr.visit(&mut v);
+    v.0
+}
+
 /// Parse `sql` into statements (PostgreSQL dialect).
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let dialect = PostgreSqlDialect {};
