@@ -63,7 +63,7 @@ fn unknown_references_name_the_closest_valid_name_with_position() {
     let broken = GOOD.replace("metrics = [\"revenue\"]", "metrics = [\"revenu\"]");
     let found = issues(&[("views.toml", &broken)]);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0], "views.toml:26:14: unknown metric \"revenu\"; did you mean \"revenue\"?");
+    assert_eq!(found[0], "views.toml:26:12: unknown metric \"revenu\"; did you mean \"revenue\"?");
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn check_command_prints_issues_and_fails() {
         .expect("run check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(stdout.contains("model.toml:20:9: unknown table \"order\"; did you mean \"orders\"?"), "{stdout}");
+    assert!(stdout.contains("model.toml:19:9: unknown table \"order\"; did you mean \"orders\"?"), "{stdout}");
 }
 
 #[test]
@@ -220,5 +220,5 @@ async fn a_column_missing_from_the_data_is_reported_with_its_position() {
         .await
         .expect_err("bad column");
     let message = err.to_string();
-    assert!(message.contains("model.toml:45:8: table \"orders\" has no column \"amont\"; did you mean \"amount\"?"), "{message}");
+    assert!(message.contains("model.toml:38:8: table \"orders\" has no column \"amont\"; did you mean \"amount\"?"), "{message}");
 }

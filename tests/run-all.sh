@@ -15,6 +15,7 @@ step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_apt=()
+command -v mold >/dev/null || need_apt+=(mold)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
@@ -36,6 +37,9 @@ if [ ! -d tests/clients/node_modules/pg ]; then
   step "installing node-postgres"
   (cd tests/clients && npm install --no-audit --no-fund --silent)
 fi
+
+# Link with mold (fast); the same flags in every run, so the build cache is reused.
+if command -v mold >/dev/null && [ -z "${RUSTFLAGS:-}" ]; then export RUSTFLAGS="-C link-arg=-fuse-ld=mold"; fi
 
 step "building"
 cargo build --bins --tests --benches

@@ -230,7 +230,7 @@ fn expand_projection(select: &mut Select, view: &BoundView, qualifier: &str) -> 
                 }
             }
             SelectItem::UnnamedExpr(expr) => {
-                let alias = Ident::with_quote('"', output_name(&expr));
+                let alias = Ident::with_quote('"', crate::sql::output_name(&expr));
                 items.push(SelectItem::ExprWithAlias { expr, alias });
             }
             SelectItem::ExprWithAlias { expr, alias } => {
@@ -250,31 +250,6 @@ fn column_item(name: &str) -> SelectItem {
     SelectItem::ExprWithAlias {
         expr: Expr::Identifier(Ident::new(name)),
         alias: Ident::with_quote('"', name),
-    }
-}
-
-/// The column name PostgreSQL gives an unnamed select item (its `FigureColname`).
-pub fn output_name(expr: &Expr) -> String {
-    match expr {
-        Expr::Identifier(i) => normalize(i),
-        Expr::CompoundIdentifier(parts) => parts.last().map(normalize).unwrap_or_default(),
-        Expr::Function(f) => f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|i| i.value.to_lowercase())
-            .unwrap_or_else(|| "?column?".into()),
-        Expr::Cast { expr, data_type, .. } => match expr.as_ref() {
-            Expr::Value(_) => data_type.to_string().to_lowercase(),
-            inner => output_name(inner),
-        },
-        Expr::Nested(inner) => output_name(inner),
-        Expr::Case { .. } => "case".into(),
-        Expr::Extract { .. } => "extract".into(),
-        Expr::Exists { .. } => "exists".into(),
-        Expr::Array(_) => "array".into(),
-        _ => "?column?".into(),
     }
 }
 

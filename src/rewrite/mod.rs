@@ -377,7 +377,12 @@ fn put_back_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lift
     let mut v = PutBack {
         lifted: lifted.into_iter().map(Some).collect(),
     };
-    visit_block_exprs(select, order_by, &mut v);
+    // The whole SELECT, FROM included: the rewrite may have moved a lifted subquery into
+    // the derived table (a dimension filter such as `region IN (SELECT ...)`).
+    let _ = VisitMut::visit(select, &mut v);
+    if let Some(order_by) = order_by {
+        let _ = VisitMut::visit(order_by, &mut v);
+    }
 }
 
 /// Visit the expressions a block owns (not those of its FROM clause).

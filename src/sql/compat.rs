@@ -11,6 +11,8 @@
 //!   catalog queries make) → the same subquery selecting `max(value)`: the engine wants
 //!   correlated scalar subqueries aggregated. Where PostgreSQL would raise "more than one
 //!   row returned by a subquery", kpitables returns the largest value;
+//! - an integer constant that is a whole select item and fits 32 bits is `int4`, as in
+//!   PostgreSQL (`SELECT 1` keep-alives); elsewhere constants keep the engine's types;
 //! - session functions (`current_user`, `session_user`, `current_database()`,
 //!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values.
 
@@ -35,8 +37,95 @@ pub struct SessionFacts<'a> {
 
 /// Apply every compatibility rule to `statement`.
 pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) {
+    let _ = statement.visit(&mut Naming);
     let mut v = Compat { facts };
     let _ = statement.visit(&mut v);
+}
+
+/// Give every unnamed select item the name PostgreSQL gives it (`count`, `version`,
+/// `?column?`), before other rules change the expressions. Names already taken in the
+/// same select list are left to the engine, which requires unique names.
+struct Naming;
+
+impl VisitorMut for Naming {
+    type Break = ();
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        name_items(query.body.as_mut());
+        ControlFlow::Continue(())
+    }
+}
+
+fn name_items(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            let mut taken: Vec<String> = select
+                .projection
+                .iter()
+                .filter_map(|item| match item {
+                    SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+                    _ => None,
+                })
+                .collect();
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(expr) = item {
+                    if !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                        let name = crate::sql::output_name(expr);
+                        if !taken.contains(&name) {
+                            taken.push(name.clone());
+                            let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                            *item = SelectItem::ExprWithAlias {
+                                expr,
+                                alias: Ident::with_quote('"', name),
+                            };
+                        }
+                    }
+                }
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                    int4_constant(e);
+                }
+            }
+        }
+        SetExpr::SetOperation { left, .. } => name_items(left),
+        SetExpr::Query(q) => name_items(q.body.as_mut()),
+        _ => {}
+    }
+}
+
+/// `1` → `CAST(1 AS INT)` when the constant fits 32 bits.
+fn int4_constant(expr: &mut Expr) {
+    if let Expr::Value(v) = expr {
+        if let Value::Number(n, false) = &v.value {
+            if n.parse::<i32>().is_ok() {
+                let constant = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                *expr = Expr::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(constant),
+                    data_type: DataType::Integer(None),
+                    array: false,
+                    format: None,
+                };
+            }
+        }
+    }
+}
+
+/// The name PostgreSQL gives a cast of a constant (`SELECT 1::int` is `int4`).
+pub fn type_display_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4".into(),
+        DataType::BigInt(_) | DataType::Int8(_) => "int8".into(),
+        DataType::SmallInt(_) | DataType::Int2(_) => "int2".into(),
+        DataType::Text => "text".into(),
+        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar".into(),
+        DataType::Boolean | DataType::Bool => "bool".into(),
+        DataType::Real | DataType::Float4 => "float4".into(),
+        DataType::DoublePrecision | DataType::Float8 => "float8".into(),
+        DataType::Numeric(_) | DataType::Decimal(_) => "numeric".into(),
+        DataType::Date => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::Custom(name, _) => last_name(name),
+        other => other.to_string().to_lowercase(),
+    }
 }
 
 struct Compat<'a, 'b> {
@@ -110,6 +199,7 @@ impl Compat<'_, '_> {
 
 fn custom_type_name(data_type: &DataType) -> Option<String> {
     match data_type {
+        DataType::Regclass => Some("regclass".into()),
         DataType::Custom(name, modifiers) if modifiers.is_empty() => {
             let mut name = name.clone();
             strip_pg_catalog(&mut name);
@@ -487,16 +577,16 @@ mod tests {
     #[test]
     fn qualified_functions_lose_pg_catalog() {
         assert_eq!(
-            rewrite("SELECT pg_catalog.format_type(1, 2)"),
-            "SELECT format_type(1, 2)"
+            rewrite("SELECT pg_catalog.format_type(1, 2) AS t"),
+            "SELECT format_type(1, 2) AS t"
         );
     }
 
     #[test]
     fn psql_operator_spelling_becomes_plain_operator() {
         assert_eq!(
-            rewrite("SELECT 1 WHERE 'a' OPERATOR(pg_catalog.~) '^a$' COLLATE pg_catalog.default"),
-            "SELECT 1 WHERE 'a' ~ '^a$'"
+            rewrite("SELECT 'x' AS one WHERE 'a' OPERATOR(pg_catalog.~) '^a$' COLLATE pg_catalog.default"),
+            "SELECT 'x' AS one WHERE 'a' ~ '^a$'"
         );
     }
 
@@ -504,36 +594,50 @@ mod tests {
     fn session_functions_become_values() {
         assert_eq!(
             rewrite("SELECT current_user, current_database(), current_setting('application_name'), pg_backend_pid()"),
-            "SELECT 'ann', 'kpitables', '', 7"
+            "SELECT 'ann' AS \"current_user\", 'kpitables' AS \"current_database\", '' AS \"current_setting\", 7 AS \"pg_backend_pid\""
         );
     }
 
     #[test]
     fn correlated_lookups_are_aggregated() {
         assert_eq!(
-            rewrite("SELECT (SELECT d.x FROM d WHERE d.id = a.id) FROM a"),
-            "SELECT (SELECT max(d.x) FROM d WHERE d.id = a.id) FROM a"
+            rewrite("SELECT (SELECT d.x FROM d WHERE d.id = a.id) AS v FROM a"),
+            "SELECT (SELECT max(d.x) FROM d WHERE d.id = a.id) AS v FROM a"
         );
-        assert_eq!(rewrite("SELECT (SELECT count(*) FROM d WHERE d.id = a.id) FROM a"), "SELECT (SELECT count(*) FROM d WHERE d.id = a.id) FROM a");
+        assert_eq!(
+            rewrite("SELECT (SELECT count(*) AS n FROM d WHERE d.id = a.id) AS v FROM a"),
+            "SELECT (SELECT count(*) AS n FROM d WHERE d.id = a.id) AS v FROM a"
+        );
         // psql's \d: an outer-only condition is hoisted, an outer column equated to an
         // inner one is replaced by it.
         assert_eq!(
-            rewrite("SELECT (SELECT c.collname FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation AND a.attnum > 0) FROM a"),
-            "SELECT CASE WHEN a.attnum > 0 THEN (SELECT max(c.collname) FROM pg_collation AS c, pg_type AS t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) END FROM a"
+            rewrite("SELECT (SELECT c.collname FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation AND a.attnum > 0) AS v FROM a"),
+            "SELECT CASE WHEN a.attnum > 0 THEN (SELECT max(c.collname) FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) END AS v FROM a"
         );
     }
 
     #[test]
     fn array_of_unnest_becomes_array_transform() {
         assert_eq!(
-            rewrite("SELECT array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x) FROM tc"),
-            "SELECT array_transform(tc.reloptions, x -> 'toast.' || x) FROM tc"
+            rewrite("SELECT array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x) AS o FROM tc"),
+            "SELECT array_transform(tc.reloptions, x -> 'toast.' || x) AS o FROM tc"
         );
     }
 
     #[test]
     fn catalog_types_become_engine_types() {
-        assert_eq!(rewrite("SELECT '1'::pg_catalog.oid, x::name FROM t"), "SELECT CAST('1' AS BIGINT), CAST(x AS TEXT) FROM t");
-        assert_eq!(rewrite("SELECT 'sales'::regclass"), "SELECT kp_regclass('sales')");
+        assert_eq!(
+            rewrite("SELECT '1'::pg_catalog.oid AS o, x::name AS n FROM t"),
+            "SELECT CAST('1' AS BIGINT) AS o, CAST(x AS TEXT) AS n FROM t"
+        );
+        assert_eq!(rewrite("SELECT 'sales'::regclass AS r"), "SELECT kp_regclass('sales') AS r");
+    }
+
+    #[test]
+    fn unnamed_items_get_postgres_names() {
+        assert_eq!(
+            rewrite("SELECT count(*), 1, version(), x, t.y, 2::int, (SELECT max(z) FROM u) FROM t"),
+            "SELECT count(*) AS \"count\", CAST(1 AS INTEGER) AS \"?column?\", version() AS \"version\", x, t.y, 2::INT AS \"int4\", (SELECT max(z) AS \"max\" FROM u) AS \"max\" FROM t"
+        );
     }
 }

@@ -92,6 +92,42 @@ pub fn contains_aggregate(expr: &Expr) -> bool {
     v.0
 }
 
+/// The column name PostgreSQL gives an unnamed select item (its `FigureColname`).
+pub fn output_name(expr: &Expr) -> String {
+    let ident = |i: &datafusion::sql::sqlparser::ast::Ident| {
+        if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+    };
+    match expr {
+        Expr::Identifier(i) => ident(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident).unwrap_or_default(),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(ObjectNamePart::as_ident)
+            .map(|i| i.value.to_lowercase())
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Cast { expr, data_type, .. } => match expr.as_ref() {
+            Expr::Value(_) => compat::type_display_name(data_type),
+            inner => output_name(inner),
+        },
+        Expr::Nested(inner) => output_name(inner),
+        Expr::Case { .. } => "case".into(),
+        Expr::Extract { .. } => "extract".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Array(_) => "array".into(),
+        Expr::Subquery(q) => match q.body.as_ref() {
+            datafusion::sql::sqlparser::ast::SetExpr::Select(s) => match s.projection.as_slice() {
+                [datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e)] => output_name(e),
+                [datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias { alias, .. }] => ident(alias),
+                _ => "?column?".into(),
+            },
+            _ => "?column?".into(),
+        },
+        _ => "?column?".into(),
+    }
+}
+
 /// Parse `sql` into statements (PostgreSQL dialect).
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let dialect = PostgreSqlDialect {};

@@ -152,9 +152,17 @@ impl StartupHandler for Startup {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
-        match &self.inner {
-            Inner::Scram(h) => h.on_startup(client, message).await?,
-            Inner::Plain(h) => h.on_startup(client, message).await?,
+        let outcome = match &self.inner {
+            Inner::Scram(h) => h.on_startup(client, message).await,
+            Inner::Plain(h) => h.on_startup(client, message).await,
+        };
+        if let Err(e) = outcome {
+            // Name the user, as PostgreSQL does (pgwire's message leaves it empty).
+            if matches!(e, PgWireError::InvalidPassword(_)) {
+                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
+                return Err(auth_failed(&user));
+            }
+            return Err(e);
         }
         if !startup_parameters.is_empty() {
             client.session_extensions().insert(StartupParameters(startup_parameters));

@@ -23,6 +23,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 use rust_decimal::Decimal;
 
+use super::numeric::Numeric;
 use crate::engine::QueryPlan;
 use crate::error::Error;
 use crate::types::{self, pg_type_of};
@@ -36,7 +37,7 @@ pub fn wire_type(data_type: &DataType) -> DataType {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => DataType::Int64,
         DataType::Float16 | DataType::Float32 => DataType::Float32,
         DataType::Float64 => DataType::Float64,
-        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) if *p <= 28 => {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) if *s >= 0 => {
             DataType::Decimal128(*p, *s)
         }
         DataType::Date32 | DataType::Date64 => DataType::Date32,
@@ -153,10 +154,10 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
                 Column::F32(a) => encoder.encode_field(&a.is_valid(row).then(|| a.value(row)))?,
                 Column::F64(a) => encoder.encode_field(&a.is_valid(row).then(|| a.value(row)))?,
                 Column::Dec(a, scale) => {
-                    let v = a
-                        .is_valid(row)
-                        .then(|| Decimal::try_from_i128_with_scale(a.value(row), *scale).ok())
-                        .flatten();
+                    let v = a.is_valid(row).then(|| Numeric {
+                        value: a.value(row),
+                        scale: *scale,
+                    });
                     encoder.encode_field(&v)?
                 }
                 Column::Date(a) => {

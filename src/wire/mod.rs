@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod encode;
+pub mod numeric;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@ import asyncio
 import datetime
 import decimal
 import os
+import re
 import subprocess
 
 import pytest
@@ -154,6 +155,6 @@ def test_psql_queries_and_session_commands(server):
         "COMMIT",
     )
     assert "PostgreSQL 15" in out
-    assert "kpitables | analyst" in out
+    assert re.search(r"kpitables\s+\|\s+analyst", out)
     assert "ISO, MDY" in out
     assert "Central" in out and "West" in out
