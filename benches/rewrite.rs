@@ -12,13 +12,19 @@ use kpitables::sql::compat::SessionFacts;
 
 const QUERIES: &[(&str, &str)] = &[
     ("total", "SELECT revenue FROM sales"),
-    ("by_region", "SELECT region, revenue, orders FROM sales ORDER BY region"),
+    (
+        "by_region",
+        "SELECT region, revenue, orders FROM sales ORDER BY region",
+    ),
     (
         "month_filter",
         "SELECT date_trunc('month', order_date) AS m, revenue, customers FROM sales \
          WHERE order_date >= '2024-01-01' AND channel = 'online' GROUP BY 1 ORDER BY 1",
     ),
-    ("multi_fact", "SELECT channel, order_count, avg_order_value, revenue FROM order_summary"),
+    (
+        "multi_fact",
+        "SELECT channel, order_count, avg_order_value, revenue FROM order_summary",
+    ),
     (
         "bi_wrapper",
         "SELECT \"t\".\"region\", SUM(\"t\".\"revenue\") AS \"sum_revenue\" FROM \
@@ -52,7 +58,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let statement = kpitables::sql::parse(sql).expect("parse").remove(0);
-                runtime.block_on(engine.plan(statement, &facts)).expect("plan")
+                runtime
+                    .block_on(engine.plan(statement, &facts))
+                    .expect("plan")
             })
         });
     }

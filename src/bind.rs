@@ -184,7 +184,7 @@ impl Binder<'_> {
                 Expr::Identifier(ident) => {
                     let name = ident.value.clone();
                     let own = self.columns.get(table).map(Vec::as_slice).unwrap_or(&[]);
-                    if own.iter().any(|c| *c == name) {
+                    if own.contains(&name) {
                         *e = Expr::CompoundIdentifier(vec![
                             Ident::with_quote('"', table),
                             Ident::with_quote('"', name),
@@ -193,10 +193,11 @@ impl Binder<'_> {
                         tables.extend(dim.expr.tables.iter().cloned());
                         *e = Expr::Nested(Box::new(dim.expr.expr.clone()));
                     } else {
-                        let candidates = own
-                            .iter()
-                            .map(String::as_str)
-                            .chain(dimensions.into_iter().flat_map(|d| d.keys().map(String::as_str)));
+                        let candidates = own.iter().map(String::as_str).chain(
+                            dimensions
+                                .into_iter()
+                                .flat_map(|d| d.keys().map(String::as_str)),
+                        );
                         let hint = did_you_mean(&name, candidates)
                             .map(|h| format!("; {h}"))
                             .unwrap_or_default();
@@ -234,7 +235,10 @@ impl Binder<'_> {
                 }
                 Expr::CompoundIdentifier(parts) => {
                     let name: Vec<_> = parts.iter().map(|p| p.value.as_str()).collect();
-                    problems.push(format!("\"{}\": write columns as column or table.column", name.join(".")));
+                    problems.push(format!(
+                        "\"{}\": write columns as column or table.column",
+                        name.join(".")
+                    ));
                 }
                 _ => {}
             }
@@ -255,7 +259,12 @@ impl Binder<'_> {
 pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> {
     let columns: HashMap<String, Vec<String>> = schemas
         .iter()
-        .map(|(t, s)| (t.clone(), s.fields().iter().map(|f| f.name().clone()).collect()))
+        .map(|(t, s)| {
+            (
+                t.clone(),
+                s.fields().iter().map(|f| f.name().clone()).collect(),
+            )
+        })
         .collect();
     let mut b = Binder {
         model: &model,
@@ -265,7 +274,9 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
 
     for table in &model.tables {
         let name = table.name.get_ref();
-        let Some(cols) = columns.get(name) else { continue };
+        let Some(cols) = columns.get(name) else {
+            continue;
+        };
         let mut check = |col: &Spanned<String>, of: &str, cols: &[String]| {
             if !cols.contains(col.get_ref()) {
                 let hint = did_you_mean(col.get_ref(), cols.iter().map(String::as_str))
@@ -278,9 +289,10 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         check(&table.primary_key, name, cols);
         for join in &table.joins {
             check(&join.foreign_key, name, cols);
-            if let (Some(target), Some(target_cols)) =
-                (model.table(join.to.get_ref()), columns.get(join.to.get_ref()))
-            {
+            if let (Some(target), Some(target_cols)) = (
+                model.table(join.to.get_ref()),
+                columns.get(join.to.get_ref()),
+            ) {
                 check(&target.primary_key, target.name.get_ref(), target_cols);
             }
         }
@@ -353,7 +365,9 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
     for view in &model.views {
         let mut columns = Vec::new();
         for d in &view.dimensions {
-            let Some(dim) = dimensions.get(d.get_ref()) else { continue };
+            let Some(dim) = dimensions.get(d.get_ref()) else {
+                continue;
+            };
             let comment = comment(&dim.label, &dim.description);
             columns.push(ViewColumn {
                 name: dim.name.clone(),
@@ -373,7 +387,9 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
             }
         }
         for m in &view.metrics {
-            let Some(metric) = metrics.get(m.get_ref()) else { continue };
+            let Some(metric) = metrics.get(m.get_ref()) else {
+                continue;
+            };
             columns.push(ViewColumn {
                 name: metric.name.clone(),
                 kind: ColumnKind::Metric(metric.name.clone()),

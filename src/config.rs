@@ -87,7 +87,10 @@ impl Config {
             let password = match (u.password, u.password_env) {
                 (Some(p), None) => p,
                 (None, Some(var)) => std::env::var(&var).map_err(|_| {
-                    Error::Config(format!("{origin}: user \"{}\": environment variable {var} is not set", u.name))
+                    Error::Config(format!(
+                        "{origin}: user \"{}\": environment variable {var} is not set",
+                        u.name
+                    ))
                 })?,
                 _ => {
                     return Err(Error::Config(format!(
@@ -96,12 +99,21 @@ impl Config {
                     )));
                 }
             };
-            users.push(User { name: u.name, password });
+            users.push(User {
+                name: u.name,
+                password,
+            });
         }
         if users.is_empty() {
-            return Err(Error::Config(format!("{origin}: no [[users]]: nobody could log in")));
+            return Err(Error::Config(format!(
+                "{origin}: no [[users]]: nobody could log in"
+            )));
         }
-        let model = if raw.model.is_absolute() { raw.model } else { base.join(raw.model) };
+        let model = if raw.model.is_absolute() {
+            raw.model
+        } else {
+            base.join(raw.model)
+        };
         Ok(Config {
             listen: raw.listen,
             database: raw.database,

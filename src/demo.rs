@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -30,11 +30,43 @@ use crate::error::{Error, Result};
 pub const COMPLETE_MARKER: &str = "_SUCCESS";
 
 const REGIONS: &[(&str, &[(&str, &str)])] = &[
-    ("East", &[("Shanghai", "上海"), ("Hangzhou", "杭州"), ("Nanjing", "南京"), ("Suzhou", "苏州")]),
-    ("North", &[("Beijing", "北京"), ("Tianjin", "天津"), ("Shenyang", "沈阳")]),
-    ("South", &[("Guangzhou", "广州"), ("Shenzhen", "深圳"), ("Xiamen", "厦门")]),
-    ("West", &[("Chengdu", "成都"), ("Chongqing", "重庆"), ("Xian", "西安")]),
-    ("Central", &[("Wuhan", "武汉"), ("Changsha", "长沙"), ("Zhengzhou", "郑州")]),
+    (
+        "East",
+        &[
+            ("Shanghai", "上海"),
+            ("Hangzhou", "杭州"),
+            ("Nanjing", "南京"),
+            ("Suzhou", "苏州"),
+        ],
+    ),
+    (
+        "North",
+        &[
+            ("Beijing", "北京"),
+            ("Tianjin", "天津"),
+            ("Shenyang", "沈阳"),
+        ],
+    ),
+    (
+        "South",
+        &[
+            ("Guangzhou", "广州"),
+            ("Shenzhen", "深圳"),
+            ("Xiamen", "厦门"),
+        ],
+    ),
+    (
+        "West",
+        &[("Chengdu", "成都"), ("Chongqing", "重庆"), ("Xian", "西安")],
+    ),
+    (
+        "Central",
+        &[
+            ("Wuhan", "武汉"),
+            ("Changsha", "长沙"),
+            ("Zhengzhou", "郑州"),
+        ],
+    ),
 ];
 const CATEGORIES: &[(&str, i64, i64)] = &[
     ("Electronics", 9_900, 299_900),
@@ -49,7 +81,11 @@ const CATEGORIES: &[(&str, i64, i64)] = &[
 const STORES: usize = 40;
 const PRODUCTS: usize = 200;
 const CUSTOMERS: usize = 20_000;
-const SEGMENTS: &[(&str, f64)] = &[("Consumer", 0.60), ("Corporate", 0.25), ("Small Business", 0.15)];
+const SEGMENTS: &[(&str, f64)] = &[
+    ("Consumer", 0.60),
+    ("Corporate", 0.25),
+    ("Small Business", 0.15),
+];
 
 /// Is the demo data in `dir` complete?
 pub fn is_complete(dir: &Path) -> bool {
@@ -72,14 +108,20 @@ struct Product {
 
 /// Generate the demo files into `dir`, reporting progress through `progress` (0..=100).
 pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoSummary> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     let _ = std::fs::remove_file(dir.join(COMPLETE_MARKER));
     let mut rng = ChaCha8Rng::seed_from_u64(20_220_101);
 
     // Stores.
     let mut stores = Vec::new();
-    let (mut ids, mut names, mut cities, mut regions, mut opened) =
-        (Int64Builder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), Date32Builder::new());
+    let (mut ids, mut names, mut cities, mut regions, mut opened) = (
+        Int64Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        Date32Builder::new(),
+    );
     for i in 0..STORES {
         let (region, cities_of) = REGIONS[i % REGIONS.len()];
         let (city, city_cn) = cities_of[(i / REGIONS.len()) % cities_of.len()];
@@ -88,7 +130,10 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
         names.append_value(format!("{city_cn}{}号店", i / REGIONS.len() + 1));
         cities.append_value(city);
         regions.append_value(region);
-        opened.append_value(days(NaiveDate::from_ymd_opt(2015, 1, 1).unwrap_or_default()) + rng.random_range(0..2000));
+        opened.append_value(
+            days(NaiveDate::from_ymd_opt(2015, 1, 1).unwrap_or_default())
+                + rng.random_range(0..2000),
+        );
         stores.push(Store { region, city });
     }
     write_parquet(
@@ -138,9 +183,13 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
     let end = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap_or_default();
     {
         let path = dir.join("customers.csv");
-        let file = File::create(&path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        let file = File::create(&path)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         let mut w = BufWriter::new(file);
-        let mut line = |s: String| w.write_all(s.as_bytes()).map_err(|e| Error::io("cannot write customers.csv", e));
+        let mut line = |s: String| {
+            w.write_all(s.as_bytes())
+                .map_err(|e| Error::io("cannot write customers.csv", e))
+        };
         line("customer_id,customer_name,segment,city,signup_date\n".into())?;
         for i in 0..CUSTOMERS {
             let r: f64 = rng.random();
@@ -174,7 +223,8 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
     let mut order_id: i64 = 0;
     let mut line_id: i64 = 0;
     let mut orders_writer = ParquetSink::new(&dir.join("orders.parquet"), OrderBuilders::schema())?;
-    let mut lines_writer = ParquetSink::new(&dir.join("order_lines.parquet"), LineBuilders::schema())?;
+    let mut lines_writer =
+        ParquetSink::new(&dir.join("order_lines.parquet"), LineBuilders::schema())?;
     for d in 0..total_days {
         let date = start + Duration::days(d);
         let n = orders_on(date, &mut rng);
@@ -193,8 +243,18 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
                 "app"
             };
             let status_roll: f64 = rng.random();
-            let status = if status_roll < 0.92 { "completed" } else if status_roll < 0.97 { "returned" } else { "cancelled" };
-            let shipping: i64 = if channel == "store" { 0 } else { [0, 800, 1200][rng.random_range(0..3)] };
+            let status = if status_roll < 0.92 {
+                "completed"
+            } else if status_roll < 0.97 {
+                "returned"
+            } else {
+                "cancelled"
+            };
+            let shipping: i64 = if channel == "store" {
+                0
+            } else {
+                [0, 800, 1200][rng.random_range(0..3)]
+            };
             let seconds = rng.random_range(8 * 3600..22 * 3600);
             let promo_day = is_promo_day(date);
             let line_count = 1 + rng.random_range(0..3) + rng.random_range(0..3);
@@ -202,13 +262,30 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
             for _ in 0..line_count {
                 line_id += 1;
                 let p = rng.random_range(0..PRODUCTS);
-                let quantity: i32 = if rng.random_bool(0.7) { 1 } else { rng.random_range(2..=5) };
+                let quantity: i32 = if rng.random_bool(0.7) {
+                    1
+                } else {
+                    rng.random_range(2..=5)
+                };
                 let is_promo = promo_day || rng.random_bool(0.1);
                 let price = products[p].price;
                 let gross = price * i64::from(quantity);
-                let discount = if is_promo { gross * rng.random_range(5..30) / 100 } else { 0 };
+                let discount = if is_promo {
+                    gross * rng.random_range(5..30) / 100
+                } else {
+                    0
+                };
                 amount += gross - discount;
-                lines.push(line_id, order_id, i64::try_from(p + 1).unwrap_or(0), quantity, price, discount, products[p].cost, is_promo);
+                lines.push(
+                    line_id,
+                    order_id,
+                    i64::try_from(p + 1).unwrap_or(0),
+                    quantity,
+                    price,
+                    discount,
+                    products[p].cost,
+                    is_promo,
+                );
             }
             let ts = date.and_hms_opt(0, 0, 0).unwrap_or_default() + Duration::seconds(seconds);
             orders.push(
@@ -230,14 +307,18 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
             lines_writer.write(lines.finish())?;
         }
         if d % 30 == 0 {
-            progress("orders", 5 + u32::try_from(d * 95 / total_days).unwrap_or(0));
+            progress(
+                "orders",
+                5 + u32::try_from(d * 95 / total_days).unwrap_or(0),
+            );
         }
     }
     orders_writer.write(orders.finish())?;
     lines_writer.write(lines.finish())?;
     orders_writer.close()?;
     lines_writer.close()?;
-    File::create(dir.join(COMPLETE_MARKER)).map_err(|e| Error::io("cannot write the completion marker", e))?;
+    File::create(dir.join(COMPLETE_MARKER))
+        .map_err(|e| Error::io("cannot write the completion marker", e))?;
     progress("done", 100);
     Ok(DemoSummary {
         orders: order_id,
@@ -287,7 +368,8 @@ fn days(date: NaiveDate) -> i32 {
 }
 
 fn is_promo_day(date: NaiveDate) -> bool {
-    (date.month() == 11 && (9..=11).contains(&date.day())) || (date.month() == 6 && (16..=18).contains(&date.day()))
+    (date.month() == 11 && (9..=11).contains(&date.day()))
+        || (date.month() == 6 && (16..=18).contains(&date.day()))
 }
 
 /// Orders on a day: growth, weekly and yearly seasonality, sales events, noise.
@@ -341,7 +423,11 @@ impl OrderBuilders {
         Arc::new(Schema::new(vec![
             Field::new("order_id", DataType::Int64, false),
             Field::new("order_date", DataType::Date32, false),
-            Field::new("order_ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new(
+                "order_ts",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
             Field::new("customer_id", DataType::Int64, false),
             Field::new("store_id", DataType::Int64, false),
             Field::new("channel", DataType::Utf8, false),
@@ -354,7 +440,18 @@ impl OrderBuilders {
         self.rows
     }
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, id: i64, date: i32, ts: i64, customer: i64, store: i64, channel: &str, status: &str, shipping: i64, amount: i64) {
+    fn push(
+        &mut self,
+        id: i64,
+        date: i32,
+        ts: i64,
+        customer: i64,
+        store: i64,
+        channel: &str,
+        status: &str,
+        shipping: i64,
+        amount: i64,
+    ) {
         self.order_id.append_value(id);
         self.order_date.append_value(date);
         self.order_ts.append_value(ts);
@@ -362,8 +459,12 @@ impl OrderBuilders {
         self.store_id.append_value(store);
         self.channel.append_value(channel);
         self.status.append_value(status);
-        self.shipping_fee.get_or_insert_with(|| decimal(10, 2)).append_value(i128::from(shipping));
-        self.order_amount.get_or_insert_with(|| decimal(12, 2)).append_value(i128::from(amount));
+        self.shipping_fee
+            .get_or_insert_with(|| decimal(10, 2))
+            .append_value(i128::from(shipping));
+        self.order_amount
+            .get_or_insert_with(|| decimal(12, 2))
+            .append_value(i128::from(amount));
         self.rows += 1;
     }
     fn finish(&mut self) -> Vec<ArrayRef> {
@@ -376,8 +477,16 @@ impl OrderBuilders {
             Arc::new(self.store_id.finish()),
             Arc::new(self.channel.finish()),
             Arc::new(self.status.finish()),
-            Arc::new(self.shipping_fee.get_or_insert_with(|| decimal(10, 2)).finish()),
-            Arc::new(self.order_amount.get_or_insert_with(|| decimal(12, 2)).finish()),
+            Arc::new(
+                self.shipping_fee
+                    .get_or_insert_with(|| decimal(10, 2))
+                    .finish(),
+            ),
+            Arc::new(
+                self.order_amount
+                    .get_or_insert_with(|| decimal(12, 2))
+                    .finish(),
+            ),
         ]
     }
 }
@@ -412,14 +521,30 @@ impl LineBuilders {
         self.rows
     }
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, id: i64, order: i64, product: i64, quantity: i32, price: i64, discount: i64, cost: i64, promo: bool) {
+    fn push(
+        &mut self,
+        id: i64,
+        order: i64,
+        product: i64,
+        quantity: i32,
+        price: i64,
+        discount: i64,
+        cost: i64,
+        promo: bool,
+    ) {
         self.line_id.append_value(id);
         self.order_id.append_value(order);
         self.product_id.append_value(product);
         self.quantity.append_value(quantity);
-        self.unit_price.get_or_insert_with(|| decimal(10, 2)).append_value(i128::from(price));
-        self.discount.get_or_insert_with(|| decimal(10, 2)).append_value(i128::from(discount));
-        self.unit_cost.get_or_insert_with(|| decimal(10, 2)).append_value(i128::from(cost));
+        self.unit_price
+            .get_or_insert_with(|| decimal(10, 2))
+            .append_value(i128::from(price));
+        self.discount
+            .get_or_insert_with(|| decimal(10, 2))
+            .append_value(i128::from(discount));
+        self.unit_cost
+            .get_or_insert_with(|| decimal(10, 2))
+            .append_value(i128::from(cost));
         self.is_promo.append_value(promo);
         self.rows += 1;
     }
@@ -430,9 +555,17 @@ impl LineBuilders {
             Arc::new(self.order_id.finish()),
             Arc::new(self.product_id.finish()),
             Arc::new(self.quantity.finish()),
-            Arc::new(self.unit_price.get_or_insert_with(|| decimal(10, 2)).finish()),
+            Arc::new(
+                self.unit_price
+                    .get_or_insert_with(|| decimal(10, 2))
+                    .finish(),
+            ),
             Arc::new(self.discount.get_or_insert_with(|| decimal(10, 2)).finish()),
-            Arc::new(self.unit_cost.get_or_insert_with(|| decimal(10, 2)).finish()),
+            Arc::new(
+                self.unit_cost
+                    .get_or_insert_with(|| decimal(10, 2))
+                    .finish(),
+            ),
             Arc::new(self.is_promo.finish()),
         ]
     }
@@ -446,8 +579,10 @@ struct ParquetSink {
 
 impl ParquetSink {
     fn new(path: &Path, schema: Arc<Schema>) -> Result<ParquetSink> {
-        let file = File::create(path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        let writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(|e| io("parquet writer", e))?;
+        let file = File::create(path)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), None)
+            .map_err(|e| io("parquet writer", e))?;
         Ok(ParquetSink {
             writer,
             schema,
@@ -458,13 +593,17 @@ impl ParquetSink {
         if columns.first().is_none_or(|c| c.is_empty()) {
             return Ok(());
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| io("demo batch", e))?;
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| io("demo batch", e))?;
         self.writer
             .write(&batch)
             .map_err(|e| io(&format!("cannot write {}", self.path.display()), e))
     }
     fn close(self) -> Result<()> {
-        self.writer.close().map(|_| ()).map_err(|e| io("cannot finish parquet file", e))
+        self.writer
+            .close()
+            .map(|_| ())
+            .map_err(|e| io("cannot finish parquet file", e))
     }
 }
 

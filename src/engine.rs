@@ -25,8 +25,8 @@ use crate::catalog::{self, Identity};
 use crate::error::{Error, Result};
 use crate::model;
 use crate::rewrite::{self, RewriteContext, RewriteReport};
-use crate::sql::compat::{self, SessionFacts};
 use crate::sources;
+use crate::sql::compat::{self, SessionFacts};
 
 /// A statement planned and ready to execute (possibly many times, with parameters).
 #[derive(Debug, Clone)]
@@ -58,7 +58,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("database", &self.database).finish()
+        f.debug_struct("Engine")
+            .field("database", &self.database)
+            .finish()
     }
 }
 
@@ -95,7 +97,11 @@ impl Engine {
     }
 
     /// Compat rules, semantic rewrite and planning of one query statement.
-    pub async fn plan(&self, mut statement: Statement, facts: &SessionFacts<'_>) -> Result<QueryPlan> {
+    pub async fn plan(
+        &self,
+        mut statement: Statement,
+        facts: &SessionFacts<'_>,
+    ) -> Result<QueryPlan> {
         compat::apply(&mut statement, facts);
         let cx = RewriteContext {
             semantics: &self.semantics,
@@ -106,7 +112,11 @@ impl Engine {
     }
 
     /// Execute a plan with parameter values for `$1..$n`.
-    pub async fn execute(&self, plan: &QueryPlan, params: Vec<ScalarValue>) -> Result<SendableRecordBatchStream> {
+    pub async fn execute(
+        &self,
+        plan: &QueryPlan,
+        params: Vec<ScalarValue>,
+    ) -> Result<SendableRecordBatchStream> {
         let logical = if params.is_empty() {
             plan.plan.clone()
         } else {
@@ -122,12 +132,22 @@ impl Engine {
         lines.extend(plan.rewritten_sql.lines().map(|l| format!("  {l}")));
         let optimized = self.ctx.state().optimize(&plan.plan)?;
         lines.push("Optimized plan:".to_string());
-        lines.extend(optimized.display_indent().to_string().lines().map(|l| format!("  {l}")));
+        lines.extend(
+            optimized
+                .display_indent()
+                .to_string()
+                .lines()
+                .map(|l| format!("  {l}")),
+        );
         Ok(lines)
     }
 }
 
-async fn plan_statement(ctx: &SessionContext, mut statement: Statement, cx: &RewriteContext<'_>) -> Result<QueryPlan> {
+async fn plan_statement(
+    ctx: &SessionContext,
+    mut statement: Statement,
+    cx: &RewriteContext<'_>,
+) -> Result<QueryPlan> {
     let mut report = RewriteReport::default();
     match &mut statement {
         Statement::Query(query) => rewrite::rewrite_query(query, cx, &mut report)?,
@@ -136,7 +156,9 @@ async fn plan_statement(ctx: &SessionContext, mut statement: Statement, cx: &Rew
     let rewritten_sql = statement.to_string();
     let state = ctx.state();
     let plan = state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
         .await?;
     let types = plan.get_parameter_types()?;
     let mut param_types = vec![None; types.len()];
@@ -173,7 +195,15 @@ async fn infer_types(
                 if dimension_types.iter().any(|(n, _)| n == d) {
                     continue;
                 }
-                let t = column_type(ctx, semantics, catalog_tables, database, &view.name, &column.name).await?;
+                let t = column_type(
+                    ctx,
+                    semantics,
+                    catalog_tables,
+                    database,
+                    &view.name,
+                    &column.name,
+                )
+                .await?;
                 dimension_types.push((d.clone(), t));
             }
         }
@@ -186,12 +216,24 @@ async fn infer_types(
     let mut column_types = Vec::new();
     for (vi, view) in semantics.views.iter().enumerate() {
         for (ci, column) in view.columns.iter().enumerate() {
-            let t = column_type(ctx, semantics, catalog_tables, database, &view.name, &column.name).await?;
+            let t = column_type(
+                ctx,
+                semantics,
+                catalog_tables,
+                database,
+                &view.name,
+                &column.name,
+            )
+            .await?;
             column_types.push((vi, ci, t));
         }
     }
     for (vi, ci, t) in column_types {
-        if let Some(c) = semantics.views.get_mut(vi).and_then(|v| v.columns.get_mut(ci)) {
+        if let Some(c) = semantics
+            .views
+            .get_mut(vi)
+            .and_then(|v| v.columns.get_mut(ci))
+        {
             c.data_type = t;
         }
     }

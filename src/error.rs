@@ -29,7 +29,11 @@ impl fmt::Display for ModelIssue {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.reason)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.reason
+            )
         }
     }
 }
@@ -178,7 +182,9 @@ impl Error {
                 Some("kpitables serves governed metrics read-only; change the model instead".into())
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
-            Error::UnknownSetting(_) => Some("SHOW ALL lists the parameters kpitables knows".into()),
+            Error::UnknownSetting(_) => {
+                Some("SHOW ALL lists the parameters kpitables knows".into())
+            }
             Error::UnknownDatabase(_) => Some("connect to the database \"kpitables\"".into()),
             Error::Internal(_) => Some("this is a bug in kpitables; please report it".into()),
             _ => None,
@@ -228,7 +234,9 @@ impl From<DataFusionError> for Error {
 fn classify_message(message: String) -> Error {
     let lower = message.to_ascii_lowercase();
     let clean = strip_engine_prefixes(&message);
-    if lower.contains("invalid function") || lower.contains("function '") && lower.contains("not found") {
+    if lower.contains("invalid function")
+        || lower.contains("function '") && lower.contains("not found")
+    {
         Error::UndefinedFunction(clean)
     } else if lower.contains("cannot cast")
         || lower.contains("cast error")
@@ -268,7 +276,10 @@ fn strip_engine_prefixes(message: &str) -> String {
 }
 
 /// The closest candidate to `name`, as a "did you mean" hint.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let lower = name.to_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {

@@ -1,6 +1,6 @@
 //! The `kpitables` binary: parse the command line, call the library, map errors to exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -22,7 +22,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 << 20)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -40,7 +44,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, model, config } => {
+        Command::Serve {
+            listen,
+            model,
+            config,
+        } => {
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
@@ -73,7 +81,10 @@ fn generate(out: &Path) -> Result<demo::DemoSummary> {
     let mut last = u32::MAX;
     demo::generate(out, |stage, percent| {
         if percent / 10 != last / 10 || percent == 100 {
-            eprintln!("generating demo data into {}: {stage} {percent}%", out.display());
+            eprintln!(
+                "generating demo data into {}: {stage} {percent}%",
+                out.display()
+            );
             last = percent;
         }
     })
@@ -83,7 +94,10 @@ fn ensure_demo_data(dir: &Path) -> Result<()> {
     if demo::is_complete(dir) {
         return Ok(());
     }
-    eprintln!("demo data not found in {}: generating it (about a minute) ...", dir.display());
+    eprintln!(
+        "demo data not found in {}: generating it (about a minute) ...",
+        dir.display()
+    );
     generate(dir).map(|_| ())
 }
 
@@ -96,7 +110,12 @@ async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
-    let views: Vec<&str> = engine.semantics().views.iter().map(|v| v.name.as_str()).collect();
+    let views: Vec<&str> = engine
+        .semantics()
+        .views
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
     eprintln!(
         "kpitables serving model {} ({} views: {}) on {} database \"{}\"",
         config.model.display(),
@@ -114,17 +133,32 @@ async fn serve(config: Config) -> Result<()> {
     }
 }
 
-async fn check(dir: &PathBuf, with_data: bool) -> Result<ExitCode> {
+async fn check(dir: &Path, with_data: bool) -> Result<ExitCode> {
     let outcome = if with_data {
-        Engine::open(dir, Identity { database: "kpitables".into(), roles: vec![] }).await.map(|e| {
-            (e.semantics().views.len(), e.semantics().metrics.len(), e.semantics().dimensions.len())
+        Engine::open(
+            dir,
+            Identity {
+                database: "kpitables".into(),
+                roles: vec![],
+            },
+        )
+        .await
+        .map(|e| {
+            (
+                e.semantics().views.len(),
+                e.semantics().metrics.len(),
+                e.semantics().dimensions.len(),
+            )
         })
     } else {
         model::load::load_dir(dir).map(|m| (m.views.len(), m.metrics.len(), m.dimensions.len()))
     };
     match outcome {
         Ok((views, metrics, dimensions)) => {
-            println!("{}: ok ({views} views, {metrics} metrics, {dimensions} dimensions)", dir.display());
+            println!(
+                "{}: ok ({views} views, {metrics} metrics, {dimensions} dimensions)",
+                dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(Error::Model(issues)) => {

@@ -71,8 +71,10 @@ impl Session {
     /// A new session for `user` with the given startup parameters applied.
     pub fn new(user: impl Into<String>, pid: i32, startup: &[(String, String)]) -> Session {
         let user = user.into();
-        let mut settings: BTreeMap<String, String> =
-            SETTINGS.iter().map(|(n, v, _)| (n.to_string(), v.to_string())).collect();
+        let mut settings: BTreeMap<String, String> = SETTINGS
+            .iter()
+            .map(|(n, v, _)| (n.to_string(), v.to_string()))
+            .collect();
         settings.insert("session_authorization".into(), user.clone());
         for (name, value) in startup {
             let name = name.to_lowercase();
@@ -90,7 +92,10 @@ impl Session {
     /// The value of a setting.
     pub fn get(&self, name: &str) -> Result<String> {
         let name = name.to_lowercase();
-        let settings = self.settings.lock().map_err(|_| Error::Internal("settings lock poisoned".into()))?;
+        let settings = self
+            .settings
+            .lock()
+            .map_err(|_| Error::Internal("settings lock poisoned".into()))?;
         settings
             .get(&name)
             .cloned()
@@ -104,19 +109,38 @@ impl Session {
         if known.is_none() && !name.contains('.') && name != "session_authorization" {
             return Err(Error::UnknownSetting(name));
         }
-        if matches!(name.as_str(), "server_version" | "server_version_num" | "server_encoding" | "lc_collate" | "lc_ctype" | "integer_datetimes" | "max_identifier_length") {
-            return Err(Error::InvalidParameter(format!("parameter \"{name}\" cannot be changed")));
+        if matches!(
+            name.as_str(),
+            "server_version"
+                | "server_version_num"
+                | "server_encoding"
+                | "lc_collate"
+                | "lc_ctype"
+                | "integer_datetimes"
+                | "max_identifier_length"
+        ) {
+            return Err(Error::InvalidParameter(format!(
+                "parameter \"{name}\" cannot be changed"
+            )));
         }
         let value = normalize_value(&name, value);
-        let mut settings = self.settings.lock().map_err(|_| Error::Internal("settings lock poisoned".into()))?;
+        let mut settings = self
+            .settings
+            .lock()
+            .map_err(|_| Error::Internal("settings lock poisoned".into()))?;
         settings.insert(name.clone(), value);
-        Ok(known.filter(|(_, _, report)| *report).map(|(n, _, _)| display_name(n).to_string()))
+        Ok(known
+            .filter(|(_, _, report)| *report)
+            .map(|(n, _, _)| display_name(n).to_string()))
     }
 
     /// Reset one setting (or all with `None`) to its default.
     pub fn reset(&self, name: Option<&str>) -> Result<Vec<String>> {
         let mut reported = Vec::new();
-        let mut settings = self.settings.lock().map_err(|_| Error::Internal("settings lock poisoned".into()))?;
+        let mut settings = self
+            .settings
+            .lock()
+            .map_err(|_| Error::Internal("settings lock poisoned".into()))?;
         for (n, default, report) in SETTINGS {
             if name.is_none_or(|x| x.eq_ignore_ascii_case(n)) {
                 settings.insert(n.to_string(), default.to_string());
@@ -125,13 +149,13 @@ impl Session {
                 }
             }
         }
-        if let Some(n) = name {
-            if !SETTINGS.iter().any(|(x, _, _)| x.eq_ignore_ascii_case(n)) {
-                if n.contains('.') {
-                    settings.remove(&n.to_lowercase());
-                } else {
-                    return Err(Error::UnknownSetting(n.to_lowercase()));
-                }
+        if let Some(n) = name
+            && !SETTINGS.iter().any(|(x, _, _)| x.eq_ignore_ascii_case(n))
+        {
+            if n.contains('.') {
+                settings.remove(&n.to_lowercase());
+            } else {
+                return Err(Error::UnknownSetting(n.to_lowercase()));
             }
         }
         Ok(reported)
@@ -149,7 +173,11 @@ impl Session {
 fn normalize_value(name: &str, value: &str) -> String {
     match name {
         "timezone" if value.eq_ignore_ascii_case("utc") || value == "Etc/UTC" => "UTC".into(),
-        "client_encoding" if value.eq_ignore_ascii_case("utf8") || value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("unicode") => {
+        "client_encoding"
+            if value.eq_ignore_ascii_case("utf8")
+                || value.eq_ignore_ascii_case("utf-8")
+                || value.eq_ignore_ascii_case("unicode") =>
+        {
             "UTF8".into()
         }
         _ => value.to_string(),

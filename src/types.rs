@@ -83,9 +83,10 @@ pub fn pg_type_of(data_type: &DataType) -> (PgType, i32) {
         }
         DataType::Decimal256(p, s) => (NUMERIC, numeric_typmod(*p, *s)),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => (TEXT, -1),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
-            (BYTEA, -1)
-        }
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => (BYTEA, -1),
         DataType::Date32 | DataType::Date64 => (DATE, -1),
         DataType::Time32(_) | DataType::Time64(_) => (TIME, -1),
         DataType::Timestamp(_, None) => (TIMESTAMP, -1),

@@ -25,9 +25,13 @@ fn toml_blocks(markdown: &str) -> String {
 
 #[tokio::test]
 async fn model_reference_examples_form_a_valid_model() {
-    let markdown = std::fs::read_to_string(common::root().join("docs/model-reference.md")).expect("read docs");
+    let markdown =
+        std::fs::read_to_string(common::root().join("docs/model-reference.md")).expect("read docs");
     let model = toml_blocks(&markdown);
-    assert!(model.contains("[[views]]"), "the reference has examples of every section");
+    assert!(
+        model.contains("[[views]]"),
+        "the reference has examples of every section"
+    );
     let texts = SourceTexts {
         files: vec![("model-reference.md".into(), model.clone())],
     };
@@ -38,11 +42,20 @@ async fn model_reference_examples_form_a_valid_model() {
     common::ensure_demo_data();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = common::root().join("data/demo");
-    let model = model.replace("path = \"../../data/demo\"", &format!("path = \"{}\"", data.display()));
+    let model = model.replace(
+        "path = \"../../data/demo\"",
+        &format!("path = \"{}\"", data.display()),
+    );
     std::fs::write(dir.path().join("model.toml"), model).expect("write");
-    let engine = Engine::open(dir.path(), Identity { database: "kpitables".into(), roles: vec![] })
-        .await
-        .expect("the examples bind to the demo data");
+    let engine = Engine::open(
+        dir.path(),
+        Identity {
+            database: "kpitables".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .expect("the examples bind to the demo data");
     let view = &engine.semantics().views[0];
     assert!(view.column("price_band").is_some() && view.column("order_date__quarter").is_some());
 }

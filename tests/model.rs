@@ -16,7 +16,10 @@ use kpitables::sql::compat::SessionFacts;
 
 fn issues(files: &[(&str, &str)]) -> Vec<String> {
     let texts = SourceTexts {
-        files: files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect(),
+        files: files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect(),
     };
     match load_texts(texts) {
         Ok(_) => Vec::new(),
@@ -63,7 +66,10 @@ fn unknown_references_name_the_closest_valid_name_with_position() {
     let broken = GOOD.replace("metrics = [\"revenue\"]", "metrics = [\"revenu\"]");
     let found = issues(&[("views.toml", &broken)]);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0], "views.toml:26:12: unknown metric \"revenu\"; did you mean \"revenue\"?");
+    assert_eq!(
+        found[0],
+        "views.toml:26:12: unknown metric \"revenu\"; did you mean \"revenue\"?"
+    );
 }
 
 #[test]
@@ -73,36 +79,79 @@ fn every_problem_is_reported_at_once() {
         .replace("expr = \"amount\"", "expr = \"amount +\"")
         .replace("name = \"region\"", "name = \"Region\"");
     let found = issues(&[("model.toml", &broken)]);
-    assert!(found.iter().any(|i| i.contains("unknown source \"fils\"; did you mean \"files\"?")), "{found:?}");
-    assert!(found.iter().any(|i| i.contains("expr is not a valid SQL expression")), "{found:?}");
-    assert!(found.iter().any(|i| i.contains("dimension name \"Region\" must be lower-case")), "{found:?}");
-    assert!(found.iter().any(|i| i.contains("unknown dimension \"region\"")), "{found:?}");
-    assert!(found.iter().all(|i| i.starts_with("model.toml:")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("unknown source \"fils\"; did you mean \"files\"?")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("expr is not a valid SQL expression")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("dimension name \"Region\" must be lower-case")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("unknown dimension \"region\"")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().all(|i| i.starts_with("model.toml:")),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn toml_errors_and_unknown_keys_have_positions() {
-    let found = issues(&[("bad.toml", "[[metrics]]\nname = \"x\"\ntable = \"t\"\nagg = \"summ\"\n")]);
+    let found = issues(&[(
+        "bad.toml",
+        "[[metrics]]\nname = \"x\"\ntable = \"t\"\nagg = \"summ\"\n",
+    )]);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].starts_with("bad.toml:4:7: unknown variant `summ`"), "{found:?}");
+    assert!(
+        found[0].starts_with("bad.toml:4:7: unknown variant `summ`"),
+        "{found:?}"
+    );
     let found = issues(&[("bad.toml", "[[views]]\nname = \"v\"\nmetricz = []\n")]);
-    assert!(found[0].starts_with("bad.toml:3:1: unknown field `metricz`"), "{found:?}");
+    assert!(
+        found[0].starts_with("bad.toml:3:1: unknown field `metricz`"),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn duplicate_names_and_missing_expressions_are_reported() {
-    let broken = format!(
-        "{GOOD}\n[[metrics]]\nname = \"revenue\"\ntable = \"orders\"\nagg = \"avg\"\n"
-    );
+    let broken =
+        format!("{GOOD}\n[[metrics]]\nname = \"revenue\"\ntable = \"orders\"\nagg = \"avg\"\n");
     let found = issues(&[("m.toml", &broken)]);
-    assert!(found.iter().any(|i| i.contains("duplicate dimension or metric name \"revenue\"")), "{found:?}");
-    assert!(found.iter().any(|i| i.contains("needs an expr")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("duplicate dimension or metric name \"revenue\"")),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|i| i.contains("needs an expr")),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn check_command_prints_issues_and_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("model.toml"), GOOD.replace("table = \"orders\"\nagg", "table = \"order\"\nagg")).expect("write");
+    std::fs::write(
+        dir.path().join("model.toml"),
+        GOOD.replace("table = \"orders\"\nagg", "table = \"order\"\nagg"),
+    )
+    .expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
         .arg("check")
         .arg(dir.path())
@@ -110,7 +159,10 @@ fn check_command_prints_issues_and_fails() {
         .expect("run check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(stdout.contains("model.toml:19:9: unknown table \"order\"; did you mean \"orders\"?"), "{stdout}");
+    assert!(
+        stdout.contains("model.toml:19:9: unknown table \"order\"; did you mean \"orders\"?"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -120,7 +172,11 @@ fn check_command_accepts_the_demo_model() {
         .arg(common::root().join("semantic/demo"))
         .output()
         .expect("run check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -132,7 +188,11 @@ fn unreachable_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     std::fs::create_dir(&data).expect("mkdir");
-    write(&data, "orders.csv", "id,store_id,amount\n1,1,10.5\n2,2,4.5\n");
+    write(
+        &data,
+        "orders.csv",
+        "id,store_id,amount\n1,1,10.5\n2,2,4.5\n",
+    );
     write(&data, "stores.csv", "id,region\n1,East\n2,West\n");
     write(&data, "targets.csv", "id,label\n1,stretch\n");
     write(
@@ -189,36 +249,80 @@ metrics = ["revenue"]
 #[tokio::test]
 async fn a_dimension_not_reachable_from_a_metric_is_refused_with_the_reason() {
     let dir = unreachable_model();
-    let engine = Engine::open(dir.path(), Identity { database: "kpitables".into(), roles: vec![] })
-        .await
-        .expect("model loads");
+    let engine = Engine::open(
+        dir.path(),
+        Identity {
+            database: "kpitables".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .expect("model loads");
     let session = Session::new("t", 1, &[]);
-    let facts = SessionFacts { session: &session, database: "kpitables" };
-    let statement = kpitables::sql::parse("SELECT label, revenue FROM v").expect("parse").remove(0);
-    let err = engine.plan(statement, &facts).await.expect_err("cannot be answered");
+    let facts = SessionFacts {
+        session: &session,
+        database: "kpitables",
+    };
+    let statement = kpitables::sql::parse("SELECT label, revenue FROM v")
+        .expect("parse")
+        .remove(0);
+    let err = engine
+        .plan(statement, &facts)
+        .await
+        .expect_err("cannot be answered");
     assert_eq!(err.sqlstate(), "0A000");
     let message = err.to_string();
-    assert!(message.contains("\"revenue\"") && message.contains("\"label\""), "{message}");
-    assert!(message.contains("no many-to-one join path from \"orders\" to \"targets\""), "{message}");
+    assert!(
+        message.contains("\"revenue\"") && message.contains("\"label\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("no many-to-one join path from \"orders\" to \"targets\""),
+        "{message}"
+    );
 
     // The reachable dimension works and is correct.
-    let statement = kpitables::sql::parse("SELECT region, revenue FROM v ORDER BY region").expect("parse").remove(0);
+    let statement = kpitables::sql::parse("SELECT region, revenue FROM v ORDER BY region")
+        .expect("parse")
+        .remove(0);
     let plan = engine.plan(statement, &facts).await.expect("answerable");
-    let batches = datafusion::physical_plan::common::collect(engine.execute(&plan, vec![]).await.expect("run"))
-        .await
-        .expect("collect");
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("format").to_string();
-    assert!(text.contains("East") && text.contains("10.5") && text.contains("4.5"), "{text}");
+    let batches = datafusion::physical_plan::common::collect(
+        engine.execute(&plan, vec![]).await.expect("run"),
+    )
+    .await
+    .expect("collect");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    assert!(
+        text.contains("East") && text.contains("10.5") && text.contains("4.5"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn a_column_missing_from_the_data_is_reported_with_its_position() {
     let dir = unreachable_model();
     let text = std::fs::read_to_string(dir.path().join("model.toml")).expect("read");
-    write(dir.path(), "model.toml", &text.replace("expr = \"amount\"", "expr = \"amont\""));
-    let err = Engine::open(dir.path(), Identity { database: "kpitables".into(), roles: vec![] })
-        .await
-        .expect_err("bad column");
+    write(
+        dir.path(),
+        "model.toml",
+        &text.replace("expr = \"amount\"", "expr = \"amont\""),
+    );
+    let err = Engine::open(
+        dir.path(),
+        Identity {
+            database: "kpitables".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .expect_err("bad column");
     let message = err.to_string();
-    assert!(message.contains("model.toml:38:8: table \"orders\" has no column \"amont\"; did you mean \"amount\"?"), "{message}");
+    assert!(
+        message.contains(
+            "model.toml:38:8: table \"orders\" has no column \"amont\"; did you mean \"amount\"?"
+        ),
+        "{message}"
+    );
 }

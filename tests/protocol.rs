@@ -34,13 +34,19 @@ async fn extended_protocol_portals_and_row_limits() {
         .map(|r| r.get::<_, String>(0))
         .collect();
     assert_eq!(all, vec!["Central", "East", "North", "South", "West"]);
-    let without_east = client.query(&statement, &[&"East"]).await.expect("query again");
+    let without_east = client
+        .query(&statement, &[&"East"])
+        .await
+        .expect("query again");
     assert_eq!(without_east.len(), 4);
 
     // A portal read three rows at a time (Execute with max_rows, PortalSuspended).
     let transaction = client.transaction().await.expect("begin");
     let portal = transaction
-        .bind("SELECT order_date, units FROM sales WHERE order_date__month = $1 ORDER BY 1", &[&chrono::NaiveDate::from_ymd_opt(2024, 2, 1).expect("date")])
+        .bind(
+            "SELECT order_date, units FROM sales WHERE order_date__month = $1 ORDER BY 1",
+            &[&chrono::NaiveDate::from_ymd_opt(2024, 2, 1).expect("date")],
+        )
         .await
         .expect("bind");
     let mut days = Vec::new();
@@ -71,8 +77,14 @@ async fn binary_results_have_the_declared_types() {
         )
         .await
         .expect("query");
-    assert_eq!(row.get::<_, chrono::NaiveDate>(0), chrono::NaiveDate::from_ymd_opt(2023, 5, 17).expect("date"));
-    assert_eq!(row.get::<_, chrono::NaiveDate>(1), chrono::NaiveDate::from_ymd_opt(2023, 4, 1).expect("date"));
+    assert_eq!(
+        row.get::<_, chrono::NaiveDate>(0),
+        chrono::NaiveDate::from_ymd_opt(2023, 5, 17).expect("date")
+    );
+    assert_eq!(
+        row.get::<_, chrono::NaiveDate>(1),
+        chrono::NaiveDate::from_ymd_opt(2023, 4, 1).expect("date")
+    );
     assert!(row.get::<_, i64>(2) > 0);
     assert!(row.get::<_, i64>(3) >= row.get::<_, i64>(2));
     assert!(row.get::<_, f64>(4) > 0.0);
@@ -84,12 +96,24 @@ async fn errors_do_not_break_the_session_and_statuses_follow_postgres() {
     common::ensure_demo_data();
     let server = common::start(&[]);
     let client = connect(server.port).await;
-    let err = client.query("SELECT nope FROM sales", &[]).await.expect_err("unknown column");
+    let err = client
+        .query("SELECT nope FROM sales", &[])
+        .await
+        .expect_err("unknown column");
     assert_eq!(err.code().map(|c| c.code()), Some("42703"));
-    let err = client.simple_query("SELECT 1; SELECT nope FROM sales; SELECT 2").await.expect_err("second fails");
+    let err = client
+        .simple_query("SELECT 1; SELECT nope FROM sales; SELECT 2")
+        .await
+        .expect_err("second fails");
     assert_eq!(err.code().map(|c| c.code()), Some("42703"));
-    let rows = client.simple_query("SELECT 'still here'").await.expect("usable");
-    assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("still here"))));
+    let rows = client
+        .simple_query("SELECT 'still here'")
+        .await
+        .expect("usable");
+    assert!(
+        rows.iter()
+            .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("still here")))
+    );
 }
 
 /// A query that cannot finish in any reasonable time: non-equi joins over about 10^13
@@ -118,7 +142,10 @@ async fn a_cancel_request_stops_a_running_query_and_the_session_survives() {
     canceller.await.expect("join").expect("cancel sent");
     let err = result.expect_err("an endless query cannot succeed");
     assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
-    let row = client.query_one("SELECT 1::int4", &[]).await.expect("usable after cancel");
+    let row = client
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .expect("usable after cancel");
     assert_eq!(row.get::<_, i32>(0), 1);
 }
 
@@ -132,15 +159,21 @@ async fn a_slow_query_does_not_block_other_connections() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fast_client = connect(server.port).await;
     for _ in 0..10 {
-        let row = tokio::time::timeout(FAILSAFE, fast_client.query_one("SELECT region FROM sales WHERE region = 'West'", &[]))
-            .await
-            .expect("a quick query waited behind the endless one")
-            .expect("fast query");
+        let row = tokio::time::timeout(
+            FAILSAFE,
+            fast_client.query_one("SELECT region FROM sales WHERE region = 'West'", &[]),
+        )
+        .await
+        .expect("a quick query waited behind the endless one")
+        .expect("fast query");
         assert_eq!(row.get::<_, String>(0), "West");
     }
     assert!(!slow.is_finished(), "the endless query is still running");
     token.cancel_query(NoTls).await.expect("cancel");
-    let outcome = tokio::time::timeout(FAILSAFE, slow).await.expect("cancel stopped it").expect("join");
+    let outcome = tokio::time::timeout(FAILSAFE, slow)
+        .await
+        .expect("cancel stopped it")
+        .expect("join");
     assert!(outcome.is_err());
 }
 
@@ -165,7 +198,10 @@ async fn many_clients_at_once() {
     for t in tasks {
         let (region, orders) = t.await.expect("join");
         let previous = by_region.insert(region, orders);
-        assert!(previous.is_none_or(|p| p == orders), "same question, same answer");
+        assert!(
+            previous.is_none_or(|p| p == orders),
+            "same question, same answer"
+        );
     }
     assert_eq!(by_region.len(), 4);
 }
@@ -185,11 +221,19 @@ async fn cleartext_passwords_are_refused_unless_allowed() {
     )
     .expect("write config");
     let server = {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_kpitables"))
             .current_dir(common::root())
             .env("KP_TEST_PLAIN_PASSWORD", "secret")
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
             .arg(&config)
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -206,11 +250,22 @@ async fn cleartext_passwords_are_refused_unless_allowed() {
         (child, port)
     };
     let (mut child, port) = server;
-    let good = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=plain password=secret dbname=kpitables"), NoTls).await;
-    let bad = tokio_postgres::connect(&format!("host=127.0.0.1 port={port} user=plain password=wrong dbname=kpitables"), NoTls).await;
+    let good = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=plain password=secret dbname=kpitables"),
+        NoTls,
+    )
+    .await;
+    let bad = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=plain password=wrong dbname=kpitables"),
+        NoTls,
+    )
+    .await;
     let _ = child.kill();
     let _ = child.wait();
-    assert!(good.is_ok(), "cleartext login with the right password works when allowed");
+    assert!(
+        good.is_ok(),
+        "cleartext login with the right password works when allowed"
+    );
     let err = bad.err().expect("wrong password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"));
 }

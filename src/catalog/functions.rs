@@ -13,7 +13,8 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -55,7 +56,8 @@ impl FunctionData {
             }
             for (i, c) in v.columns.iter().enumerate() {
                 if !c.comment.is_empty() {
-                    data.comments.insert((oid, i64::try_from(i + 1).unwrap_or(0)), c.comment.clone());
+                    data.comments
+                        .insert((oid, i64::try_from(i + 1).unwrap_or(0)), c.comment.clone());
                 }
             }
         }
@@ -75,7 +77,9 @@ struct PgFunction {
 
 impl std::fmt::Debug for PgFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgFunction").field("name", &self.name).finish()
+        f.debug_struct("PgFunction")
+            .field("name", &self.name)
+            .finish()
     }
 }
 impl PartialEq for PgFunction {
@@ -101,7 +105,10 @@ impl ScalarUDFImpl for PgFunction {
         Ok(self.return_type.clone())
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         if all_scalar {
             let values: Vec<ScalarValue> = args
                 .args
@@ -128,7 +135,9 @@ impl ScalarUDFImpl for PgFunction {
             out.push(cast_to((self.imp)(&self.data, &values), &self.return_type));
         }
         if out.is_empty() {
-            return Ok(ColumnarValue::Array(datafusion::arrow::array::new_empty_array(&self.return_type)));
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_empty_array(&self.return_type),
+            ));
         }
         Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
     }
@@ -164,7 +173,10 @@ fn utf8(s: Option<String>) -> ScalarValue {
 }
 
 fn text_list(items: &[&str]) -> ScalarValue {
-    let values: Vec<ScalarValue> = items.iter().map(|s| ScalarValue::Utf8(Some((*s).to_string()))).collect();
+    let values: Vec<ScalarValue> = items
+        .iter()
+        .map(|s| ScalarValue::Utf8(Some((*s).to_string())))
+        .collect();
     ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
 }
 
@@ -173,30 +185,59 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
     let data = Arc::new(FunctionData::new(semantics));
     let any = |n: usize| Signature::new(TypeSignature::Any(n), Volatility::Immutable);
     let arities = |ns: &[usize]| {
-        Signature::one_of(ns.iter().map(|n| TypeSignature::Any(*n)).collect(), Volatility::Immutable)
+        Signature::one_of(
+            ns.iter().map(|n| TypeSignature::Any(*n)).collect(),
+            Volatility::Immutable,
+        )
     };
     let variadic = || Signature::variadic_any(Volatility::Immutable);
     let none = || Signature::nullary(Volatility::Immutable);
     let text_list_type = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
 
     let functions: Vec<(&'static str, Signature, DataType, Imp)> = vec![
-        ("version", none(), DataType::Utf8, |_, _| utf8(Some(version_string()))),
-        ("pg_get_userbyid", any(1), DataType::Utf8, |_, _| utf8(Some("kpitables".into()))),
-        ("pg_table_is_visible", any(1), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("pg_type_is_visible", any(1), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("pg_function_is_visible", any(1), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
+        ("version", none(), DataType::Utf8, |_, _| {
+            utf8(Some(version_string()))
+        }),
+        ("pg_get_userbyid", any(1), DataType::Utf8, |_, _| {
+            utf8(Some("kpitables".into()))
+        }),
+        ("pg_table_is_visible", any(1), DataType::Boolean, |_, _| {
+            ScalarValue::Boolean(Some(true))
+        }),
+        ("pg_type_is_visible", any(1), DataType::Boolean, |_, _| {
+            ScalarValue::Boolean(Some(true))
+        }),
+        (
+            "pg_function_is_visible",
+            any(1),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(true)),
+        ),
         ("format_type", any(2), DataType::Utf8, |_, a| {
             let oid = a.first().and_then(int).and_then(|o| u32::try_from(o).ok());
-            let typmod = a.get(1).and_then(int).and_then(|t| i32::try_from(t).ok()).unwrap_or(-1);
+            let typmod = a
+                .get(1)
+                .and_then(int)
+                .and_then(|t| i32::try_from(t).ok())
+                .unwrap_or(-1);
             utf8(oid.map(|o| types::format_type(o, typmod).unwrap_or_else(|| "???".into())))
         }),
-        ("obj_description", arities(&[1, 2]), DataType::Utf8, |d, a| {
-            let catalog = a.get(1).and_then(text);
-            if catalog.as_deref().is_some_and(|c| c != "pg_class") {
-                return utf8(None);
-            }
-            utf8(a.first().and_then(int).and_then(|oid| d.comments.get(&(oid, 0)).cloned()))
-        }),
+        (
+            "obj_description",
+            arities(&[1, 2]),
+            DataType::Utf8,
+            |d, a| {
+                let catalog = a.get(1).and_then(text);
+                if catalog.as_deref().is_some_and(|c| c != "pg_class") {
+                    return utf8(None);
+                }
+                utf8(
+                    a.first()
+                        .and_then(int)
+                        .and_then(|oid| d.comments.get(&(oid, 0)).cloned()),
+                )
+            },
+        ),
         ("col_description", any(2), DataType::Utf8, |d, a| {
             let key = (a.first().and_then(int), a.get(1).and_then(int));
             utf8(match key {
@@ -204,40 +245,111 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
                 _ => None,
             })
         }),
-        ("shobj_description", any(2), DataType::Utf8, |_, _| utf8(None)),
-        ("pg_get_expr", arities(&[2, 3]), DataType::Utf8, |_, a| utf8(a.first().and_then(text))),
-        ("pg_get_viewdef", arities(&[1, 2]), DataType::Utf8, |d, a| {
-            utf8(a.first().and_then(int).and_then(|oid| d.definitions.get(&oid).cloned()))
+        ("shobj_description", any(2), DataType::Utf8, |_, _| {
+            utf8(None)
         }),
-        ("pg_get_constraintdef", arities(&[1, 2]), DataType::Utf8, |_, _| utf8(None)),
-        ("pg_get_indexdef", arities(&[1, 3]), DataType::Utf8, |_, _| utf8(None)),
-        ("pg_encoding_to_char", any(1), DataType::Utf8, |_, _| utf8(Some("UTF8".into()))),
-        ("has_table_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("has_schema_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("has_database_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("has_column_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("has_any_column_privilege", variadic(), DataType::Boolean, |_, _| ScalarValue::Boolean(Some(true))),
-        ("pg_relation_size", arities(&[1, 2]), DataType::Int64, |_, _| ScalarValue::Int64(Some(0))),
-        ("pg_table_size", any(1), DataType::Int64, |_, _| ScalarValue::Int64(Some(0))),
-        ("pg_total_relation_size", any(1), DataType::Int64, |_, _| ScalarValue::Int64(Some(0))),
+        ("pg_get_expr", arities(&[2, 3]), DataType::Utf8, |_, a| {
+            utf8(a.first().and_then(text))
+        }),
+        (
+            "pg_get_viewdef",
+            arities(&[1, 2]),
+            DataType::Utf8,
+            |d, a| {
+                utf8(
+                    a.first()
+                        .and_then(int)
+                        .and_then(|oid| d.definitions.get(&oid).cloned()),
+                )
+            },
+        ),
+        (
+            "pg_get_constraintdef",
+            arities(&[1, 2]),
+            DataType::Utf8,
+            |_, _| utf8(None),
+        ),
+        (
+            "pg_get_indexdef",
+            arities(&[1, 3]),
+            DataType::Utf8,
+            |_, _| utf8(None),
+        ),
+        ("pg_encoding_to_char", any(1), DataType::Utf8, |_, _| {
+            utf8(Some("UTF8".into()))
+        }),
+        (
+            "has_table_privilege",
+            variadic(),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "has_schema_privilege",
+            variadic(),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "has_database_privilege",
+            variadic(),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "has_column_privilege",
+            variadic(),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "has_any_column_privilege",
+            variadic(),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(true)),
+        ),
+        (
+            "pg_relation_size",
+            arities(&[1, 2]),
+            DataType::Int64,
+            |_, _| ScalarValue::Int64(Some(0)),
+        ),
+        ("pg_table_size", any(1), DataType::Int64, |_, _| {
+            ScalarValue::Int64(Some(0))
+        }),
+        ("pg_total_relation_size", any(1), DataType::Int64, |_, _| {
+            ScalarValue::Int64(Some(0))
+        }),
         ("pg_size_pretty", any(1), DataType::Utf8, |_, a| {
             utf8(a.first().and_then(int).map(|n| format!("{n} bytes")))
         }),
-        ("quote_ident", any(1), DataType::Utf8, |_, a| utf8(a.first().and_then(text).map(|s| quote_ident(&s)))),
+        ("quote_ident", any(1), DataType::Utf8, |_, a| {
+            utf8(a.first().and_then(text).map(|s| quote_ident(&s)))
+        }),
         ("current_schemas", any(1), text_list_type.clone(), |_, a| {
             let implicit = matches!(a.first(), Some(ScalarValue::Boolean(Some(true))));
-            if implicit { text_list(&["pg_catalog", "public"]) } else { text_list(&["public"]) }
-        }),
-        ("array_upper", any(2), DataType::Int64, |_, a| match a.first() {
-            Some(ScalarValue::List(l)) if !l.is_null(0) => {
-                let n = l.value(0).len();
-                ScalarValue::Int64(if n == 0 { None } else { i64::try_from(n).ok() })
+            if implicit {
+                text_list(&["pg_catalog", "public"])
+            } else {
+                text_list(&["public"])
             }
-            _ => ScalarValue::Int64(None),
         }),
-        ("array_lower", any(2), DataType::Int64, |_, a| match a.first() {
-            Some(ScalarValue::List(l)) if !l.is_null(0) && !l.value(0).is_empty() => ScalarValue::Int64(Some(1)),
-            _ => ScalarValue::Int64(None),
+        ("array_upper", any(2), DataType::Int64, |_, a| {
+            match a.first() {
+                Some(ScalarValue::List(l)) if !l.is_null(0) => {
+                    let n = l.value(0).len();
+                    ScalarValue::Int64(if n == 0 { None } else { i64::try_from(n).ok() })
+                }
+                _ => ScalarValue::Int64(None),
+            }
+        }),
+        ("array_lower", any(2), DataType::Int64, |_, a| {
+            match a.first() {
+                Some(ScalarValue::List(l)) if !l.is_null(0) && !l.value(0).is_empty() => {
+                    ScalarValue::Int64(Some(1))
+                }
+                _ => ScalarValue::Int64(None),
+            }
         }),
         ("kp_regclass", any(1), DataType::Int64, |d, a| {
             let name = a.first().and_then(text).unwrap_or_default();
@@ -258,7 +370,15 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
 
 /// Quote an identifier when PostgreSQL would.
 pub fn quote_ident(s: &str) -> String {
-    let plain = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain { s.to_string() } else { format!("\"{}\"", s.replace('"', "\"\"")) }
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
 }

@@ -73,7 +73,11 @@ pub struct CatalogTable {
 }
 
 impl CatalogTable {
-    fn new(schema: &'static str, name: &'static str, columns: Vec<(&'static str, DataType)>) -> Self {
+    fn new(
+        schema: &'static str,
+        name: &'static str,
+        columns: Vec<(&'static str, DataType)>,
+    ) -> Self {
         CatalogTable {
             schema,
             name,
@@ -99,12 +103,14 @@ impl CatalogTable {
             let array = if values.is_empty() {
                 datafusion::arrow::array::new_empty_array(data_type)
             } else {
-                ScalarValue::iter_to_array(values)
-                    .map_err(|e| Error::Internal(format!("catalog column {}.{name}: {e}", self.name)))?
+                ScalarValue::iter_to_array(values).map_err(|e| {
+                    Error::Internal(format!("catalog column {}.{name}: {e}", self.name))
+                })?
             };
             arrays.push(array);
         }
-        RecordBatch::try_new(schema, arrays).map_err(|e| Error::Internal(format!("catalog {}: {e}", self.name)))
+        RecordBatch::try_new(schema, arrays)
+            .map_err(|e| Error::Internal(format!("catalog {}: {e}", self.name)))
     }
 }
 
@@ -114,7 +120,11 @@ pub fn build(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTable> {
 }
 
 /// Register the catalog schemas in `ctx` and return the `(schema, table)` names.
-pub fn register(ctx: &SessionContext, semantics: &Semantics, identity: &Identity) -> Result<HashSet<(String, String)>> {
+pub fn register(
+    ctx: &SessionContext,
+    semantics: &Semantics,
+    identity: &Identity,
+) -> Result<HashSet<(String, String)>> {
     let catalog = ctx
         .catalog(&ctx.state().config().options().catalog.default_catalog)
         .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
@@ -129,7 +139,11 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics, identity: &Identity
         } else {
             &information_schema
         };
-        datafusion::catalog::SchemaProvider::register_table(schema, table.name.to_string(), Arc::new(provider))?;
+        datafusion::catalog::SchemaProvider::register_table(
+            schema,
+            table.name.to_string(),
+            Arc::new(provider),
+        )?;
         names.insert((table.schema.to_string(), table.name.to_string()));
     }
     catalog.register_schema("pg_catalog", pg_catalog)?;

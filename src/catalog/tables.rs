@@ -4,8 +4,8 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 
 use super::{
-    CatalogTable, DATABASE_OID, INFORMATION_SCHEMA_NAMESPACE_OID, Identity, OWNER_OID, PG_CATALOG_NAMESPACE_OID,
-    PG_CLASS_OID, PUBLIC_NAMESPACE_OID, view_oid,
+    CatalogTable, DATABASE_OID, INFORMATION_SCHEMA_NAMESPACE_OID, Identity, OWNER_OID,
+    PG_CATALOG_NAMESPACE_OID, PG_CLASS_OID, PUBLIC_NAMESPACE_OID, view_oid,
 };
 use crate::bind::{BoundView, ColumnKind, Semantics};
 use crate::types::{self, pg_type_of};
@@ -31,10 +31,16 @@ fn null() -> ScalarValue {
     ScalarValue::Null
 }
 fn text_array() -> DataType {
-    DataType::List(std::sync::Arc::new(Field::new_list_field(DataType::Utf8, true)))
+    DataType::List(std::sync::Arc::new(Field::new_list_field(
+        DataType::Utf8,
+        true,
+    )))
 }
 fn i2_array() -> DataType {
-    DataType::List(std::sync::Arc::new(Field::new_list_field(DataType::Int16, true)))
+    DataType::List(std::sync::Arc::new(Field::new_list_field(
+        DataType::Int16,
+        true,
+    )))
 }
 
 pub(super) fn all(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTable> {
@@ -51,10 +57,19 @@ pub(super) fn all(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTabl
         pg_am(),
         pg_views(views),
         pg_tables(),
-        empty("pg_attrdef", vec![("oid", I8), ("adrelid", I8), ("adnum", I2), ("adbin", T)]),
+        empty(
+            "pg_attrdef",
+            vec![("oid", I8), ("adrelid", I8), ("adnum", I2), ("adbin", T)],
+        ),
         empty(
             "pg_collation",
-            vec![("oid", I8), ("collname", T), ("collnamespace", I8), ("collprovider", T), ("collencoding", I4)],
+            vec![
+                ("oid", I8),
+                ("collname", T),
+                ("collnamespace", I8),
+                ("collprovider", T),
+                ("collencoding", I4),
+            ],
         ),
         empty(
             "pg_index",
@@ -86,22 +101,80 @@ pub(super) fn all(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTabl
                 ("conbin", T),
             ],
         ),
-        empty("pg_inherits", vec![("inhrelid", I8), ("inhparent", I8), ("inhseqno", I4), ("inhdetachpending", B)]),
+        empty(
+            "pg_inherits",
+            vec![
+                ("inhrelid", I8),
+                ("inhparent", I8),
+                ("inhseqno", I4),
+                ("inhdetachpending", B),
+            ],
+        ),
         empty(
             "pg_rewrite",
-            vec![("oid", I8), ("rulename", T), ("ev_class", I8), ("ev_type", T), ("is_instead", B)],
+            vec![
+                ("oid", I8),
+                ("rulename", T),
+                ("ev_class", I8),
+                ("ev_type", T),
+                ("is_instead", B),
+            ],
         ),
-        empty("pg_trigger", vec![("oid", I8), ("tgrelid", I8), ("tgname", T), ("tgisinternal", B)]),
+        empty(
+            "pg_trigger",
+            vec![
+                ("oid", I8),
+                ("tgrelid", I8),
+                ("tgname", T),
+                ("tgisinternal", B),
+            ],
+        ),
         empty(
             "pg_policy",
-            vec![("oid", I8), ("polname", T), ("polrelid", I8), ("polcmd", T), ("polpermissive", B)],
+            vec![
+                ("oid", I8),
+                ("polname", T),
+                ("polrelid", I8),
+                ("polcmd", T),
+                ("polpermissive", B),
+            ],
         ),
-        empty("pg_enum", vec![("oid", I8), ("enumtypid", I8), ("enumsortorder", F4), ("enumlabel", T)]),
+        empty(
+            "pg_enum",
+            vec![
+                ("oid", I8),
+                ("enumtypid", I8),
+                ("enumsortorder", F4),
+                ("enumlabel", T),
+            ],
+        ),
         empty("pg_range", vec![("rngtypid", I8), ("rngsubtype", I8)]),
-        empty("pg_tablespace", vec![("oid", I8), ("spcname", T), ("spcowner", I8)]),
-        empty("pg_matviews", vec![("schemaname", T), ("matviewname", T), ("matviewowner", T), ("definition", T)]),
-        empty("pg_proc", vec![("oid", I8), ("proname", T), ("pronamespace", I8), ("prorettype", I8)]),
-        empty("pg_extension", vec![("oid", I8), ("extname", T), ("extversion", T)]),
+        empty(
+            "pg_tablespace",
+            vec![("oid", I8), ("spcname", T), ("spcowner", I8)],
+        ),
+        empty(
+            "pg_matviews",
+            vec![
+                ("schemaname", T),
+                ("matviewname", T),
+                ("matviewowner", T),
+                ("definition", T),
+            ],
+        ),
+        empty(
+            "pg_proc",
+            vec![
+                ("oid", I8),
+                ("proname", T),
+                ("pronamespace", I8),
+                ("prorettype", I8),
+            ],
+        ),
+        empty(
+            "pg_extension",
+            vec![("oid", I8), ("extname", T), ("extversion", T)],
+        ),
         info_schemata(identity),
         info_tables(views, identity),
         info_views(views, identity),
@@ -117,14 +190,20 @@ fn pg_namespace() -> CatalogTable {
     let mut t = CatalogTable::new(
         "pg_catalog",
         "pg_namespace",
-        vec![("oid", I8), ("nspname", T), ("nspowner", I8), ("nspacl", text_array())],
+        vec![
+            ("oid", I8),
+            ("nspname", T),
+            ("nspowner", I8),
+            ("nspacl", text_array()),
+        ],
     );
     for (oid, name) in [
         (PG_CATALOG_NAMESPACE_OID, "pg_catalog"),
         (PUBLIC_NAMESPACE_OID, "public"),
         (INFORMATION_SCHEMA_NAMESPACE_OID, "information_schema"),
     ] {
-        t.rows.push(vec![i8v(oid), tv(name), i8v(OWNER_OID), null()]);
+        t.rows
+            .push(vec![i8v(oid), tv(name), i8v(OWNER_OID), null()]);
     }
     t
 }
@@ -390,17 +469,28 @@ fn pg_description(views: &[BoundView]) -> CatalogTable {
     let mut t = CatalogTable::new(
         "pg_catalog",
         "pg_description",
-        vec![("objoid", I8), ("classoid", I8), ("objsubid", I4), ("description", T)],
+        vec![
+            ("objoid", I8),
+            ("classoid", I8),
+            ("objsubid", I4),
+            ("description", T),
+        ],
     );
     for v in views {
         let oid = view_oid(&v.name);
         if !v.comment.is_empty() {
-            t.rows.push(vec![i8v(oid), i8v(PG_CLASS_OID), i4v(0), tv(&v.comment)]);
+            t.rows
+                .push(vec![i8v(oid), i8v(PG_CLASS_OID), i4v(0), tv(&v.comment)]);
         }
         for (i, c) in v.columns.iter().enumerate() {
             if !c.comment.is_empty() {
                 let attnum = i32::try_from(i + 1).unwrap_or(i32::MAX);
-                t.rows.push(vec![i8v(oid), i8v(PG_CLASS_OID), i4v(attnum), tv(&c.comment)]);
+                t.rows.push(vec![
+                    i8v(oid),
+                    i8v(PG_CLASS_OID),
+                    i4v(attnum),
+                    tv(&c.comment),
+                ]);
             }
         }
     }
@@ -526,8 +616,14 @@ fn pg_am() -> CatalogTable {
         "pg_am",
         vec![("oid", I8), ("amname", T), ("amhandler", T), ("amtype", T)],
     );
-    t.rows.push(vec![i8v(2), tv("heap"), tv("heap_tableam_handler"), tv("t")]);
-    t.rows.push(vec![i8v(403), tv("btree"), tv("bthandler"), tv("i")]);
+    t.rows.push(vec![
+        i8v(2),
+        tv("heap"),
+        tv("heap_tableam_handler"),
+        tv("t"),
+    ]);
+    t.rows
+        .push(vec![i8v(403), tv("btree"), tv("bthandler"), tv("i")]);
     t
 }
 
@@ -557,10 +653,20 @@ fn pg_views(views: &[BoundView]) -> CatalogTable {
     let mut t = CatalogTable::new(
         "pg_catalog",
         "pg_views",
-        vec![("schemaname", T), ("viewname", T), ("viewowner", T), ("definition", T)],
+        vec![
+            ("schemaname", T),
+            ("viewname", T),
+            ("viewowner", T),
+            ("definition", T),
+        ],
     );
     for v in views {
-        t.rows.push(vec![tv("public"), tv(&v.name), tv("kpitables"), tv(&v.comment)]);
+        t.rows.push(vec![
+            tv("public"),
+            tv(&v.name),
+            tv("kpitables"),
+            tv(&v.comment),
+        ]);
     }
     t
 }
@@ -589,7 +695,8 @@ fn info_schemata(identity: &Identity) -> CatalogTable {
         vec![("catalog_name", T), ("schema_name", T), ("schema_owner", T)],
     );
     for s in ["public", "pg_catalog", "information_schema"] {
-        t.rows.push(vec![tv(&identity.database), tv(s), tv("kpitables")]);
+        t.rows
+            .push(vec![tv(&identity.database), tv(s), tv("kpitables")]);
     }
     t
 }
@@ -719,11 +826,19 @@ fn info_columns(views: &[BoundView], identity: &Identity) -> CatalogTable {
                 tv("YES"),
                 tv(pg.name),
                 null(),
-                if pg.category == 'S' { i4v(1_073_741_824) } else { null() },
+                if pg.category == 'S' {
+                    i4v(1_073_741_824)
+                } else {
+                    null()
+                },
                 opt(precision),
                 opt(radix),
                 opt(scale),
-                if pg.category == 'D' { i4v(if pg.oid == types::DATE.oid { 0 } else { 6 }) } else { null() },
+                if pg.category == 'D' {
+                    i4v(if pg.oid == types::DATE.oid { 0 } else { 6 })
+                } else {
+                    null()
+                },
                 tv(&identity.database),
                 tv("pg_catalog"),
                 tv(internal_type_name(pg.oid)),

@@ -17,7 +17,12 @@ pub struct SourceTexts {
 
 impl SourceTexts {
     /// An issue at byte offset `offset` of file number `file`.
-    pub fn issue(&self, file: usize, offset: Option<usize>, reason: impl Into<String>) -> ModelIssue {
+    pub fn issue(
+        &self,
+        file: usize,
+        offset: Option<usize>,
+        reason: impl Into<String>,
+    ) -> ModelIssue {
         let (path, text) = match self.files.get(file) {
             Some((p, t)) => (p.clone(), t.as_str()),
             None => (String::from("<model>"), ""),
@@ -100,10 +105,12 @@ fn merge(model: &mut Model, file: ModelFile, index: usize) {
         t.file_index = index;
         t
     }));
-    model.dimensions.extend(file.dimensions.into_iter().map(|mut d| {
-        d.file = index;
-        d
-    }));
+    model
+        .dimensions
+        .extend(file.dimensions.into_iter().map(|mut d| {
+            d.file = index;
+            d
+        }));
     model.metrics.extend(file.metrics.into_iter().map(|mut m| {
         m.file = index;
         m

@@ -354,7 +354,9 @@ impl Model {
             if name == to {
                 return Some(path);
             }
-            let Some(table) = self.table(name) else { continue };
+            let Some(table) = self.table(name) else {
+                continue;
+            };
             for join in &table.joins {
                 let target = join.to.get_ref().as_str();
                 if seen.insert(target) {

@@ -32,7 +32,8 @@ impl Checker<'_> {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             self.at(
                 file,
@@ -76,7 +77,11 @@ impl Checker<'_> {
                 Ok(e)
             });
         if let Err(e) = parsed {
-            self.at(file, text, format!("{what} is not a valid SQL expression: {e}"));
+            self.at(
+                file,
+                text,
+                format!("{what} is not a valid SQL expression: {e}"),
+            );
         }
     }
 }
@@ -87,8 +92,16 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         texts,
         issues: Vec::new(),
     };
-    duplicates(&mut c, "source", model.sources.iter().map(|s| (s.file, &s.name)));
-    duplicates(&mut c, "table", model.tables.iter().map(|t| (t.file_index, &t.name)));
+    duplicates(
+        &mut c,
+        "source",
+        model.sources.iter().map(|s| (s.file, &s.name)),
+    );
+    duplicates(
+        &mut c,
+        "table",
+        model.tables.iter().map(|t| (t.file_index, &t.name)),
+    );
     duplicates(
         &mut c,
         "dimension or metric",
@@ -98,7 +111,11 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
             .map(|d| (d.file, &d.name))
             .chain(model.metrics.iter().map(|m| (m.file, &m.name))),
     );
-    duplicates(&mut c, "view", model.views.iter().map(|v| (v.file, &v.name)));
+    duplicates(
+        &mut c,
+        "view",
+        model.views.iter().map(|v| (v.file, &v.name)),
+    );
 
     let source_names = || model.sources.iter().map(|s| s.name.get_ref().as_str());
     let table_names = || model.tables.iter().map(|t| t.name.get_ref().as_str());
@@ -111,35 +128,42 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
             c.at(
                 source.file,
                 &source.name,
-                format!("source \"{}\" of kind files needs a path", source.name.get_ref()),
+                format!(
+                    "source \"{}\" of kind files needs a path",
+                    source.name.get_ref()
+                ),
             );
         }
     }
     for table in &model.tables {
         let f = table.file_index;
         c.name(f, "table", &table.name);
-        if c.reference(f, "source", &table.source, source_names()) {
-            if let Some(source) = model.source(table.source.get_ref()) {
-                if source.kind == SourceKind::Files {
-                    match &table.file {
-                        None => c.at(
-                            f,
-                            &table.name,
-                            format!("table \"{}\" reads a files source and needs a file", table.name.get_ref()),
-                        ),
-                        Some(file) if table.format.is_none() => {
-                            let ext = file.get_ref().rsplit('.').next().unwrap_or("");
-                            if !matches!(ext, "parquet" | "csv") {
-                                c.at(f, file, format!("cannot tell the format of \"{}\": name it *.parquet or *.csv, or set format", file.get_ref()));
-                            }
-                        }
-                        Some(_) => {}
+        if c.reference(f, "source", &table.source, source_names())
+            && let Some(source) = model.source(table.source.get_ref())
+            && source.kind == SourceKind::Files
+        {
+            match &table.file {
+                None => c.at(
+                    f,
+                    &table.name,
+                    format!(
+                        "table \"{}\" reads a files source and needs a file",
+                        table.name.get_ref()
+                    ),
+                ),
+                Some(file) if table.format.is_none() => {
+                    let ext = file.get_ref().rsplit('.').next().unwrap_or("");
+                    if !matches!(ext, "parquet" | "csv") {
+                        c.at(f, file, format!("cannot tell the format of \"{}\": name it *.parquet or *.csv, or set format", file.get_ref()));
                     }
                 }
+                Some(_) => {}
             }
         }
         for join in &table.joins {
-            if c.reference(f, "table", &join.to, table_names()) && join.to.get_ref() == table.name.get_ref() {
+            if c.reference(f, "table", &join.to, table_names())
+                && join.to.get_ref() == table.name.get_ref()
+            {
                 c.at(f, &join.to, "a table cannot join itself");
             }
         }
@@ -160,7 +184,10 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
             None if metric.agg != Aggregation::Count => c.at(
                 f,
                 &metric.name,
-                format!("metric \"{}\" needs an expr for its aggregation", metric.name.get_ref()),
+                format!(
+                    "metric \"{}\" needs an expr for its aggregation",
+                    metric.name.get_ref()
+                ),
             ),
             None => {}
         }
@@ -172,7 +199,14 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         let f = view.file;
         c.name(f, "view", &view.name);
         if view.dimensions.is_empty() && view.metrics.is_empty() {
-            c.at(f, &view.name, format!("view \"{}\" offers no dimensions and no metrics", view.name.get_ref()));
+            c.at(
+                f,
+                &view.name,
+                format!(
+                    "view \"{}\" offers no dimensions and no metrics",
+                    view.name.get_ref()
+                ),
+            );
         }
         for d in &view.dimensions {
             c.reference(f, "dimension", d, dimension_names());
@@ -189,11 +223,19 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
     c.issues
 }
 
-fn duplicates<'a>(c: &mut Checker<'_>, kind: &str, names: impl Iterator<Item = (usize, &'a Spanned<String>)>) {
+fn duplicates<'a>(
+    c: &mut Checker<'_>,
+    kind: &str,
+    names: impl Iterator<Item = (usize, &'a Spanned<String>)>,
+) {
     let mut first: HashMap<&str, ()> = HashMap::new();
     for (file, name) in names {
         if first.insert(name.get_ref().as_str(), ()).is_some() {
-            c.at(file, name, format!("duplicate {kind} name \"{}\"", name.get_ref()));
+            c.at(
+                file,
+                name,
+                format!("duplicate {kind} name \"{}\"", name.get_ref()),
+            );
         }
     }
 }

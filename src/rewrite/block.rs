@@ -22,8 +22,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    OrderBy, Select, SelectItem, SelectItemQualifiedWildcardKind, TableAlias,
-    TableFactor, TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
+    OrderBy, Select, SelectItem, SelectItemQualifiedWildcardKind, TableAlias, TableFactor,
+    TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use super::derived::{DerivedSpec, InnerExpr, build_derived};
@@ -32,7 +32,16 @@ use crate::bind::{BoundView, ColumnKind};
 use crate::error::{Error, Result, did_you_mean};
 
 /// Aggregates that, around a metric, are the metric itself at the grain.
-const COLLAPSING: &[&str] = &["sum", "min", "max", "avg", "mean", "any_value", "first_value", "last_value"];
+const COLLAPSING: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "mean",
+    "any_value",
+    "first_value",
+    "last_value",
+];
 
 /// Rewrite `select` (reading `view`) in place.
 pub fn rewrite_block(
@@ -95,12 +104,13 @@ pub fn rewrite_block(
                     Expr::Value(v) => match &v.value {
                         Value::Number(n, _) => {
                             let position: usize = n.parse().unwrap_or(0);
-                            projection.get(position.wrapping_sub(1)).cloned().ok_or_else(|| {
-                                Error::Grouping {
+                            projection
+                                .get(position.wrapping_sub(1))
+                                .cloned()
+                                .ok_or_else(|| Error::Grouping {
                                     message: format!("GROUP BY position {n} is not in select list"),
                                     hint: None,
-                                }
-                            })?
+                                })?
                         }
                         _ => e.clone(),
                     },
@@ -110,7 +120,9 @@ pub fn rewrite_block(
                             .projection
                             .iter()
                             .find_map(|item| match item {
-                                SelectItem::ExprWithAlias { expr, alias } if normalize(alias) == name => {
+                                SelectItem::ExprWithAlias { expr, alias }
+                                    if normalize(alias) == name =>
+                                {
                                     Some(expr.clone())
                                 }
                                 _ => None,
@@ -165,14 +177,16 @@ pub fn rewrite_block(
         let _ = VisitMut::visit(f, &mut outer);
     }
     outer.output_names = Some(&output_names);
-    if let Some(ob) = order_by.as_deref_mut() {
+    if let Some(ob) = order_by {
         let _ = VisitMut::visit(ob, &mut outer);
     }
     if let Some(e) = outer.error.take() {
         return Err(e);
     }
     let Outer {
-        metrics, aggregates, ..
+        metrics,
+        aggregates,
+        ..
     } = outer;
 
     // 6. The derived table.
@@ -220,12 +234,15 @@ fn expand_projection(select: &mut Select, view: &BoundView, qualifier: &str) -> 
             }
             SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), _) => {
                 let last = name.0.last().and_then(|p| p.as_ident()).map(normalize);
-                if last.as_deref() == Some(qualifier) || last.as_deref() == Some(view.name.as_str()) {
+                if last.as_deref() == Some(qualifier) || last.as_deref() == Some(view.name.as_str())
+                {
                     items.extend(view.columns.iter().map(|c| column_item(&c.name)));
                 } else {
                     return Err(Error::UnknownRelation {
                         name: name.to_string(),
-                        hint: Some(format!("missing FROM-clause entry; the view here is \"{qualifier}\"")),
+                        hint: Some(format!(
+                            "missing FROM-clause entry; the view here is \"{qualifier}\""
+                        )),
                     });
                 }
             }
@@ -238,7 +255,10 @@ fn expand_projection(select: &mut Select, view: &BoundView, qualifier: &str) -> 
                 items.push(SelectItem::ExprWithAlias { expr, alias });
             }
             other => {
-                return Err(Error::unsupported(format!("select item {other} is not supported"), None));
+                return Err(Error::unsupported(
+                    format!("select item {other} is not supported"),
+                    None,
+                ));
             }
         }
     }
@@ -265,13 +285,20 @@ impl Canon<'_> {
     fn unknown(&mut self, name: String) -> ControlFlow<()> {
         let last = name.rsplit('.').next().unwrap_or(&name).to_string();
         self.error = Some(Error::UnknownColumn {
-            hint: did_you_mean(&last, self.view.columns.iter().map(|c| c.name.as_str())).or_else(|| {
-                Some(format!(
-                    "view \"{}\" has the columns: {}",
-                    self.view.name,
-                    self.view.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                ))
-            }),
+            hint: did_you_mean(&last, self.view.columns.iter().map(|c| c.name.as_str())).or_else(
+                || {
+                    Some(format!(
+                        "view \"{}\" has the columns: {}",
+                        self.view.name,
+                        self.view
+                            .columns
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                },
+            ),
             name,
         });
         ControlFlow::Break(())
@@ -286,7 +313,9 @@ impl VisitorMut for Canon<'_> {
                 let name = normalize(ident);
                 if self.view.column(&name).is_some() {
                     *expr = Expr::Identifier(Ident::new(name));
-                } else if self.output_names.is_some_and(|o| o.contains(&name)) || name.starts_with("__kp") {
+                } else if self.output_names.is_some_and(|o| o.contains(&name))
+                    || name.starts_with("__kp")
+                {
                     // an output column name, or a marker of ours
                 } else {
                     return self.unknown(name);
@@ -381,7 +410,15 @@ fn split_and(expr: Expr) -> Vec<Expr> {
             out.extend(split_and(*right));
             out
         }
-        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
             split_and(*inner)
         }
         other => vec![other],
@@ -415,10 +452,12 @@ impl VisitorMut for Outer<'_> {
                 let arg_refs = refs(&Expr::Function(f.clone()), self.view);
                 if arg_refs.metrics {
                     let single = match &f.args {
-                        FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
-                            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-                            _ => None,
-                        },
+                        FunctionArguments::List(list) if list.args.len() == 1 => {
+                            match &list.args[0] {
+                                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                                _ => None,
+                            }
+                        }
                         _ => None,
                     };
                     match single {
@@ -490,12 +529,11 @@ pub fn dimension_names(expr: &Expr, view: &BoundView) -> BTreeSet<String> {
     impl Visitor for V<'_> {
         type Break = ();
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if let Expr::Identifier(i) = expr {
-                if let Some(c) = self.view.column(&i.value) {
-                    if !matches!(c.kind, ColumnKind::Metric(_)) {
-                        self.names.insert(c.name.clone());
-                    }
-                }
+            if let Expr::Identifier(i) = expr
+                && let Some(c) = self.view.column(&i.value)
+                && !matches!(c.kind, ColumnKind::Metric(_))
+            {
+                self.names.insert(c.name.clone());
             }
             ControlFlow::Continue(())
         }

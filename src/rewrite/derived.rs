@@ -63,19 +63,26 @@ impl InnerExpr {
                 let dim_name = match &column.kind {
                     ColumnKind::Dimension(d) | ColumnKind::TimeGrain(d, _) => d,
                     ColumnKind::Metric(m) => {
-                        self.error = Some(Error::Internal(format!("metric {m} reached a row-level expression")));
+                        self.error = Some(Error::Internal(format!(
+                            "metric {m} reached a row-level expression"
+                        )));
                         return ControlFlow::Break(());
                     }
                 };
                 let Some(dim) = self.semantics.dimensions.get(dim_name) else {
-                    self.error = Some(Error::Internal(format!("dimension {dim_name} is not bound")));
+                    self.error = Some(Error::Internal(format!(
+                        "dimension {dim_name} is not bound"
+                    )));
                     return ControlFlow::Break(());
                 };
                 self.tables.extend(dim.expr.tables.iter().cloned());
                 let base = dim.expr.expr.to_string();
                 let sql = match &column.kind {
                     ColumnKind::TimeGrain(_, grain) => {
-                        let truncated = format!("date_trunc('{}', CAST(({base}) AS TIMESTAMP))", grain.name());
+                        let truncated = format!(
+                            "date_trunc('{}', CAST(({base}) AS TIMESTAMP))",
+                            grain.name()
+                        );
                         if dim.data_type == DataType::Date32 {
                             format!("CAST({truncated} AS DATE)")
                         } else {
@@ -129,7 +136,8 @@ pub struct DerivedSpec<'a> {
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {
-    crate::bind::parse_expr(sql).map_err(|e| Error::Internal(format!("generated expression {sql}: {e}")))
+    crate::bind::parse_expr(sql)
+        .map_err(|e| Error::Internal(format!("generated expression {sql}: {e}")))
 }
 
 fn quote(ident: &str) -> String {
@@ -192,12 +200,22 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             .flat_map(|e| e.tables.iter().cloned())
             .collect();
         if with_aggregates {
-            needed.extend(spec.aggregates.iter().flat_map(|e| e.tables.iter().cloned()));
+            needed.extend(
+                spec.aggregates
+                    .iter()
+                    .flat_map(|e| e.tables.iter().cloned()),
+            );
         }
         for &j in js {
             needed.extend(metrics[j].tables.iter().cloned());
         }
-        let from = from_clause(fact, &needed, spec, semantics, js.iter().map(|&j| metrics[j]))?;
+        let from = from_clause(
+            fact,
+            &needed,
+            spec,
+            semantics,
+            js.iter().map(|&j| metrics[j]),
+        )?;
 
         let mut items = Vec::new();
         for (i, g) in spec.grain.iter().enumerate() {
@@ -216,7 +234,11 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         }
         let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
         if !spec.filters.is_empty() {
-            let filters: Vec<String> = spec.filters.iter().map(|f| format!("({})", f.expr)).collect();
+            let filters: Vec<String> = spec
+                .filters
+                .iter()
+                .map(|f| format!("({})", f.expr))
+                .collect();
             let _ = write!(sql, " WHERE {}", filters.join(" AND "));
         }
         if !spec.grain.is_empty() {
@@ -243,7 +265,9 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
 fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<usize>)]) -> String {
     let mut items = Vec::new();
     for i in 0..spec.grain.len() {
-        let all: Vec<String> = (0..parts.len()).map(|f| format!("f{f}.\"__g{i}\"")).collect();
+        let all: Vec<String> = (0..parts.len())
+            .map(|f| format!("f{f}.\"__g{i}\""))
+            .collect();
         items.push(format!("COALESCE({}) AS \"__g{i}\"", all.join(", ")));
     }
     for (f, (_, js)) in facts.iter().enumerate() {
@@ -270,7 +294,11 @@ fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<us
                     format!("{left} IS NOT DISTINCT FROM f{f}.\"__g{i}\"")
                 })
                 .collect();
-            let _ = write!(from, " FULL JOIN ({part}) AS f{f} ON {}", conditions.join(" AND "));
+            let _ = write!(
+                from,
+                " FULL JOIN ({part}) AS f{f} ON {}",
+                conditions.join(" AND ")
+            );
         }
     }
     format!("SELECT {} FROM {from}", items.join(", "))
@@ -278,9 +306,18 @@ fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<us
 
 /// The table a block without metrics reads: the first of the requested dimensions'
 /// tables, then the view's metric tables, from which every needed table is reachable.
-fn base_table(spec: &DerivedSpec<'_>, semantics: &Semantics, needed: &BTreeSet<String>) -> Result<String> {
+fn base_table(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    needed: &BTreeSet<String>,
+) -> Result<String> {
     let mut candidates: Vec<String> = Vec::new();
-    for e in spec.grain.iter().chain(&spec.filters).chain(&spec.aggregates) {
+    for e in spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .chain(&spec.aggregates)
+    {
         for d in &e.dimensions {
             if let Some(dim) = semantics.dimensions.get(d.split("__").next().unwrap_or(d)) {
                 candidates.push(dim.table.clone());
@@ -288,17 +325,17 @@ fn base_table(spec: &DerivedSpec<'_>, semantics: &Semantics, needed: &BTreeSet<S
         }
     }
     for c in &spec.view.columns {
-        if let ColumnKind::Metric(m) = &c.kind {
-            if let Some(metric) = semantics.metrics.get(m) {
-                candidates.push(metric.table.clone());
-            }
+        if let ColumnKind::Metric(m) = &c.kind
+            && let Some(metric) = semantics.metrics.get(m)
+        {
+            candidates.push(metric.table.clone());
         }
     }
     for c in &spec.view.columns {
-        if let ColumnKind::Dimension(d) = &c.kind {
-            if let Some(dim) = semantics.dimensions.get(d) {
-                candidates.push(dim.table.clone());
-            }
+        if let ColumnKind::Dimension(d) = &c.kind
+            && let Some(dim) = semantics.dimensions.get(d)
+        {
+            candidates.push(dim.table.clone());
         }
     }
     candidates
@@ -342,12 +379,18 @@ fn from_clause<'m>(
             } else {
                 format!("metric {} (table \"{fact}\")", metric_names.join(", "))
             };
-            let dims = dims.into_iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+            let dims = dims
+                .into_iter()
+                .map(|d| format!("\"{d}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(Error::unsupported(
                 format!(
                     "{what} cannot be broken down or filtered by {dims} (table \"{target}\"): there is no many-to-one join path from \"{fact}\" to \"{target}\""
                 ),
-                Some(format!("query {dims} without these metrics, or use a view where they are related")),
+                Some(format!(
+                    "query {dims} without these metrics, or use a view where they are related"
+                )),
             ));
         };
         for (from, join) in path {

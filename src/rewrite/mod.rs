@@ -49,7 +49,11 @@ pub struct RewriteReport {
 }
 
 /// Rewrite every query block of `query` that reads a view.
-pub fn rewrite_query(query: &mut Query, cx: &RewriteContext<'_>, report: &mut RewriteReport) -> Result<()> {
+pub fn rewrite_query(
+    query: &mut Query,
+    cx: &RewriteContext<'_>,
+    report: &mut RewriteReport,
+) -> Result<()> {
     walk_query(query, cx, &HashSet::new(), report)
 }
 
@@ -145,7 +149,14 @@ fn walk_select(
         1 if relations == 1 => {
             let ViewRef { view, alias } = views.remove(0);
             report.views.insert(view.name.clone());
-            block::rewrite_block(select, order_by.as_deref_mut(), view, alias.as_deref(), cx, report)?;
+            block::rewrite_block(
+                select,
+                order_by.as_deref_mut(),
+                view,
+                alias.as_deref(),
+                cx,
+                report,
+            )?;
         }
         _ => {
             return Err(Error::unsupported(
@@ -187,7 +198,9 @@ fn walk_factor<'a>(
 ) -> Result<()> {
     *relations += 1;
     match factor {
-        TableFactor::Table { name, alias, args, .. } => {
+        TableFactor::Table {
+            name, alias, args, ..
+        } => {
             if args.is_some() {
                 return Ok(()); // a table function such as generate_series(...)
             }
@@ -204,7 +217,9 @@ fn walk_factor<'a>(
             Ok(())
         }
         TableFactor::Derived { subquery, .. } => walk_query(subquery, cx, ctes, report),
-        TableFactor::NestedJoin { table_with_joins, .. } => {
+        TableFactor::NestedJoin {
+            table_with_joins, ..
+        } => {
             *relations -= 1;
             walk_table_with_joins(table_with_joins, cx, ctes, report, views, relations)
         }
@@ -228,7 +243,10 @@ fn resolve_relation<'a>(
         match part {
             ObjectNamePart::Identifier(ident) => parts.push(normalize(ident)),
             ObjectNamePart::Function(_) => {
-                return Err(Error::unsupported(format!("relation name {name} is not supported"), None));
+                return Err(Error::unsupported(
+                    format!("relation name {name} is not supported"),
+                    None,
+                ));
             }
         }
     }
@@ -237,7 +255,10 @@ fn resolve_relation<'a>(
         if parts[0] != cx.database {
             return Err(Error::unsupported(
                 format!("cross-database references are not implemented: {display}"),
-                Some(format!("this server holds one database, \"{}\"", cx.database)),
+                Some(format!(
+                    "this server holds one database, \"{}\"",
+                    cx.database
+                )),
             ));
         }
         parts.remove(0);
@@ -255,20 +276,20 @@ fn resolve_relation<'a>(
     if schema.is_none() && ctes.contains(table) {
         return Ok(Relation::Cte);
     }
-    if matches!(schema, None | Some("public")) {
-        if let Some(view) = cx.semantics.view(table) {
-            return Ok(Relation::View(view));
-        }
+    if matches!(schema, None | Some("public"))
+        && let Some(view) = cx.semantics.view(table)
+    {
+        return Ok(Relation::View(view));
     }
-    let catalog_schema = match schema {
-        Some(s) => s,
-        None => "pg_catalog",
-    };
+    let catalog_schema = schema.unwrap_or("pg_catalog");
     if cx
         .catalog_tables
         .contains(&(catalog_schema.to_string(), table.to_string()))
     {
-        return Ok(Relation::Catalog(catalog_schema.to_string(), table.to_string()));
+        return Ok(Relation::Catalog(
+            catalog_schema.to_string(),
+            table.to_string(),
+        ));
     }
     let candidates: Vec<&str> = cx.semantics.views.iter().map(|v| v.name.as_str()).collect();
     Err(Error::UnknownRelation {
@@ -283,7 +304,7 @@ fn resolve_relation<'a>(
 const LIFTED_MARKER: &str = "__kp_lifted";
 
 struct Lift<'a> {
-    lifted: &'a mut Vec<Box<Query>>,
+    lifted: &'a mut Vec<Query>,
 }
 
 impl VisitorMut for Lift<'_> {
@@ -297,14 +318,14 @@ impl VisitorMut for Lift<'_> {
         };
         if let Some(q) = slot {
             let marker = marker_query(self.lifted.len());
-            self.lifted.push(std::mem::replace(q, marker));
+            self.lifted.push(*std::mem::replace(q, marker));
         }
         ControlFlow::Continue(())
     }
 }
 
 struct PutBack {
-    lifted: Vec<Option<Box<Query>>>,
+    lifted: Vec<Option<Query>>,
 }
 
 impl VisitorMut for PutBack {
@@ -316,12 +337,11 @@ impl VisitorMut for PutBack {
             Expr::Exists { subquery, .. } => Some(subquery),
             _ => None,
         };
-        if let Some(q) = slot {
-            if let Some(index) = marker_index(q) {
-                if let Some(original) = self.lifted.get_mut(index).and_then(Option::take) {
-                    *q = original;
-                }
-            }
+        if let Some(q) = slot
+            && let Some(index) = marker_index(q)
+            && let Some(original) = self.lifted.get_mut(index).and_then(Option::take)
+        {
+            **q = original;
         }
         ControlFlow::Continue(())
     }
@@ -356,21 +376,26 @@ fn marker_query(index: usize) -> Box<Query> {
 }
 
 fn marker_index(query: &Query) -> Option<usize> {
-    let SetExpr::Select(select) = query.body.as_ref() else { return None };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
     match select.projection.as_slice() {
-        [SelectItem::ExprWithAlias { expr: Expr::Value(v), alias }] if alias.value == LIFTED_MARKER => {
-            v.value.to_string().parse().ok()
-        }
+        [
+            SelectItem::ExprWithAlias {
+                expr: Expr::Value(v),
+                alias,
+            },
+        ] if alias.value == LIFTED_MARKER => v.value.to_string().parse().ok(),
         _ => None,
     }
 }
 
-fn lift_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lifted: &mut Vec<Box<Query>>) {
+fn lift_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lifted: &mut Vec<Query>) {
     let mut v = Lift { lifted };
     visit_block_exprs(select, order_by, &mut v);
 }
 
-fn put_back_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lifted: Vec<Box<Query>>) {
+fn put_back_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lifted: Vec<Query>) {
     if lifted.is_empty() {
         return;
     }
@@ -386,16 +411,20 @@ fn put_back_subqueries(select: &mut Select, order_by: Option<&mut OrderBy>, lift
 }
 
 /// Visit the expressions a block owns (not those of its FROM clause).
-fn visit_block_exprs<V: VisitorMut<Break = ()>>(select: &mut Select, order_by: Option<&mut OrderBy>, v: &mut V) {
+fn visit_block_exprs<V: VisitorMut<Break = ()>>(
+    select: &mut Select,
+    order_by: Option<&mut OrderBy>,
+    v: &mut V,
+) {
     let _ = select.projection.visit(v);
     let _ = select.selection.visit(v);
     let _ = select.group_by.visit(v);
     let _ = select.having.visit(v);
     let _ = select.named_window.visit(v);
     let _ = select.qualify.visit(v);
-    if let Some(order_by) = order_by {
-        if let OrderByKind::Expressions(exprs) = &mut order_by.kind {
-            let _ = exprs.visit(v);
-        }
+    if let Some(order_by) = order_by
+        && let OrderByKind::Expressions(exprs) = &mut order_by.kind
+    {
+        let _ = exprs.visit(v);
     }
 }

@@ -48,7 +48,11 @@ pub async fn register_tables(
         let file_path = match source.kind {
             SourceKind::Files => {
                 let dir = resolve(model_dir, source.path.as_deref().unwrap_or("."));
-                let file = table.file.as_ref().map(|f| f.get_ref().as_str()).unwrap_or("");
+                let file = table
+                    .file
+                    .as_ref()
+                    .map(|f| f.get_ref().as_str())
+                    .unwrap_or("");
                 dir.join(file)
             }
         };
@@ -77,8 +81,12 @@ pub async fn register_tables(
                     .await
             }
             FileFormat::Csv => {
-                ctx.register_csv(reference.as_str(), &path, CsvReadOptions::new().has_header(true))
-                    .await
+                ctx.register_csv(
+                    reference.as_str(),
+                    &path,
+                    CsvReadOptions::new().has_header(true),
+                )
+                .await
             }
         };
         if let Err(e) = registered {
@@ -89,7 +97,10 @@ pub async fn register_tables(
             ));
             continue;
         }
-        let provider = ctx.table_provider(reference.as_str()).await.map_err(Error::from)?;
+        let provider = ctx
+            .table_provider(reference.as_str())
+            .await
+            .map_err(Error::from)?;
         schemas.push((name.clone(), provider.schema()));
     }
     if issues.is_empty() {
@@ -101,5 +112,9 @@ pub async fn register_tables(
 
 fn resolve(base: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }

@@ -19,9 +19,10 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName, ObjectNamePart,
-    OneOrManyWithParens, Query, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, LambdaFunction, LambdaFunctionParameter, LambdaSyntax,
+    ObjectName, ObjectNamePart, OneOrManyWithParens, Query, SelectItem, SetExpr, Statement,
+    TableFactor, Value, VisitMut, VisitorMut,
 };
 
 use crate::session::Session;
@@ -67,20 +68,21 @@ fn name_items(body: &mut SetExpr) {
                 })
                 .collect();
             for item in &mut select.projection {
-                if let SelectItem::UnnamedExpr(expr) = item {
-                    if !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                        let name = crate::sql::output_name(expr);
-                        if !taken.contains(&name) {
-                            taken.push(name.clone());
-                            let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-                            *item = SelectItem::ExprWithAlias {
-                                expr,
-                                alias: Ident::with_quote('"', name),
-                            };
-                        }
+                if let SelectItem::UnnamedExpr(expr) = item
+                    && !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                {
+                    let name = crate::sql::output_name(expr);
+                    if !taken.contains(&name) {
+                        taken.push(name.clone());
+                        let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                        *item = SelectItem::ExprWithAlias {
+                            expr,
+                            alias: Ident::with_quote('"', name),
+                        };
                     }
                 }
-                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
                     int4_constant(e);
                 }
             }
@@ -93,19 +95,18 @@ fn name_items(body: &mut SetExpr) {
 
 /// `1` → `CAST(1 AS INT)` when the constant fits 32 bits.
 fn int4_constant(expr: &mut Expr) {
-    if let Expr::Value(v) = expr {
-        if let Value::Number(n, false) = &v.value {
-            if n.parse::<i32>().is_ok() {
-                let constant = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-                *expr = Expr::Cast {
-                    kind: CastKind::Cast,
-                    expr: Box::new(constant),
-                    data_type: DataType::Integer(None),
-                    array: false,
-                    format: None,
-                };
-            }
-        }
+    if let Expr::Value(v) = expr
+        && let Value::Number(n, false) = &v.value
+        && n.parse::<i32>().is_ok()
+    {
+        let constant = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+        *expr = Expr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(constant),
+            data_type: DataType::Integer(None),
+            array: false,
+            format: None,
+        };
     }
 }
 
@@ -158,7 +159,9 @@ fn strip_pg_catalog(name: &mut ObjectName) {
 }
 
 fn first_string_arg(f: &Function) -> Option<String> {
-    let FunctionArguments::List(list) = &f.args else { return None };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
     match list.args.first() {
         Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
             Value::SingleQuotedString(s) => Some(s.clone()),
@@ -181,8 +184,12 @@ impl Compat<'_, '_> {
         let name = last_name(&f.name);
         let session = self.facts.session;
         match name.as_str() {
-            "current_user" | "session_user" | "user" | "current_role" if no_args(f) => Some(string(&session.user)),
-            "current_database" | "current_catalog" if no_args(f) => Some(string(self.facts.database)),
+            "current_user" | "session_user" | "user" | "current_role" if no_args(f) => {
+                Some(string(&session.user))
+            }
+            "current_database" | "current_catalog" if no_args(f) => {
+                Some(string(self.facts.database))
+            }
             "current_schema" if no_args(f) => Some(string("public")),
             "pg_backend_pid" if no_args(f) => Some(number(i64::from(session.pid))),
             "current_setting" => {
@@ -211,17 +218,21 @@ fn custom_type_name(data_type: &DataType) -> Option<String> {
 
 fn engine_type(name: &str) -> Option<DataType> {
     Some(match name {
-        "text" | "name" | "char" | "bpchar" | "int2vector" | "oidvector" | "regnamespace_text" => DataType::Text,
+        "text" | "name" | "char" | "bpchar" | "int2vector" | "oidvector" | "regnamespace_text" => {
+            DataType::Text
+        }
         "varchar" => DataType::Varchar(None),
-        "oid" | "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" | "regoper" | "xid" | "cid"
-        | "int8" => DataType::BigInt(None),
+        "oid" | "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" | "regoper"
+        | "xid" | "cid" | "int8" => DataType::BigInt(None),
         "int4" => DataType::Integer(None),
         "int2" => DataType::SmallInt(None),
         "float4" => DataType::Real,
         "float8" => DataType::DoublePrecision,
         "bool" => DataType::Boolean,
         "date" => DataType::Date,
-        "timestamp" => DataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
+        "timestamp" => {
+            DataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None)
+        }
         "numeric" => DataType::Numeric(datafusion::sql::sqlparser::ast::ExactNumberInfo::None),
         _ => return None,
     })
@@ -247,7 +258,10 @@ impl VisitorMut for Compat<'_, '_> {
                     };
                 }
             }
-            Expr::Function(f) if matches!(f.args, FunctionArguments::Subquery(_)) && last_name(&f.name) == "array" => {
+            Expr::Function(f)
+                if matches!(f.args, FunctionArguments::Subquery(_))
+                    && last_name(&f.name) == "array" =>
+            {
                 if let Some(transform) = array_of_unnest(f) {
                     *expr = transform;
                 }
@@ -325,7 +339,9 @@ fn aggregate_scalar_lookup(query: &mut Query) -> Option<Expr> {
     if query.order_by.is_some() || query.limit_clause.is_some() || query.with.is_some() {
         return None;
     }
-    let SetExpr::Select(select) = query.body.as_mut() else { return None };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
     let plain = select.selection.is_some()
         && select.having.is_none()
         && select.distinct.is_none()
@@ -350,7 +366,12 @@ fn aggregate_scalar_lookup(query: &mut Query) -> Option<Expr> {
     // outer column → inner column, from `inner = outer` conditions
     let mut equal: Vec<(Expr, Expr)> = Vec::new();
     for c in &conjuncts {
-        if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = c {
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        {
             match (side(left, &inner), side(right, &inner)) {
                 (Side::Inner, Side::Outer) => equal.push(((**right).clone(), (**left).clone())),
                 (Side::Outer, Side::Inner) => equal.push(((**left).clone(), (**right).clone())),
@@ -448,9 +469,8 @@ fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String>
                 .map(|a| a.name.value.to_lowercase())
                 .unwrap_or_else(|| last_name(name)),
         ),
-        TableFactor::Derived { alias: Some(a), .. } | TableFactor::Function { alias: Some(a), .. } => {
-            out.push(a.name.value.to_lowercase())
-        }
+        TableFactor::Derived { alias: Some(a), .. }
+        | TableFactor::Function { alias: Some(a), .. } => out.push(a.name.value.to_lowercase()),
         _ => {}
     };
     for twj in &select.from {
@@ -464,12 +484,24 @@ fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String>
 
 fn split_and(expr: Expr) -> Vec<Expr> {
     match expr {
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             let mut out = split_and(*left);
             out.extend(split_and(*right));
             out
         }
-        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
             split_and(*inner)
         }
         other => vec![other],
@@ -486,23 +518,39 @@ fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
 
 /// `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`.
 fn array_of_unnest(f: &Function) -> Option<Expr> {
-    let FunctionArguments::Subquery(query) = &f.args else { return None };
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return None;
+    };
     if query.order_by.is_some() || query.limit_clause.is_some() {
         return None;
     }
-    let SetExpr::Select(select) = query.body.as_ref() else { return None };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
     if select.selection.is_some() || select.from.len() != 1 || !select.from[0].joins.is_empty() {
         return None;
     }
     let (element, array) = match &select.from[0].relation {
-        TableFactor::Table { name, args: Some(args), alias: Some(alias), .. } if last_name(name) == "unnest" => {
-            match args.args.as_slice() {
-                [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] => (alias.name.clone(), array.clone()),
-                _ => return None,
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            alias: Some(alias),
+            ..
+        } if last_name(name) == "unnest" => match args.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] => {
+                (alias.name.clone(), array.clone())
             }
-        }
-        TableFactor::Function { name, args, alias: Some(alias), .. } if last_name(name) == "unnest" => match args.as_slice() {
-            [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] => (alias.name.clone(), array.clone()),
+            _ => return None,
+        },
+        TableFactor::Function {
+            name,
+            args,
+            alias: Some(alias),
+            ..
+        } if last_name(name) == "unnest" => match args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] => {
+                (alias.name.clone(), array.clone())
+            }
             _ => return None,
         },
         _ => return None,
@@ -585,7 +633,9 @@ mod tests {
     #[test]
     fn psql_operator_spelling_becomes_plain_operator() {
         assert_eq!(
-            rewrite("SELECT 'x' AS one WHERE 'a' OPERATOR(pg_catalog.~) '^a$' COLLATE pg_catalog.default"),
+            rewrite(
+                "SELECT 'x' AS one WHERE 'a' OPERATOR(pg_catalog.~) '^a$' COLLATE pg_catalog.default"
+            ),
             "SELECT 'x' AS one WHERE 'a' ~ '^a$'"
         );
     }
@@ -593,7 +643,9 @@ mod tests {
     #[test]
     fn session_functions_become_values() {
         assert_eq!(
-            rewrite("SELECT current_user, current_database(), current_setting('application_name'), pg_backend_pid()"),
+            rewrite(
+                "SELECT current_user, current_database(), current_setting('application_name'), pg_backend_pid()"
+            ),
             "SELECT 'ann' AS \"current_user\", 'kpitables' AS \"current_database\", '' AS \"current_setting\", 7 AS \"pg_backend_pid\""
         );
     }
@@ -611,7 +663,9 @@ mod tests {
         // psql's \d: an outer-only condition is hoisted, an outer column equated to an
         // inner one is replaced by it.
         assert_eq!(
-            rewrite("SELECT (SELECT c.collname FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation AND a.attnum > 0) AS v FROM a"),
+            rewrite(
+                "SELECT (SELECT c.collname FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND a.attcollation <> t.typcollation AND a.attnum > 0) AS v FROM a"
+            ),
             "SELECT CASE WHEN a.attnum > 0 THEN (SELECT max(c.collname) FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) END AS v FROM a"
         );
     }
@@ -619,7 +673,9 @@ mod tests {
     #[test]
     fn array_of_unnest_becomes_array_transform() {
         assert_eq!(
-            rewrite("SELECT array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x) AS o FROM tc"),
+            rewrite(
+                "SELECT array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x) AS o FROM tc"
+            ),
             "SELECT array_transform(tc.reloptions, x -> 'toast.' || x) AS o FROM tc"
         );
     }
@@ -630,7 +686,10 @@ mod tests {
             rewrite("SELECT '1'::pg_catalog.oid AS o, x::name AS n FROM t"),
             "SELECT CAST('1' AS BIGINT) AS o, CAST(x AS TEXT) AS n FROM t"
         );
-        assert_eq!(rewrite("SELECT 'sales'::regclass AS r"), "SELECT kp_regclass('sales') AS r");
+        assert_eq!(
+            rewrite("SELECT 'sales'::regclass AS r"),
+            "SELECT kp_regclass('sales') AS r"
+        );
     }
 
     #[test]

@@ -6,9 +6,7 @@
 
 pub mod compat;
 
-use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectNamePart, Reset, Set, Statement, Value,
-};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectNamePart, Reset, Set, Statement, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -46,13 +44,50 @@ pub enum Command {
 
 /// Aggregate functions: a call of one of these without OVER is an aggregate.
 pub const AGGREGATES: &[&str] = &[
-    "sum", "count", "avg", "mean", "min", "max", "any_value", "first_value", "last_value",
-    "array_agg", "string_agg", "bool_and", "bool_or", "every", "stddev", "stddev_pop",
-    "stddev_samp", "variance", "var_pop", "var_samp", "median", "approx_distinct",
-    "approx_median", "approx_percentile_cont", "percentile_cont", "mode", "bit_and", "bit_or",
-    "bit_xor", "corr", "covar", "covar_pop", "covar_samp", "regr_slope", "regr_intercept",
-    "regr_count", "regr_r2", "regr_avgx", "regr_avgy", "regr_sxx", "regr_syy", "regr_sxy",
-    "json_agg", "jsonb_agg",
+    "sum",
+    "count",
+    "avg",
+    "mean",
+    "min",
+    "max",
+    "any_value",
+    "first_value",
+    "last_value",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "median",
+    "approx_distinct",
+    "approx_median",
+    "approx_percentile_cont",
+    "percentile_cont",
+    "mode",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "corr",
+    "covar",
+    "covar_pop",
+    "covar_samp",
+    "regr_slope",
+    "regr_intercept",
+    "regr_count",
+    "regr_r2",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_sxx",
+    "regr_syy",
+    "regr_sxy",
+    "json_agg",
+    "jsonb_agg",
 ];
 
 /// Is `expr` a call of an aggregate function (not a window function)?
@@ -95,7 +130,11 @@ pub fn contains_aggregate(expr: &Expr) -> bool {
 /// The column name PostgreSQL gives an unnamed select item (its `FigureColname`).
 pub fn output_name(expr: &Expr) -> String {
     let ident = |i: &datafusion::sql::sqlparser::ast::Ident| {
-        if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+        if i.quote_style.is_some() {
+            i.value.clone()
+        } else {
+            i.value.to_lowercase()
+        }
     };
     match expr {
         Expr::Identifier(i) => ident(i),
@@ -107,7 +146,9 @@ pub fn output_name(expr: &Expr) -> String {
             .and_then(ObjectNamePart::as_ident)
             .map(|i| i.value.to_lowercase())
             .unwrap_or_else(|| "?column?".into()),
-        Expr::Cast { expr, data_type, .. } => match expr.as_ref() {
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr.as_ref() {
             Expr::Value(_) => compat::type_display_name(data_type),
             inner => output_name(inner),
         },
@@ -119,7 +160,9 @@ pub fn output_name(expr: &Expr) -> String {
         Expr::Subquery(q) => match q.body.as_ref() {
             datafusion::sql::sqlparser::ast::SetExpr::Select(s) => match s.projection.as_slice() {
                 [datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e)] => output_name(e),
-                [datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias { alias, .. }] => ident(alias),
+                [datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias { alias, .. }] => {
+                    ident(alias)
+                }
                 _ => "?column?".into(),
             },
             _ => "?column?".into(),
@@ -143,7 +186,12 @@ pub fn classify(statement: Statement) -> Result<Command> {
         Statement::Query(_) => Command::Query(Box::new(statement)),
         Statement::Explain { statement, .. } => match *statement {
             Statement::Query(_) => Command::Explain(statement),
-            other => return Err(Error::unsupported(format!("EXPLAIN of {} is not supported", verb(&other)), None)),
+            other => {
+                return Err(Error::unsupported(
+                    format!("EXPLAIN of {} is not supported", verb(&other)),
+                    None,
+                ));
+            }
         },
         Statement::Set(set) => classify_set(set)?,
         Statement::Reset(reset) => Command::Reset(match reset.reset {
@@ -151,12 +199,22 @@ pub fn classify(statement: Statement) -> Result<Command> {
             Reset::ConfigurationParameter(name) => Some(name.to_string().to_lowercase()),
         }),
         Statement::ShowVariable { variable } => {
-            let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
-            if name == "all" { Command::Show(None) } else { Command::Show(Some(name)) }
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name == "all" {
+                Command::Show(None)
+            } else {
+                Command::Show(Some(name))
+            }
         }
         Statement::StartTransaction { .. } => Command::Begin,
         Statement::Commit { .. } => Command::Commit,
-        Statement::Rollback { savepoint: None, .. } => Command::Rollback,
+        Statement::Rollback {
+            savepoint: None, ..
+        } => Command::Rollback,
         Statement::Discard { .. } => Command::Discard,
         Statement::Deallocate { .. } => Command::Deallocate,
         Statement::Insert(_)
@@ -181,7 +239,9 @@ pub fn classify(statement: Statement) -> Result<Command> {
 
 fn classify_set(set: Set) -> Result<Command> {
     match set {
-        Set::SingleAssignment { variable, values, .. } => {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
             let name = variable
                 .0
                 .iter()
@@ -200,8 +260,13 @@ fn classify_set(set: Set) -> Result<Command> {
             name: "client_encoding".into(),
             value: Some(charset_name.value),
         }),
-        Set::SetTransaction { .. } | Set::SetSessionParam(_) | Set::SetRole { .. } => Ok(Command::Discard),
-        other => Err(Error::unsupported(format!("{other} is not supported"), None)),
+        Set::SetTransaction { .. } | Set::SetSessionParam(_) | Set::SetRole { .. } => {
+            Ok(Command::Discard)
+        }
+        other => Err(Error::unsupported(
+            format!("{other} is not supported"),
+            None,
+        )),
     }
 }
 

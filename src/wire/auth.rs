@@ -10,7 +10,9 @@ use futures::Sink;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -104,7 +106,11 @@ fn parameters() -> DefaultServerParameterProvider {
 
 impl Startup {
     /// A startup handler for `config`, registering connections with `manager` (cancel).
-    pub fn new(config: &Config, credentials: Arc<Credentials>, manager: Arc<ConnectionManager>) -> Startup {
+    pub fn new(
+        config: &Config,
+        credentials: Arc<Credentials>,
+        manager: Arc<ConnectionManager>,
+    ) -> Startup {
         let inner = if config.allow_cleartext_passwords {
             Inner::Plain(Box::new(
                 CleartextPasswordAuthStartupHandler::new(PlainSource(credentials), parameters())
@@ -128,7 +134,11 @@ impl Startup {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -137,7 +147,11 @@ impl StartupHandler for Startup {
         let mut startup_parameters = Vec::new();
         if let PgWireFrontendMessage::Startup(startup) = &message {
             let user = startup.parameters.get("user").cloned().unwrap_or_default();
-            let database = startup.parameters.get("database").cloned().unwrap_or_else(|| user.clone());
+            let database = startup
+                .parameters
+                .get("database")
+                .cloned()
+                .unwrap_or_else(|| user.clone());
             if database != self.database {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "FATAL".into(),
@@ -148,7 +162,9 @@ impl StartupHandler for Startup {
             startup_parameters = startup
                 .parameters
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "user" | "database" | "options" | "replication")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
         }
@@ -159,16 +175,28 @@ impl StartupHandler for Startup {
         if let Err(e) = outcome {
             // Name the user, as PostgreSQL does (pgwire's message leaves it empty).
             if matches!(e, PgWireError::InvalidPassword(_)) {
-                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
+                let user = client
+                    .metadata()
+                    .get(pgwire::api::METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
                 return Err(auth_failed(&user));
             }
             return Err(e);
         }
         if !startup_parameters.is_empty() {
-            client.session_extensions().insert(StartupParameters(startup_parameters));
+            client
+                .session_extensions()
+                .insert(StartupParameters(startup_parameters));
         }
-        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) && client.session_extensions().get::<Session>().is_none() {
-            let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+            && client.session_extensions().get::<Session>().is_none()
+        {
+            let user = client
+                .metadata()
+                .get(pgwire::api::METADATA_USER)
+                .cloned()
+                .unwrap_or_default();
             let (pid, _) = client.pid_and_secret_key();
             let params = client
                 .session_extensions()
@@ -176,7 +204,9 @@ impl StartupHandler for Startup {
                 .map(|p| p.0.clone())
                 .unwrap_or_default();
             tracing::info!(user = %user, pid, "authenticated");
-            client.session_extensions().insert(Session::new(user, pid, &params));
+            client
+                .session_extensions()
+                .insert(Session::new(user, pid, &params));
         }
         Ok(())
     }

@@ -10,8 +10,8 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -37,7 +37,9 @@ pub fn wire_type(data_type: &DataType) -> DataType {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => DataType::Int64,
         DataType::Float16 | DataType::Float32 => DataType::Float32,
         DataType::Float64 => DataType::Float64,
-        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) if *s >= 0 => {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s)
+            if *s >= 0 =>
+        {
             DataType::Decimal128(*p, *s)
         }
         DataType::Date32 | DataType::Date64 => DataType::Date32,
@@ -78,8 +80,15 @@ enum Column {
 
 fn column(array: &ArrayRef) -> PgWireResult<Column> {
     let target = wire_type(array.data_type());
-    if target == DataType::Utf8 && !matches!(array.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
-        return Ok(Column::Text((0..array.len()).map(|i| text_value(array, i)).collect()));
+    if target == DataType::Utf8
+        && !matches!(
+            array.data_type(),
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+        )
+    {
+        return Ok(Column::Text(
+            (0..array.len()).map(|i| text_value(array, i)).collect(),
+        ));
     }
     let array = if *array.data_type() == target {
         array.clone()
@@ -98,8 +107,12 @@ fn column(array: &ArrayRef) -> PgWireResult<Column> {
             u32::try_from(*s).unwrap_or(0),
         ),
         DataType::Date32 => Column::Date(array.as_primitive::<Date32Type>().clone()),
-        DataType::Timestamp(_, None) => Column::Ts(array.as_primitive::<TimestampMicrosecondType>().clone()),
-        DataType::Timestamp(_, Some(_)) => Column::TsTz(array.as_primitive::<TimestampMicrosecondType>().clone()),
+        DataType::Timestamp(_, None) => {
+            Column::Ts(array.as_primitive::<TimestampMicrosecondType>().clone())
+        }
+        DataType::Timestamp(_, Some(_)) => {
+            Column::TsTz(array.as_primitive::<TimestampMicrosecondType>().clone())
+        }
         _ => Column::Text(
             array
                 .as_string_opt::<i32>()
@@ -118,18 +131,23 @@ fn text_value(array: &ArrayRef, row: usize) -> Option<String> {
         Ok(ScalarValue::List(list)) => {
             let values = list.value(0);
             let items: Vec<String> = (0..values.len())
-                .map(|i| text_value(&values, i).map_or_else(|| "NULL".to_string(), |s| array_item(&s)))
+                .map(|i| {
+                    text_value(&values, i).map_or_else(|| "NULL".to_string(), |s| array_item(&s))
+                })
                 .collect();
             Some(format!("{{{}}}", items.join(",")))
         }
-        Ok(ScalarValue::Utf8(s)) | Ok(ScalarValue::Utf8View(s)) | Ok(ScalarValue::LargeUtf8(s)) => s,
+        Ok(ScalarValue::Utf8(s)) | Ok(ScalarValue::Utf8View(s)) | Ok(ScalarValue::LargeUtf8(s)) => {
+            s
+        }
         Ok(other) => Some(other.to_string()),
         Err(_) => None,
     }
 }
 
 fn array_item(s: &str) -> String {
-    if s.is_empty() || s.contains([',', '{', '}', '"', '\\', ' ']) || s.eq_ignore_ascii_case("null") {
+    if s.is_empty() || s.contains([',', '{', '}', '"', '\\', ' ']) || s.eq_ignore_ascii_case("null")
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_string()
@@ -141,7 +159,11 @@ fn engine_error(e: Error) -> PgWireError {
 }
 
 fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
-    let columns = batch.columns().iter().map(column).collect::<PgWireResult<Vec<_>>>()?;
+    let columns = batch
+        .columns()
+        .iter()
+        .map(column)
+        .collect::<PgWireResult<Vec<_>>>()?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     let mut encoder = DataRowEncoder::new(fields.clone());
     for row in 0..batch.num_rows() {
@@ -161,11 +183,13 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
                     encoder.encode_field(&v)?
                 }
                 Column::Date(a) => {
-                    let v: Option<NaiveDate> = a.is_valid(row).then(|| a.value_as_date(row)).flatten();
+                    let v: Option<NaiveDate> =
+                        a.is_valid(row).then(|| a.value_as_date(row)).flatten();
                     encoder.encode_field(&v)?
                 }
                 Column::Ts(a) => {
-                    let v: Option<NaiveDateTime> = a.is_valid(row).then(|| a.value_as_datetime(row)).flatten();
+                    let v: Option<NaiveDateTime> =
+                        a.is_valid(row).then(|| a.value_as_datetime(row)).flatten();
                     encoder.encode_field(&v)?
                 }
                 Column::TsTz(a) => {
@@ -176,7 +200,9 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
                         .map(|n| n.and_utc());
                     encoder.encode_field(&v)?
                 }
-                Column::Text(values) => encoder.encode_field(&values.get(row).cloned().flatten())?,
+                Column::Text(values) => {
+                    encoder.encode_field(&values.get(row).cloned().flatten())?
+                }
             }
         }
         rows.push(encoder.take_row());
@@ -185,7 +211,10 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
 }
 
 /// Turn a stream of record batches into a stream of DataRows.
-pub fn rows<S>(batches: S, fields: Arc<Vec<FieldInfo>>) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static
+pub fn rows<S>(
+    batches: S,
+    fields: Arc<Vec<FieldInfo>>,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static
 where
     S: Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static,
 {
@@ -202,10 +231,10 @@ where
 
 /// The PostgreSQL type announced for parameter `$n` (from the client, else inferred).
 pub fn parameter_type(plan: &QueryPlan, client_types: &[Option<Type>], index: usize) -> Type {
-    if let Some(Some(t)) = client_types.get(index) {
-        if *t != Type::UNKNOWN {
-            return t.clone();
-        }
+    if let Some(Some(t)) = client_types.get(index)
+        && *t != Type::UNKNOWN
+    {
+        return t.clone();
     }
     match plan.param_types.get(index).cloned().flatten() {
         Some(dt) => Type::from_oid(pg_type_of(&wire_type(&dt)).0.oid).unwrap_or(Type::TEXT),
@@ -214,7 +243,10 @@ pub fn parameter_type(plan: &QueryPlan, client_types: &[Option<Type>], index: us
 }
 
 /// Decode the bound parameters of `portal` into engine values.
-pub fn parameters(portal: &Portal<super::Prepared>, plan: &QueryPlan) -> PgWireResult<Vec<ScalarValue>> {
+pub fn parameters(
+    portal: &Portal<super::Prepared>,
+    plan: &QueryPlan,
+) -> PgWireResult<Vec<ScalarValue>> {
     let mut values = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
         let ty = parameter_type(plan, &portal.statement.parameter_types, i);
@@ -226,7 +258,11 @@ pub fn parameters(portal: &Portal<super::Prepared>, plan: &QueryPlan) -> PgWireR
             o if o == types::FLOAT4.oid => ScalarValue::Float32(portal.parameter::<f32>(i, &ty)?),
             o if o == types::FLOAT8.oid => ScalarValue::Float64(portal.parameter::<f64>(i, &ty)?),
             o if o == types::NUMERIC.oid => match portal.parameter::<Decimal>(i, &ty)? {
-                Some(d) => ScalarValue::Decimal128(Some(d.mantissa()), 38, i8::try_from(d.scale()).unwrap_or(0)),
+                Some(d) => ScalarValue::Decimal128(
+                    Some(d.mantissa()),
+                    38,
+                    i8::try_from(d.scale()).unwrap_or(0),
+                ),
                 None => ScalarValue::Decimal128(None, 38, 0),
             },
             o if o == types::DATE.oid => {
@@ -242,15 +278,20 @@ pub fn parameters(portal: &Portal<super::Prepared>, plan: &QueryPlan) -> PgWireR
             }
             o if o == types::TIMESTAMPTZ.oid => {
                 let t = portal.parameter::<DateTime<chrono::FixedOffset>>(i, &ty)?;
-                ScalarValue::TimestampMicrosecond(t.map(|t| t.timestamp_micros()), Some("+00:00".into()))
+                ScalarValue::TimestampMicrosecond(
+                    t.map(|t| t.timestamp_micros()),
+                    Some("+00:00".into()),
+                )
             }
             _ => ScalarValue::Utf8(portal.parameter::<String>(i, &ty)?),
         };
         // Cast to the type the plan expects, so `region = $1` compares text with text.
         let value = match plan.param_types.get(i).cloned().flatten() {
-            Some(expected) if expected != value.data_type() && !value.is_null() => value
-                .cast_to(&expected)
-                .map_err(|e| engine_error(Error::InvalidValue(format!("parameter ${}: {e}", i + 1))))?,
+            Some(expected) if expected != value.data_type() && !value.is_null() => {
+                value.cast_to(&expected).map_err(|e| {
+                    engine_error(Error::InvalidValue(format!("parameter ${}: {e}", i + 1)))
+                })?
+            }
             Some(expected) if value.is_null() => ScalarValue::try_from(&expected).unwrap_or(value),
             _ => value,
         };

@@ -80,14 +80,22 @@ fn session<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Session>> {
         .ok_or_else(|| user_error(Error::Internal("no session: not authenticated".into())))
 }
 
-async fn prepare(engine: &Engine, session: &Session, statement: datafusion::sql::sqlparser::ast::Statement) -> Result<Prepared> {
+async fn prepare(
+    engine: &Engine,
+    session: &Session,
+    statement: datafusion::sql::sqlparser::ast::Statement,
+) -> Result<Prepared> {
     let facts = SessionFacts {
         session,
         database: engine.database(),
     };
     Ok(match sql::classify(statement)? {
-        Command::Query(statement) => Prepared::Query(Arc::new(engine.plan(*statement, &facts).await?)),
-        Command::Explain(statement) => Prepared::Explain(Arc::new(engine.plan(*statement, &facts).await?)),
+        Command::Query(statement) => {
+            Prepared::Query(Arc::new(engine.plan(*statement, &facts).await?))
+        }
+        Command::Explain(statement) => {
+            Prepared::Explain(Arc::new(engine.plan(*statement, &facts).await?))
+        }
         other => Prepared::Command(other),
     })
 }
@@ -96,7 +104,15 @@ fn text_fields(names: &[&str], format: &Format) -> Vec<FieldInfo> {
     names
         .iter()
         .enumerate()
-        .map(|(i, n)| FieldInfo::new((*n).to_string(), None, None, Type::TEXT, format.format_for(i)))
+        .map(|(i, n)| {
+            FieldInfo::new(
+                (*n).to_string(),
+                None,
+                None,
+                Type::TEXT,
+                format.format_for(i),
+            )
+        })
         .collect()
 }
 
@@ -118,7 +134,9 @@ fn result_fields(prepared: &Prepared, format: &Format) -> Vec<FieldInfo> {
         Prepared::Query(plan) => encode::fields(&plan.schema(), format),
         Prepared::Explain(_) => text_fields(&["QUERY PLAN"], format),
         Prepared::Command(Command::Show(Some(name))) => text_fields(&[display_name(name)], format),
-        Prepared::Command(Command::Show(None)) => text_fields(&["name", "setting", "description"], format),
+        Prepared::Command(Command::Show(None)) => {
+            text_fields(&["name", "setting", "description"], format)
+        }
         Prepared::Command(_) => Vec::new(),
     }
 }
@@ -137,7 +155,12 @@ impl Handler {
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
     {
-        if matches!(status, TransactionStatus::Error) && !matches!(prepared, Prepared::Command(Command::Commit | Command::Rollback)) {
+        if matches!(status, TransactionStatus::Error)
+            && !matches!(
+                prepared,
+                Prepared::Command(Command::Commit | Command::Rollback)
+            )
+        {
             return Err(Error::InFailedTransaction);
         }
         match prepared {
@@ -180,7 +203,9 @@ impl Handler {
                     lines.into_iter().map(|l| vec![Some(l)]).collect(),
                 ))
             }
-            Prepared::Command(command) => self.command(client, session, command, format, status).await,
+            Prepared::Command(command) => {
+                self.command(client, session, command, format, status).await
+            }
         }
     }
 
@@ -205,7 +230,9 @@ impl Handler {
                 for name in reported {
                     let value = session.get(&name)?;
                     let _ = client
-                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            name, value,
+                        )))
                         .await;
                 }
                 Response::Execution(Tag::new("SET"))
@@ -214,7 +241,9 @@ impl Handler {
                 for name in session.reset(name.as_deref())? {
                     let value = session.get(&name)?;
                     let _ = client
-                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(name, value)))
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            name, value,
+                        )))
                         .await;
                 }
                 Response::Execution(Tag::new("RESET"))
@@ -225,15 +254,27 @@ impl Handler {
                     other => other,
                 };
                 let value = session.get(key)?;
-                text_rows(text_fields(&[display_name(key)], format), vec![vec![Some(value)]])
+                text_rows(
+                    text_fields(&[display_name(key)], format),
+                    vec![vec![Some(value)]],
+                )
             }
             Command::Show(None) => {
                 let rows = session
                     .all()
                     .into_iter()
-                    .map(|(k, v)| vec![Some(display_name(&k).to_string()), Some(v), Some(String::new())])
+                    .map(|(k, v)| {
+                        vec![
+                            Some(display_name(&k).to_string()),
+                            Some(v),
+                            Some(String::new()),
+                        ]
+                    })
                     .collect();
-                text_rows(text_fields(&["name", "setting", "description"], format), rows)
+                text_rows(
+                    text_fields(&["name", "setting", "description"], format),
+                    rows,
+                )
             }
             Command::Begin => Response::TransactionStart(Tag::new("BEGIN")),
             Command::Commit => {
@@ -274,8 +315,15 @@ impl SimpleQueryHandler for Handler {
             for statement in statements {
                 let outcome = match prepare(&self.engine, &session, statement).await {
                     Ok(prepared) => {
-                        self.run(client, &session, &prepared, Vec::new(), &Format::UnifiedText, status)
-                            .await
+                        self.run(
+                            client,
+                            &session,
+                            &prepared,
+                            Vec::new(),
+                            &Format::UnifiedText,
+                            status,
+                        )
+                        .await
                     }
                     Err(e) if matches!(status, TransactionStatus::Error) => {
                         tracing::debug!(error = %e, "in failed transaction");
@@ -310,7 +358,12 @@ impl SimpleQueryHandler for Handler {
 impl QueryParser for Parser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, client: &C, sql_text: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql_text: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -343,7 +396,11 @@ impl QueryParser for Parser {
         })
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(result_fields(stmt, format.unwrap_or(&Format::UnifiedText)))
     }
 }
@@ -357,7 +414,12 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -373,12 +435,19 @@ impl ExtendedQueryHandler for Handler {
                 _ => Vec::new(),
             };
             let status = client.transaction_status();
-            self.run(client, &session, prepared, params, &portal.result_column_format, status)
-                .await
-                .map_err(|e| {
-                    tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
-                    user_error(e)
-                })
+            self.run(
+                client,
+                &session,
+                prepared,
+                params,
+                &portal.result_column_format,
+                status,
+            )
+            .await
+            .map_err(|e| {
+                tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
+                user_error(e)
+            })
         }
         .instrument(span)
         .await

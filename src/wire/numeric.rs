@@ -46,7 +46,12 @@ impl Numeric {
             .as_bytes()
             .chunks(4)
             .chain(frac.as_bytes().chunks(4))
-            .map(|c| std::str::from_utf8(c).ok().and_then(|s| s.parse().ok()).unwrap_or(0))
+            .map(|c| {
+                std::str::from_utf8(c)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0)
+            })
             .collect();
         let mut weight = i16::try_from(int_len / 4).unwrap_or(0) - 1;
         while groups.first() == Some(&0) {
@@ -64,7 +69,11 @@ impl Numeric {
 }
 
 impl ToSql for Numeric {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         let (groups, weight) = self.groups();
         out.put_i16(i16::try_from(groups.len())?);
         out.put_i16(weight);
@@ -109,7 +118,10 @@ mod tests {
         assert_eq!(n(-5, 2).to_text(), "-0.05");
         assert_eq!(n(0, 3).to_text(), "0.000");
         assert_eq!(n(42, 0).to_text(), "42");
-        assert_eq!(n(i128::MAX, 2).to_text(), "1701411834604692317316873037158841057.27");
+        assert_eq!(
+            n(i128::MAX, 2).to_text(),
+            "1701411834604692317316873037158841057.27"
+        );
     }
 
     #[test]
