@@ -38,7 +38,7 @@ pub enum Command {
         #[arg(long)]
         with_data: bool,
     },
-    /// Generate the demo data set (deterministic; about 1.2 million order lines).
+    /// Generate the demo data set (deterministic; about 1.6 million order lines).
     Demo {
         /// Output directory.
         #[arg(long, default_value = "data/demo")]

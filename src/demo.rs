@@ -2,7 +2,7 @@
 //!
 //! Three years of daily orders (2022-01-01 to 2024-12-31) with weekly and yearly
 //! seasonality (weekends, the 618 and Singles' Day sales, Chinese New Year) and growth,
-//! about 440 thousand orders and 1.2 million order lines, across 40 stores in five
+//! about 535 thousand orders and 1.6 million order lines, across 40 stores in five
 //! regions, 200 products in eight categories and 20 000 customers in three segments.
 //!
 //! Invariant: writes only into the directory it is given, and only marks it complete
