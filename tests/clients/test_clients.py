@@ -158,3 +158,12 @@ def test_psql_queries_and_session_commands(server):
     assert re.search(r"kpitables\s+\|\s+analyst", out)
     assert "ISO, MDY" in out
     assert "Central" in out and "West" in out
+
+
+def test_explain_shows_the_semantic_rewrite(conn):
+    lines = [r[0] for r in conn.execute("EXPLAIN SELECT region, revenue FROM sales").fetchall()]
+    text = "\n".join(lines)
+    assert lines[0].startswith("Semantic rewrite")
+    assert '"__kp_base"."order_lines"' in text and '"__kp_base"."stores"' in text
+    assert "products" not in text.split("Optimized plan:")[0], "only the joins the query needs"
+    assert "Optimized plan:" in text

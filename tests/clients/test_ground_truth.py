@@ -148,6 +148,11 @@ CASES = [
         f"SELECT EXTRACT(YEAR FROM o.order_date), SUM(CASE WHEN {OK} THEN l.quantity END) FROM {LINES} GROUP BY 1 ORDER BY 1",
     ),
     (
+        "LIMIT and OFFSET over a metric ordering",
+        "SELECT store_name, revenue FROM sales ORDER BY revenue DESC LIMIT 5 OFFSET 3",
+        f"SELECT s.store_name, {REVENUE} r FROM {LINES} GROUP BY 1 ORDER BY r DESC LIMIT 5 OFFSET 3",
+    ),
+    (
         "segment and channel, two dimensions from two tables",
         "SELECT segment, channel, revenue, customers FROM sales ORDER BY 1, 2",
         f"SELECT c.segment, o.channel, {REVENUE}, COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END) FROM {LINES} GROUP BY 1, 2 ORDER BY 1, 2",
@@ -197,6 +202,20 @@ def test_metric_condition_filters_groups(conn, duck):
     ).fetchall()
     expected = duck.execute(
         f"SELECT s.city, {REVENUE} FROM {LINES} GROUP BY 1 HAVING {REVENUE} > ? ORDER BY 1", [threshold]
+    ).fetchall()
+    assert 0 < len(expected) < len(per_city)
+    assert_rows_equal(got, expected)
+
+
+def test_having_filters_groups(conn, duck):
+    per_city = duck.execute(f"SELECT s.city, {ORDERS_DISTINCT} AS n FROM {LINES} GROUP BY 1 ORDER BY 2").fetchall()
+    threshold = int(per_city[len(per_city) // 3][1])
+    got = conn.execute(
+        "SELECT city, SUM(orders) FROM sales GROUP BY city HAVING SUM(orders) >= %s ORDER BY 1", (threshold,)
+    ).fetchall()
+    expected = duck.execute(
+        f"SELECT s.city, {ORDERS_DISTINCT} FROM {LINES} GROUP BY 1 HAVING {ORDERS_DISTINCT} >= ? ORDER BY 1",
+        [threshold],
     ).fetchall()
     assert 0 < len(expected) < len(per_city)
     assert_rows_equal(got, expected)
