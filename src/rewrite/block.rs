@@ -97,6 +97,17 @@ pub fn rewrite_block(
 
     // 3. The grain.
     let mut grain: Vec<Expr> = Vec::new();
+    if let GroupByExpr::Expressions(exprs, modifiers) = &select.group_by {
+        let grouping_sets = exprs
+            .iter()
+            .any(|e| matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)));
+        if grouping_sets || !modifiers.is_empty() {
+            return Err(Error::unsupported(
+                "GROUPING SETS, ROLLUP and CUBE over a view are not supported yet",
+                Some("ask for each grouping in its own query, or combine them with UNION ALL".to_string()),
+            ));
+        }
+    }
     match &select.group_by {
         GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
             for e in exprs {
