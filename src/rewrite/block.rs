@@ -104,7 +104,10 @@ pub fn rewrite_block(
         if grouping_sets || !modifiers.is_empty() {
             return Err(Error::unsupported(
                 "GROUPING SETS, ROLLUP and CUBE over a view are not supported yet",
-                Some("ask for each grouping in its own query, or combine them with UNION ALL".to_string()),
+                Some(
+                    "ask for each grouping in its own query, or combine them with UNION ALL"
+                        .to_string(),
+                ),
             ));
         }
     }
@@ -161,7 +164,7 @@ pub fn rewrite_block(
     let mut inner_filters = Vec::new();
     let mut outer_filters = Vec::new();
     if let Some(selection) = select.selection.take() {
-        for conjunct in split_and(selection) {
+        for conjunct in crate::sql::split_and(selection) {
             if refs(&conjunct, view).metrics || contains_aggregate(&conjunct) {
                 outer_filters.push(conjunct);
             } else {
@@ -408,32 +411,6 @@ fn is_aggregate(expr: &Expr) -> bool {
 
 fn contains_aggregate(expr: &Expr) -> bool {
     crate::sql::contains_aggregate(expr)
-}
-
-fn split_and(expr: Expr) -> Vec<Expr> {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            let mut out = split_and(*left);
-            out.extend(split_and(*right));
-            out
-        }
-        Expr::Nested(inner)
-            if matches!(
-                inner.as_ref(),
-                Expr::BinaryOp {
-                    op: BinaryOperator::And,
-                    ..
-                }
-            ) =>
-        {
-            split_and(*inner)
-        }
-        other => vec![other],
-    }
 }
 
 /// Turn block expressions into expressions over the derived table.

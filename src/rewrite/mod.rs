@@ -310,12 +310,7 @@ struct Lift<'a> {
 impl VisitorMut for Lift<'_> {
     type Break = ();
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let slot = match expr {
-            Expr::Subquery(q) => Some(q),
-            Expr::InSubquery { subquery, .. } => Some(subquery),
-            Expr::Exists { subquery, .. } => Some(subquery),
-            _ => None,
-        };
+        let slot = subquery_of(expr);
         if let Some(q) = slot {
             let marker = marker_query(self.lifted.len());
             self.lifted.push(*std::mem::replace(q, marker));
@@ -331,12 +326,7 @@ struct PutBack {
 impl VisitorMut for PutBack {
     type Break = ();
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let slot = match expr {
-            Expr::Subquery(q) => Some(q),
-            Expr::InSubquery { subquery, .. } => Some(subquery),
-            Expr::Exists { subquery, .. } => Some(subquery),
-            _ => None,
-        };
+        let slot = subquery_of(expr);
         if let Some(q) = slot
             && let Some(index) = marker_index(q)
             && let Some(original) = self.lifted.get_mut(index).and_then(Option::take)
@@ -344,6 +334,16 @@ impl VisitorMut for PutBack {
             **q = original;
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// The subquery an expression holds, if it is a scalar, IN or EXISTS subquery.
+fn subquery_of(expr: &mut Expr) -> Option<&mut Box<Query>> {
+    match expr {
+        Expr::Subquery(q) => Some(q),
+        Expr::InSubquery { subquery, .. } => Some(subquery),
+        Expr::Exists { subquery, .. } => Some(subquery),
+        _ => None,
     }
 }
 

@@ -362,7 +362,7 @@ fn aggregate_scalar_lookup(query: &mut Query) -> Option<Expr> {
 
     let inner = from_aliases(select);
     let selection = select.selection.take()?;
-    let mut conjuncts = split_and(selection);
+    let mut conjuncts = crate::sql::split_and(selection);
     // outer column → inner column, from `inner = outer` conditions
     let mut equal: Vec<(Expr, Expr)> = Vec::new();
     for c in &conjuncts {
@@ -480,32 +480,6 @@ fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String>
         }
     }
     out
-}
-
-fn split_and(expr: Expr) -> Vec<Expr> {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            let mut out = split_and(*left);
-            out.extend(split_and(*right));
-            out
-        }
-        Expr::Nested(inner)
-            if matches!(
-                inner.as_ref(),
-                Expr::BinaryOp {
-                    op: BinaryOperator::And,
-                    ..
-                }
-            ) =>
-        {
-            split_and(*inner)
-        }
-        other => vec![other],
-    }
 }
 
 fn and_all(exprs: Vec<Expr>) -> Option<Expr> {

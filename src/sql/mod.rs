@@ -171,6 +171,34 @@ pub fn output_name(expr: &Expr) -> String {
     }
 }
 
+/// The conjuncts of an AND chain (through parentheses).
+pub fn split_and(expr: Expr) -> Vec<Expr> {
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut out = split_and(*left);
+            out.extend(split_and(*right));
+            out
+        }
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            split_and(*inner)
+        }
+        other => vec![other],
+    }
+}
+
 /// Parse `sql` into statements (PostgreSQL dialect).
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let dialect = PostgreSqlDialect {};

@@ -227,25 +227,12 @@ impl Handler {
                     Some(v) => session.set(name, v)?.into_iter().collect(),
                     None => session.reset(Some(name))?,
                 };
-                for name in reported {
-                    let value = session.get(&name)?;
-                    let _ = client
-                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
-                            name, value,
-                        )))
-                        .await;
-                }
+                report_parameters(client, session, reported).await?;
                 Response::Execution(Tag::new("SET"))
             }
             Command::Reset(name) => {
-                for name in session.reset(name.as_deref())? {
-                    let value = session.get(&name)?;
-                    let _ = client
-                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
-                            name, value,
-                        )))
-                        .await;
-                }
+                let reported = session.reset(name.as_deref())?;
+                report_parameters(client, session, reported).await?;
                 Response::Execution(Tag::new("RESET"))
             }
             Command::Show(Some(name)) => {
@@ -292,6 +279,22 @@ impl Handler {
             }
         })
     }
+}
+
+/// Send ParameterStatus for settings PostgreSQL reports to clients when they change.
+async fn report_parameters<C>(client: &mut C, session: &Session, names: Vec<String>) -> Result<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+{
+    for name in names {
+        let value = session.get(&name)?;
+        let _ = client
+            .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                name, value,
+            )))
+            .await;
+    }
+    Ok(())
 }
 
 #[async_trait]

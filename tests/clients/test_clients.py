@@ -167,3 +167,16 @@ def test_explain_shows_the_semantic_rewrite(conn):
     assert '"__kp_base"."order_lines"' in text and '"__kp_base"."stores"' in text
     assert "products" not in text.split("Optimized plan:")[0], "only the joins the query needs"
     assert "Optimized plan:" in text
+
+
+def test_set_reports_parameter_status_and_show_reads_it(dsn):
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET application_name = 'kp-test'")
+        assert conn.info.parameter_status("application_name") == "kp-test"
+        assert conn.execute("SHOW application_name").fetchone() == ("kp-test",)
+        conn.execute("RESET application_name")
+        assert conn.info.parameter_status("application_name") == ""
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            conn.execute("SET no_such_parameter = 1")
