@@ -4,7 +4,7 @@
 //! Invariant: the catalog (`pg_attribute`, `pg_type`) and the wire encoder both take
 //! their type facts from here, so RowDescription and the catalog always agree.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::DataType;
 
 /// PostgreSQL facts about one type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +125,4 @@ pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
         return Some(format!("numeric({},{})", m >> 16, m & 0xffff));
     }
     Some(t.name.to_string())
-}
-
-/// The Arrow type used for a timestamp column in results (microseconds, like PostgreSQL).
-pub fn timestamp_type(tz: Option<&str>) -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into))
 }
