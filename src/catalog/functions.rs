@@ -370,13 +370,7 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
 
 /// Quote an identifier when PostgreSQL would.
 pub fn quote_ident(s: &str) -> String {
-    let plain = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
+    if crate::model::is_plain_identifier(s) {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))

@@ -11,6 +11,7 @@
 //! call on these catalogs.
 
 pub mod functions;
+mod information_schema;
 mod tables;
 
 use std::collections::HashSet;

@@ -321,6 +321,17 @@ pub struct View {
     pub file: usize,
 }
 
+/// Is `name` a plain lower-case SQL identifier (letters, digits, `_`; not starting with
+/// a digit)? Such names need no quoting.
+pub fn is_plain_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 impl Model {
     /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&Table> {

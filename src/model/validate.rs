@@ -28,13 +28,7 @@ impl Checker<'_> {
 
     fn name(&mut self, file: usize, kind: &str, name: &Spanned<String>) {
         let n = name.get_ref();
-        let valid = n
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && n.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !super::is_plain_identifier(n) {
             self.at(
                 file,
                 name,
