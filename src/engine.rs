@@ -216,6 +216,12 @@ async fn infer_types(
     let mut column_types = Vec::new();
     for (vi, view) in semantics.views.iter().enumerate() {
         for (ci, column) in view.columns.iter().enumerate() {
+            if let bind::ColumnKind::Dimension(d) = &column.kind
+                && let Some(dim) = semantics.dimensions.get(d)
+            {
+                column_types.push((vi, ci, dim.data_type.clone()));
+                continue;
+            }
             let t = column_type(
                 ctx,
                 semantics,

@@ -427,6 +427,51 @@ fn column(name: String) -> Expr {
     Expr::Identifier(Ident::with_quote('"', name))
 }
 
+impl Outer<'_> {
+    /// An aggregate call: around a metric it is the metric at the grain; over dimensions
+    /// it becomes an `__a<k>` column of the derived table.
+    fn aggregate(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = &*expr else {
+            return ControlFlow::Continue(());
+        };
+        let name = function_name(f);
+        if refs(expr, self.view).metrics {
+            let single = match &f.args {
+                FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match single {
+                Some(arg) if COLLAPSING.contains(&name.as_str()) && f.filter.is_none() => {
+                    *expr = Expr::Nested(Box::new(arg));
+                }
+                _ => {
+                    self.error = Some(Error::unsupported(
+                        format!("{name}() over a metric is not supported"),
+                        Some(
+                            "a metric is already aggregated at the query's grain: select it directly, or wrap it in SUM/MIN/MAX/AVG"
+                                .to_string(),
+                        ),
+                    ));
+                    return ControlFlow::Break(());
+                }
+            }
+        } else {
+            let k = match self.aggregates.iter().position(|a| a == expr) {
+                Some(k) => k,
+                None => {
+                    self.aggregates.push(expr.clone());
+                    self.aggregates.len() - 1
+                }
+            };
+            *expr = column(format!("__a{k}"));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 impl VisitorMut for Outer<'_> {
     type Break = ();
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
@@ -434,46 +479,10 @@ impl VisitorMut for Outer<'_> {
             *expr = column(format!("__g{i}"));
             return ControlFlow::Continue(());
         }
+        if is_aggregate(expr) {
+            return self.aggregate(expr);
+        }
         match expr {
-            Expr::Function(f) if is_aggregate(&Expr::Function(f.clone())) => {
-                let name = function_name(f);
-                let arg_refs = refs(&Expr::Function(f.clone()), self.view);
-                if arg_refs.metrics {
-                    let single = match &f.args {
-                        FunctionArguments::List(list) if list.args.len() == 1 => {
-                            match &list.args[0] {
-                                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-                                _ => None,
-                            }
-                        }
-                        _ => None,
-                    };
-                    match single {
-                        Some(arg) if COLLAPSING.contains(&name.as_str()) && f.filter.is_none() => {
-                            *expr = Expr::Nested(Box::new(arg));
-                        }
-                        _ => {
-                            self.error = Some(Error::unsupported(
-                                format!("{name}() over a metric is not supported"),
-                                Some(
-                                    "a metric is already aggregated at the query's grain: select it directly, or wrap it in SUM/MIN/MAX/AVG"
-                                        .to_string(),
-                                ),
-                            ));
-                            return ControlFlow::Break(());
-                        }
-                    }
-                } else {
-                    let k = match self.aggregates.iter().position(|a| a == expr) {
-                        Some(k) => k,
-                        None => {
-                            self.aggregates.push(expr.clone());
-                            self.aggregates.len() - 1
-                        }
-                    };
-                    *expr = column(format!("__a{k}"));
-                }
-            }
             Expr::Identifier(ident) if ident.quote_style.is_none() => {
                 let name = ident.value.clone();
                 match self.view.column(&name).map(|c| &c.kind) {
