@@ -12,6 +12,7 @@
 
 pub mod functions;
 mod information_schema;
+mod pg_relations;
 mod tables;
 
 use std::collections::HashSet;
@@ -116,8 +117,8 @@ impl CatalogTable {
 }
 
 /// Every catalog relation for this model.
-pub fn build(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTable> {
-    tables::all(semantics, identity)
+pub fn build(semantics: &Semantics, identity: &Identity) -> Result<Vec<CatalogTable>> {
+    pg_relations::conform(tables::all(semantics, identity))
 }
 
 /// Register the catalog schemas in `ctx` and return the `(schema, table)` names.
@@ -132,7 +133,7 @@ pub fn register(
     let mut names = HashSet::new();
     let pg_catalog = Arc::new(MemorySchemaProvider::new());
     let information_schema = Arc::new(MemorySchemaProvider::new());
-    for table in build(semantics, identity) {
+    for table in build(semantics, identity)? {
         let batch = table.to_batch()?;
         let provider = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
         let schema: &MemorySchemaProvider = if table.schema == "pg_catalog" {

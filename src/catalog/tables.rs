@@ -36,13 +36,6 @@ fn text_array() -> DataType {
         true,
     )))
 }
-fn i2_array() -> DataType {
-    DataType::List(std::sync::Arc::new(Field::new_list_field(
-        DataType::Int16,
-        true,
-    )))
-}
-
 pub(super) fn all(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTable> {
     let views = &semantics.views;
     vec![
@@ -57,133 +50,11 @@ pub(super) fn all(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTabl
         pg_am(),
         pg_views(views),
         pg_tables(),
-        empty(
-            "pg_attrdef",
-            vec![("oid", I8), ("adrelid", I8), ("adnum", I2), ("adbin", T)],
-        ),
-        empty(
-            "pg_collation",
-            vec![
-                ("oid", I8),
-                ("collname", T),
-                ("collnamespace", I8),
-                ("collprovider", T),
-                ("collencoding", I4),
-            ],
-        ),
-        empty(
-            "pg_index",
-            vec![
-                ("indexrelid", I8),
-                ("indrelid", I8),
-                ("indnatts", I2),
-                ("indisunique", B),
-                ("indisprimary", B),
-                ("indisclustered", B),
-                ("indisvalid", B),
-                ("indkey", i2_array()),
-                ("indexprs", T),
-                ("indpred", T),
-            ],
-        ),
-        empty(
-            "pg_constraint",
-            vec![
-                ("oid", I8),
-                ("conname", T),
-                ("connamespace", I8),
-                ("contype", T),
-                ("conrelid", I8),
-                ("confrelid", I8),
-                ("conindid", I8),
-                ("conkey", i2_array()),
-                ("confkey", i2_array()),
-                ("conbin", T),
-            ],
-        ),
-        empty(
-            "pg_inherits",
-            vec![
-                ("inhrelid", I8),
-                ("inhparent", I8),
-                ("inhseqno", I4),
-                ("inhdetachpending", B),
-            ],
-        ),
-        empty(
-            "pg_rewrite",
-            vec![
-                ("oid", I8),
-                ("rulename", T),
-                ("ev_class", I8),
-                ("ev_type", T),
-                ("is_instead", B),
-            ],
-        ),
-        empty(
-            "pg_trigger",
-            vec![
-                ("oid", I8),
-                ("tgrelid", I8),
-                ("tgname", T),
-                ("tgisinternal", B),
-            ],
-        ),
-        empty(
-            "pg_policy",
-            vec![
-                ("oid", I8),
-                ("polname", T),
-                ("polrelid", I8),
-                ("polcmd", T),
-                ("polpermissive", B),
-            ],
-        ),
-        empty(
-            "pg_enum",
-            vec![
-                ("oid", I8),
-                ("enumtypid", I8),
-                ("enumsortorder", F4),
-                ("enumlabel", T),
-            ],
-        ),
-        empty("pg_range", vec![("rngtypid", I8), ("rngsubtype", I8)]),
-        empty(
-            "pg_tablespace",
-            vec![("oid", I8), ("spcname", T), ("spcowner", I8)],
-        ),
-        empty(
-            "pg_matviews",
-            vec![
-                ("schemaname", T),
-                ("matviewname", T),
-                ("matviewowner", T),
-                ("definition", T),
-            ],
-        ),
-        empty(
-            "pg_proc",
-            vec![
-                ("oid", I8),
-                ("proname", T),
-                ("pronamespace", I8),
-                ("prorettype", I8),
-            ],
-        ),
-        empty(
-            "pg_extension",
-            vec![("oid", I8), ("extname", T), ("extversion", T)],
-        ),
         super::information_schema::schemata(identity),
         super::information_schema::tables(views, identity),
         super::information_schema::views(views, identity),
         super::information_schema::columns(views, identity),
     ]
-}
-
-fn empty(name: &'static str, columns: Vec<(&'static str, DataType)>) -> CatalogTable {
-    CatalogTable::new("pg_catalog", name, columns)
 }
 
 fn pg_namespace() -> CatalogTable {
