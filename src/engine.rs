@@ -44,7 +44,19 @@ pub struct QueryPlan {
 impl QueryPlan {
     /// Result columns.
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.plan.schema().as_arrow().clone())
+        let schema = self.plan.schema().as_arrow();
+        let fields = schema.fields().iter().map(|f| {
+            let name = compat::output_column_name(f.name());
+            if name == f.name() {
+                f.clone()
+            } else {
+                Arc::new(f.as_ref().clone().with_name(name))
+            }
+        });
+        Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            fields.collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ))
     }
 }
 

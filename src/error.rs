@@ -98,6 +98,24 @@ pub enum Error {
     /// An invalid value for a parameter or a bound parameter that cannot be decoded.
     #[error("{0}")]
     InvalidParameter(String),
+    /// A statement that needs a transaction block, outside one.
+    #[error("{0} can only be used in transaction blocks")]
+    NoTransaction(&'static str),
+    /// FETCH, MOVE or CLOSE of a cursor that is not open.
+    #[error("cursor \"{0}\" does not exist")]
+    UnknownCursor(String),
+    /// DECLARE of a cursor name already open.
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
+    /// EXECUTE or DEALLOCATE of a statement that was not prepared.
+    #[error("prepared statement \"{0}\" does not exist")]
+    UnknownPreparedStatement(String),
+    /// PREPARE of a name already prepared.
+    #[error("prepared statement \"{0}\" already exists")]
+    DuplicatePreparedStatement(String),
+    /// ROLLBACK TO or RELEASE of a savepoint that was not set.
+    #[error("savepoint \"{0}\" does not exist")]
+    UnknownSavepoint(String),
     /// The client cancelled the query.
     #[error("canceling statement due to user request")]
     Canceled,
@@ -157,6 +175,12 @@ impl Error {
             Error::InFailedTransaction => "25P02",
             Error::UnknownSetting(_) => "42704",
             Error::InvalidParameter(_) => "22023",
+            Error::NoTransaction(_) => "25P01",
+            Error::UnknownCursor(_) => "34000",
+            Error::DuplicateCursor(_) => "42P03",
+            Error::UnknownPreparedStatement(_) => "26000",
+            Error::DuplicatePreparedStatement(_) => "42P05",
+            Error::UnknownSavepoint(_) => "3B001",
             Error::Canceled => "57014",
             Error::UnknownDatabase(_) => "3D000",
             Error::Model(_) => "F0000",

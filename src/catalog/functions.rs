@@ -351,6 +351,78 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
                 _ => ScalarValue::Int64(None),
             }
         }),
+        ("format", variadic(), DataType::Utf8, |_, a| {
+            format_function(a)
+        }),
+        ("kp_regtype", any(1), DataType::Int64, |_, a| {
+            let name = a.first().and_then(text).unwrap_or_default();
+            ScalarValue::Int64(type_oid_by_name(&name).map(i64::from))
+        }),
+        ("kp_expandarray", any(1), expandarray_type(), |_, a| {
+            expandarray(a.first())
+        }),
+        ("_pg_numeric_precision", any(2), DataType::Int32, |_, a| {
+            ScalarValue::Int32(type_args(a).and_then(|(oid, typmod)| match oid {
+                21 => Some(16),
+                23 => Some(32),
+                20 => Some(64),
+                700 => Some(24),
+                701 => Some(53),
+                1700 if typmod >= 4 => Some(((typmod - 4) >> 16) & 0xffff),
+                _ => None,
+            }))
+        }),
+        ("_pg_numeric_precision_radix", any(2), DataType::Int32, |_, a| {
+            ScalarValue::Int32(type_args(a).and_then(|(oid, _)| match oid {
+                20 | 21 | 23 | 700 | 701 => Some(2),
+                1700 => Some(10),
+                _ => None,
+            }))
+        }),
+        ("_pg_numeric_scale", any(2), DataType::Int32, |_, a| {
+            ScalarValue::Int32(type_args(a).and_then(|(oid, typmod)| match oid {
+                20 | 21 | 23 => Some(0),
+                1700 if typmod >= 4 => Some((typmod - 4) & 0xffff),
+                _ => None,
+            }))
+        }),
+        ("_pg_datetime_precision", any(2), DataType::Int32, |_, a| {
+            ScalarValue::Int32(type_args(a).and_then(|(oid, typmod)| match oid {
+                1082 => Some(0),
+                1083 | 1114 | 1184 | 1266 | 1186 => Some(if typmod < 0 { 6 } else { typmod }),
+                _ => None,
+            }))
+        }),
+        ("_pg_char_max_length", any(2), DataType::Int32, |_, a| {
+            ScalarValue::Int32(type_args(a).and_then(|(oid, typmod)| match oid {
+                1042 | 1043 if typmod >= 4 => Some(typmod - 4),
+                _ => None,
+            }))
+        }),
+        ("_pg_char_octet_length", any(2), DataType::Int32, |_, a| {
+            ScalarValue::Int32(type_args(a).and_then(|(oid, _)| match oid {
+                25 | 1042 | 1043 => Some(1_073_741_824),
+                _ => None,
+            }))
+        }),
+        ("_pg_interval_type", any(2), DataType::Utf8, |_, _| utf8(None)),
+        ("pg_is_in_recovery", none(), DataType::Boolean, |_, _| {
+            ScalarValue::Boolean(Some(false))
+        }),
+        ("pg_my_temp_schema", none(), DataType::Int64, |_, _| {
+            ScalarValue::Int64(Some(0))
+        }),
+        ("txid_current", none(), DataType::Int64, |_, _| {
+            ScalarValue::Int64(Some(1))
+        }),
+        ("pg_get_serial_sequence", any(2), DataType::Utf8, |_, _| {
+            utf8(None)
+        }),
+        ("pg_get_partkeydef", any(1), DataType::Utf8, |_, _| utf8(None)),
+        ("inet_server_addr", none(), DataType::Utf8, |_, _| utf8(None)),
+        ("inet_server_port", none(), DataType::Int32, |_, _| {
+            ScalarValue::Int32(None)
+        }),
         ("kp_regclass", any(1), DataType::Int64, |d, a| {
             let name = a.first().and_then(text).unwrap_or_default();
             let name = name.trim_matches('"').to_lowercase();
@@ -366,6 +438,114 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             data: data.clone(),
         }));
     }
+}
+
+/// `(type oid, typmod)` arguments of the `information_schema._pg_*` helpers.
+fn type_args(a: &[ScalarValue]) -> Option<(i64, i32)> {
+    let oid = a.first().and_then(int)?;
+    let typmod = a
+        .get(1)
+        .and_then(int)
+        .and_then(|t| i32::try_from(t).ok())
+        .unwrap_or(-1);
+    Some((oid, typmod))
+}
+
+/// The OID of a type named as in SQL (`int4`, `integer`, `pg_catalog.text`, `text[]`).
+fn type_oid_by_name(name: &str) -> Option<u32> {
+    let name = name.trim().trim_matches('"').to_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+    let alias = match name {
+        "int" => "integer",
+        "bool" => "boolean",
+        "float" => "double precision",
+        "varchar" => "character varying",
+        "timestamptz" => "timestamp with time zone",
+        "timestamp" => "timestamp without time zone",
+        other => other,
+    };
+    types::ALL
+        .iter()
+        .find(|t| t.name == alias || super::tables::internal_type_name(t.oid) == alias)
+        .map(|t| t.oid)
+}
+
+fn expandarray_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(expandarray_fields()),
+        true,
+    )))
+}
+
+fn expandarray_fields() -> datafusion::arrow::datatypes::Fields {
+    datafusion::arrow::datatypes::Fields::from(vec![
+        Field::new("x", DataType::Int64, true),
+        Field::new("n", DataType::Int32, true),
+    ])
+}
+
+/// `information_schema._pg_expandarray(a)`: each element with its 1-based position.
+fn expandarray(array: Option<&ScalarValue>) -> ScalarValue {
+    use datafusion::arrow::array::{Int32Array, StructArray};
+    let elements = match array {
+        Some(ScalarValue::List(l)) if !l.is_null(0) => l.value(0),
+        _ => return ScalarValue::try_from(expandarray_type()).unwrap_or(ScalarValue::Null),
+    };
+    let Ok(x) = datafusion::arrow::compute::cast(&elements, &DataType::Int64) else {
+        return ScalarValue::Null;
+    };
+    let n = Int32Array::from_iter_values(1..=i32::try_from(elements.len()).unwrap_or(0));
+    let items = StructArray::new(expandarray_fields(), vec![x, Arc::new(n)], None);
+    ScalarValue::List(Arc::new(
+        datafusion::common::utils::SingleRowListArrayBuilder::new(Arc::new(items))
+            .build_list_array(),
+    ))
+}
+
+/// PostgreSQL's `format(fmt, args...)`: `%s` text, `%I` identifier, `%L` literal,
+/// `%%`, and `%n$` positions.
+fn format_function(a: &[ScalarValue]) -> ScalarValue {
+    let Some(fmt) = a.first().and_then(text) else {
+        return utf8(None);
+    };
+    let args = &a[1..];
+    let mut out = String::new();
+    let mut next = 0usize;
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        let index = if !digits.is_empty() && chars.peek() == Some(&'$') {
+            chars.next();
+            digits.parse::<usize>().ok().and_then(|n| n.checked_sub(1))
+        } else {
+            None
+        };
+        let Some(kind) = chars.next() else { break };
+        if kind == '%' {
+            out.push('%');
+            continue;
+        }
+        let position = index.unwrap_or(next);
+        next = position + 1;
+        let value = args.get(position).and_then(text);
+        match kind {
+            'I' => out.push_str(&quote_ident(&value.unwrap_or_default())),
+            'L' => match value {
+                Some(v) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
+                None => out.push_str("NULL"),
+            },
+            _ => out.push_str(&value.unwrap_or_default()),
+        }
+    }
+    utf8(Some(out))
 }
 
 /// Quote an identifier when PostgreSQL would.

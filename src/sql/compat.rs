@@ -39,14 +39,25 @@ pub struct SessionFacts<'a> {
 /// Apply every compatibility rule to `statement`.
 pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) {
     let _ = statement.visit(&mut Naming);
+    let _ = statement.visit(&mut super::set_returning::SetReturning);
     let mut v = Compat { facts };
     let _ = statement.visit(&mut v);
 }
 
 /// Give every unnamed select item the name PostgreSQL gives it (`count`, `version`,
-/// `?column?`), before other rules change the expressions. Names already taken in the
-/// same select list are left to the engine, which requires unique names.
+/// `?column?`), before other rules change the expressions. PostgreSQL allows one name
+/// twice in a select list (`SELECT n.oid, c.oid`); the engine does not, so a repeated
+/// name gets [`DUPLICATE_NAME_MARK`] and a number, which [`output_column_name`] removes
+/// again when the result columns are described to the client.
 struct Naming;
+
+/// Separates a repeated output name from the number that makes it unique.
+pub const DUPLICATE_NAME_MARK: &str = "\u{1f}kp";
+
+/// The name the client sees for a result column (see [`Naming`]).
+pub fn output_column_name(name: &str) -> &str {
+    name.split_once(DUPLICATE_NAME_MARK).map_or(name, |(n, _)| n)
+}
 
 impl VisitorMut for Naming {
     type Break = ();
@@ -56,30 +67,49 @@ impl VisitorMut for Naming {
     }
 }
 
+fn alias_name(alias: &Ident) -> String {
+    if alias.quote_style.is_some() {
+        alias.value.clone()
+    } else {
+        alias.value.to_lowercase()
+    }
+}
+
 fn name_items(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {
-            let mut taken: Vec<String> = select
-                .projection
-                .iter()
-                .filter_map(|item| match item {
-                    SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
-                    _ => None,
-                })
-                .collect();
-            for item in &mut select.projection {
-                if let SelectItem::UnnamedExpr(expr) = item
-                    && !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
-                {
-                    let name = crate::sql::output_name(expr);
-                    if !taken.contains(&name) {
-                        taken.push(name.clone());
-                        let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-                        *item = SelectItem::ExprWithAlias {
-                            expr,
-                            alias: Ident::with_quote('"', name),
-                        };
+            let mut taken: Vec<String> = Vec::new();
+            for (position, item) in select.projection.iter_mut().enumerate() {
+                let unique = |name: String, taken: &mut Vec<String>| {
+                    let name = if taken.contains(&name) {
+                        format!("{name}{DUPLICATE_NAME_MARK}{position}")
+                    } else {
+                        name
+                    };
+                    taken.push(name.clone());
+                    name
+                };
+                match item {
+                    SelectItem::UnnamedExpr(expr) => {
+                        let name = crate::sql::output_name(expr);
+                        let plain = matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+                        let unique_name = unique(name.clone(), &mut taken);
+                        if !plain || unique_name != name {
+                            let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                            *item = SelectItem::ExprWithAlias {
+                                expr,
+                                alias: Ident::with_quote('"', unique_name),
+                            };
+                        }
                     }
+                    SelectItem::ExprWithAlias { alias, .. } => {
+                        let name = alias_name(alias);
+                        let unique_name = unique(name.clone(), &mut taken);
+                        if unique_name != name {
+                            *alias = Ident::with_quote('"', unique_name);
+                        }
+                    }
+                    _ => {}
                 }
                 if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
                 {
@@ -147,6 +177,41 @@ fn last_name(name: &ObjectName) -> String {
         .and_then(ObjectNamePart::as_ident)
         .map(|i| i.value.to_lowercase())
         .unwrap_or_default()
+}
+
+/// Function names: `information_schema._pg_*` helpers are registered unqualified.
+fn strip_function_schema(name: &mut ObjectName) {
+    if name.0.len() == 2 {
+        let first = name.0[0].as_ident().map(|i| i.value.to_lowercase());
+        if matches!(first.as_deref(), Some("pg_catalog" | "information_schema")) {
+            name.0.remove(0);
+        }
+    }
+}
+
+/// PostgreSQL functions the engine has under another form.
+fn equivalent_function(f: &Function) -> Option<Expr> {
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
+    let sql = match (last_name(&f.name).as_str(), args.as_slice()) {
+        ("date", [x]) => format!("CAST({x} AS DATE)"),
+        ("age", [a, b]) => format!("(CAST({a} AS TIMESTAMP) - CAST({b} AS TIMESTAMP))"),
+        ("age", [a]) => format!("(CAST(current_date AS TIMESTAMP) - CAST({a} AS TIMESTAMP))"),
+        ("regexp_substr", [s, p]) => format!("(regexp_match({s}, '(' || {p} || ')'))[1]"),
+        ("to_regtype", [x]) => format!("kp_regtype({x})"),
+        ("_pg_truetypid", [a, t]) => {
+            let (a, t) = (a.trim_end_matches(".*"), t.trim_end_matches(".*"));
+            format!("CASE WHEN {t}.typtype = 'd' THEN {t}.typbasetype ELSE {a}.atttypid END")
+        }
+        ("_pg_truetypmod", [a, t]) => {
+            let (a, t) = (a.trim_end_matches(".*"), t.trim_end_matches(".*"));
+            format!("CASE WHEN {t}.typtype = 'd' THEN {t}.typtypmod ELSE {a}.atttypmod END")
+        }
+        _ => return None,
+    };
+    super::set_returning::parse_expr(&sql)
 }
 
 fn strip_pg_catalog(name: &mut ObjectName) {
@@ -241,6 +306,28 @@ fn engine_type(name: &str) -> Option<DataType> {
 impl VisitorMut for Compat<'_, '_> {
     type Break = ();
 
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // `CAST(CAST(oid AS regtype) AS text)` is the type's name.
+        if let Expr::Cast {
+            expr: inner,
+            data_type: DataType::Text | DataType::Varchar(_),
+            ..
+        } = expr
+            && let Expr::Cast {
+                expr: oid,
+                data_type: regtype,
+                ..
+            } = inner.as_ref()
+            && custom_type_name(regtype).as_deref() == Some("regtype")
+        {
+            *expr = Expr::Function(call(
+                "format_type",
+                vec![(**oid).clone(), Expr::Value(Value::Null.into())],
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Subquery(query) => {
@@ -267,10 +354,11 @@ impl VisitorMut for Compat<'_, '_> {
                 }
             }
             Expr::Function(f) => {
+                strip_function_schema(&mut f.name);
                 if let Some(value) = self.session_function(f) {
                     *expr = value;
-                } else {
-                    strip_pg_catalog(&mut f.name);
+                } else if let Some(equivalent) = equivalent_function(f) {
+                    *expr = equivalent;
                 }
             }
             Expr::BinaryOp { op, .. } => {
@@ -310,7 +398,19 @@ impl VisitorMut for Compat<'_, '_> {
                 let Some(name) = custom_type_name(data_type) else {
                     return ControlFlow::Continue(());
                 };
-                if name == "regclass" {
+                if name == "regtype" || name == "regproc" {
+                    let taken = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
+                    *expr = match taken {
+                        Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
+                            if name == "regtype" {
+                                Expr::Function(call("kp_regtype", vec![Expr::Value(v)]))
+                            } else {
+                                Expr::Value(v)
+                            }
+                        }
+                        other => other,
+                    };
+                } else if name == "regclass" {
                     let taken = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
                     *expr = match taken {
                         Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {

@@ -5,8 +5,11 @@
 //! take are smoothed in [`compat`], each rule with its test.
 
 pub mod compat;
+pub mod set_returning;
 
-use datafusion::sql::sqlparser::ast::{Expr, ObjectNamePart, Reset, Set, Statement, Value};
+use datafusion::sql::sqlparser::ast::{
+    CloseCursor, Expr, FetchDirection, ObjectNamePart, Reset, Set, Statement, Value,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -36,10 +39,62 @@ pub enum Command {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
-    /// `DISCARD ALL` and friends.
-    Discard,
-    /// `DEALLOCATE name` / `DEALLOCATE ALL`.
-    Deallocate,
+    /// `DISCARD ALL|PLANS|SEQUENCES|TEMP`: the word after DISCARD, upper case.
+    Discard(String),
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` (None).
+    Deallocate(Option<String>),
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `DECLARE name [NO SCROLL] CURSOR [WITH HOLD] FOR query`.
+    Declare {
+        /// Cursor name.
+        name: String,
+        /// The query whose rows the cursor returns.
+        query: Box<Statement>,
+        /// WITH HOLD: the cursor outlives the transaction.
+        hold: bool,
+    },
+    /// `FETCH [count] FROM name` (rows returned) or `MOVE [count] FROM name` (skipped).
+    Fetch {
+        /// Cursor name.
+        name: String,
+        /// How many rows, forward.
+        count: FetchCount,
+        /// MOVE: position the cursor without returning rows.
+        skip: bool,
+    },
+    /// `CLOSE name` / `CLOSE ALL` (None).
+    Close(Option<String>),
+    /// `PREPARE name [(types)] AS query`.
+    Prepare {
+        /// Statement name.
+        name: String,
+        /// The query, with `$n` parameters.
+        query: Box<Statement>,
+    },
+    /// `EXECUTE name [(values)]`.
+    Execute {
+        /// Statement name.
+        name: String,
+        /// Values for `$1..$n`.
+        params: Vec<Expr>,
+    },
+    /// A statement accepted with no effect on a read-only server (`SET TRANSACTION ...`);
+    /// the command tag to answer with.
+    Accepted(&'static str),
+}
+
+/// How many rows a FETCH or MOVE asks for. Cursors scan forward only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchCount {
+    /// At most this many rows.
+    Rows(u64),
+    /// Every remaining row.
+    All,
 }
 
 /// Aggregate functions: a call of one of these without OVER is an aggregate.
@@ -208,6 +263,90 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     })
 }
 
+/// Parse `sql` and classify each statement. The text must parse as a whole; each
+/// statement classifies on its own, so a multi-statement string runs up to the first
+/// statement that fails, as in PostgreSQL. `MOVE`, which sqlparser lacks, parses here.
+pub fn parse_commands(sql: &str) -> Result<Vec<Result<Command>>> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
+        let message = e.to_string();
+        Error::Syntax(message.trim_start_matches("sql parser error: ").to_string())
+    };
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        let is_move = match &parser.peek_token_ref().token {
+            Token::EOF => break,
+            Token::Word(w) => w.quote_style.is_none() && w.value.eq_ignore_ascii_case("move"),
+            _ => false,
+        };
+        let statement = if is_move {
+            parser.next_token();
+            parser.parse_fetch_statement().map_err(syntax)?
+        } else {
+            parser.parse_statement().map_err(syntax)?
+        };
+        out.push(classify(statement).map(|command| match command {
+            Command::Fetch { name, count, .. } if is_move => Command::Fetch {
+                name,
+                count,
+                skip: true,
+            },
+            other => other,
+        }));
+        if !matches!(parser.peek_token_ref().token, Token::EOF | Token::SemiColon) {
+            return Err(Error::Syntax(format!(
+                "expected end of statement, found {}",
+                parser.peek_token_ref().token
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn forward_only(what: &str) -> Error {
+    Error::unsupported(
+        format!("cursor can only scan forward: FETCH {what} is not supported"),
+        Some("kpitables cursors are NO SCROLL; fetch forward (FETCH n, FETCH ALL)".to_string()),
+    )
+}
+
+fn fetch_count(direction: &FetchDirection) -> Result<FetchCount> {
+    let number = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| -> Result<i64> {
+        match &v.value {
+            Value::Number(n, _) => n
+                .parse::<i64>()
+                .map_err(|_| Error::Syntax(format!("invalid FETCH count {n}"))),
+            other => Err(Error::Syntax(format!("invalid FETCH count {other}"))),
+        }
+    };
+    let rows = |n: i64| {
+        u64::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(FetchCount::Rows)
+            .ok_or_else(|| forward_only(&n.to_string()))
+    };
+    match direction {
+        FetchDirection::Next => Ok(FetchCount::Rows(1)),
+        FetchDirection::Count { limit } => rows(number(limit)?),
+        FetchDirection::Forward { limit: None } => Ok(FetchCount::Rows(1)),
+        FetchDirection::Forward { limit: Some(limit) } => rows(number(limit)?),
+        FetchDirection::All | FetchDirection::ForwardAll => Ok(FetchCount::All),
+        other => Err(forward_only(&other.to_string())),
+    }
+}
+
+fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
 /// Classify one statement.
 pub fn classify(statement: Statement) -> Result<Command> {
     Ok(match statement {
@@ -243,8 +382,78 @@ pub fn classify(statement: Statement) -> Result<Command> {
         Statement::Rollback {
             savepoint: None, ..
         } => Command::Rollback,
-        Statement::Discard { .. } => Command::Discard,
-        Statement::Deallocate { .. } => Command::Deallocate,
+        Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => Command::RollbackTo(ident_name(&name)),
+        Statement::Savepoint { name } => Command::Savepoint(ident_name(&name)),
+        Statement::ReleaseSavepoint { name } => Command::Release(ident_name(&name)),
+        Statement::Discard { object_type } => Command::Discard(object_type.to_string()),
+        Statement::Deallocate { name, .. } => Command::Deallocate(
+            (!name.value.eq_ignore_ascii_case("all") || name.quote_style.is_some())
+                .then(|| ident_name(&name)),
+        ),
+        Statement::Declare { stmts } => {
+            let [declare] = <[_; 1]>::try_from(stmts).map_err(|_| {
+                Error::unsupported("DECLARE of several cursors at once is not supported", None)
+            })?;
+            let (Some(query), [name]) = (declare.for_query, declare.names.as_slice()) else {
+                return Err(Error::unsupported(
+                    "DECLARE is supported for cursors only (DECLARE name CURSOR FOR query)",
+                    None,
+                ));
+            };
+            if declare.scroll == Some(true) {
+                return Err(forward_only("of a SCROLL cursor"));
+            }
+            Command::Declare {
+                name: ident_name(name),
+                query: Box::new(Statement::Query(query)),
+                hold: declare.hold == Some(true),
+            }
+        }
+        Statement::Fetch {
+            name,
+            direction,
+            into: None,
+            ..
+        } => Command::Fetch {
+            name: ident_name(&name),
+            count: fetch_count(&direction)?,
+            skip: false,
+        },
+        Statement::Close { cursor } => Command::Close(match cursor {
+            CloseCursor::All => None,
+            CloseCursor::Specific { name } => Some(ident_name(&name)),
+        }),
+        Statement::Prepare {
+            name, statement, ..
+        } => match *statement {
+            Statement::Query(_) => Command::Prepare {
+                name: ident_name(&name),
+                query: statement,
+            },
+            other => {
+                return Err(Error::unsupported(
+                    format!("PREPARE of {} is not supported", verb(&other)),
+                    Some("PREPARE a SELECT query".to_string()),
+                ));
+            }
+        },
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            ..
+        } => Command::Execute {
+            name: name
+                .0
+                .last()
+                .and_then(ObjectNamePart::as_ident)
+                .map(ident_name)
+                .unwrap_or_default(),
+            params: parameters,
+        },
         Statement::Insert(_)
         | Statement::Update(_)
         | Statement::Delete(_)
@@ -289,7 +498,7 @@ fn classify_set(set: Set) -> Result<Command> {
             value: Some(charset_name.value),
         }),
         Set::SetTransaction { .. } | Set::SetSessionParam(_) | Set::SetRole { .. } => {
-            Ok(Command::Discard)
+            Ok(Command::Accepted("SET"))
         }
         other => Err(Error::unsupported(
             format!("{other} is not supported"),

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod encode;
 pub mod numeric;
+pub mod objects;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -38,7 +41,8 @@ use crate::engine::{Engine, QueryPlan};
 use crate::error::{Error, Result};
 use crate::session::{Session, display_name};
 use crate::sql::compat::SessionFacts;
-use crate::sql::{self, Command};
+use crate::sql::{self, Command, FetchCount};
+use objects::SessionObjects;
 
 /// The error as PostgreSQL sends it.
 pub fn error_info(error: &Error) -> ErrorInfo {
@@ -58,6 +62,24 @@ pub enum Prepared {
     Query(Arc<QueryPlan>),
     /// EXPLAIN of a query.
     Explain(Arc<QueryPlan>),
+    /// DECLARE of a cursor over a planned query.
+    Declare {
+        /// Cursor name.
+        name: String,
+        /// The cursor's query.
+        plan: Arc<QueryPlan>,
+        /// WITH HOLD.
+        hold: bool,
+    },
+    /// FETCH from an open cursor, whose row schema is known at Parse.
+    Fetch {
+        /// Cursor name.
+        name: String,
+        /// How many rows.
+        count: FetchCount,
+        /// The cursor's row schema.
+        schema: SchemaRef,
+    },
     /// Anything else.
     Command(Command),
 }
@@ -80,24 +102,94 @@ fn session<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Session>> {
         .ok_or_else(|| user_error(Error::Internal("no session: not authenticated".into())))
 }
 
+fn objects<C: ClientInfo>(client: &C) -> Arc<SessionObjects> {
+    client
+        .session_extensions()
+        .get_or_insert_with(SessionObjects::default)
+}
+
 async fn prepare(
     engine: &Engine,
     session: &Session,
-    statement: datafusion::sql::sqlparser::ast::Statement,
+    objects: &SessionObjects,
+    command: Command,
 ) -> Result<Prepared> {
     let facts = SessionFacts {
         session,
         database: engine.database(),
     };
-    Ok(match sql::classify(statement)? {
+    Ok(match command {
         Command::Query(statement) => {
             Prepared::Query(Arc::new(engine.plan(*statement, &facts).await?))
         }
         Command::Explain(statement) => {
             Prepared::Explain(Arc::new(engine.plan(*statement, &facts).await?))
         }
+        Command::Declare { name, query, hold } => Prepared::Declare {
+            name,
+            plan: Arc::new(engine.plan(*query, &facts).await?),
+            hold,
+        },
+        Command::Fetch {
+            name,
+            count,
+            skip: false,
+        } => Prepared::Fetch {
+            schema: objects.cursor_schema(&name).await?,
+            name,
+            count,
+        },
+        Command::Execute { name, params } => {
+            let statement = bind_parameters(objects.prepared(&name)?, &name, &params)?;
+            Prepared::Query(Arc::new(engine.plan(statement, &facts).await?))
+        }
+        Command::Prepare { name, query } => {
+            // Planned now so that a bad query fails at PREPARE, as in PostgreSQL;
+            // EXECUTE plans it again with the values in place.
+            engine.plan((*query).clone(), &facts).await?;
+            Prepared::Command(Command::Prepare { name, query })
+        }
         other => Prepared::Command(other),
     })
+}
+
+/// `EXECUTE name (values)`: the prepared statement with its `$n` replaced by the values.
+fn bind_parameters(
+    mut statement: datafusion::sql::sqlparser::ast::Statement,
+    name: &str,
+    params: &[datafusion::sql::sqlparser::ast::Expr],
+) -> Result<datafusion::sql::sqlparser::ast::Statement> {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    use std::ops::ControlFlow;
+    let mut wanted = 0usize;
+    let outcome = visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &v.value
+        {
+            let Some(index) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+                return ControlFlow::Break(Error::Syntax(format!("invalid parameter {p}")));
+            };
+            wanted = wanted.max(index);
+            match index.checked_sub(1).and_then(|i| params.get(i)) {
+                Some(value) => *expr = Expr::Nested(Box::new(value.clone())),
+                None => return ControlFlow::Break(Error::Syntax(format!(
+                    "wrong number of parameters for prepared statement \"{name}\": expected {index} or more, got {}",
+                    params.len()
+                ))),
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let ControlFlow::Break(e) = outcome {
+        return Err(e);
+    }
+    if params.len() > wanted {
+        return Err(Error::Syntax(format!(
+            "wrong number of parameters for prepared statement \"{name}\": expected {wanted}, got {}",
+            params.len()
+        )));
+    }
+    Ok(statement)
 }
 
 fn text_fields(names: &[&str], format: &Format) -> Vec<FieldInfo> {
@@ -133,6 +225,8 @@ fn result_fields(prepared: &Prepared, format: &Format) -> Vec<FieldInfo> {
     match prepared {
         Prepared::Query(plan) => encode::fields(&plan.schema(), format),
         Prepared::Explain(_) => text_fields(&["QUERY PLAN"], format),
+        Prepared::Declare { .. } => Vec::new(),
+        Prepared::Fetch { schema, .. } => encode::fields(schema, format),
         Prepared::Command(Command::Show(Some(name))) => text_fields(&[display_name(name)], format),
         Prepared::Command(Command::Show(None)) => {
             text_fields(&["name", "setting", "description"], format)
@@ -203,6 +297,36 @@ impl Handler {
                     lines.into_iter().map(|l| vec![Some(l)]).collect(),
                 ))
             }
+            Prepared::Declare { name, plan, hold } => {
+                if !hold && matches!(status, TransactionStatus::Idle) {
+                    return Err(Error::NoTransaction("DECLARE CURSOR"));
+                }
+                tracing::info!(
+                    user = %session.user,
+                    cursor = %name,
+                    views = ?plan.report.views,
+                    metrics = ?plan.report.metrics,
+                    "declare cursor"
+                );
+                tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
+                let stream = self.engine.execute(plan, params).await?;
+                objects(client)
+                    .declare(name, objects::Cursor::new(stream, *hold))
+                    .await?;
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Prepared::Fetch {
+                name,
+                count,
+                schema,
+            } => {
+                let batches = objects(client).fetch(name, *count).await?;
+                let fields = Arc::new(encode::fields(schema, format));
+                let rows = encode::rows(stream::iter(batches.into_iter().map(Ok)), fields.clone());
+                let mut response = QueryResponse::new(fields, rows);
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
+            }
             Prepared::Command(command) => {
                 self.command(client, session, command, format, status).await
             }
@@ -265,16 +389,77 @@ impl Handler {
             }
             Command::Begin => Response::TransactionStart(Tag::new("BEGIN")),
             Command::Commit => {
+                objects(client).end_transaction().await?;
                 if matches!(status, TransactionStatus::Error) {
                     Response::TransactionEnd(Tag::new("ROLLBACK"))
                 } else {
                     Response::TransactionEnd(Tag::new("COMMIT"))
                 }
             }
-            Command::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
-            Command::Discard => Response::Execution(Tag::new("DISCARD ALL")),
-            Command::Deallocate => Response::Execution(Tag::new("DEALLOCATE")),
-            Command::Query(_) | Command::Explain(_) => {
+            Command::Rollback => {
+                objects(client).end_transaction().await?;
+                Response::TransactionEnd(Tag::new("ROLLBACK"))
+            }
+            Command::Savepoint(name) => {
+                if matches!(status, TransactionStatus::Idle) {
+                    return Err(Error::NoTransaction("SAVEPOINT"));
+                }
+                objects(client).savepoint(name)?;
+                Response::Execution(Tag::new("SAVEPOINT"))
+            }
+            Command::Release(name) => {
+                if matches!(status, TransactionStatus::Idle) {
+                    return Err(Error::NoTransaction("RELEASE SAVEPOINT"));
+                }
+                objects(client).unwind_to(name, true)?;
+                Response::Execution(Tag::new("RELEASE"))
+            }
+            Command::RollbackTo(name) => {
+                if matches!(status, TransactionStatus::Idle) {
+                    return Err(Error::NoTransaction("ROLLBACK TO SAVEPOINT"));
+                }
+                objects(client).unwind_to(name, false)?;
+                Response::Execution(Tag::new("ROLLBACK"))
+            }
+            Command::Discard(kind) => {
+                if kind == "ALL" {
+                    if !matches!(status, TransactionStatus::Idle) {
+                        return Err(Error::unsupported(
+                            "DISCARD ALL cannot run inside a transaction block",
+                            None,
+                        ));
+                    }
+                    objects(client).discard_all().await?;
+                    let reported = session.reset(None)?;
+                    report_parameters(client, session, reported).await?;
+                }
+                Response::Execution(Tag::new(&format!("DISCARD {kind}")))
+            }
+            Command::Deallocate(name) => {
+                objects(client).deallocate(name.as_deref())?;
+                Response::Execution(Tag::new("DEALLOCATE"))
+            }
+            Command::Prepare { name, query } => {
+                objects(client).prepare(name, (**query).clone())?;
+                Response::Execution(Tag::new("PREPARE"))
+            }
+            Command::Close(name) => {
+                objects(client).close(name.as_deref()).await?;
+                Response::Execution(Tag::new("CLOSE CURSOR"))
+            }
+            Command::Fetch {
+                name, count, skip: true,
+            } => {
+                let batches = objects(client).fetch(name, *count).await?;
+                let rows = batches.iter().map(RecordBatch::num_rows).sum();
+                Response::Execution(Tag::new("MOVE").with_rows(rows))
+            }
+            Command::Accepted(tag) => Response::Execution(Tag::new(tag)),
+            Command::Query(_)
+            | Command::Explain(_)
+            | Command::Declare { .. }
+            | Command::Fetch { .. }
+            | Command::Execute { .. } => {
                 return Err(Error::Internal("query reached the command path".into()));
             }
         })
@@ -311,12 +496,17 @@ impl SimpleQueryHandler for Handler {
         async {
             let mut responses = Vec::new();
             let mut status = client.transaction_status();
-            let statements = match sql::parse(query) {
+            let commands = match sql::parse_commands(query) {
                 Ok(s) => s,
                 Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
             };
-            for statement in statements {
-                let outcome = match prepare(&self.engine, &session, statement).await {
+            let objects = objects(client);
+            for command in commands {
+                let prepared = match command {
+                    Ok(command) => prepare(&self.engine, &session, &objects, command).await,
+                    Err(e) => Err(e),
+                };
+                let outcome = match prepared {
                     Ok(prepared) => {
                         self.run(
                             client,
@@ -371,12 +561,15 @@ impl QueryParser for Parser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session(client)?;
-        let mut statements = sql::parse(sql_text).map_err(user_error)?;
-        match statements.len() {
+        let mut commands = sql::parse_commands(sql_text).map_err(user_error)?;
+        match commands.len() {
             0 => Ok(None),
             1 => {
-                let statement = statements.remove(0);
-                match prepare(&self.engine, &session, statement).await {
+                let prepared = match commands.remove(0) {
+                    Ok(command) => prepare(&self.engine, &session, &objects(client), command).await,
+                    Err(e) => Err(e),
+                };
+                match prepared {
                     Ok(p) => Ok(Some(p)),
                     Err(e) => {
                         tracing::info!(sqlstate = e.sqlstate(), error = %e, "parse failed");
@@ -392,10 +585,10 @@ impl QueryParser for Parser {
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
         Ok(match stmt {
-            Prepared::Query(plan) | Prepared::Explain(plan) => (0..plan.param_types.len())
+            Prepared::Query(plan) | Prepared::Explain(plan) | Prepared::Declare { plan, .. } => (0..plan.param_types.len())
                 .map(|i| encode::parameter_type(plan, &[], i))
                 .collect(),
-            Prepared::Command(_) => Vec::new(),
+            Prepared::Command(_) | Prepared::Fetch { .. } => Vec::new(),
         })
     }
 
@@ -434,7 +627,7 @@ impl ExtendedQueryHandler for Handler {
         async {
             let prepared = &portal.statement.statement;
             let params = match prepared {
-                Prepared::Query(plan) => encode::parameters(portal, plan)?,
+                Prepared::Query(plan) | Prepared::Declare { plan, .. } => encode::parameters(portal, plan)?,
                 _ => Vec::new(),
             };
             let status = client.transaction_status();

@@ -1,0 +1,247 @@
+//! Set-returning functions as PostgreSQL runs them, in terms the engine has.
+//!
+//! * In a select list, `generate_series(..)`, `generate_subscripts(a, d)` and
+//!   `information_schema._pg_expandarray(a)` (and its `.x`/`.n` fields) return one row
+//!   per element: they become `unnest(<list>)`. Several in one list advance together,
+//!   as in PostgreSQL 10 and later.
+//! * In FROM, a function the engine has no table function for is a one-row relation
+//!   whose single column is named after the alias (`FROM string_to_array(s, ',') AS p`);
+//!   `generate_subscripts` there returns its subscripts.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias,
+    TableFactor, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Table functions the engine runs itself in FROM.
+const ENGINE_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
+
+/// The visitor applying both rules.
+pub struct SetReturning;
+
+fn function_name(name: &ObjectName) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(ObjectNamePart::as_ident)
+        .map(|i| i.value.to_lowercase())
+        .collect();
+    match parts.as_slice() {
+        [schema, name] if schema == "pg_catalog" || schema == "information_schema" => name.clone(),
+        _ => parts.join("."),
+    }
+}
+
+fn args_of(f: &Function) -> Vec<Expr> {
+    let FunctionArguments::List(list) = &f.args else {
+        return Vec::new();
+    };
+    list.args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Parse an expression built from rendered parts (the parts are our own AST, so they
+/// render to SQL that parses back).
+pub fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+/// The list a set-returning call returns one row per element of, as SQL.
+fn element_list(f: &Function) -> Option<String> {
+    let args = args_of(f);
+    match (function_name(&f.name).as_str(), args.as_slice()) {
+        ("generate_series", [_, _] | [_, _, _]) => Some(format!(
+            "generate_series({})",
+            args.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        ("generate_subscripts", [array, dim]) => Some(format!(
+            "generate_series(1, array_length({array}, {dim}))"
+        )),
+        ("generate_subscripts", [array, dim, reverse]) => Some(format!(
+            "CASE WHEN {reverse} THEN generate_series(array_length({array}, {dim}), 1, -1) \
+             ELSE generate_series(1, array_length({array}, {dim})) END"
+        )),
+        ("_pg_expandarray", [array]) => Some(format!("kp_expandarray({array})")),
+        _ => None,
+    }
+}
+
+/// `(information_schema._pg_expandarray(a)).x` / `.n` → the list of that field.
+fn expandarray_field(root: &Expr, chain: &[AccessExpr]) -> Option<String> {
+    let root = match root {
+        Expr::Nested(inner) => inner.as_ref(),
+        other => other,
+    };
+    let (Expr::Function(f), [AccessExpr::Dot(Expr::Identifier(field))]) = (root, chain) else {
+        return None;
+    };
+    let args = args_of(f);
+    match (function_name(&f.name).as_str(), args.as_slice()) {
+        ("_pg_expandarray", [array]) => match field.value.to_lowercase().as_str() {
+            "x" => Some(format!("{array}")),
+            "n" => Some(format!("generate_series(1, cardinality({array}))")),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn rewrite_item(expr: &mut Expr) {
+    let list = match expr {
+        Expr::Function(f) if f.over.is_none() => element_list(f),
+        Expr::CompoundFieldAccess { root, access_chain } => expandarray_field(root, access_chain),
+        Expr::Nested(inner) => return rewrite_item(inner),
+        _ => None,
+    };
+    if let Some(unnested) = list.and_then(|l| parse_expr(&format!("unnest({l})"))) {
+        *expr = unnested;
+    }
+}
+
+fn rewrite_projections(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    rewrite_item(e);
+                }
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            rewrite_projections(left);
+            rewrite_projections(right);
+        }
+        SetExpr::Query(q) => rewrite_projections(q.body.as_mut()),
+        _ => {}
+    }
+}
+
+/// A function in FROM that the engine has no table function for → a derived table.
+fn rewrite_from_function(factor: &mut TableFactor) {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return;
+    };
+    let function = function_name(name);
+    if ENGINE_TABLE_FUNCTIONS.contains(&function.as_str()) {
+        *name = ObjectName::from(vec![Ident::new(function)]);
+        return;
+    }
+    let rendered: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+    let call = format!("{function}({})", rendered.join(", "));
+    let column = alias
+        .as_ref()
+        .and_then(|a| a.columns.first().map(|c| c.name.clone()))
+        .or_else(|| alias.as_ref().map(|a| a.name.clone()))
+        .unwrap_or_else(|| Ident::new(function.clone()));
+    let select = if function == "generate_subscripts" {
+        let Some(list) = parse_expr(&call).and_then(|e| match e {
+            Expr::Function(f) => element_list(&f),
+            _ => None,
+        }) else {
+            return;
+        };
+        format!("SELECT unnest({list}) AS {column}")
+    } else {
+        format!("SELECT {call} AS {column}")
+    };
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, &select) else {
+        return;
+    };
+    let Some(Statement::Query(subquery)) = statements.pop() else {
+        return;
+    };
+    let alias = alias.clone().unwrap_or_else(|| TableAlias {
+        explicit: false,
+        name: Ident::new(function),
+        columns: Vec::new(),
+        at: None,
+    });
+    *factor = TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(TableAlias {
+            columns: Vec::new(),
+            ..alias
+        }),
+        sample: None,
+    };
+}
+
+impl VisitorMut for SetReturning {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        rewrite_projections(query.body.as_mut());
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        rewrite_from_function(factor);
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statements = crate::sql::parse(sql).unwrap();
+        let _ = statements[0].visit(&mut SetReturning);
+        statements[0].to_string()
+    }
+
+    use datafusion::sql::sqlparser::ast::VisitMut;
+
+    #[test]
+    fn select_list_functions_return_rows() {
+        assert_eq!(
+            rewritten("SELECT generate_series(1, 3) AS g"),
+            "SELECT unnest(generate_series(1, 3)) AS g"
+        );
+        assert_eq!(
+            rewritten("SELECT generate_subscripts(a, 1) FROM t"),
+            "SELECT unnest(generate_series(1, array_length(a, 1))) FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT (information_schema._pg_expandarray(i.indkey)).n FROM i"),
+            "SELECT unnest(generate_series(1, cardinality(i.indkey))) FROM i"
+        );
+    }
+
+    #[test]
+    fn scalar_functions_in_from_are_one_row_relations() {
+        assert_eq!(
+            rewritten("SELECT s[1] FROM string_to_array('a,b', ',') AS s"),
+            "SELECT s[1] FROM (SELECT string_to_array('a,b', ',') AS s) AS s"
+        );
+        assert_eq!(
+            rewritten("SELECT n FROM pg_catalog.generate_series(1, 3) pos(n)"),
+            "SELECT n FROM generate_series(1, 3) pos (n)"
+        );
+    }
+}
