@@ -355,6 +355,9 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             format_function(a)
         }),
         ("kp_regtype", any(1), DataType::Int64, |_, a| {
+            if let Some(oid) = a.first().filter(|v| v.data_type().is_integer()).and_then(int) {
+                return ScalarValue::Int64(Some(oid));
+            }
             let name = a.first().and_then(text).unwrap_or_default();
             ScalarValue::Int64(type_oid_by_name(&name).map(i64::from))
         }),
@@ -424,6 +427,9 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             ScalarValue::Int32(None)
         }),
         ("kp_regclass", any(1), DataType::Int64, |d, a| {
+            if let Some(oid) = a.first().filter(|v| v.data_type().is_integer()).and_then(int) {
+                return ScalarValue::Int64(Some(oid));
+            }
             let name = a.first().and_then(text).unwrap_or_default();
             let name = name.trim_matches('"').to_lowercase();
             ScalarValue::Int64(d.relations.get(&name).copied())

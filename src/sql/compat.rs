@@ -19,7 +19,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
+    AccessExpr, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArguments, GroupByExpr, Ident, LambdaFunction, LambdaFunctionParameter, LambdaSyntax,
     ObjectName, ObjectNamePart, OneOrManyWithParens, Query, SelectItem, SetExpr, Statement,
     TableFactor, Value, VisitMut, VisitorMut,
@@ -78,10 +78,15 @@ fn alias_name(alias: &Ident) -> String {
 fn name_items(body: &mut SetExpr) {
     match body {
         SetExpr::Select(select) => {
+            // A wildcard expands to names the engine may already have from a plain
+            // column of the same list (`SELECT t.oid, t.*`).
+            let has_wildcard = select.projection.iter().any(|i| {
+                matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
+            });
             let mut taken: Vec<String> = Vec::new();
             for (position, item) in select.projection.iter_mut().enumerate() {
                 let unique = |name: String, taken: &mut Vec<String>| {
-                    let name = if taken.contains(&name) {
+                    let name = if taken.contains(&name) || has_wildcard {
                         format!("{name}{DUPLICATE_NAME_MARK}{position}")
                     } else {
                         name
@@ -214,15 +219,6 @@ fn equivalent_function(f: &Function) -> Option<Expr> {
     super::set_returning::parse_expr(&sql)
 }
 
-fn strip_pg_catalog(name: &mut ObjectName) {
-    if name.0.len() == 2 {
-        let first = name.0[0].as_ident().map(|i| i.value.to_lowercase());
-        if first.as_deref() == Some("pg_catalog") {
-            name.0.remove(0);
-        }
-    }
-}
-
 fn first_string_arg(f: &Function) -> Option<String> {
     let FunctionArguments::List(list) = &f.args else {
         return None;
@@ -274,7 +270,7 @@ fn custom_type_name(data_type: &DataType) -> Option<String> {
         DataType::Regclass => Some("regclass".into()),
         DataType::Custom(name, modifiers) if modifiers.is_empty() => {
             let mut name = name.clone();
-            strip_pg_catalog(&mut name);
+            strip_function_schema(&mut name);
             (name.0.len() == 1).then(|| last_name(&name))
         }
         _ => None,
@@ -283,19 +279,20 @@ fn custom_type_name(data_type: &DataType) -> Option<String> {
 
 fn engine_type(name: &str) -> Option<DataType> {
     Some(match name {
-        "text" | "name" | "char" | "bpchar" | "int2vector" | "oidvector" | "regnamespace_text" => {
+        "text" | "name" | "char" | "bpchar" | "int2vector" | "oidvector" | "regnamespace_text"
+        | "character_data" | "sql_identifier" | "yes_or_no" => {
             DataType::Text
         }
         "varchar" => DataType::Varchar(None),
         "oid" | "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" | "regoper"
         | "xid" | "cid" | "int8" => DataType::BigInt(None),
-        "int4" => DataType::Integer(None),
+        "int4" | "cardinal_number" => DataType::Integer(None),
         "int2" => DataType::SmallInt(None),
         "float4" => DataType::Real,
         "float8" => DataType::DoublePrecision,
         "bool" => DataType::Boolean,
         "date" => DataType::Date,
-        "timestamp" => {
+        "timestamp" | "time_stamp" => {
             DataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None)
         }
         "numeric" => DataType::Numeric(datafusion::sql::sqlparser::ast::ExactNumberInfo::None),
@@ -385,6 +382,16 @@ impl VisitorMut for Compat<'_, '_> {
                     }
                 }
             }
+            Expr::CompoundFieldAccess { root, access_chain }
+                if matches!(access_chain.as_slice(), [AccessExpr::Dot(Expr::Identifier(_))]) =>
+            {
+                // `(composite).field` → `get_field(composite, 'field')`.
+                if let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() {
+                    let field = string(field.value.clone());
+                    let root = std::mem::replace(root.as_mut(), Expr::Value(Value::Null.into()));
+                    *expr = Expr::Function(call("get_field", vec![root, field]));
+                }
+            }
             Expr::Collate { expr: inner, .. } => {
                 let inner = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
                 *expr = inner;
@@ -398,26 +405,14 @@ impl VisitorMut for Compat<'_, '_> {
                 let Some(name) = custom_type_name(data_type) else {
                     return ControlFlow::Continue(());
                 };
-                if name == "regtype" || name == "regproc" {
+                if name == "regproc" {
                     let taken = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
-                    *expr = match taken {
-                        Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
-                            if name == "regtype" {
-                                Expr::Function(call("kp_regtype", vec![Expr::Value(v)]))
-                            } else {
-                                Expr::Value(v)
-                            }
-                        }
-                        other => other,
-                    };
-                } else if name == "regclass" {
+                    *expr = taken;
+                } else if name == "regtype" || name == "regclass" {
+                    // A name looks the object up; an OID passes through.
                     let taken = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
-                    *expr = match taken {
-                        Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
-                            Expr::Function(regclass_call(Expr::Value(v)))
-                        }
-                        other => other,
-                    };
+                    let function = if name == "regtype" { "kp_regtype" } else { "kp_regclass" };
+                    *expr = Expr::Function(call(function, vec![taken]));
                 } else if let Some(t) = engine_type(&name) {
                     *data_type = t;
                     if matches!(kind, CastKind::DoubleColon) {
@@ -655,23 +650,6 @@ fn call(name: &str, args: Vec<Expr>) -> Function {
                 .into_iter()
                 .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
                 .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    }
-}
-
-fn regclass_call(arg: Expr) -> Function {
-    Function {
-        name: ObjectName::from(vec![Ident::new("kp_regclass")]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(datafusion::sql::sqlparser::ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
             clauses: vec![],
         }),
         filter: None,

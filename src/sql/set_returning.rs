@@ -147,7 +147,17 @@ fn rewrite_from_function(factor: &mut TableFactor) {
     };
     let function = function_name(name);
     if ENGINE_TABLE_FUNCTIONS.contains(&function.as_str()) {
-        *name = ObjectName::from(vec![Ident::new(function)]);
+        *name = ObjectName::from(vec![Ident::new(function.clone())]);
+        // A one-column function's column is named after the alias (`AS i` → `i`).
+        if let Some(alias) = alias.as_mut()
+            && alias.columns.is_empty()
+            && function != "unnest"
+        {
+            alias.columns.push(datafusion::sql::sqlparser::ast::TableAliasColumnDef {
+                name: alias.name.clone(),
+                data_type: None,
+            });
+        }
         return;
     }
     let rendered: Vec<String> = args.args.iter().map(ToString::to_string).collect();
