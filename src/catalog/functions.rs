@@ -432,7 +432,8 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             }
             let name = a.first().and_then(text).unwrap_or_default();
             let name = name.trim_matches('"').to_lowercase();
-            ScalarValue::Int64(d.relations.get(&name).copied())
+            let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+            ScalarValue::Int64(d.relations.get(name).copied().or_else(|| catalog_oid(name)))
         }),
     ];
     for (name, signature, return_type, imp) in functions {
@@ -444,6 +445,25 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             data: data.clone(),
         }));
     }
+}
+
+/// PostgreSQL's OIDs of the system catalogs clients name in `'pg_class'::regclass`
+/// (the `classoid` of comments and dependencies).
+fn catalog_oid(name: &str) -> Option<i64> {
+    Some(match name {
+        "pg_type" => 1247,
+        "pg_attribute" => 1249,
+        "pg_proc" => 1255,
+        "pg_class" => 1259,
+        "pg_database" => 1262,
+        "pg_am" => 2601,
+        "pg_constraint" => 2606,
+        "pg_description" => 2609,
+        "pg_index" => 2610,
+        "pg_namespace" => 2615,
+        "pg_trigger" => 2620,
+        _ => return None,
+    })
 }
 
 /// `(type oid, typmod)` arguments of the `information_schema._pg_*` helpers.

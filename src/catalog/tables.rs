@@ -50,6 +50,7 @@ pub(super) fn all(semantics: &Semantics, identity: &Identity) -> Vec<CatalogTabl
         pg_am(),
         pg_views(views),
         pg_tables(),
+        pg_settings(),
         super::information_schema::schemata(identity),
         super::information_schema::tables(views, identity),
         super::information_schema::views(views, identity),
@@ -557,4 +558,34 @@ fn pg_tables() -> CatalogTable {
             ("rowsecurity", B),
         ],
     )
+}
+
+fn pg_settings() -> CatalogTable {
+    let mut t = CatalogTable::new(
+        "pg_catalog",
+        "pg_settings",
+        vec![
+            ("name", T),
+            ("setting", T),
+            ("context", T),
+            ("vartype", T),
+            ("source", T),
+            ("boot_val", T),
+            ("reset_val", T),
+            ("pending_restart", B),
+        ],
+    );
+    for (name, value, _) in crate::session::SETTINGS {
+        t.rows.push(vec![
+            tv(*name),
+            tv(*value),
+            tv("user"),
+            tv("string"),
+            tv("default"),
+            tv(*value),
+            tv(*value),
+            bv(false),
+        ]);
+    }
+    t
 }
