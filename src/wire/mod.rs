@@ -246,13 +246,14 @@ impl Handler {
         status: TransactionStatus,
     ) -> Result<Response>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
     {
         if matches!(status, TransactionStatus::Error)
             && !matches!(
                 prepared,
-                Prepared::Command(Command::Commit | Command::Rollback)
+                Prepared::Command(Command::Commit | Command::Rollback | Command::RollbackTo(_))
             )
         {
             return Err(Error::InFailedTransaction);
@@ -342,7 +343,8 @@ impl Handler {
         status: TransactionStatus,
     ) -> Result<Response>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
     {
         Ok(match command {
@@ -419,7 +421,16 @@ impl Handler {
                     return Err(Error::NoTransaction("ROLLBACK TO SAVEPOINT"));
                 }
                 objects(client).unwind_to(name, false)?;
-                Response::Execution(Tag::new("ROLLBACK"))
+                if matches!(status, TransactionStatus::Error) {
+                    // pgwire keeps a failed transaction failed through every response
+                    // but a transaction end, so the block ends here (the client's next
+                    // statement starts a new one). Nothing is lost: kpitables is
+                    // read-only, and no cursor or savepoint outlives this.
+                    objects(client).end_transaction().await?;
+                    Response::TransactionEnd(Tag::new("ROLLBACK"))
+                } else {
+                    Response::Execution(Tag::new("ROLLBACK"))
+                }
             }
             Command::Discard(kind) => {
                 if kind == "ALL" {
@@ -436,7 +447,16 @@ impl Handler {
                 Response::Execution(Tag::new(&format!("DISCARD {kind}")))
             }
             Command::Deallocate(name) => {
-                objects(client).deallocate(name.as_deref())?;
+                // SQL DEALLOCATE also drops statements prepared with the protocol's
+                // Parse message: PostgreSQL keeps both in one namespace.
+                let by_protocol = name.as_deref().is_some_and(|n| {
+                    client.portal_store().get_statement(n).is_some()
+                });
+                if let (true, Some(n)) = (by_protocol, name.as_deref()) {
+                    client.portal_store().rm_statement(n);
+                } else {
+                    objects(client).deallocate(name.as_deref())?;
+                }
                 Response::Execution(Tag::new("DEALLOCATE"))
             }
             Command::Prepare { name, query } => {
