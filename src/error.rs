@@ -240,26 +240,36 @@ impl From<DataFusionError> for Error {
     fn from(err: DataFusionError) -> Error {
         match err {
             DataFusionError::SQL(e, _) => Error::Syntax(e.to_string()),
-            DataFusionError::ArrowError(e, _) => classify_message(e.to_string()),
+            DataFusionError::ArrowError(e, _) => classify_message(e.to_string(), false),
             DataFusionError::Context(_, inner) => Error::from(*inner),
-            DataFusionError::Shared(inner) => classify_message(inner.to_string()),
-            DataFusionError::SchemaError(e, _) => {
-                let message = e.to_string();
-                classify_message(message)
-            }
-            DataFusionError::Plan(m) | DataFusionError::Execution(m) => classify_message(m),
+            DataFusionError::Shared(inner) => classify_message(inner.to_string(), false),
+            DataFusionError::SchemaError(e, _) => classify_message(e.to_string(), true),
+            DataFusionError::Plan(m) => classify_message(m, true),
+            DataFusionError::Execution(m) => classify_message(m, false),
             DataFusionError::NotImplemented(m) => Error::unsupported(m, None),
             DataFusionError::ResourcesExhausted(m) => Error::Engine(m),
-            other => classify_message(other.to_string()),
+            other => classify_message(other.to_string(), false),
         }
     }
 }
 
-fn classify_message(message: String) -> Error {
+/// `planning`: the engine refused the statement before running it, so what is not
+/// classified otherwise is something kpitables cannot answer yet (0A000), not a bug.
+fn classify_message(message: String, planning: bool) -> Error {
     let lower = message.to_ascii_lowercase();
     let clean = strip_engine_prefixes(&message);
-    if lower.contains("invalid function")
+    if let Some(name) = lower
+        .strip_prefix("schema error: no field named ")
+        .or_else(|| lower.strip_prefix("no field named "))
+    {
+        let name = name.split(['.', ' ']).next().unwrap_or_default();
+        Error::UnknownColumn {
+            name: name.trim_matches('"').to_string(),
+            hint: None,
+        }
+    } else if lower.contains("invalid function")
         || lower.contains("function '") && lower.contains("not found")
+        || lower.contains("failed to match any signature")
     {
         Error::UndefinedFunction(clean)
     } else if lower.contains("cannot cast")
@@ -267,6 +277,7 @@ fn classify_message(message: String) -> Error {
         || lower.contains("parser error")
         || lower.contains("invalid digit")
         || lower.contains("error parsing")
+        || lower.contains("overflow")
     {
         Error::InvalidValue(clean)
     } else if lower.contains("coerc")
@@ -275,8 +286,16 @@ fn classify_message(message: String) -> Error {
         || lower.contains("mismatch")
     {
         Error::TypeMismatch(clean)
-    } else if lower.contains("not implemented") || lower.contains("unsupported") {
-        Error::unsupported(clean, None)
+    } else if lower.contains("not implemented")
+        || lower.contains("unsupported")
+        || lower.contains("not supported")
+        || planning
+        || lower.contains("physical plan does not support")
+    {
+        Error::unsupported(
+            clean,
+            Some("kpitables cannot run this statement yet; see docs/clients.md".to_string()),
+        )
     } else {
         Error::Engine(clean)
     }

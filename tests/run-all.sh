@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every kpitables test. Installs what the tests need when it is missing (Debian
 # packages, a Python virtualenv, npm packages), generates the demo data, then runs the
-# Rust tests, the real-client tests (psql, psycopg 3, psycopg2, asyncpg, node-postgres)
-# and the ground-truth metric tests (DuckDB on the same files).
+# Rust tests, the real-client tests (psql, psycopg 3, psycopg2, asyncpg, pgJDBC,
+# psqlODBC through pyodbc and isql, SQLAlchemy, pandas, node-postgres), the BI-tool
+# statement corpus, and the ground-truth metric tests (DuckDB on the same files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -19,6 +20,10 @@ command -v mold >/dev/null || need_apt+=(mold)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
+command -v isql >/dev/null || need_apt+=(unixodbc)
+[ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || need_apt+=(odbc-postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]}"
   as_root apt-get update -qq
@@ -26,7 +31,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 VENV=$CACHE/venv
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb' 2>/dev/null; then
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb, pyodbc, sqlalchemy, pandas' 2>/dev/null; then
   step "creating the Python test environment in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip

@@ -351,11 +351,34 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
                 _ => ScalarValue::Int64(None),
             }
         }),
+        ("kp_like_regex", any(2), DataType::Utf8, |_, a| {
+            let pattern = a.first().and_then(text);
+            let escape = a.get(1).and_then(text).and_then(|e| e.chars().next());
+            utf8(pattern.map(|p| like_regex(&p, escape)))
+        }),
+        ("json_build_object", variadic(), DataType::Utf8, |_, a| {
+            let mut out = String::from("{");
+            for (i, pair) in a.chunks(2).enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                let key = pair.first().and_then(text).unwrap_or_default();
+                out.push_str(&json_value(&ScalarValue::Utf8(Some(key))));
+                out.push_str(" : ");
+                out.push_str(&pair.get(1).map_or("null".to_string(), json_value));
+            }
+            out.push('}');
+            utf8(Some(out))
+        }),
         ("format", variadic(), DataType::Utf8, |_, a| {
             format_function(a)
         }),
         ("kp_regtype", any(1), DataType::Int64, |_, a| {
-            if let Some(oid) = a.first().filter(|v| v.data_type().is_integer()).and_then(int) {
+            if let Some(oid) = a
+                .first()
+                .filter(|v| v.data_type().is_integer())
+                .and_then(int)
+            {
                 return ScalarValue::Int64(Some(oid));
             }
             let name = a.first().and_then(text).unwrap_or_default();
@@ -375,13 +398,18 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
                 _ => None,
             }))
         }),
-        ("_pg_numeric_precision_radix", any(2), DataType::Int32, |_, a| {
-            ScalarValue::Int32(type_args(a).and_then(|(oid, _)| match oid {
-                20 | 21 | 23 | 700 | 701 => Some(2),
-                1700 => Some(10),
-                _ => None,
-            }))
-        }),
+        (
+            "_pg_numeric_precision_radix",
+            any(2),
+            DataType::Int32,
+            |_, a| {
+                ScalarValue::Int32(type_args(a).and_then(|(oid, _)| match oid {
+                    20 | 21 | 23 | 700 | 701 => Some(2),
+                    1700 => Some(10),
+                    _ => None,
+                }))
+            },
+        ),
         ("_pg_numeric_scale", any(2), DataType::Int32, |_, a| {
             ScalarValue::Int32(type_args(a).and_then(|(oid, typmod)| match oid {
                 20 | 21 | 23 => Some(0),
@@ -408,7 +436,9 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
                 _ => None,
             }))
         }),
-        ("_pg_interval_type", any(2), DataType::Utf8, |_, _| utf8(None)),
+        ("_pg_interval_type", any(2), DataType::Utf8, |_, _| {
+            utf8(None)
+        }),
         ("pg_is_in_recovery", none(), DataType::Boolean, |_, _| {
             ScalarValue::Boolean(Some(false))
         }),
@@ -421,13 +451,21 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
         ("pg_get_serial_sequence", any(2), DataType::Utf8, |_, _| {
             utf8(None)
         }),
-        ("pg_get_partkeydef", any(1), DataType::Utf8, |_, _| utf8(None)),
-        ("inet_server_addr", none(), DataType::Utf8, |_, _| utf8(None)),
+        ("pg_get_partkeydef", any(1), DataType::Utf8, |_, _| {
+            utf8(None)
+        }),
+        ("inet_server_addr", none(), DataType::Utf8, |_, _| {
+            utf8(None)
+        }),
         ("inet_server_port", none(), DataType::Int32, |_, _| {
             ScalarValue::Int32(None)
         }),
         ("kp_regclass", any(1), DataType::Int64, |d, a| {
-            if let Some(oid) = a.first().filter(|v| v.data_type().is_integer()).and_then(int) {
+            if let Some(oid) = a
+                .first()
+                .filter(|v| v.data_type().is_integer())
+                .and_then(int)
+            {
                 return ScalarValue::Int64(Some(oid));
             }
             let name = a.first().and_then(text).unwrap_or_default();
@@ -436,6 +474,20 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             ScalarValue::Int64(d.relations.get(name).copied().or_else(|| catalog_oid(name)))
         }),
     ];
+    let mut functions = functions;
+    for name in [
+        "pg_collation_is_visible",
+        "pg_conversion_is_visible",
+        "pg_operator_is_visible",
+        "pg_opclass_is_visible",
+        "pg_opfamily_is_visible",
+        "pg_statistics_obj_is_visible",
+        "pg_ts_config_is_visible",
+    ] {
+        functions.push((name, any(1), DataType::Boolean, |_, _| {
+            ScalarValue::Boolean(Some(true))
+        }));
+    }
     for (name, signature, return_type, imp) in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(PgFunction {
             name,
@@ -528,6 +580,60 @@ fn expandarray(array: Option<&ScalarValue>) -> ScalarValue {
     ))
 }
 
+/// A LIKE pattern with escape character `escape` as an anchored regular expression.
+fn like_regex(pattern: &str, escape: Option<char>) -> String {
+    let mut out = String::from("^(?s)");
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if Some(c) == escape => {
+                if let Some(next) = chars.next() {
+                    out.push_str(&regex_literal(next));
+                }
+            }
+            '%' => out.push_str(".*"),
+            '_' => out.push('.'),
+            c => out.push_str(&regex_literal(c)),
+        }
+    }
+    out.push('$');
+    out
+}
+
+fn regex_literal(c: char) -> String {
+    if c.is_alphanumeric() || c == ' ' {
+        c.to_string()
+    } else {
+        format!("\\x{{{:x}}}", u32::from(c))
+    }
+}
+
+/// A value as JSON text, as PostgreSQL's `json_build_object` writes it.
+fn json_value(v: &ScalarValue) -> String {
+    if v.is_null() {
+        return "null".into();
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        v if v.data_type().is_numeric() => v.to_string(),
+        other => {
+            let s = text(other).unwrap_or_default();
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+    }
+}
+
 /// PostgreSQL's `format(fmt, args...)`: `%s` text, `%I` identifier, `%L` literal,
 /// `%%`, and `%n$` positions.
 fn format_function(a: &[ScalarValue]) -> ScalarValue {
@@ -580,5 +686,31 @@ pub fn quote_ident(s: &str) -> String {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> ScalarValue {
+        ScalarValue::Utf8(Some(v.to_string()))
+    }
+
+    #[test]
+    fn like_with_another_escape_character() {
+        assert_eq!(like_regex("pg/_%", Some('/')), "^(?s)pg\\x{5f}.*$");
+        assert_eq!(like_regex("a_b", None), "^(?s)a.b$");
+    }
+
+    #[test]
+    fn format_places_text_identifiers_and_literals() {
+        let out = format_function(&[
+            s("%I.%I = %L, %s%%, %2$s"),
+            s("public"),
+            s("Sales"),
+            s("it's"),
+        ]);
+        assert_eq!(out, s("public.\"Sales\" = 'it''s', %, Sales"));
     }
 }

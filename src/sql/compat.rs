@@ -56,7 +56,8 @@ pub const DUPLICATE_NAME_MARK: &str = "\u{1f}kp";
 
 /// The name the client sees for a result column (see [`Naming`]).
 pub fn output_column_name(name: &str) -> &str {
-    name.split_once(DUPLICATE_NAME_MARK).map_or(name, |(n, _)| n)
+    name.split_once(DUPLICATE_NAME_MARK)
+        .map_or(name, |(n, _)| n)
 }
 
 impl VisitorMut for Naming {
@@ -81,7 +82,10 @@ fn name_items(body: &mut SetExpr) {
             // A wildcard expands to names the engine may already have from a plain
             // column of the same list (`SELECT t.oid, t.*`).
             let has_wildcard = select.projection.iter().any(|i| {
-                matches!(i, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
+                matches!(
+                    i,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
             });
             let mut taken: Vec<String> = Vec::new();
             for (position, item) in select.projection.iter_mut().enumerate() {
@@ -97,7 +101,8 @@ fn name_items(body: &mut SetExpr) {
                 match item {
                     SelectItem::UnnamedExpr(expr) => {
                         let name = crate::sql::output_name(expr);
-                        let plain = matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+                        let plain =
+                            matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
                         let unique_name = unique(name.clone(), &mut taken);
                         if !plain || unique_name != name {
                             let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
@@ -280,9 +285,7 @@ fn custom_type_name(data_type: &DataType) -> Option<String> {
 fn engine_type(name: &str) -> Option<DataType> {
     Some(match name {
         "text" | "name" | "char" | "bpchar" | "int2vector" | "oidvector" | "regnamespace_text"
-        | "character_data" | "sql_identifier" | "yes_or_no" => {
-            DataType::Text
-        }
+        | "character_data" | "sql_identifier" | "yes_or_no" => DataType::Text,
         "varchar" => DataType::Varchar(None),
         "oid" | "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" | "regoper"
         | "xid" | "cid" | "int8" => DataType::BigInt(None),
@@ -383,7 +386,10 @@ impl VisitorMut for Compat<'_, '_> {
                 }
             }
             Expr::CompoundFieldAccess { root, access_chain }
-                if matches!(access_chain.as_slice(), [AccessExpr::Dot(Expr::Identifier(_))]) =>
+                if matches!(
+                    access_chain.as_slice(),
+                    [AccessExpr::Dot(Expr::Identifier(_))]
+                ) =>
             {
                 // `(composite).field` → `get_field(composite, 'field')`.
                 if let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() {
@@ -391,6 +397,39 @@ impl VisitorMut for Compat<'_, '_> {
                     let root = std::mem::replace(root.as_mut(), Expr::Value(Value::Null.into()));
                     *expr = Expr::Function(call("get_field", vec![root, field]));
                 }
+            }
+            Expr::Like {
+                negated,
+                any: false,
+                expr: subject,
+                pattern,
+                escape_char: Some(escape),
+            }
+            | Expr::ILike {
+                negated,
+                any: false,
+                expr: subject,
+                pattern,
+                escape_char: Some(escape),
+            } if !matches!(&escape.value, Value::SingleQuotedString(e) if e == "\\") => {
+                // The engine's LIKE escapes with a backslash only: another escape
+                // character becomes a regular expression match.
+                let negated = *negated;
+                let escape = Expr::Value(escape.clone());
+                let subject = std::mem::replace(subject.as_mut(), Expr::Value(Value::Null.into()));
+                let pattern = std::mem::replace(pattern.as_mut(), Expr::Value(Value::Null.into()));
+                let case_insensitive = matches!(expr, Expr::ILike { .. });
+                let op = match (negated, case_insensitive) {
+                    (false, false) => BinaryOperator::PGRegexMatch,
+                    (true, false) => BinaryOperator::PGRegexNotMatch,
+                    (false, true) => BinaryOperator::PGRegexIMatch,
+                    (true, true) => BinaryOperator::PGRegexNotIMatch,
+                };
+                *expr = Expr::BinaryOp {
+                    left: Box::new(subject),
+                    op,
+                    right: Box::new(Expr::Function(call("kp_like_regex", vec![pattern, escape]))),
+                };
             }
             Expr::Collate { expr: inner, .. } => {
                 let inner = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
@@ -411,7 +450,11 @@ impl VisitorMut for Compat<'_, '_> {
                 } else if name == "regtype" || name == "regclass" {
                     // A name looks the object up; an OID passes through.
                     let taken = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
-                    let function = if name == "regtype" { "kp_regtype" } else { "kp_regclass" };
+                    let function = if name == "regtype" {
+                        "kp_regtype"
+                    } else {
+                        "kp_regclass"
+                    };
                     *expr = Expr::Function(call(function, vec![taken]));
                 } else if let Some(t) = engine_type(&name) {
                     *data_type = t;

@@ -11,9 +11,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias,
-    TableFactor, VisitorMut,
+    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -71,9 +70,9 @@ fn element_list(f: &Function) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        ("generate_subscripts", [array, dim]) => Some(format!(
-            "generate_series(1, array_length({array}, {dim}))"
-        )),
+        ("generate_subscripts", [array, dim]) => {
+            Some(format!("generate_series(1, array_length({array}, {dim}))"))
+        }
         ("generate_subscripts", [array, dim, reverse]) => Some(format!(
             "CASE WHEN {reverse} THEN generate_series(array_length({array}, {dim}), 1, -1) \
              ELSE generate_series(1, array_length({array}, {dim})) END"
@@ -153,10 +152,12 @@ fn rewrite_from_function(factor: &mut TableFactor) {
             && alias.columns.is_empty()
             && function != "unnest"
         {
-            alias.columns.push(datafusion::sql::sqlparser::ast::TableAliasColumnDef {
-                name: alias.name.clone(),
-                data_type: None,
-            });
+            alias
+                .columns
+                .push(datafusion::sql::sqlparser::ast::TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                });
         }
         return;
     }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -31,8 +33,6 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::ParameterStatus;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -172,10 +172,12 @@ fn bind_parameters(
             wanted = wanted.max(index);
             match index.checked_sub(1).and_then(|i| params.get(i)) {
                 Some(value) => *expr = Expr::Nested(Box::new(value.clone())),
-                None => return ControlFlow::Break(Error::Syntax(format!(
-                    "wrong number of parameters for prepared statement \"{name}\": expected {index} or more, got {}",
-                    params.len()
-                ))),
+                None => {
+                    return ControlFlow::Break(Error::Syntax(format!(
+                        "wrong number of parameters for prepared statement \"{name}\": expected {index} or more, got {}",
+                        params.len()
+                    )));
+                }
             }
         }
         ControlFlow::Continue(())
@@ -449,9 +451,9 @@ impl Handler {
             Command::Deallocate(name) => {
                 // SQL DEALLOCATE also drops statements prepared with the protocol's
                 // Parse message: PostgreSQL keeps both in one namespace.
-                let by_protocol = name.as_deref().is_some_and(|n| {
-                    client.portal_store().get_statement(n).is_some()
-                });
+                let by_protocol = name
+                    .as_deref()
+                    .is_some_and(|n| client.portal_store().get_statement(n).is_some());
                 if let (true, Some(n)) = (by_protocol, name.as_deref()) {
                     client.portal_store().rm_statement(n);
                 } else {
@@ -468,7 +470,9 @@ impl Handler {
                 Response::Execution(Tag::new("CLOSE CURSOR"))
             }
             Command::Fetch {
-                name, count, skip: true,
+                name,
+                count,
+                skip: true,
             } => {
                 let batches = objects(client).fetch(name, *count).await?;
                 let rows = batches.iter().map(RecordBatch::num_rows).sum();
@@ -605,7 +609,8 @@ impl QueryParser for Parser {
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
         Ok(match stmt {
-            Prepared::Query(plan) | Prepared::Explain(plan) | Prepared::Declare { plan, .. } => (0..plan.param_types.len())
+            Prepared::Query(plan) | Prepared::Explain(plan) | Prepared::Declare { plan, .. } => (0
+                ..plan.param_types.len())
                 .map(|i| encode::parameter_type(plan, &[], i))
                 .collect(),
             Prepared::Command(_) | Prepared::Fetch { .. } => Vec::new(),
@@ -647,7 +652,9 @@ impl ExtendedQueryHandler for Handler {
         async {
             let prepared = &portal.statement.statement;
             let params = match prepared {
-                Prepared::Query(plan) | Prepared::Declare { plan, .. } => encode::parameters(portal, plan)?,
+                Prepared::Query(plan) | Prepared::Declare { plan, .. } => {
+                    encode::parameters(portal, plan)?
+                }
                 _ => Vec::new(),
             };
             let status = client.transaction_status();
