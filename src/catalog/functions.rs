@@ -439,6 +439,12 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
         ("_pg_interval_type", any(2), DataType::Utf8, |_, _| {
             utf8(None)
         }),
+        (
+            "pg_is_other_temp_schema",
+            any(1),
+            DataType::Boolean,
+            |_, _| ScalarValue::Boolean(Some(false)),
+        ),
         ("pg_is_in_recovery", none(), DataType::Boolean, |_, _| {
             ScalarValue::Boolean(Some(false))
         }),

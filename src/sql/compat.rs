@@ -306,6 +306,38 @@ fn engine_type(name: &str) -> Option<DataType> {
 impl VisitorMut for Compat<'_, '_> {
     type Break = ();
 
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        // `FETCH FIRST n ROWS ONLY` is `LIMIT n` (keeping any OFFSET).
+        if let Some(fetch) = &query.fetch
+            && !fetch.with_ties
+            && !fetch.percent
+        {
+            let limit = Some(fetch.quantity.clone().unwrap_or_else(|| number(1)));
+            query.limit_clause = match query.limit_clause.take() {
+                None => Some(datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
+                    limit,
+                    offset: None,
+                    limit_by: Vec::new(),
+                }),
+                Some(datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
+                    limit: None,
+                    offset,
+                    limit_by,
+                }) => Some(datafusion::sql::sqlparser::ast::LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                }),
+                other => {
+                    query.limit_clause = other;
+                    return ControlFlow::Continue(());
+                }
+            };
+            query.fetch = None;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         // `CAST(CAST(oid AS regtype) AS text)` is the type's name.
         if let Expr::Cast {
@@ -784,6 +816,14 @@ mod tests {
         assert_eq!(
             rewrite("SELECT 'sales'::regclass AS r"),
             "SELECT kp_regclass('sales') AS r"
+        );
+    }
+
+    #[test]
+    fn fetch_first_is_a_limit() {
+        assert_eq!(
+            rewrite("SELECT a FROM t ORDER BY a OFFSET 2 ROWS FETCH NEXT 3 ROWS ONLY"),
+            "SELECT a FROM t ORDER BY a LIMIT 3 OFFSET 2 ROWS"
         );
     }
 
