@@ -46,7 +46,7 @@ impl QueryPlan {
     pub fn schema(&self) -> SchemaRef {
         let schema = self.plan.schema().as_arrow();
         let fields = schema.fields().iter().map(|f| {
-            let name = compat::output_column_name(f.name());
+            let name = crate::sql::naming::output_column_name(f.name());
             if name == f.name() {
                 f.clone()
             } else {

@@ -262,7 +262,13 @@ fn classify_message(message: String, planning: bool) -> Error {
         .strip_prefix("schema error: no field named ")
         .or_else(|| lower.strip_prefix("no field named "))
     {
-        let name = name.split(['.', ' ']).next().unwrap_or_default();
+        // `no field named t.col. did you mean ...`: the column, without its qualifier.
+        let name = name
+            .split(". ")
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('.');
+        let name = name.rsplit('.').next().unwrap_or_default();
         Error::UnknownColumn {
             name: name.trim_matches('"').to_string(),
             hint: None,

@@ -201,18 +201,6 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
         ("pg_get_userbyid", any(1), DataType::Utf8, |_, _| {
             utf8(Some("kpitables".into()))
         }),
-        ("pg_table_is_visible", any(1), DataType::Boolean, |_, _| {
-            ScalarValue::Boolean(Some(true))
-        }),
-        ("pg_type_is_visible", any(1), DataType::Boolean, |_, _| {
-            ScalarValue::Boolean(Some(true))
-        }),
-        (
-            "pg_function_is_visible",
-            any(1),
-            DataType::Boolean,
-            |_, _| ScalarValue::Boolean(Some(true)),
-        ),
         ("format_type", any(2), DataType::Utf8, |_, a| {
             let oid = a.first().and_then(int).and_then(|o| u32::try_from(o).ok());
             let typmod = a
@@ -278,36 +266,6 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
         ("pg_encoding_to_char", any(1), DataType::Utf8, |_, _| {
             utf8(Some("UTF8".into()))
         }),
-        (
-            "has_table_privilege",
-            variadic(),
-            DataType::Boolean,
-            |_, _| ScalarValue::Boolean(Some(true)),
-        ),
-        (
-            "has_schema_privilege",
-            variadic(),
-            DataType::Boolean,
-            |_, _| ScalarValue::Boolean(Some(true)),
-        ),
-        (
-            "has_database_privilege",
-            variadic(),
-            DataType::Boolean,
-            |_, _| ScalarValue::Boolean(Some(true)),
-        ),
-        (
-            "has_column_privilege",
-            variadic(),
-            DataType::Boolean,
-            |_, _| ScalarValue::Boolean(Some(true)),
-        ),
-        (
-            "has_any_column_privilege",
-            variadic(),
-            DataType::Boolean,
-            |_, _| ScalarValue::Boolean(Some(true)),
-        ),
         (
             "pg_relation_size",
             arities(&[1, 2]),
@@ -480,8 +438,13 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             ScalarValue::Int64(d.relations.get(name).copied().or_else(|| catalog_oid(name)))
         }),
     ];
+    // Every object is visible on the search path and every privilege is granted: the
+    // catalogs list only what the model exposes to every user.
     let mut functions = functions;
-    for name in [
+    let visible = [
+        "pg_table_is_visible",
+        "pg_type_is_visible",
+        "pg_function_is_visible",
         "pg_collation_is_visible",
         "pg_conversion_is_visible",
         "pg_operator_is_visible",
@@ -489,10 +452,20 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
         "pg_opfamily_is_visible",
         "pg_statistics_obj_is_visible",
         "pg_ts_config_is_visible",
-    ] {
-        functions.push((name, any(1), DataType::Boolean, |_, _| {
-            ScalarValue::Boolean(Some(true))
-        }));
+    ];
+    let privileges = [
+        "has_table_privilege",
+        "has_schema_privilege",
+        "has_database_privilege",
+        "has_column_privilege",
+        "has_any_column_privilege",
+    ];
+    let always_true: Imp = |_, _| ScalarValue::Boolean(Some(true));
+    for name in visible {
+        functions.push((name, any(1), DataType::Boolean, always_true));
+    }
+    for name in privileges {
+        functions.push((name, variadic(), DataType::Boolean, always_true));
     }
     for (name, signature, return_type, imp) in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(PgFunction {

@@ -7,24 +7,25 @@
 //! - casts to `oid`, `name`, `"char"`, `regtype`, `regproc`, `regnamespace` → the engine's
 //!   types; `'name'::regclass` → the relation's OID;
 //! - `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`;
-//! - a scalar subquery that selects one plain value under a WHERE clause (the lookups
-//!   catalog queries make) → the same subquery selecting `max(value)`: the engine wants
-//!   correlated scalar subqueries aggregated. Where PostgreSQL would raise "more than one
-//!   row returned by a subquery", kpitables returns the largest value;
-//! - an integer constant that is a whole select item and fits 32 bits is `int4`, as in
-//!   PostgreSQL (`SELECT 1` keep-alives); elsewhere constants keep the engine's types;
 //! - session functions (`current_user`, `session_user`, `current_database()`,
-//!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values.
+//!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values;
+//! - `LIKE ... ESCAPE` with another character than `\` → a regular expression match;
+//!   `(composite).field` → `get_field`; `FETCH FIRST n ROWS ONLY` → `LIMIT n`; functions
+//!   the engine has under another form (`date(x)`, `age`, `to_regtype`, ...).
+//!
+//! [`apply`] runs them after [`super::naming`] (result column names, taken before any
+//! rule changes an expression) and [`super::set_returning`]; correlated lookups are
+//! reshaped by [`super::subquery`].
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArguments, GroupByExpr, Ident, LambdaFunction, LambdaFunctionParameter, LambdaSyntax,
-    ObjectName, ObjectNamePart, OneOrManyWithParens, Query, SelectItem, SetExpr, Statement,
-    TableFactor, Value, VisitMut, VisitorMut,
+    FunctionArguments, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, OneOrManyWithParens,
+    Query, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
 };
 
+use super::{call, last_name, strip_function_schema};
 use crate::session::Session;
 
 /// Session facts that replace session functions.
@@ -38,135 +39,10 @@ pub struct SessionFacts<'a> {
 
 /// Apply every compatibility rule to `statement`.
 pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) {
-    let _ = statement.visit(&mut Naming);
+    let _ = statement.visit(&mut super::naming::Naming);
     let _ = statement.visit(&mut super::set_returning::SetReturning);
     let mut v = Compat { facts };
     let _ = statement.visit(&mut v);
-}
-
-/// Give every unnamed select item the name PostgreSQL gives it (`count`, `version`,
-/// `?column?`), before other rules change the expressions. PostgreSQL allows one name
-/// twice in a select list (`SELECT n.oid, c.oid`); the engine does not, so a repeated
-/// name gets [`DUPLICATE_NAME_MARK`] and a number, which [`output_column_name`] removes
-/// again when the result columns are described to the client.
-struct Naming;
-
-/// Separates a repeated output name from the number that makes it unique.
-pub const DUPLICATE_NAME_MARK: &str = "\u{1f}kp";
-
-/// The name the client sees for a result column (see [`Naming`]).
-pub fn output_column_name(name: &str) -> &str {
-    name.split_once(DUPLICATE_NAME_MARK)
-        .map_or(name, |(n, _)| n)
-}
-
-impl VisitorMut for Naming {
-    type Break = ();
-    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        name_items(query.body.as_mut());
-        ControlFlow::Continue(())
-    }
-}
-
-fn alias_name(alias: &Ident) -> String {
-    if alias.quote_style.is_some() {
-        alias.value.clone()
-    } else {
-        alias.value.to_lowercase()
-    }
-}
-
-fn name_items(body: &mut SetExpr) {
-    match body {
-        SetExpr::Select(select) => {
-            // A wildcard expands to names the engine may already have from a plain
-            // column of the same list (`SELECT t.oid, t.*`).
-            let has_wildcard = select.projection.iter().any(|i| {
-                matches!(
-                    i,
-                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
-                )
-            });
-            let mut taken: Vec<String> = Vec::new();
-            for (position, item) in select.projection.iter_mut().enumerate() {
-                let unique = |name: String, taken: &mut Vec<String>| {
-                    let name = if taken.contains(&name) || has_wildcard {
-                        format!("{name}{DUPLICATE_NAME_MARK}{position}")
-                    } else {
-                        name
-                    };
-                    taken.push(name.clone());
-                    name
-                };
-                match item {
-                    SelectItem::UnnamedExpr(expr) => {
-                        let name = crate::sql::output_name(expr);
-                        let plain =
-                            matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
-                        let unique_name = unique(name.clone(), &mut taken);
-                        if !plain || unique_name != name {
-                            let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-                            *item = SelectItem::ExprWithAlias {
-                                expr,
-                                alias: Ident::with_quote('"', unique_name),
-                            };
-                        }
-                    }
-                    SelectItem::ExprWithAlias { alias, .. } => {
-                        let name = alias_name(alias);
-                        let unique_name = unique(name.clone(), &mut taken);
-                        if unique_name != name {
-                            *alias = Ident::with_quote('"', unique_name);
-                        }
-                    }
-                    _ => {}
-                }
-                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
-                {
-                    int4_constant(e);
-                }
-            }
-        }
-        SetExpr::SetOperation { left, .. } => name_items(left),
-        SetExpr::Query(q) => name_items(q.body.as_mut()),
-        _ => {}
-    }
-}
-
-/// `1` → `CAST(1 AS INT)` when the constant fits 32 bits.
-fn int4_constant(expr: &mut Expr) {
-    if let Expr::Value(v) = expr
-        && let Value::Number(n, false) = &v.value
-        && n.parse::<i32>().is_ok()
-    {
-        let constant = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-        *expr = Expr::Cast {
-            kind: CastKind::Cast,
-            expr: Box::new(constant),
-            data_type: DataType::Integer(None),
-            array: false,
-            format: None,
-        };
-    }
-}
-
-/// The name PostgreSQL gives a cast of a constant (`SELECT 1::int` is `int4`).
-pub fn type_display_name(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4".into(),
-        DataType::BigInt(_) | DataType::Int8(_) => "int8".into(),
-        DataType::SmallInt(_) | DataType::Int2(_) => "int2".into(),
-        DataType::Text => "text".into(),
-        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar".into(),
-        DataType::Boolean | DataType::Bool => "bool".into(),
-        DataType::Real | DataType::Float4 => "float4".into(),
-        DataType::DoublePrecision | DataType::Float8 => "float8".into(),
-        DataType::Numeric(_) | DataType::Decimal(_) => "numeric".into(),
-        DataType::Date => "date".into(),
-        DataType::Timestamp(_, _) => "timestamp".into(),
-        DataType::Custom(name, _) => last_name(name),
-        other => other.to_string().to_lowercase(),
-    }
 }
 
 struct Compat<'a, 'b> {
@@ -179,24 +55,6 @@ fn string(s: impl Into<String>) -> Expr {
 
 fn number(n: i64) -> Expr {
     Expr::Value(Value::Number(n.to_string(), false).into())
-}
-
-fn last_name(name: &ObjectName) -> String {
-    name.0
-        .last()
-        .and_then(ObjectNamePart::as_ident)
-        .map(|i| i.value.to_lowercase())
-        .unwrap_or_default()
-}
-
-/// Function names: `information_schema._pg_*` helpers are registered unqualified.
-fn strip_function_schema(name: &mut ObjectName) {
-    if name.0.len() == 2 {
-        let first = name.0[0].as_ident().map(|i| i.value.to_lowercase());
-        if matches!(first.as_deref(), Some("pg_catalog" | "information_schema")) {
-            name.0.remove(0);
-        }
-    }
 }
 
 /// PostgreSQL functions the engine has under another form.
@@ -221,7 +79,7 @@ fn equivalent_function(f: &Function) -> Option<Expr> {
         }
         _ => return None,
     };
-    super::set_returning::parse_expr(&sql)
+    super::parse_expr(&sql)
 }
 
 fn first_string_arg(f: &Function) -> Option<String> {
@@ -363,7 +221,7 @@ impl VisitorMut for Compat<'_, '_> {
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Subquery(query) => {
-                if let Some(hoisted) = aggregate_scalar_lookup(query) {
+                if let Some(hoisted) = super::subquery::aggregate_scalar_lookup(query) {
                     let subquery = std::mem::replace(expr, Expr::Value(Value::Null.into()));
                     *expr = Expr::Case {
                         case_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
@@ -501,165 +359,6 @@ impl VisitorMut for Compat<'_, '_> {
     }
 }
 
-/// `(SELECT v FROM ... WHERE ...)` → `(SELECT max(v) FROM ... WHERE ...)`, with outer
-/// columns equated to inner ones substituted in the other conditions, and conditions on
-/// outer columns only returned to be hoisted out (`CASE WHEN cond THEN (subquery) END`;
-/// exact because `max` over no rows is NULL).
-fn aggregate_scalar_lookup(query: &mut Query) -> Option<Expr> {
-    if query.order_by.is_some() || query.limit_clause.is_some() || query.with.is_some() {
-        return None;
-    }
-    let SetExpr::Select(select) = query.body.as_mut() else {
-        return None;
-    };
-    let plain = select.selection.is_some()
-        && select.having.is_none()
-        && select.distinct.is_none()
-        && matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
-        && !select.from.is_empty();
-    if !plain || select.projection.len() != 1 {
-        return None;
-    }
-    let item = match &mut select.projection[0] {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
-        _ => return None,
-    };
-    if crate::sql::contains_aggregate(item) || matches!(item, Expr::Value(_)) {
-        return None;
-    }
-    let value = std::mem::replace(item, Expr::Value(Value::Null.into()));
-    *item = Expr::Function(call("max", vec![value]));
-
-    let inner = from_aliases(select);
-    let selection = select.selection.take()?;
-    let mut conjuncts = crate::sql::split_and(selection);
-    // outer column → inner column, from `inner = outer` conditions
-    let mut equal: Vec<(Expr, Expr)> = Vec::new();
-    for c in &conjuncts {
-        if let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } = c
-        {
-            match (side(left, &inner), side(right, &inner)) {
-                (Side::Inner, Side::Outer) => equal.push(((**right).clone(), (**left).clone())),
-                (Side::Outer, Side::Inner) => equal.push(((**left).clone(), (**right).clone())),
-                _ => {}
-            }
-        }
-    }
-    let mut hoisted = Vec::new();
-    let mut kept = Vec::new();
-    for mut c in conjuncts.drain(..) {
-        let is_equality = matches!(&c, Expr::BinaryOp { left, op: BinaryOperator::Eq, right }
-            if matches!((side(left, &inner), side(right, &inner)), (Side::Inner, Side::Outer) | (Side::Outer, Side::Inner)));
-        if !is_equality {
-            let mut sub = Substitute { equal: &equal };
-            let _ = c.visit(&mut sub);
-        }
-        if side(&c, &inner) == Side::Outer {
-            hoisted.push(c);
-        } else {
-            kept.push(c);
-        }
-    }
-    select.selection = and_all(kept);
-    and_all(hoisted)
-}
-
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-enum Side {
-    /// Only columns of the subquery's own FROM (or no columns).
-    Inner,
-    /// Only columns qualified by other names.
-    Outer,
-    /// Both.
-    Mixed,
-}
-
-fn side(expr: &Expr, inner: &[String]) -> Side {
-    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
-    struct V<'a> {
-        inner: &'a [String],
-        seen_inner: bool,
-        seen_outer: bool,
-    }
-    impl Visitor for V<'_> {
-        type Break = ();
-        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            match expr {
-                Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-                    let qualifier = parts[parts.len() - 2].value.to_lowercase();
-                    if self.inner.contains(&qualifier) {
-                        self.seen_inner = true;
-                    } else {
-                        self.seen_outer = true;
-                    }
-                }
-                Expr::Identifier(_) => self.seen_inner = true,
-                _ => {}
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = V {
-        inner,
-        seen_inner: false,
-        seen_outer: false,
-    };
-    let _ = expr.visit(&mut v);
-    match (v.seen_inner, v.seen_outer) {
-        (_, false) => Side::Inner,
-        (false, true) => Side::Outer,
-        (true, true) => Side::Mixed,
-    }
-}
-
-struct Substitute<'a> {
-    equal: &'a [(Expr, Expr)],
-}
-
-impl VisitorMut for Substitute<'_> {
-    type Break = ();
-    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Some((_, inner)) = self.equal.iter().find(|(outer, _)| outer == expr) {
-            *expr = inner.clone();
-        }
-        ControlFlow::Continue(())
-    }
-}
-
-fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut add = |factor: &TableFactor| match factor {
-        TableFactor::Table { name, alias, .. } => out.push(
-            alias
-                .as_ref()
-                .map(|a| a.name.value.to_lowercase())
-                .unwrap_or_else(|| last_name(name)),
-        ),
-        TableFactor::Derived { alias: Some(a), .. }
-        | TableFactor::Function { alias: Some(a), .. } => out.push(a.name.value.to_lowercase()),
-        _ => {}
-    };
-    for twj in &select.from {
-        add(&twj.relation);
-        for j in &twj.joins {
-            add(&j.relation);
-        }
-    }
-    out
-}
-
-fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
-    exprs.into_iter().reduce(|a, b| Expr::BinaryOp {
-        left: Box::new(a),
-        op: BinaryOperator::And,
-        right: Box::new(b),
-    })
-}
-
 /// `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`.
 fn array_of_unnest(f: &Function) -> Option<Expr> {
     let FunctionArguments::Subquery(query) = &f.args else {
@@ -712,26 +411,6 @@ fn array_of_unnest(f: &Function) -> Option<Expr> {
         syntax: LambdaSyntax::Arrow,
     });
     Some(Expr::Function(call("array_transform", vec![array, lambda])))
-}
-
-fn call(name: &str, args: Vec<Expr>) -> Function {
-    Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(datafusion::sql::sqlparser::ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    }
 }
 
 #[cfg(test)]

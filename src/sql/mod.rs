@@ -5,7 +5,9 @@
 //! take are smoothed in [`compat`], each rule with its test.
 
 pub mod compat;
+pub mod naming;
 pub mod set_returning;
+pub mod subquery;
 
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, Expr, FetchDirection, ObjectNamePart, Reset, Set, Statement, Value,
@@ -204,7 +206,7 @@ pub fn output_name(expr: &Expr) -> String {
         Expr::Cast {
             expr, data_type, ..
         } => match expr.as_ref() {
-            Expr::Value(_) => compat::type_display_name(data_type),
+            Expr::Value(_) => naming::type_display_name(data_type),
             inner => output_name(inner),
         },
         Expr::Nested(inner) => output_name(inner),
@@ -536,5 +538,58 @@ fn verb(statement: &Statement) -> String {
         }
         (Some(a), _) => a.to_uppercase(),
         _ => "this statement".into(),
+    }
+}
+
+/// A plain call `name(args)`.
+pub(crate) fn call(name: &str, args: Vec<Expr>) -> datafusion::sql::sqlparser::ast::Function {
+    use datafusion::sql::sqlparser::ast::{
+        Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    };
+    Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(datafusion::sql::sqlparser::ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    }
+}
+
+/// Parse one expression. The rules build expressions from rendered parts of the
+/// client's own syntax tree, so the text parses back.
+pub(crate) fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+/// The last part of a name, lower case (`pg_catalog.Foo` → `foo`).
+pub(crate) fn last_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(ObjectNamePart::as_ident)
+        .map(|i| i.value.to_lowercase())
+        .unwrap_or_default()
+}
+
+/// Function names: `information_schema._pg_*` helpers are registered unqualified.
+pub(crate) fn strip_function_schema(name: &mut datafusion::sql::sqlparser::ast::ObjectName) {
+    if name.0.len() == 2 {
+        let first = name.0[0].as_ident().map(|i| i.value.to_lowercase());
+        if matches!(first.as_deref(), Some("pg_catalog" | "information_schema")) {
+            name.0.remove(0);
+        }
     }
 }

@@ -23,17 +23,16 @@ const ENGINE_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
 /// The visitor applying both rules.
 pub struct SetReturning;
 
+/// The function's name as registered: lower case, without a catalog schema.
 fn function_name(name: &ObjectName) -> String {
-    let parts: Vec<String> = name
-        .0
+    let mut name = name.clone();
+    super::strip_function_schema(&mut name);
+    name.0
         .iter()
         .filter_map(ObjectNamePart::as_ident)
         .map(|i| i.value.to_lowercase())
-        .collect();
-    match parts.as_slice() {
-        [schema, name] if schema == "pg_catalog" || schema == "information_schema" => name.clone(),
-        _ => parts.join("."),
-    }
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn args_of(f: &Function) -> Vec<Expr> {
@@ -47,16 +46,6 @@ fn args_of(f: &Function) -> Vec<Expr> {
             _ => None,
         })
         .collect()
-}
-
-/// Parse an expression built from rendered parts (the parts are our own AST, so they
-/// render to SQL that parses back).
-pub fn parse_expr(sql: &str) -> Option<Expr> {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .ok()?
-        .parse_expr()
-        .ok()
 }
 
 /// The list a set-returning call returns one row per element of, as SQL.
@@ -109,7 +98,7 @@ fn rewrite_item(expr: &mut Expr) {
         Expr::Nested(inner) => return rewrite_item(inner),
         _ => None,
     };
-    if let Some(unnested) = list.and_then(|l| parse_expr(&format!("unnest({l})"))) {
+    if let Some(unnested) = list.and_then(|l| super::parse_expr(&format!("unnest({l})"))) {
         *expr = unnested;
     }
 }
@@ -169,7 +158,7 @@ fn rewrite_from_function(factor: &mut TableFactor) {
         .or_else(|| alias.as_ref().map(|a| a.name.clone()))
         .unwrap_or_else(|| Ident::new(function.clone()));
     let select = if function == "generate_subscripts" {
-        let Some(list) = parse_expr(&call).and_then(|e| match e {
+        let Some(list) = super::parse_expr(&call).and_then(|e| match e {
             Expr::Function(f) => element_list(&f),
             _ => None,
         }) else {

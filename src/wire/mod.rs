@@ -451,13 +451,11 @@ impl Handler {
             Command::Deallocate(name) => {
                 // SQL DEALLOCATE also drops statements prepared with the protocol's
                 // Parse message: PostgreSQL keeps both in one namespace.
-                let by_protocol = name
-                    .as_deref()
-                    .is_some_and(|n| client.portal_store().get_statement(n).is_some());
-                if let (true, Some(n)) = (by_protocol, name.as_deref()) {
-                    client.portal_store().rm_statement(n);
-                } else {
-                    objects(client).deallocate(name.as_deref())?;
+                match name.as_deref() {
+                    Some(n) if client.portal_store().get_statement(n).is_some() => {
+                        client.portal_store().rm_statement(n);
+                    }
+                    other => objects(client).deallocate(other)?,
                 }
                 Response::Execution(Tag::new("DEALLOCATE"))
             }
