@@ -90,6 +90,7 @@ impl Engine {
         infer_types(&ctx, &mut semantics, &empty, &identity.database).await?;
         let catalog_tables = catalog::register(&ctx, &semantics, &identity)?;
         catalog::functions::register(&ctx, &semantics);
+        crate::operators::register(&ctx);
         Ok(Engine {
             ctx,
             semantics: Arc::new(semantics),
@@ -172,6 +173,14 @@ async fn plan_statement(
             statement,
         )))
         .await?;
+    // Backstop for the read-only invariant: nothing but a query reaches the shared engine
+    // (`SELECT INTO` would otherwise create a table every session sees).
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|_| Error::ReadOnly(plan.display().to_string()))?;
     let types = plan.get_parameter_types()?;
     let mut param_types = vec![None; types.len()];
     for (name, data_type) in types {

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod operators;
 pub mod rewrite;
 pub mod session;
 pub mod sources;

@@ -41,6 +41,7 @@ pub struct SessionFacts<'a> {
 pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) {
     let _ = statement.visit(&mut super::naming::Naming);
     let _ = statement.visit(&mut super::set_returning::SetReturning);
+    let _ = statement.visit(&mut super::literals::Literals);
     let mut v = Compat { facts };
     let _ = statement.visit(&mut v);
 }
@@ -165,6 +166,7 @@ impl VisitorMut for Compat<'_, '_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        order_by_position(query);
         // `FETCH FIRST n ROWS ONLY` is `LIMIT n` (keeping any OFFSET).
         if let Some(fetch) = &query.fetch
             && !fetch.with_ties
@@ -356,6 +358,43 @@ impl VisitorMut for Compat<'_, '_> {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// `ORDER BY f(x)` where `f(x)` is also a select item → `ORDER BY <its position>`: the
+/// same order, and the engine then sorts by the output column instead of planning the
+/// expression twice (which it refuses when the item is aliased, as in
+/// `SELECT count(oid) AS oid ... ORDER BY count(oid)`).
+fn order_by_position(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return;
+    };
+    if select.projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    }) {
+        return;
+    }
+    let Some(datafusion::sql::sqlparser::ast::OrderBy {
+        kind: datafusion::sql::sqlparser::ast::OrderByKind::Expressions(order),
+        ..
+    }) = &mut query.order_by
+    else {
+        return;
+    };
+    for o in order.iter_mut() {
+        if !matches!(o.expr, Expr::Function(_)) {
+            continue;
+        }
+        let position = select.projection.iter().position(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => *e == o.expr,
+            _ => false,
+        });
+        if let Some(i) = position {
+            o.expr = number(i64::try_from(i + 1).unwrap_or(i64::MAX));
+        }
     }
 }
 

@@ -5,12 +5,13 @@
 //! take are smoothed in [`compat`], each rule with its test.
 
 pub mod compat;
+pub mod literals;
 pub mod naming;
 pub mod set_returning;
 pub mod subquery;
 
 use datafusion::sql::sqlparser::ast::{
-    CloseCursor, Expr, FetchDirection, ObjectNamePart, Reset, Set, Statement, Value,
+    CloseCursor, Expr, FetchDirection, ObjectNamePart, Query, Reset, Set, SetExpr, Statement, Value,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -352,6 +353,9 @@ fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
 /// Classify one statement.
 pub fn classify(statement: Statement) -> Result<Command> {
     Ok(match statement {
+        Statement::Query(ref query) if selects_into(query) => {
+            return Err(Error::ReadOnly("SELECT INTO".into()));
+        }
         Statement::Query(_) => Command::Query(Box::new(statement)),
         Statement::Explain { statement, .. } => match *statement {
             Statement::Query(_) => Command::Explain(statement),
@@ -474,6 +478,19 @@ pub fn classify(statement: Statement) -> Result<Command> {
             ));
         }
     })
+}
+
+/// Whether a query's body is a `SELECT ... INTO` (which creates a table).
+fn selects_into(query: &Query) -> bool {
+    fn body(set: &SetExpr) -> bool {
+        match set {
+            SetExpr::Select(select) => select.into.is_some(),
+            SetExpr::Query(q) => body(&q.body),
+            SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
+            _ => false,
+        }
+    }
+    body(&query.body)
 }
 
 fn classify_set(set: Set) -> Result<Command> {

@@ -91,7 +91,29 @@ fn expandarray_field(root: &Expr, chain: &[AccessExpr]) -> Option<String> {
     }
 }
 
+/// `generate_series(start, stop, step)` over decimals (the engine's is integers and
+/// times only): `start + i * step` for `i` in `0..=floor((stop - start) / step)`.
+fn decimal_series(f: &Function) -> Option<Expr> {
+    let args = args_of(f);
+    let decimal = |e: &Expr| e.to_string().contains('.');
+    match (function_name(&f.name).as_str(), args.as_slice()) {
+        ("generate_series", [start, stop, step]) if args.iter().any(decimal) => {
+            super::parse_expr(&format!(
+                "(CAST({start} AS DOUBLE) + unnest(generate_series(0, \
+                 CAST(floor((CAST({stop} AS DOUBLE) - {start}) / {step}) AS BIGINT))) * {step})"
+            ))
+        }
+        _ => None,
+    }
+}
+
 fn rewrite_item(expr: &mut Expr) {
+    if let Expr::Function(f) = expr
+        && let Some(series) = decimal_series(f)
+    {
+        *expr = series;
+        return;
+    }
     let list = match expr {
         Expr::Function(f) if f.over.is_none() => element_list(f),
         Expr::CompoundFieldAccess { root, access_chain } => expandarray_field(root, access_chain),

@@ -140,9 +140,50 @@ fn text_value(array: &ArrayRef, row: usize) -> Option<String> {
         Ok(ScalarValue::Utf8(s)) | Ok(ScalarValue::Utf8View(s)) | Ok(ScalarValue::LargeUtf8(s)) => {
             s
         }
+        Ok(ScalarValue::IntervalMonthDayNano(Some(i))) => {
+            Some(interval_text(i.months, i.days, i.nanoseconds / 1000))
+        }
+        Ok(ScalarValue::IntervalDayTime(Some(i))) => {
+            Some(interval_text(0, i.days, i64::from(i.milliseconds) * 1000))
+        }
+        Ok(ScalarValue::IntervalYearMonth(Some(m))) => Some(interval_text(m, 0, 0)),
         Ok(other) => Some(other.to_string()),
         Err(_) => None,
     }
+}
+
+/// An interval in PostgreSQL's default output style: `1 year 2 mons 3 days 04:05:06.5`.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut parts = Vec::new();
+    let (years, months) = (months / 12, months % 12);
+    let unit = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if years != 0 {
+        parts.push(unit(i64::from(years), "year", "years"));
+    }
+    if months != 0 {
+        parts.push(unit(i64::from(months), "mon", "mons"));
+    }
+    if days != 0 {
+        parts.push(unit(i64::from(days), "day", "days"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let micros = micros.unsigned_abs();
+        let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
+        let mut time = format!(
+            "{sign}{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        if frac != 0 {
+            let digits = format!("{frac:06}");
+            time.push('.');
+            time.push_str(digits.trim_end_matches('0'));
+        }
+        parts.push(time);
+    }
+    parts.join(" ")
 }
 
 fn array_item(s: &str) -> String {
@@ -298,4 +339,19 @@ pub fn parameters(
         values.push(value);
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interval_text;
+
+    #[test]
+    fn intervals_read_as_postgresql_writes_them() {
+        assert_eq!(interval_text(0, 5, 0), "5 days");
+        assert_eq!(interval_text(14, 1, 0), "1 year 2 mons 1 day");
+        assert_eq!(interval_text(0, 0, 0), "00:00:00");
+        assert_eq!(interval_text(0, -1, 0), "-1 days");
+        assert_eq!(interval_text(0, 0, 3_723_500_000), "01:02:03.5");
+        assert_eq!(interval_text(0, 0, -60_000_000), "-00:01:00");
+    }
 }
