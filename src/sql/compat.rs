@@ -167,6 +167,14 @@ impl VisitorMut for Compat<'_, '_> {
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         order_by_position(query);
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    super::subquery::exists_in_select_list(e);
+                }
+            }
+        }
         // `FETCH FIRST n ROWS ONLY` is `LIMIT n` (keeping any OFFSET).
         if let Some(fetch) = &query.fetch
             && !fetch.with_ties
@@ -223,19 +231,7 @@ impl VisitorMut for Compat<'_, '_> {
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Subquery(query) => {
-                if let Some(hoisted) = super::subquery::aggregate_scalar_lookup(query) {
-                    let subquery = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-                    *expr = Expr::Case {
-                        case_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-                        end_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
-                        operand: None,
-                        conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                            condition: hoisted,
-                            result: subquery,
-                        }],
-                        else_result: None,
-                    };
-                }
+                *expr = super::subquery::scalar(query);
             }
             Expr::Function(f)
                 if matches!(f.args, FunctionArguments::Subquery(_))
@@ -493,6 +489,65 @@ mod tests {
             ),
             "SELECT 'ann' AS \"current_user\", 'kpitables' AS \"current_database\", '' AS \"current_setting\", 7 AS \"pg_backend_pid\""
         );
+    }
+
+    /// Runs `sql` after the compat rules, and `expected_sql` as written, on small tables.
+    async fn same_answer(sql: &str, expected_sql: &str) {
+        let ctx = datafusion::prelude::SessionContext::new();
+        for ddl in [
+            "CREATE TABLE o AS SELECT * FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c')) AS v(x, name)",
+            "CREATE TABLE t AS SELECT * FROM (VALUES (1, 'one', make_array(1, 2)), \
+             (2, 'two', make_array(3)), (2, 'two', make_array(4))) AS v(k, v, arr)",
+        ] {
+            ctx.sql(ddl)
+                .await
+                .expect("ddl")
+                .collect()
+                .await
+                .expect("ddl runs");
+        }
+        let run = |q: String| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx.sql(&q).await?.collect().await?;
+                Ok::<_, datafusion::error::DataFusionError>(
+                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+                        .to_string()
+                        .lines()
+                        .skip(3)
+                        .map(str::to_string)
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let ours = run(rewrite(sql)).await.expect("rewritten query runs");
+        let expected = run(expected_sql.to_string())
+            .await
+            .expect("expected query runs");
+        assert_eq!(ours, expected, "{}", rewrite(sql));
+        assert!(ours.len() > 2, "{ours:?}");
+    }
+
+    #[tokio::test]
+    async fn exists_in_a_select_list_answers_as_a_join() {
+        same_answer(
+            "SELECT o.x, EXISTS (SELECT 1 FROM t WHERE t.k = o.x AND o.x = ANY (t.arr)) AS e, \
+             NOT EXISTS (SELECT null FROM t WHERE t.k = o.x) AS n FROM o ORDER BY o.x",
+            "SELECT o.x, coalesce(bool_or(array_has(t.arr, o.x)), false) AS e, \
+             count(t.k) = 0 AS n FROM o LEFT JOIN t ON t.k = o.x GROUP BY o.x ORDER BY o.x",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn select_item_of_outer_and_inner_columns_answers_as_a_join() {
+        same_answer(
+            "SELECT o.x, (SELECT o.name || '-' || t.v FROM t WHERE t.k = o.x AND t.k < 2) AS m \
+             FROM o ORDER BY o.x",
+            "SELECT o.x, o.name || '-' || t.v AS m FROM o LEFT JOIN t ON t.k = o.x AND t.k < 2 \
+             ORDER BY o.x",
+        )
+        .await;
     }
 
     #[test]

@@ -86,3 +86,19 @@ def duck():
         f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)"
     )
     return db
+
+
+_SKIPPED = []
+
+
+def pytest_runtest_logreport(report):
+    """A skipped test is not a passing one: the run fails when any test was skipped
+    (tests/run-all.sh installs everything the tests need)."""
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and session.exitstatus == 0:
+        print(f"\n{len(_SKIPPED)} test(s) skipped, which fails the run: {_SKIPPED}")
+        session.exitstatus = 1

@@ -32,11 +32,6 @@ def test_inspector_schemas_tables_and_views(engine):
         assert inspector.get_view_definition(name, schema="public")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLAlchemy's get_columns query has a correlated scalar subquery whose select "
-    "list reads an outer column (pg_attribute.attidentity); the engine cannot plan it yet",
-)
 def test_inspector_columns_with_types_and_comments(engine):
     from sqlalchemy import inspect
     from sqlalchemy.types import DATE, NUMERIC, TEXT
