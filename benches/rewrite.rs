@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
     let facts = SessionFacts {
         session: &session,
         database: "kpitables",
+        temp_tables: None,
     };
     let mut group = c.benchmark_group("parse_rewrite_plan");
     for (name, sql) in QUERIES {

@@ -14,8 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+};
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -39,19 +43,34 @@ pub struct QueryPlan {
     pub report: RewriteReport,
     /// Inferred type of each parameter `$1..$n` (None when unknown).
     pub param_types: Vec<Option<DataType>>,
+    /// For each result column read straight from a view: the view's OID and the column's
+    /// number (sent in RowDescription, as PostgreSQL does for a table column).
+    pub origins: Vec<Option<rewrite::ColumnOrigin>>,
 }
+
+/// Field metadata key for the OID of the view a result column comes from.
+pub const TABLE_OID_KEY: &str = "kpitables.table_oid";
+/// Field metadata key for the column number of a result column in its view.
+pub const COLUMN_NUMBER_KEY: &str = "kpitables.column_number";
 
 impl QueryPlan {
     /// Result columns.
     pub fn schema(&self) -> SchemaRef {
         let schema = self.plan.schema().as_arrow();
-        let fields = schema.fields().iter().map(|f| {
+        let fields = schema.fields().iter().enumerate().map(|(i, f)| {
             let name = crate::sql::naming::output_column_name(f.name());
-            if name == f.name() {
-                f.clone()
-            } else {
-                Arc::new(f.as_ref().clone().with_name(name))
+            let origin = self.origins.get(i).copied().flatten();
+            if name == f.name() && origin.is_none() {
+                return f.clone();
             }
+            let mut field = f.as_ref().clone().with_name(name);
+            if let Some(origin) = origin {
+                let mut metadata = field.metadata().clone();
+                metadata.insert(TABLE_OID_KEY.into(), origin.table_oid.to_string());
+                metadata.insert(COLUMN_NUMBER_KEY.into(), origin.column_number.to_string());
+                field = field.with_metadata(metadata);
+            }
+            Arc::new(field)
         });
         Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
             fields.collect::<Vec<_>>(),
@@ -116,12 +135,47 @@ impl Engine {
         facts: &SessionFacts<'_>,
     ) -> Result<QueryPlan> {
         compat::apply(&mut statement, facts);
+        compat::check_supported(&statement)?;
+        let temp_names: HashSet<String> = facts
+            .temp_tables
+            .as_ref()
+            .map(|t| t.table_names().into_iter().collect())
+            .unwrap_or_default();
         let cx = RewriteContext {
             semantics: &self.semantics,
             catalog_tables: &self.catalog_tables,
             database: &self.database,
+            temp_tables: &temp_names,
         };
-        plan_statement(&self.ctx, statement, &cx).await
+        match &facts.temp_tables {
+            None => plan_statement(&self.ctx, statement, &cx).await,
+            Some(temp) => {
+                // This statement only: the shared catalog's schemas plus the session's
+                // temporary tables. The shared catalog is never changed.
+                let shared = self.ctx.state();
+                let catalogs = Arc::new(MemoryCatalogProviderList::new());
+                for name in shared.catalog_list().catalog_names() {
+                    let Some(catalog) = shared.catalog_list().catalog(&name) else {
+                        continue;
+                    };
+                    let copy = Arc::new(MemoryCatalogProvider::new());
+                    for schema in catalog.schema_names() {
+                        if let Some(provider) = catalog.schema(&schema) {
+                            copy.register_schema(&schema, provider)?;
+                        }
+                    }
+                    if name == "kpitables" {
+                        copy.register_schema(crate::temp::TEMP_SCHEMA, Arc::clone(temp))?;
+                    }
+                    catalogs.register_catalog(name, copy);
+                }
+                let state = SessionStateBuilder::new_from_existing(shared)
+                    .with_catalog_list(catalogs)
+                    .build();
+                let ctx = SessionContext::new_with_state(state);
+                plan_statement(&ctx, statement, &cx).await
+            }
+        }
     }
 
     /// Execute a plan with parameter values for `$1..$n`.
@@ -162,10 +216,14 @@ async fn plan_statement(
     cx: &RewriteContext<'_>,
 ) -> Result<QueryPlan> {
     let mut report = RewriteReport::default();
-    match &mut statement {
-        Statement::Query(query) => rewrite::rewrite_query(query, cx, &mut report)?,
+    let origins = match &mut statement {
+        Statement::Query(query) => {
+            let origins = rewrite::column_origins(query, cx.semantics);
+            rewrite::rewrite_query(query, cx, &mut report)?;
+            origins
+        }
         _ => return Err(Error::Internal("only queries are planned".into())),
-    }
+    };
     let rewritten_sql = statement.to_string();
     let state = ctx.state();
     let plan = state
@@ -197,6 +255,7 @@ async fn plan_statement(
         rewritten_sql,
         report,
         param_types,
+        origins,
     })
 }
 
@@ -279,10 +338,12 @@ async fn column_type(
     let statement = crate::sql::parse(&sql)?
         .pop()
         .ok_or_else(|| Error::Internal("empty type probe".into()))?;
+    let no_temp_tables = HashSet::new();
     let cx = RewriteContext {
         semantics,
         catalog_tables,
         database,
+        temp_tables: &no_temp_tables,
     };
     let plan = plan_statement(ctx, statement, &cx).await.map_err(|e| {
         Error::Model(vec![crate::error::ModelIssue {

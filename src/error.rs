@@ -61,6 +61,9 @@ pub enum Error {
         /// "did you mean ...?" when a close name exists.
         hint: Option<String>,
     },
+    /// `CREATE TEMP TABLE` of a name the session already has.
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
     /// An expression of the wrong type.
     #[error("{0}")]
     TypeMismatch(String),
@@ -166,6 +169,7 @@ impl Error {
             Error::Syntax(_) => "42601",
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownRelation { .. } => "42P01",
+            Error::DuplicateTable(_) => "42P07",
             Error::TypeMismatch(_) => "42804",
             Error::UndefinedFunction(_) => "42883",
             Error::InvalidValue(_) => "22P02",
@@ -206,6 +210,7 @@ impl Error {
                 Some("kpitables serves governed metrics read-only; change the model instead".into())
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
+            Error::DuplicateTable(_) => Some("DROP TABLE it first, or choose another name".into()),
             Error::UnknownSetting(_) => {
                 Some("SHOW ALL lists the parameters kpitables knows".into())
             }

@@ -28,5 +28,6 @@ pub mod rewrite;
 pub mod session;
 pub mod sources;
 pub mod sql;
+pub mod temp;
 pub mod types;
 pub mod wire;

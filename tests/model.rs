@@ -262,6 +262,7 @@ async fn a_dimension_not_reachable_from_a_metric_is_refused_with_the_reason() {
     let facts = SessionFacts {
         session: &session,
         database: "kpitables",
+        temp_tables: None,
     };
     let statement = kpitables::sql::parse("SELECT label, revenue FROM v")
         .expect("parse")

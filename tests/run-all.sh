@@ -24,6 +24,10 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
 command -v isql >/dev/null || need_apt+=(unixodbc)
 [ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || need_apt+=(odbc-postgresql)
+# LibreOffice Calc, its ODBC database driver and its Python bridge (test_libreoffice.py).
+command -v soffice >/dev/null || need_apt+=(libreoffice-calc-nogui)
+[ -f /usr/lib/libreoffice/program/libodbclo.so ] || need_apt+=(libreoffice-base-drivers)
+/usr/bin/python3 -c 'import uno' 2>/dev/null || need_apt+=(python3-uno)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]}"
   as_root apt-get update -qq
@@ -37,6 +41,16 @@ if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psyco
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r tests/clients/requirements.txt
 fi
+
+# Apache Superset in a virtualenv of its own (tests/clients/test_superset.py).
+SUPERSET_VENV=$CACHE/superset-venv
+if ! "$SUPERSET_VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ["superset", "psycopg2", "rich", "cachetools"]))' 2>/dev/null; then
+  step "installing Apache Superset in $SUPERSET_VENV"
+  python3 -m venv "$SUPERSET_VENV"
+  "$SUPERSET_VENV/bin/pip" install -q --upgrade pip
+  "$SUPERSET_VENV/bin/pip" install -q -r tests/clients/superset/requirements.txt -c tests/clients/superset/constraints.txt
+fi
+export KPITABLES_SUPERSET_VENV=$SUPERSET_VENV
 
 if [ ! -d tests/clients/node_modules/pg ]; then
   step "installing node-postgres"

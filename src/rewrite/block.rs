@@ -8,8 +8,9 @@
 //!   of its table (never re-aggregated from sub-groups).
 //! - An **aggregate around a metric** (`SUM(revenue)`, `MAX(customers)`) is evaluated at
 //!   the grain, where the metric has one value per group: it is the metric itself.
-//! - An **aggregate over dimensions** (`MIN(order_date)`, `COUNT(*)`,
-//!   `COUNT(DISTINCT region)`) is computed over the base rows at the grain.
+//! - An **aggregate over dimensions** (`MIN(order_date)`, `COUNT(DISTINCT region)`) is
+//!   computed over the base rows at the grain. `COUNT(*)` counts the view's rows (one per
+//!   combination of its dimensions, as `SELECT *` returns them) within each group.
 //! - **WHERE** conditions on dimensions filter base rows before aggregation; conditions
 //!   that use a metric filter groups after it, as HAVING does.
 //!
@@ -413,6 +414,46 @@ fn contains_aggregate(expr: &Expr) -> bool {
     crate::sql::contains_aggregate(expr)
 }
 
+/// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
+/// them: one per combination of its dimensions. It becomes the marker aggregate
+/// [`super::derived::VIEW_ROWS`]`(<every dimension>)`, which the derived table computes by
+/// grouping twice (see [`super::derived`]).
+fn view_row_count(f: &datafusion::sql::sqlparser::ast::Function, view: &BoundView) -> Option<Expr> {
+    if function_name(f) != "count" || f.filter.is_some() || f.over.is_some() {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if list.duplicate_treatment.is_some() {
+        return None;
+    }
+    let counts_rows = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => true,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => {
+            !matches!(v.value, Value::Null)
+        }
+        _ => false,
+    };
+    if !counts_rows {
+        return None;
+    }
+    let dimensions: Vec<String> = view
+        .columns
+        .iter()
+        .filter(|c| matches!(c.kind, ColumnKind::Dimension(_)))
+        .map(|c| c.name.clone())
+        .collect();
+    if dimensions.is_empty() {
+        return None;
+    }
+    crate::sql::parse_expr(&format!(
+        "{}({})",
+        super::derived::VIEW_ROWS,
+        dimensions.join(", ")
+    ))
+}
+
 /// Turn block expressions into expressions over the derived table.
 struct Outer<'a> {
     view: &'a BoundView,
@@ -459,6 +500,9 @@ impl Outer<'_> {
                 }
             }
         } else {
+            if let Some(rows) = view_row_count(f, self.view) {
+                *expr = rows;
+            }
             let k = match self.aggregates.iter().position(|a| a == expr) {
                 Some(k) => k,
                 None => {

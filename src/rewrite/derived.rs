@@ -28,6 +28,12 @@ use crate::error::{Error, Result};
 use crate::model::Aggregation;
 use crate::sources::BASE_SCHEMA;
 
+/// The marker aggregate `kp_view_rows(d1, d2, ...)`: the number of distinct combinations
+/// of its arguments in each group of the grain (the view's rows, for `COUNT(*)`). The
+/// derived table computes it in a part of its own that groups by the grain and the
+/// arguments, then counts the groups: a hash aggregation, never a per-group set.
+pub const VIEW_ROWS: &str = "kp_view_rows";
+
 /// A block expression translated to base tables.
 #[derive(Debug, Clone)]
 pub struct InnerExpr {
@@ -186,11 +192,20 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .chain(&spec.aggregates)
         .flat_map(|e| e.tables.iter().cloned())
         .collect();
+    // Aggregates that count view rows get parts of their own (below).
+    let row_counts: Vec<(usize, Vec<String>)> = spec
+        .aggregates
+        .iter()
+        .enumerate()
+        .filter_map(|(k, a)| view_rows_arguments(&a.expr).map(|args| (k, args)))
+        .collect();
+    let plain_aggregates = spec.aggregates.len() - row_counts.len();
+    let only_row_counts = facts.is_empty() && plain_aggregates == 0 && !row_counts.is_empty();
     if facts.is_empty() {
         facts.push((base_table(spec, semantics, &row_tables)?, vec![]));
     }
 
-    let mut parts = Vec::new();
+    let mut parts: Vec<(String, Vec<String>)> = Vec::new();
     for (index, (fact, js)) in facts.iter().enumerate() {
         let with_aggregates = index == 0;
         let mut needed: BTreeSet<String> = spec
@@ -203,6 +218,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             needed.extend(
                 spec.aggregates
                     .iter()
+                    .filter(|e| view_rows_arguments(&e.expr).is_none())
                     .flat_map(|e| e.tables.iter().cloned()),
             );
         }
@@ -218,15 +234,20 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         )?;
 
         let mut items = Vec::new();
+        let mut provides = Vec::new();
         for (i, g) in spec.grain.iter().enumerate() {
             items.push(format!("{} AS \"__g{i}\"", g.expr));
         }
         for &j in js {
             items.push(format!("{} AS \"__m{j}\"", metric_sql(metrics[j])));
+            provides.push(format!("__m{j}"));
         }
         if with_aggregates {
             for (k, a) in spec.aggregates.iter().enumerate() {
-                items.push(format!("{} AS \"__a{k}\"", a.expr));
+                if view_rows_arguments(&a.expr).is_none() {
+                    items.push(format!("{} AS \"__a{k}\"", a.expr));
+                    provides.push(format!("__a{k}"));
+                }
             }
         }
         if items.is_empty() {
@@ -245,13 +266,22 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
             let _ = write!(sql, " GROUP BY {}", keys.join(", "));
         }
-        parts.push(sql);
+        parts.push((sql, provides));
+    }
+    if only_row_counts {
+        parts.clear();
+    }
+    for (k, arguments) in &row_counts {
+        parts.push((
+            row_count_part(spec, semantics, *k, arguments)?,
+            vec![format!("__a{k}")],
+        ));
     }
 
     let sql = if parts.len() == 1 {
-        parts.remove(0)
+        parts.remove(0).0
     } else {
-        join_facts(&parts, spec, &facts)
+        join_parts(&parts, spec)
     };
     let dialect = PostgreSqlDialect {};
     Parser::new(&dialect)
@@ -261,8 +291,95 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .map_err(|e| Error::Internal(format!("generated SQL does not parse: {e}: {sql}")))
 }
 
-/// Join per-fact aggregates on the grain.
-fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<usize>)]) -> String {
+/// The arguments of a [`VIEW_ROWS`] marker, as SQL.
+fn view_rows_arguments(expr: &Expr) -> Option<Vec<String>> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    if f.name.to_string() != VIEW_ROWS {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `SELECT <grain>, count(*) AS __a<k> FROM (SELECT <grain> FROM <rows> WHERE <filters>
+/// GROUP BY <grain>, <arguments>) GROUP BY <grain>`: the distinct combinations of the
+/// arguments in each group.
+fn row_count_part(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    k: usize,
+    arguments: &[String],
+) -> Result<String> {
+    let needed: BTreeSet<String> = spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .chain(spec.aggregates.get(k))
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    let row_spec = DerivedSpec {
+        view: spec.view,
+        grain: spec.grain.clone(),
+        metrics: Vec::new(),
+        aggregates: spec.aggregates.get(k).cloned().into_iter().collect(),
+        filters: spec.filters.clone(),
+    };
+    let table = base_table(&row_spec, semantics, &needed)?;
+    let from = from_clause(&table, &needed, spec, semantics, std::iter::empty())?;
+    let mut inner_items: Vec<String> = spec
+        .grain
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
+        .collect();
+    if inner_items.is_empty() {
+        inner_items.push("1 AS \"__one\"".to_string());
+    }
+    let mut sql = format!("SELECT {} FROM {from}", inner_items.join(", "));
+    if !spec.filters.is_empty() {
+        let filters: Vec<String> = spec
+            .filters
+            .iter()
+            .map(|f| format!("({})", f.expr))
+            .collect();
+        let _ = write!(sql, " WHERE {}", filters.join(" AND "));
+    }
+    let keys: Vec<String> = spec
+        .grain
+        .iter()
+        .map(|g| g.expr.to_string())
+        .chain(arguments.iter().cloned())
+        .collect();
+    let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+    let grain: Vec<String> = (0..spec.grain.len())
+        .map(|i| format!("r.\"__g{i}\" AS \"__g{i}\""))
+        .collect();
+    let mut outer = grain.clone();
+    outer.push(format!("count(*) AS \"__a{k}\""));
+    let mut out = format!("SELECT {} FROM ({sql}) AS r", outer.join(", "));
+    if !grain.is_empty() {
+        let keys: Vec<String> = (0..spec.grain.len())
+            .map(|i| format!("r.\"__g{i}\""))
+            .collect();
+        let _ = write!(out, " GROUP BY {}", keys.join(", "));
+    }
+    Ok(out)
+}
+
+/// Join the parts (per-fact aggregates, row counts) on the grain; each part provides the
+/// columns listed with it.
+fn join_parts(parts: &[(String, Vec<String>)], spec: &DerivedSpec<'_>) -> String {
     let mut items = Vec::new();
     for i in 0..spec.grain.len() {
         let all: Vec<String> = (0..parts.len())
@@ -270,16 +387,13 @@ fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<us
             .collect();
         items.push(format!("COALESCE({}) AS \"__g{i}\"", all.join(", ")));
     }
-    for (f, (_, js)) in facts.iter().enumerate() {
-        for j in js {
-            items.push(format!("f{f}.\"__m{j}\""));
+    for (f, (_, provides)) in parts.iter().enumerate() {
+        for column in provides {
+            items.push(format!("f{f}.\"{column}\""));
         }
     }
-    for k in 0..spec.aggregates.len() {
-        items.push(format!("f0.\"__a{k}\""));
-    }
-    let mut from = format!("({}) AS f0", parts[0]);
-    for (f, part) in parts.iter().enumerate().skip(1) {
+    let mut from = format!("({}) AS f0", parts[0].0);
+    for (f, (part, _)) in parts.iter().enumerate().skip(1) {
         if spec.grain.is_empty() {
             let _ = write!(from, " CROSS JOIN ({part}) AS f{f}");
         } else {
@@ -291,7 +405,7 @@ fn join_facts(parts: &[String], spec: &DerivedSpec<'_>, facts: &[(String, Vec<us
                     } else {
                         format!("COALESCE({})", left.join(", "))
                     };
-                    format!("{left} IS NOT DISTINCT FROM f{f}.\"__g{i}\"")
+                    format!("({left} IS NOT DISTINCT FROM f{f}.\"__g{i}\")")
                 })
                 .collect();
             let _ = write!(

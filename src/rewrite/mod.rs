@@ -37,6 +37,8 @@ pub struct RewriteContext<'a> {
     pub catalog_tables: &'a HashSet<(String, String)>,
     /// The database name served (for three-part names).
     pub database: &'a str,
+    /// The session's temporary tables (searched first, as `pg_temp` is in PostgreSQL).
+    pub temp_tables: &'a HashSet<String>,
 }
 
 /// What a rewrite touched, for tracing and audit.
@@ -46,6 +48,80 @@ pub struct RewriteReport {
     pub views: BTreeSet<String>,
     /// Metrics computed.
     pub metrics: BTreeSet<String>,
+}
+
+/// Where a result column comes from, when it is a view column selected as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnOrigin {
+    /// The view's OID (as in `pg_class`).
+    pub table_oid: i32,
+    /// The column's number in the view (as `pg_attribute.attnum`), from 1.
+    pub column_number: i16,
+}
+
+/// For a query that reads one view (`SELECT a, v.b, * FROM v ...`), the origin of each
+/// result column that is a view column as is; empty for any other query shape.
+pub fn column_origins(
+    query: &Query,
+    semantics: &crate::bind::Semantics,
+) -> Vec<Option<ColumnOrigin>> {
+    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, TableFactor};
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Vec::new();
+    };
+    let [from] = select.from.as_slice() else {
+        return Vec::new();
+    };
+    let TableFactor::Table { name, .. } = &from.relation else {
+        return Vec::new();
+    };
+    if !from.joins.is_empty() || name.0.len() > 2 {
+        return Vec::new();
+    }
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(normalize))
+        .collect();
+    if parts.len() == 2 && parts[0] != "public" {
+        return Vec::new();
+    }
+    let Some(view) = parts
+        .last()
+        .and_then(|n| semantics.views.iter().find(|v| &v.name == n))
+    else {
+        return Vec::new();
+    };
+    let table_oid = i32::try_from(crate::catalog::view_oid(&view.name)).unwrap_or(0);
+    let origin = |column: &str| {
+        view.columns
+            .iter()
+            .position(|c| c.name == column)
+            .and_then(|i| i16::try_from(i + 1).ok())
+            .map(|column_number| ColumnOrigin {
+                table_oid,
+                column_number,
+            })
+    };
+    let mut origins = Vec::new();
+    for item in &select.projection {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                origins.extend(view.columns.iter().map(|c| origin(&c.name)));
+            }
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                origins.push(match e {
+                    Expr::Identifier(id) => origin(&normalize(id)),
+                    Expr::CompoundIdentifier(ids) => {
+                        ids.last().and_then(|id| origin(&normalize(id)))
+                    }
+                    _ => None,
+                });
+            }
+            _ => origins.push(None),
+        }
+    }
+    origins
 }
 
 /// Rewrite every query block of `query` that reads a view.
@@ -210,7 +286,11 @@ fn walk_factor<'a>(
                     alias: alias.as_ref().map(|a| normalize(&a.name)),
                 }),
                 Relation::Catalog(schema, table) => {
-                    *name = ObjectName::from(vec![Ident::new(schema), Ident::new(table)]);
+                    // Quoted: the names are exact (a temporary table may be "MixedCase").
+                    *name = ObjectName::from(vec![
+                        Ident::with_quote('"', schema),
+                        Ident::with_quote('"', table),
+                    ]);
                 }
                 Relation::Cte => {}
             }
@@ -275,6 +355,12 @@ fn resolve_relation<'a>(
     };
     if schema.is_none() && ctes.contains(table) {
         return Ok(Relation::Cte);
+    }
+    if matches!(schema, None | Some(crate::temp::TEMP_SCHEMA)) && cx.temp_tables.contains(table) {
+        return Ok(Relation::Catalog(
+            crate::temp::TEMP_SCHEMA.to_string(),
+            table.to_string(),
+        ));
     }
     if matches!(schema, None | Some("public"))
         && let Some(view) = cx.semantics.view(table)

@@ -35,6 +35,8 @@ pub struct SessionFacts<'a> {
     pub session: &'a Session,
     /// The database name.
     pub database: &'a str,
+    /// The session's temporary tables, when it has any (see [`crate::temp`]).
+    pub temp_tables: Option<std::sync::Arc<dyn datafusion::catalog::SchemaProvider>>,
 }
 
 /// Apply every compatibility rule to `statement`.
@@ -44,6 +46,37 @@ pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) {
     let _ = statement.visit(&mut super::literals::Literals);
     let mut v = Compat { facts };
     let _ = statement.visit(&mut v);
+}
+
+/// After [`apply`]: a clear error for a form the rules could not bring into one the engine
+/// plans (instead of the engine's "Invalid function 'array'").
+pub fn check_supported(statement: &Statement) -> crate::error::Result<()> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct V;
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Function(f)
+                    if matches!(f.args, FunctionArguments::Subquery(_))
+                        && last_name(&f.name) == "array" =>
+                {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match statement.visit(&mut V) {
+        ControlFlow::Break(()) => Err(crate::error::Error::unsupported(
+            "ARRAY(subquery) is not supported in this form",
+            Some(
+                "ARRAY(SELECT f(x) FROM unnest(array) x) is supported; otherwise use array_agg in a subquery"
+                    .into(),
+            ),
+        )),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 struct Compat<'a, 'b> {
@@ -207,6 +240,7 @@ impl VisitorMut for Compat<'_, '_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        reassociate_is_distinct_from(expr);
         // `CAST(CAST(oid AS regtype) AS text)` is the type's name.
         if let Expr::Cast {
             expr: inner,
@@ -357,6 +391,53 @@ impl VisitorMut for Compat<'_, '_> {
     }
 }
 
+/// The parser reads the right side of `a IS [NOT] DISTINCT FROM b AND c` as `b AND c`;
+/// in PostgreSQL `IS` binds tighter than `AND` and `OR`: `(a IS NOT DISTINCT FROM b) AND c`.
+/// The operand is the leftmost one of that right side. (A chain that mixes `AND` and `OR`
+/// after a second `IS DISTINCT FROM` keeps the parser's grouping: parenthesize it.)
+fn reassociate_is_distinct_from(expr: &mut Expr) {
+    fn rebuild(left: Expr, right: Expr, negated: bool) -> Expr {
+        match right {
+            Expr::BinaryOp {
+                left: first,
+                op: op @ (BinaryOperator::And | BinaryOperator::Or),
+                right: rest,
+            } => Expr::BinaryOp {
+                left: Box::new(rebuild(left, *first, negated)),
+                op,
+                right: rest,
+            },
+            // Parenthesized, so that the statement reads the same when printed and parsed.
+            right if negated => Expr::Nested(Box::new(Expr::IsNotDistinctFrom(
+                Box::new(left),
+                Box::new(right),
+            ))),
+            right => Expr::Nested(Box::new(Expr::IsDistinctFrom(
+                Box::new(left),
+                Box::new(right),
+            ))),
+        }
+    }
+    let negated = match expr {
+        Expr::IsNotDistinctFrom(_, right) | Expr::IsDistinctFrom(_, right)
+            if matches!(
+                right.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And | BinaryOperator::Or,
+                    ..
+                }
+            ) =>
+        {
+            matches!(expr, Expr::IsNotDistinctFrom(..))
+        }
+        _ => return,
+    };
+    let taken = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+    if let Expr::IsNotDistinctFrom(left, right) | Expr::IsDistinctFrom(left, right) = taken {
+        *expr = rebuild(*left, *right, negated);
+    }
+}
+
 /// `ORDER BY f(x)` where `f(x)` is also a select item → `ORDER BY <its position>`: the
 /// same order, and the engine then sorts by the output column instead of planning the
 /// expression twice (which it refuses when the item is aliased, as in
@@ -457,6 +538,7 @@ mod tests {
         let facts = SessionFacts {
             session: &session,
             database: "kpitables",
+            temp_tables: None,
         };
         let mut statements = crate::sql::parse(sql).expect("parses");
         apply(&mut statements[0], &facts);
@@ -526,6 +608,17 @@ mod tests {
             .expect("expected query runs");
         assert_eq!(ours, expected, "{}", rewrite(sql));
         assert!(ours.len() > 2, "{ours:?}");
+    }
+
+    #[tokio::test]
+    async fn is_distinct_from_binds_tighter_than_and() {
+        same_answer(
+            "SELECT o.x, o.name IS NOT DISTINCT FROM 'a' AND o.x IS DISTINCT FROM 3 AS m \
+             FROM o ORDER BY o.x",
+            "SELECT o.x, (o.name IS NOT DISTINCT FROM 'a') AND (o.x IS DISTINCT FROM 3) AS m \
+             FROM o ORDER BY o.x",
+        )
+        .await;
     }
 
     #[tokio::test]

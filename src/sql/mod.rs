@@ -86,6 +86,34 @@ pub enum Command {
         /// Values for `$1..$n`.
         params: Vec<Expr>,
     },
+    /// `CREATE TEMP TABLE name (columns)`, `CREATE TEMP TABLE name AS query` or
+    /// `SELECT ... INTO TEMP name` (see [`crate::temp`]).
+    CreateTemp {
+        /// Table name.
+        name: String,
+        /// Column names and types, for a table created empty.
+        columns: Vec<(String, datafusion::sql::sqlparser::ast::DataType)>,
+        /// The query whose rows fill the table.
+        query: Option<Box<Statement>>,
+        /// Whether to answer `SELECT n` (CREATE TABLE AS, SELECT INTO), not `CREATE TABLE`.
+        tag_select: bool,
+    },
+    /// `INSERT INTO name [(columns)] query`: allowed into temporary tables only.
+    Insert {
+        /// Table name, as written (one part, or `pg_temp.name`).
+        name: String,
+        /// Target columns; empty means all, in order.
+        columns: Vec<String>,
+        /// The rows (VALUES or a query).
+        source: Box<Statement>,
+    },
+    /// `DROP TABLE [IF EXISTS] names`: allowed for temporary tables only.
+    DropTables {
+        /// Table names.
+        names: Vec<String>,
+        /// IF EXISTS.
+        if_exists: bool,
+    },
     /// A statement accepted with no effect on a read-only server (`SET TRANSACTION ...`);
     /// the command tag to answer with.
     Accepted(&'static str),
@@ -353,9 +381,86 @@ fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
 /// Classify one statement.
 pub fn classify(statement: Statement) -> Result<Command> {
     Ok(match statement {
-        Statement::Query(ref query) if selects_into(query) => {
-            return Err(Error::ReadOnly("SELECT INTO".into()));
+        Statement::Query(mut query) if selects_into(&query) => {
+            let into =
+                take_into(&mut query).ok_or_else(|| Error::ReadOnly("SELECT INTO".into()))?;
+            if !into.temporary {
+                return Err(Error::ReadOnly("SELECT INTO".into()));
+            }
+            Command::CreateTemp {
+                name: temp_table_name(&into.name)?,
+                columns: Vec::new(),
+                query: Some(Box::new(Statement::Query(query))),
+                tag_select: true,
+            }
         }
+        Statement::CreateTable(create) if create.temporary => {
+            if matches!(
+                create.on_commit,
+                Some(
+                    datafusion::sql::sqlparser::ast::OnCommit::Drop
+                        | datafusion::sql::sqlparser::ast::OnCommit::DeleteRows
+                )
+            ) {
+                return Err(Error::unsupported(
+                    "ON COMMIT DROP and ON COMMIT DELETE ROWS are not supported",
+                    Some("temporary tables keep their rows until DROP TABLE or the end of the session".into()),
+                ));
+            }
+            Command::CreateTemp {
+                name: temp_table_name(&create.name)?,
+                columns: create
+                    .columns
+                    .iter()
+                    .map(|c| (ident_name(&c.name), c.data_type.clone()))
+                    .collect(),
+                tag_select: create.query.is_some(),
+                query: create.query.map(|q| Box::new(Statement::Query(q))),
+            }
+        }
+        Statement::Insert(insert)
+            if insert.source.is_some()
+                && matches!(
+                    insert.table,
+                    datafusion::sql::sqlparser::ast::TableObject::TableName(_)
+                ) =>
+        {
+            let datafusion::sql::sqlparser::ast::TableObject::TableName(table) = &insert.table
+            else {
+                return Err(Error::ReadOnly("INSERT".into()));
+            };
+            Command::Insert {
+                name: temp_table_name(table).map_err(|_| Error::ReadOnly("INSERT".into()))?,
+                columns: insert
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        c.0.last()
+                            .and_then(ObjectNamePart::as_ident)
+                            .map(ident_name)
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+                source: Box::new(Statement::Query(typed_values(
+                    insert
+                        .source
+                        .clone()
+                        .ok_or_else(|| Error::ReadOnly("INSERT".into()))?,
+                ))),
+            }
+        }
+        Statement::Drop {
+            object_type: datafusion::sql::sqlparser::ast::ObjectType::Table,
+            if_exists,
+            ref names,
+            ..
+        } => Command::DropTables {
+            names: names
+                .iter()
+                .map(|n| temp_table_name(n).map_err(|_| Error::ReadOnly("DROP TABLE".into())))
+                .collect::<Result<_>>()?,
+            if_exists,
+        },
         Statement::Query(_) => Command::Query(Box::new(statement)),
         Statement::Explain { statement, .. } => match *statement {
             Statement::Query(_) => Command::Explain(statement),
@@ -478,6 +583,53 @@ pub fn classify(statement: Statement) -> Result<Command> {
             ));
         }
     })
+}
+
+/// `VALUES ($1, ...)` of an INSERT: a bare parameter becomes `CAST($1 AS TEXT)`, so that it
+/// has a type to plan with; the INSERT casts each value to its column's type.
+fn typed_values(mut query: Box<Query>) -> Box<Query> {
+    if let SetExpr::Values(values) = query.body.as_mut() {
+        for row in &mut values.rows {
+            for item in row.iter_mut() {
+                if let Expr::Value(v) = item
+                    && matches!(v.value, Value::Placeholder(_))
+                {
+                    let placeholder = std::mem::replace(item, Expr::Value(Value::Null.into()));
+                    *item = Expr::Cast {
+                        kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
+                        expr: Box::new(placeholder),
+                        data_type: datafusion::sql::sqlparser::ast::DataType::Text,
+                        array: false,
+                        format: None,
+                    };
+                }
+            }
+        }
+    }
+    query
+}
+
+/// A temporary table's name: `name` or `pg_temp.name`.
+fn temp_table_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(ObjectNamePart::as_ident)
+        .map(ident_name)
+        .collect();
+    match parts.as_slice() {
+        [table] => Ok(table.clone()),
+        [schema, table] if schema == crate::temp::TEMP_SCHEMA => Ok(table.clone()),
+        _ => Err(Error::ReadOnly(format!("CREATE TABLE {name}"))),
+    }
+}
+
+/// Remove and return the `INTO` clause of a `SELECT ... INTO` query.
+fn take_into(query: &mut Query) -> Option<datafusion::sql::sqlparser::ast::SelectInto> {
+    match query.body.as_mut() {
+        SetExpr::Select(select) => select.into.take(),
+        _ => None,
+    }
 }
 
 /// Whether a query's body is a `SELECT ... INTO` (which creates a table).

@@ -57,9 +57,16 @@ pub fn fields(schema: &datafusion::arrow::datatypes::Schema, format: &Format) ->
         .map(|(i, f)| {
             let (pg, typmod) = pg_type_of(&wire_type(f.data_type()));
             let ty = Type::from_oid(pg.oid).unwrap_or(Type::TEXT);
-            FieldInfo::new(f.name().clone(), None, None, ty, format.format_for(i))
-                .with_type_size(pg.len)
-                .with_type_modifier(typmod)
+            let metadata = |key: &str| f.metadata().get(key);
+            FieldInfo::new(
+                f.name().clone(),
+                metadata(crate::engine::TABLE_OID_KEY).and_then(|v| v.parse().ok()),
+                metadata(crate::engine::COLUMN_NUMBER_KEY).and_then(|v| v.parse().ok()),
+                ty,
+                format.format_for(i),
+            )
+            .with_type_size(pg.len)
+            .with_type_modifier(typmod)
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! What a session creates with SQL statements and keeps between them: cursors
 //! (`DECLARE`/`FETCH`/`MOVE`/`CLOSE`), prepared statements (`PREPARE`/`EXECUTE`/
-//! `DEALLOCATE`) and savepoints. Stored as a pgwire session extension, one per
+//! `DEALLOCATE`), savepoints and temporary tables ([`crate::temp`]). Stored as a pgwire session extension, one per
 //! connection, dropped with it.
 //!
 //! Cursors scan forward only: a cursor keeps the query's open record batch stream and
@@ -73,6 +73,8 @@ pub struct SessionObjects {
     cursors: tokio::sync::Mutex<HashMap<String, Cursor>>,
     prepared: Mutex<HashMap<String, Statement>>,
     savepoints: Mutex<Vec<String>>,
+    /// The session's temporary tables.
+    pub temp: crate::temp::TempTables,
 }
 
 fn poisoned<T>(_: T) -> Error {
@@ -186,6 +188,7 @@ impl SessionObjects {
     pub async fn discard_all(&self) -> Result<()> {
         self.cursors.lock().await.clear();
         self.prepared.lock().map_err(poisoned)?.clear();
+        self.temp.clear();
         Ok(())
     }
 }
