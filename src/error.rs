@@ -122,6 +122,9 @@ pub enum Error {
     /// The client cancelled the query.
     #[error("canceling statement due to user request")]
     Canceled,
+    /// A session's temporary tables would outgrow their memory budget.
+    #[error("temporary tables of this session would exceed {0} MiB")]
+    TempTablesFull(usize),
 
     // ---- the session ----------------------------------------------------------
     /// The client asked for a database other than the one served.
@@ -186,6 +189,7 @@ impl Error {
             Error::DuplicatePreparedStatement(_) => "42P05",
             Error::UnknownSavepoint(_) => "3B001",
             Error::Canceled => "57014",
+            Error::TempTablesFull(_) => "53200",
             Error::UnknownDatabase(_) => "3D000",
             Error::Model(_) => "F0000",
             Error::Config(_) => "F0000",
@@ -211,6 +215,9 @@ impl Error {
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
             Error::DuplicateTable(_) => Some("DROP TABLE it first, or choose another name".into()),
+            Error::TempTablesFull(_) => Some(
+                "temporary tables are held in memory: DROP TABLE the ones no longer needed".into(),
+            ),
             Error::UnknownSetting(_) => {
                 Some("SHOW ALL lists the parameters kpitables knows".into())
             }

@@ -4,7 +4,7 @@
 //! can do (Tableau creates one when it connects).
 //!
 //! They are session scratch space, not the governed model: the model stays read-only.
-//! The rows are held in memory. The engine plans each statement of a session that has
+//! The rows are held in memory, at most [`MAX_MIB`] per session (53200 beyond). The engine plans each statement of a session that has
 //! temporary tables with them in schema `pg_temp`, searched before `public` as
 //! PostgreSQL's search path does; other sessions never see them.
 
@@ -20,6 +20,25 @@ use crate::error::{Error, Result};
 
 /// The schema temporary tables are planned in.
 pub const TEMP_SCHEMA: &str = "pg_temp";
+
+/// The most memory one session's temporary tables may hold, in MiB (filter lists are
+/// small; this stops one client from exhausting the server).
+pub const MAX_MIB: usize = 256;
+
+fn bytes(rows: &[RecordBatch]) -> usize {
+    rows.iter().map(RecordBatch::get_array_memory_size).sum()
+}
+
+fn check_budget(
+    tables: &BTreeMap<String, (SchemaRef, Vec<RecordBatch>)>,
+    adding: usize,
+) -> Result<()> {
+    let held: usize = tables.values().map(|(_, rows)| bytes(rows)).sum();
+    if held.saturating_add(adding) > MAX_MIB * 1024 * 1024 {
+        return Err(Error::TempTablesFull(MAX_MIB));
+    }
+    Ok(())
+}
 
 /// `schema` with every column nullable, as a table's columns are.
 pub fn nullable(schema: &SchemaRef) -> SchemaRef {
@@ -51,6 +70,7 @@ impl TempTables {
         if tables.contains_key(name) {
             return Err(Error::DuplicateTable(name.to_string()));
         }
+        check_budget(&tables, bytes(&rows))?;
         tables.insert(name.to_string(), (schema, rows));
         Ok(())
     }
@@ -62,7 +82,9 @@ impl TempTables {
 
     /// Append rows (already in the table's schema) to `name`.
     pub fn append(&self, name: &str, rows: Vec<RecordBatch>) -> Result<()> {
-        match self.lock().get_mut(name) {
+        let mut tables = self.lock();
+        check_budget(&tables, bytes(&rows))?;
+        match tables.get_mut(name) {
             Some((_, existing)) => {
                 existing.extend(rows);
                 Ok(())

@@ -159,6 +159,19 @@ fn text_value(array: &ArrayRef, row: usize) -> Option<String> {
     }
 }
 
+/// A timestamp as PostgreSQL writes it in text: fractional seconds only when there are
+/// some, without trailing zeros (`2024-03-05 14:07:09.5`), then the zone (`+00`).
+fn timestamp_text(t: &NaiveDateTime, zone: &str) -> String {
+    let mut out = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let micros = t.and_utc().timestamp_subsec_micros();
+    if micros != 0 {
+        out.push('.');
+        out.push_str(format!("{micros:06}").trim_end_matches('0'));
+    }
+    out.push_str(zone);
+    out
+}
+
 /// An interval in PostgreSQL's default output style: `1 year 2 mons 3 days 04:05:06.5`.
 fn interval_text(months: i32, days: i32, micros: i64) -> String {
     let mut parts = Vec::new();
@@ -214,8 +227,13 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
         .collect::<PgWireResult<Vec<_>>>()?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     let mut encoder = DataRowEncoder::new(fields.clone());
+    let text: Vec<bool> = fields
+        .iter()
+        .map(|f| f.format() == pgwire::api::results::FieldFormat::Text)
+        .collect();
     for row in 0..batch.num_rows() {
-        for c in &columns {
+        for (i, c) in columns.iter().enumerate() {
+            let text = text.get(i).copied().unwrap_or(false);
             match c {
                 Column::Bool(a) => encoder.encode_field(&a.is_valid(row).then(|| a.value(row)))?,
                 Column::I16(a) => encoder.encode_field(&a.is_valid(row).then(|| a.value(row)))?,
@@ -238,7 +256,11 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
                 Column::Ts(a) => {
                     let v: Option<NaiveDateTime> =
                         a.is_valid(row).then(|| a.value_as_datetime(row)).flatten();
-                    encoder.encode_field(&v)?
+                    if text {
+                        encoder.encode_field(&v.map(|t| timestamp_text(&t, "")))?
+                    } else {
+                        encoder.encode_field(&v)?
+                    }
                 }
                 Column::TsTz(a) => {
                     let v: Option<DateTime<Utc>> = a
@@ -246,7 +268,11 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
                         .then(|| a.value_as_datetime(row))
                         .flatten()
                         .map(|n| n.and_utc());
-                    encoder.encode_field(&v)?
+                    if text {
+                        encoder.encode_field(&v.map(|t| timestamp_text(&t.naive_utc(), "+00")))?
+                    } else {
+                        encoder.encode_field(&v)?
+                    }
                 }
                 Column::Text(values) => {
                     encoder.encode_field(&values.get(row).cloned().flatten())?
@@ -351,6 +377,23 @@ pub fn parameters(
 #[cfg(test)]
 mod tests {
     use super::interval_text;
+
+    #[test]
+    fn timestamps_read_as_postgresql_writes_them() {
+        let t = |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        assert_eq!(
+            super::timestamp_text(&t("2024-03-05 14:07:09.0"), ""),
+            "2024-03-05 14:07:09"
+        );
+        assert_eq!(
+            super::timestamp_text(&t("2024-03-05 14:07:09.5"), ""),
+            "2024-03-05 14:07:09.5"
+        );
+        assert_eq!(
+            super::timestamp_text(&t("2024-03-05 14:07:09.000120"), "+00"),
+            "2024-03-05 14:07:09.00012+00"
+        );
+    }
 
     #[test]
     fn intervals_read_as_postgresql_writes_them() {

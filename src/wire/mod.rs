@@ -260,8 +260,9 @@ async fn temp_table_command(
                 }
             };
             let count: usize = rows.iter().map(RecordBatch::num_rows).sum();
+            let bytes: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
             objects.temp.create(name, schema, rows)?;
-            tracing::info!(user = %session.user, table = %name, rows = count, "temporary table created");
+            tracing::info!(user = %session.user, table = %name, rows = count, bytes, "temporary table created");
             Ok(Response::Execution(if *tag_select {
                 Tag::new("SELECT").with_rows(count)
             } else {

@@ -94,3 +94,16 @@ def test_duplicate_temporary_table(conn):
         conn.execute("CREATE TEMP TABLE twice (x INT)")
     assert state(e) == "42P07"
     conn.execute("DROP TABLE IF EXISTS twice, never_there")
+
+
+def test_memory_budget(conn):
+    """Temporary tables live in memory: past the session's budget the statement fails
+    with 53200 and the session keeps working."""
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute("CREATE TEMP TABLE big AS SELECT repeat('x', 1000) AS s FROM generate_series(1, 300000)")
+    assert state(e) == "53200"
+    assert e.value.diag.message_hint
+    with pytest.raises(psycopg.Error):
+        conn.execute("SELECT count(*) FROM big")
+    conn.execute("CREATE TEMP TABLE small AS SELECT 1 AS x")
+    assert conn.execute("SELECT x FROM small").fetchall() == [(1,)]
