@@ -285,6 +285,14 @@ fn classify_message(message: String, planning: bool) -> Error {
             name: name.trim_matches('"').to_string(),
             hint: None,
         }
+    } else if lower.contains("arguments must be literals") {
+        Error::unsupported(
+            "a table function in FROM takes constant arguments only",
+            Some(
+                "arguments from an outer query (a LATERAL call such as generate_series(t.a, t.b)) are not supported"
+                    .to_string(),
+            ),
+        )
     } else if lower.contains("invalid function")
         || lower.contains("function '") && lower.contains("not found")
         || lower.contains("failed to match any signature")

@@ -71,7 +71,7 @@ pub fn check_supported(statement: &Statement) -> crate::error::Result<()> {
         ControlFlow::Break(()) => Err(crate::error::Error::unsupported(
             "ARRAY(subquery) is not supported in this form",
             Some(
-                "ARRAY(SELECT f(x) FROM unnest(array) x) is supported; otherwise use array_agg in a subquery"
+                "ARRAY(SELECT x FROM ... [ORDER BY ...]) with one plain select item is supported; otherwise use array_agg in a subquery"
                     .into(),
             ),
         )),
@@ -271,7 +271,7 @@ impl VisitorMut for Compat<'_, '_> {
                 if matches!(f.args, FunctionArguments::Subquery(_))
                     && last_name(&f.name) == "array" =>
             {
-                if let Some(transform) = array_of_unnest(f) {
+                if let Some(transform) = array_of_unnest(f).or_else(|| array_of_query(f)) {
                     *expr = transform;
                 }
             }
@@ -475,6 +475,82 @@ fn order_by_position(query: &mut Query) {
     }
 }
 
+/// `ARRAY(SELECT x FROM ... [ORDER BY o])` → `(SELECT array_agg(x [ORDER BY o]) FROM ...)`
+/// (a correlated one is then an aggregated lookup, which the engine decorrelates). Rows of
+/// a series in FROM (`generate_series(a, b) AS i`) come in the order it generates them.
+fn array_of_query(f: &Function) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArgumentClause, FunctionArgumentList, OrderByExpr, OrderByKind, OrderByOptions,
+    };
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return None;
+    };
+    if query.limit_clause.is_some() || query.with.is_some() || query.fetch.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let grouped = !matches!(
+        &select.group_by,
+        datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty()
+    );
+    if select.distinct.is_some() || grouped || select.having.is_some() {
+        return None;
+    }
+    let item = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] => e.clone(),
+        _ => return None,
+    };
+    if super::contains_aggregate(&item) {
+        return None;
+    }
+    let mut order: Vec<OrderByExpr> = match &query.order_by {
+        Some(o) => match &o.kind {
+            OrderByKind::Expressions(exprs) => exprs.clone(),
+            OrderByKind::All(_) => return None,
+        },
+        None => Vec::new(),
+    };
+    if order.is_empty()
+        && let [only] = select.from.as_slice()
+        && only.joins.is_empty()
+        && let TableFactor::Table {
+            name,
+            args: Some(_),
+            alias: Some(alias),
+            ..
+        } = &only.relation
+        && last_name(name) == "generate_series"
+    {
+        let column = alias
+            .columns
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| alias.name.clone());
+        order.push(OrderByExpr {
+            expr: Expr::CompoundIdentifier(vec![alias.name.clone(), column]),
+            options: OrderByOptions {
+                asc: None,
+                nulls_first: None,
+            },
+            with_fill: None,
+        });
+    }
+    let mut aggregate = call("array_agg", vec![item]);
+    if let FunctionArguments::List(FunctionArgumentList { clauses, .. }) = &mut aggregate.args
+        && !order.is_empty()
+    {
+        clauses.push(FunctionArgumentClause::OrderBy(order));
+    }
+    let mut lookup = query.as_ref().clone();
+    lookup.order_by = None;
+    if let SetExpr::Select(select) = lookup.body.as_mut() {
+        select.projection = vec![SelectItem::UnnamedExpr(Expr::Function(aggregate))];
+    }
+    Some(Expr::Subquery(Box::new(lookup)))
+}
+
 /// `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`.
 fn array_of_unnest(f: &Function) -> Option<Expr> {
     let FunctionArguments::Subquery(query) = &f.args else {
@@ -661,6 +737,22 @@ mod tests {
             ),
             "SELECT CASE WHEN a.attnum > 0 THEN (SELECT max(c.collname) FROM pg_collation c, pg_type t WHERE c.oid = a.attcollation AND t.oid = a.atttypid AND c.oid <> t.typcollation) END AS v FROM a"
         );
+    }
+
+    #[tokio::test]
+    async fn array_of_a_correlated_query_answers_as_array_agg() {
+        same_answer(
+            "SELECT o.x, ARRAY(SELECT t.v FROM t WHERE t.k = o.x ORDER BY t.v) AS vs \
+             FROM o ORDER BY o.x",
+            "SELECT o.x, (SELECT array_agg(t.v ORDER BY t.v) FROM t WHERE t.k = o.x) AS vs \
+             FROM o ORDER BY o.x",
+        )
+        .await;
+        same_answer(
+            "SELECT o.x, ARRAY(SELECT i * 10 FROM generate_series(1, 3) AS i) AS s FROM o ORDER BY o.x",
+            "SELECT o.x, make_array(10, 20, 30) AS s FROM o ORDER BY o.x",
+        )
+        .await;
     }
 
     #[test]

@@ -193,24 +193,40 @@ pub fn is_aggregate_call(expr: &Expr) -> bool {
     }
 }
 
-/// Does `expr` contain an aggregate call (outside subqueries' own blocks too)?
+/// Does `expr` contain an aggregate call of its own block (aggregates inside a nested
+/// subquery belong to that subquery)?
 pub fn contains_aggregate(expr: &Expr) -> bool {
     use datafusion::sql::sqlparser::ast::{Visit, Visitor};
     use std::ops::ControlFlow;
-    struct V(bool);
+    /// Stops at nested queries: an aggregate inside a subquery aggregates that subquery.
+    struct V {
+        found: bool,
+        depth: usize,
+    }
     impl Visitor for V {
         type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if is_aggregate_call(expr) {
-                self.0 = true;
+            if self.depth == 0 && is_aggregate_call(expr) {
+                self.found = true;
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
         }
     }
-    let mut v = V(false);
+    let mut v = V {
+        found: false,
+        depth: 0,
+    };
     let _ = expr.visit(&mut v);
-    v.0
+    v.found
 }
 
 /// The column name PostgreSQL gives an unnamed select item (its `FigureColname`).
