@@ -285,7 +285,8 @@ fn classify_message(message: String, planning: bool) -> Error {
             name: name.trim_matches('"').to_string(),
             hint: None,
         }
-    } else if lower.contains("arguments must be literals") {
+    } else if lower.contains("arguments must be literals") || lower.contains("outerreferencecolumn")
+    {
         Error::unsupported(
             "a table function in FROM takes constant arguments only",
             Some(

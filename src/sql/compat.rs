@@ -517,7 +517,7 @@ fn array_of_query(f: &Function) -> Option<Expr> {
         && only.joins.is_empty()
         && let TableFactor::Table {
             name,
-            args: Some(_),
+            args: Some(args),
             alias: Some(alias),
             ..
         } = &only.relation
@@ -528,8 +528,18 @@ fn array_of_query(f: &Function) -> Option<Expr> {
             .first()
             .map(|c| c.name.clone())
             .unwrap_or_else(|| alias.name.clone());
+        // The order it generates: by value, times the sign of the step.
+        let value = Expr::CompoundIdentifier(vec![alias.name.clone(), column]);
+        let expr = match args.args.get(2) {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(step))) => Expr::BinaryOp {
+                left: Box::new(value),
+                op: BinaryOperator::Multiply,
+                right: Box::new(Expr::Function(call("signum", vec![step.clone()]))),
+            },
+            _ => value,
+        };
         order.push(OrderByExpr {
-            expr: Expr::CompoundIdentifier(vec![alias.name.clone(), column]),
+            expr,
             options: OrderByOptions {
                 asc: None,
                 nulls_first: None,
@@ -537,18 +547,74 @@ fn array_of_query(f: &Function) -> Option<Expr> {
             with_fill: None,
         });
     }
-    let mut aggregate = call("array_agg", vec![item]);
-    if let FunctionArguments::List(FunctionArgumentList { clauses, .. }) = &mut aggregate.args
-        && !order.is_empty()
-    {
-        clauses.push(FunctionArgumentClause::OrderBy(order));
-    }
     let mut lookup = query.as_ref().clone();
     lookup.order_by = None;
-    if let SetExpr::Select(select) = lookup.body.as_mut() {
-        select.projection = vec![SelectItem::UnnamedExpr(Expr::Function(aggregate))];
+    if !super::subquery::has_subquery(&item) {
+        let mut aggregate = call("array_agg", vec![item]);
+        if let FunctionArguments::List(FunctionArgumentList { clauses, .. }) = &mut aggregate.args
+            && !order.is_empty()
+        {
+            clauses.push(FunctionArgumentClause::OrderBy(order));
+        }
+        if let SetExpr::Select(select) = lookup.body.as_mut() {
+            select.projection = vec![SelectItem::UnnamedExpr(Expr::Function(aggregate))];
+        }
+        return Some(Expr::Subquery(Box::new(lookup)));
     }
-    Some(Expr::Subquery(Box::new(lookup)))
+    // An item with a subquery of its own: the items (and sort keys) in a derived table,
+    // so that the engine plans that subquery in a select list, not inside an aggregate.
+    let mut items = vec![SelectItem::ExprWithAlias {
+        expr: item,
+        alias: datafusion::sql::sqlparser::ast::Ident::new("kp_item"),
+    }];
+    let mut sorted = Vec::new();
+    for (n, o) in order.into_iter().enumerate() {
+        let name = datafusion::sql::sqlparser::ast::Ident::new(format!("kp_order{n}"));
+        items.push(SelectItem::ExprWithAlias {
+            expr: o.expr.clone(),
+            alias: name.clone(),
+        });
+        sorted.push(OrderByExpr {
+            expr: Expr::CompoundIdentifier(vec![
+                datafusion::sql::sqlparser::ast::Ident::new("kp_array"),
+                name,
+            ]),
+            ..o
+        });
+    }
+    if let SetExpr::Select(select) = lookup.body.as_mut() {
+        select.projection = items;
+    }
+    let mut aggregate = call("array_agg", vec![super::parse_expr("kp_array.kp_item")?]);
+    if let FunctionArguments::List(FunctionArgumentList { clauses, .. }) = &mut aggregate.args
+        && !sorted.is_empty()
+    {
+        clauses.push(FunctionArgumentClause::OrderBy(sorted));
+    }
+    let mut outer = super::parse("SELECT 1 FROM t AS kp_array")
+        .ok()?
+        .pop()
+        .and_then(|s| match s {
+            Statement::Query(q) => Some(q),
+            _ => None,
+        })?;
+    if let SetExpr::Select(select) = outer.body.as_mut() {
+        select.projection = vec![SelectItem::UnnamedExpr(Expr::Function(aggregate))];
+        if let Some(from) = select.from.first_mut() {
+            from.relation = TableFactor::Derived {
+                lateral: false,
+                subquery: Box::new(lookup),
+                alias: Some(datafusion::sql::sqlparser::ast::TableAlias {
+                    explicit: true,
+                    name: datafusion::sql::sqlparser::ast::Ident::new("kp_array"),
+                    columns: Vec::new(),
+                    at: None,
+                }),
+                sample: None,
+            };
+        }
+    }
+    Some(Expr::Subquery(outer))
 }
 
 /// `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`.
@@ -683,7 +749,7 @@ mod tests {
             .await
             .expect("expected query runs");
         assert_eq!(ours, expected, "{}", rewrite(sql));
-        assert!(ours.len() > 2, "{ours:?}");
+        assert!(ours.len() >= 2, "no rows: {ours:?}");
     }
 
     #[tokio::test]
@@ -751,6 +817,12 @@ mod tests {
         same_answer(
             "SELECT o.x, ARRAY(SELECT i * 10 FROM generate_series(1, 3) AS i) AS s FROM o ORDER BY o.x",
             "SELECT o.x, make_array(10, 20, 30) AS s FROM o ORDER BY o.x",
+        )
+        .await;
+        // An item with a lookup of its own, over a series.
+        same_answer(
+            "SELECT ARRAY(SELECT (SELECT o.name FROM o WHERE o.x = i) FROM generate_series(3, 1, -1) AS i) AS s",
+            "SELECT make_array('c', 'b', 'a') AS s",
         )
         .await;
     }

@@ -26,6 +26,22 @@ pub fn scalar(query: &Query) -> Expr {
     split_mixed_item(query).unwrap_or_else(|| lookup(query.clone()))
 }
 
+/// Whether `expr` contains a subquery.
+pub(crate) fn has_subquery(expr: &Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct V(bool);
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.0 = true;
+            ControlFlow::Break(())
+        }
+    }
+    let mut v = V(false);
+    let _ = expr.visit(&mut v);
+    v.0
+}
+
 /// `(query)` reshaped by [`aggregate_scalar_lookup`], wrapped in `CASE WHEN <hoisted>`.
 fn lookup(mut query: Query) -> Expr {
     let hoisted = aggregate_scalar_lookup(&mut query);
@@ -388,7 +404,7 @@ impl VisitorMut for Substitute<'_> {
     }
 }
 
-fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String> {
+pub(crate) fn from_aliases(select: &datafusion::sql::sqlparser::ast::Select) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |factor: &TableFactor| match factor {
         TableFactor::Table { name, alias, .. } => out.push(

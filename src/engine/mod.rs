@@ -24,6 +24,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 
+mod row_by_row;
+
 use crate::bind::{self, Semantics};
 use crate::catalog::{self, Identity};
 use crate::error::{Error, Result};
@@ -147,8 +149,9 @@ impl Engine {
             database: &self.database,
             temp_tables: &temp_names,
         };
-        match &facts.temp_tables {
-            None => plan_statement(&self.ctx, statement, &cx).await,
+        let overlay;
+        let ctx = match &facts.temp_tables {
+            None => &self.ctx,
             Some(temp) => {
                 // This statement only: the shared catalog's schemas plus the session's
                 // temporary tables. The shared catalog is never changed.
@@ -172,9 +175,20 @@ impl Engine {
                 let state = SessionStateBuilder::new_from_existing(shared)
                     .with_catalog_list(catalogs)
                     .build();
-                let ctx = SessionContext::new_with_state(state);
-                plan_statement(&ctx, statement, &cx).await
+                overlay = SessionContext::new_with_state(state);
+                &overlay
             }
+        };
+        match plan_statement(ctx, statement.clone(), &cx).await {
+            Err(e) if row_by_row::applies_to(&e) && !row_by_row::reads_view(&statement, &cx) => {
+                row_by_row::plan(ctx, &statement, &cx)
+                    .await
+                    .map_err(|fallback| {
+                        tracing::debug!(error = %fallback, "row-by-row answer failed");
+                        e
+                    })
+            }
+            other => other,
         }
     }
 
