@@ -244,7 +244,8 @@ async fn plan_statement(
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
             statement,
         )))
-        .await?;
+        .await
+        .map_err(|e| outer_view_column(Error::from(e), &report, cx))?;
     // Backstop for the read-only invariant: nothing but a query reaches the shared engine
     // (`SELECT INTO` would otherwise create a table every session sees).
     datafusion::execution::context::SQLOptions::new()
@@ -271,6 +272,34 @@ async fn plan_statement(
         param_types,
         origins,
     })
+}
+
+/// The engine's "no field named x" for a column the rewrite has already resolved, when x
+/// is a column of a view the statement reads: a subquery referred to the view's column in
+/// the outer query, which the rewrite does not support (the view became a derived table).
+fn outer_view_column(error: Error, report: &RewriteReport, cx: &RewriteContext<'_>) -> Error {
+    tracing::debug!(?error, views = ?report.views, "planning failed");
+    let Error::UnknownColumn { name, .. } = &error else {
+        return error;
+    };
+    let view = report.views.iter().find_map(|v| {
+        cx.semantics
+            .view(v)
+            .filter(|view| view.column(name).is_some())
+    });
+    match view {
+        Some(view) => Error::unsupported(
+            format!(
+                "a subquery cannot refer to column \"{name}\" of view \"{}\" in the outer query",
+                view.name
+            ),
+            Some(
+                "select the values in a subquery of their own, or join subqueries that each read one view"
+                    .into(),
+            ),
+        ),
+        None => error,
+    }
 }
 
 /// Fill in the Arrow type of every dimension and view column by planning a one-column

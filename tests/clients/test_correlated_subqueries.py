@@ -57,3 +57,11 @@ def test_a_statement_that_reads_a_view_is_never_answered_row_by_row(conn):
     assert e.value.sqlstate == "0A000"
     assert e.value.diag.message_hint
     assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_subquery_referring_to_an_outer_view_column_is_refused_clearly(conn):
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute("SELECT region, ARRAY(SELECT x FROM generate_series(1, length(region)) x) FROM sales")
+    assert e.value.sqlstate == "0A000"
+    assert "region" in str(e.value) and "sales" in str(e.value)
+    assert e.value.diag.message_hint
