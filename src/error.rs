@@ -122,6 +122,9 @@ pub enum Error {
     /// The client cancelled the query.
     #[error("canceling statement due to user request")]
     Canceled,
+    /// A statement nested deeper than the server plans safely.
+    #[error("statement is too complex: nested more than {0} levels deep")]
+    TooComplex(usize),
     /// A session's temporary tables would outgrow their memory budget.
     #[error("temporary tables of this session would exceed {0} MiB")]
     TempTablesFull(usize),
@@ -190,6 +193,7 @@ impl Error {
             Error::UnknownSavepoint(_) => "3B001",
             Error::Canceled => "57014",
             Error::TempTablesFull(_) => "53200",
+            Error::TooComplex(_) => "54001",
             Error::UnknownDatabase(_) => "3D000",
             Error::Model(_) => "F0000",
             Error::Config(_) => "F0000",
@@ -215,6 +219,10 @@ impl Error {
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
             Error::DuplicateTable(_) => Some("DROP TABLE it first, or choose another name".into()),
+            Error::TooComplex(_) => Some(
+                "split it into several statements, or use IN (...) lists instead of long UNION chains"
+                    .into(),
+            ),
             Error::TempTablesFull(_) => Some(
                 "temporary tables are held in memory: DROP TABLE the ones no longer needed".into(),
             ),

@@ -394,8 +394,89 @@ fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
     }
 }
 
+/// The deepest nesting a statement may have (UNION branches, nested expressions and
+/// subqueries): well within what planning handles on a worker's stack, so that no
+/// statement can overflow it and take the server down.
+pub const MAX_NESTING: usize = 1000;
+
+/// 54001 for a statement nested deeper than [`MAX_NESTING`].
+pub fn check_nesting(statement: &Statement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    use std::ops::ControlFlow;
+    fn set_depth(set: &SetExpr) -> usize {
+        // Iterative along the left spine (a UNION chain), recursive to the right.
+        let mut depth = 0;
+        let mut deepest = 0;
+        let mut current = set;
+        loop {
+            match current {
+                SetExpr::SetOperation { left, right, .. } => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return depth;
+                    }
+                    deepest = deepest.max(depth + set_depth(right));
+                    current = left;
+                }
+                SetExpr::Query(q) => {
+                    depth += 1;
+                    current = &q.body;
+                }
+                _ => return deepest.max(depth),
+            }
+        }
+    }
+    struct V {
+        depth: usize,
+        deepest: usize,
+    }
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.depth += 1;
+            self.deepest = self.deepest.max(self.depth);
+            if self.depth > MAX_NESTING {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            let sets = set_depth(&query.body);
+            self.deepest = self.deepest.max(self.depth + sets);
+            if self.depth + sets > MAX_NESTING {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    // Set operations first: the visitor below recurses along them.
+    if let Statement::Query(q) = statement
+        && set_depth(&q.body) > MAX_NESTING
+    {
+        return Err(Error::TooComplex(MAX_NESTING));
+    }
+    let mut v = V {
+        depth: 0,
+        deepest: 0,
+    };
+    match statement.visit(&mut v) {
+        ControlFlow::Break(()) => Err(Error::TooComplex(MAX_NESTING)),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
 /// Classify one statement.
 pub fn classify(statement: Statement) -> Result<Command> {
+    check_nesting(&statement)?;
     Ok(match statement {
         Statement::Query(mut query) if selects_into(&query) => {
             let into =

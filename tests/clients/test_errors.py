@@ -49,3 +49,22 @@ def test_wrong_password_is_refused(server):
     with pytest.raises(psycopg.OperationalError) as info:
         psycopg.connect(dsn)
     assert "password authentication failed" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        " UNION ALL ".join(f"SELECT {i} AS n" for i in range(5000)),
+        "SELECT " + "+".join(["1"] * 5000),
+    ],
+    ids=["5000 UNION branches", "5000 nested additions"],
+)
+def test_deep_statement_is_refused_and_the_server_stays_up(conn, sql):
+    """A statement nested deeper than the server plans safely gets 54001 (PostgreSQL's
+    stack-depth code), never a crashed process; a deep but allowed one runs."""
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute(sql)
+    assert e.value.sqlstate == "54001"
+    assert e.value.diag.message_hint
+    rows = conn.execute(" UNION ALL ".join(f"SELECT {i} AS n" for i in range(900))).fetchall()
+    assert sorted(r[0] for r in rows) == list(range(900))
