@@ -50,16 +50,16 @@ impl ExprPlanner for UnknownLiteralPlanner {
         let RawBinaryExpr { op, left, right } = expr;
         let left_type = left.get_type(schema).ok();
         let right_type = right.get_type(schema).ok();
-        let (left, right) = match (
+        // A cast literal has its target type; the other side keeps the type it had.
+        let (left, right, left_type, right_type) = match (
             target(&op, &left, right_type.as_ref()),
             target(&op, &right, left_type.as_ref()),
         ) {
-            (Some(to), None) => (cast(left, to), right),
-            (None, Some(to)) => (left, cast(right, to)),
-            _ => (left, right),
+            (Some(to), None) => (cast(left, to.clone()), right, Some(to), right_type),
+            (None, Some(to)) => (left, cast(right, to.clone()), left_type, Some(to)),
+            _ => (left, right, left_type, right_type),
         };
         let is_interval = |t: &Option<DataType>| matches!(t, Some(DataType::Interval(_)));
-        let (left_type, right_type) = (left.get_type(schema).ok(), right.get_type(schema).ok());
         let numeric = |t: &Option<DataType>| t.as_ref().is_some_and(|t| t.is_numeric());
         let times = |interval: Expr, factor: Expr| {
             Expr::ScalarFunction(ScalarFunction::new_udf(

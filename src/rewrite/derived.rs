@@ -254,14 +254,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             items.push("count(*) AS \"__n\"".to_string());
         }
         let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
-        if !spec.filters.is_empty() {
-            let filters: Vec<String> = spec
-                .filters
-                .iter()
-                .map(|f| format!("({})", f.expr))
-                .collect();
-            let _ = write!(sql, " WHERE {}", filters.join(" AND "));
-        }
+        write_filters(&mut sql, spec);
         if !spec.grain.is_empty() {
             let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
             let _ = write!(sql, " GROUP BY {}", keys.join(", "));
@@ -289,6 +282,18 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .and_then(|mut p| p.parse_query())
         .map(|q| *q)
         .map_err(|e| Error::Internal(format!("generated SQL does not parse: {e}: {sql}")))
+}
+
+/// ` WHERE <row filters ANDed>`, when there are any.
+fn write_filters(sql: &mut String, spec: &DerivedSpec<'_>) {
+    if !spec.filters.is_empty() {
+        let filters: Vec<String> = spec
+            .filters
+            .iter()
+            .map(|f| format!("({})", f.expr))
+            .collect();
+        let _ = write!(sql, " WHERE {}", filters.join(" AND "));
+    }
 }
 
 /// The arguments of a [`VIEW_ROWS`] marker, as SQL.
@@ -347,14 +352,7 @@ fn row_count_part(
         inner_items.push("1 AS \"__one\"".to_string());
     }
     let mut sql = format!("SELECT {} FROM {from}", inner_items.join(", "));
-    if !spec.filters.is_empty() {
-        let filters: Vec<String> = spec
-            .filters
-            .iter()
-            .map(|f| format!("({})", f.expr))
-            .collect();
-        let _ = write!(sql, " WHERE {}", filters.join(" AND "));
-    }
+    write_filters(&mut sql, spec);
     let keys: Vec<String> = spec
         .grain
         .iter()

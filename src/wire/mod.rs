@@ -12,6 +12,7 @@ pub mod auth;
 pub mod encode;
 pub mod numeric;
 pub mod objects;
+mod temp;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -178,191 +179,6 @@ async fn prepare(
         }
         other => Prepared::Command(other),
     })
-}
-
-/// Collect every row of `plan`, in its result schema (PostgreSQL's column names), every
-/// column nullable (as a table's columns are).
-async fn collect_rows(
-    engine: &Engine,
-    plan: &crate::engine::QueryPlan,
-    params: Vec<datafusion::common::ScalarValue>,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let schema = crate::temp::nullable(&plan.schema());
-    let mut stream = engine.execute(plan, params).await?;
-    let mut rows = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        // In the result schema's types (a constant planned as int4 may run as int8).
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(array, field)| datafusion::arrow::compute::cast(array, field.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Engine(e.to_string()))?;
-        rows.push(
-            RecordBatch::try_new(schema.clone(), columns)
-                .map_err(|e| Error::Engine(e.to_string()))?,
-        );
-    }
-    Ok((schema, rows))
-}
-
-/// `CREATE TEMP TABLE`, `SELECT INTO TEMP`, `INSERT` into and `DROP TABLE` of temporary
-/// tables; anything else they name is the read-only model.
-async fn temp_table_command(
-    engine: &Engine,
-    session: &Session,
-    objects: &SessionObjects,
-    command: &Command,
-    source: Option<(&QueryPlan, Vec<datafusion::common::ScalarValue>)>,
-) -> Result<Response> {
-    use datafusion::arrow::array::new_null_array;
-    use datafusion::arrow::compute::cast;
-    let facts = SessionFacts {
-        session,
-        database: engine.database(),
-        temp_tables: objects.temp.provider()?,
-    };
-    let plan_query = |statement: datafusion::sql::sqlparser::ast::Statement| {
-        let facts = &facts;
-        async move { engine.plan(statement, facts).await }
-    };
-    match command {
-        Command::CreateTemp {
-            name,
-            columns,
-            query,
-            tag_select,
-        } => {
-            let (schema, rows) = match (query, source) {
-                (_, Some((plan, params))) => collect_rows(engine, plan, params).await?,
-                (Some(query), None) => {
-                    collect_rows(engine, &plan_query((**query).clone()).await?, Vec::new()).await?
-                }
-                (None, None) => {
-                    let items: Vec<String> = columns
-                        .iter()
-                        .map(|(column, data_type)| {
-                            format!(
-                                "CAST(NULL AS {data_type}) AS {}",
-                                crate::catalog::functions::quote_ident(column)
-                            )
-                        })
-                        .collect();
-                    let statement = crate::sql::parse(&format!("SELECT {}", items.join(", ")))?
-                        .pop()
-                        .ok_or_else(|| Error::Internal("empty column probe".into()))?;
-                    (
-                        crate::temp::nullable(&plan_query(statement).await?.schema()),
-                        Vec::new(),
-                    )
-                }
-            };
-            let count: usize = rows.iter().map(RecordBatch::num_rows).sum();
-            let bytes: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
-            objects.temp.create(name, schema, rows)?;
-            tracing::info!(user = %session.user, table = %name, rows = count, bytes, "temporary table created");
-            Ok(Response::Execution(if *tag_select {
-                Tag::new("SELECT").with_rows(count)
-            } else {
-                Tag::new("CREATE TABLE")
-            }))
-        }
-        Command::Insert { name, columns, .. } => {
-            let Some(target) = objects.temp.schema(name) else {
-                return Err(Error::ReadOnly("INSERT".into()));
-            };
-            let (_, rows) = match source {
-                Some((plan, params)) => collect_rows(engine, plan, params).await?,
-                None => {
-                    let Command::Insert { source, .. } = command else {
-                        return Err(Error::Internal("not an INSERT".into()));
-                    };
-                    collect_rows(engine, &plan_query((**source).clone()).await?, Vec::new()).await?
-                }
-            };
-            // Where each target column's values come from: a source position, or NULL.
-            let positions: Vec<Option<usize>> = if columns.is_empty() {
-                (0..target.fields().len()).map(Some).collect()
-            } else {
-                for c in columns {
-                    if target.index_of(c).is_err() {
-                        return Err(Error::UnknownColumn {
-                            name: c.clone(),
-                            hint: crate::error::did_you_mean(
-                                c,
-                                target.fields().iter().map(|f| f.name().as_str()),
-                            ),
-                        });
-                    }
-                }
-                target
-                    .fields()
-                    .iter()
-                    .map(|f| columns.iter().position(|c| c == f.name()))
-                    .collect()
-            };
-            let mut converted = Vec::with_capacity(rows.len());
-            let mut count = 0usize;
-            for batch in rows {
-                let wanted = if columns.is_empty() {
-                    target.fields().len()
-                } else {
-                    columns.len()
-                };
-                if batch.num_columns() > wanted {
-                    return Err(Error::Syntax(
-                        "INSERT has more expressions than target columns".into(),
-                    ));
-                }
-                let arrays = target
-                    .fields()
-                    .iter()
-                    .zip(&positions)
-                    .map(
-                        |(field, position)| match position.and_then(|p| batch.columns().get(p)) {
-                            Some(array) => cast(array, field.data_type())
-                                .map_err(|e| Error::InvalidValue(e.to_string())),
-                            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
-                        },
-                    )
-                    .collect::<Result<Vec<_>>>()?;
-                count += batch.num_rows();
-                converted.push(
-                    RecordBatch::try_new(target.clone(), arrays)
-                        .map_err(|e| Error::InvalidValue(e.to_string()))?,
-                );
-            }
-            objects.temp.append(name, converted)?;
-            Ok(Response::Execution(
-                Tag::new("INSERT").with_oid(0).with_rows(count),
-            ))
-        }
-        Command::DropTables { names, if_exists } => {
-            for name in names {
-                if objects.temp.contains(name) {
-                    continue;
-                }
-                if engine.semantics().view(name).is_some() {
-                    return Err(Error::ReadOnly("DROP TABLE".into()));
-                }
-                if !if_exists {
-                    return Err(Error::UnknownRelation {
-                        name: name.clone(),
-                        hint: Some(
-                            "only this session's temporary tables can be dropped; DROP TABLE IF EXISTS ignores a missing one".into(),
-                        ),
-                    });
-                }
-            }
-            for name in names {
-                objects.temp.drop_table(name);
-            }
-            Ok(Response::Execution(Tag::new("DROP TABLE")))
-        }
-        _ => Err(Error::Internal("not a temporary table statement".into())),
-    }
 }
 
 /// `EXECUTE name (values)`: the prepared statement with its `$n` replaced by the values.
@@ -543,12 +359,13 @@ impl Handler {
                 Ok(Response::Query(response))
             }
             Prepared::TempWrite { command, plan } => {
-                temp_table_command(
+                temp::write(
                     &self.engine,
                     session,
                     &objects(client),
                     command,
-                    Some((plan, params)),
+                    plan,
+                    params,
                 )
                 .await
             }
@@ -699,8 +516,19 @@ impl Handler {
                 Response::Execution(Tag::new("MOVE").with_rows(rows))
             }
             Command::Accepted(tag) => Response::Execution(Tag::new(tag)),
-            Command::CreateTemp { .. } | Command::Insert { .. } | Command::DropTables { .. } => {
-                temp_table_command(&self.engine, session, &objects(client), command, None).await?
+            Command::CreateTemp {
+                name,
+                columns,
+                query: None,
+                ..
+            } => temp::create_empty(&self.engine, session, &objects(client), name, columns).await?,
+            Command::DropTables { names, if_exists } => {
+                temp::drop_tables(&self.engine, &objects(client), names, *if_exists)?
+            }
+            Command::CreateTemp { query: Some(_), .. } | Command::Insert { .. } => {
+                return Err(Error::Internal(
+                    "a temporary table write reached the command path".into(),
+                ));
             }
             Command::Query(_)
             | Command::Explain(_)
