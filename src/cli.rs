@@ -38,10 +38,19 @@ pub enum Command {
         #[arg(long)]
         with_data: bool,
     },
-    /// Generate the demo data set (deterministic; about 1.6 million order lines).
+    /// Generate the demo data set (deterministic; about 1.6 million order lines), and
+    /// optionally load it into a warehouse.
     Demo {
-        /// Output directory.
+        /// Output directory of the demo files (read from there when already complete and
+        /// --into is given).
         #[arg(long, default_value = "data/demo")]
         out: PathBuf,
+        /// Load the demo into this warehouse: postgres://user[:password]@host:port/db or
+        /// mysql://user[:password]@host:port/db (tables are replaced).
+        #[arg(long, requires = "model_out")]
+        into: Option<String>,
+        /// With --into: write a model directory whose source is that warehouse.
+        #[arg(long, requires = "into")]
+        model_out: Option<PathBuf>,
     },
 }

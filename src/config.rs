@@ -136,3 +136,9 @@ impl Config {
         }
     }
 }
+
+/// A secret from the environment variable `var` (a warehouse password named by a model
+/// source's `password_env`). Never logged.
+pub fn secret(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}

@@ -142,6 +142,16 @@ pub enum Error {
     #[error("configuration error: {0}")]
     Config(String),
 
+    // ---- a warehouse ------------------------------------------------------------
+    /// A warehouse source could not be reached or failed the statement sent to it.
+    #[error("source \"{source_name}\": {failure}")]
+    Source {
+        /// The model's name of the source.
+        source_name: String,
+        /// What went wrong there.
+        failure: SourceFailure,
+    },
+
     // ---- the machine ----------------------------------------------------------
     /// Reading or writing a file failed.
     #[error("{context}: {source}")]
@@ -159,6 +169,32 @@ pub enum Error {
     Internal(String),
 }
 
+/// How a warehouse failed. Messages never contain secrets: the sources module builds
+/// them from the warehouse's own error and the model's source name only.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceFailure {
+    /// No connection could be opened (refused, unknown host, authentication, timeout).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection broke while a statement ran.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The statement ran longer than the source's `query_timeout_secs`.
+    #[error("statement timed out after {0} s")]
+    Timeout(u64),
+    /// The warehouse refused or failed the statement.
+    #[error("{message}")]
+    Statement {
+        /// The warehouse's SQLSTATE, when it reports one.
+        sqlstate: Option<String>,
+        /// The warehouse's message.
+        message: String,
+    },
+    /// A value the warehouse returned that does not fit the column's type.
+    #[error("{0}")]
+    Value(String),
+}
+
 fn format_issues(issues: &[ModelIssue]) -> String {
     let mut out = format!("the model has {} problem(s):", issues.len());
     for issue in issues {
@@ -170,8 +206,19 @@ fn format_issues(issues: &[ModelIssue]) -> String {
 
 impl Error {
     /// The PostgreSQL SQLSTATE code of this error. This is the only SQLSTATE table.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         match self {
+            Error::Source { failure, .. } => match failure {
+                SourceFailure::Connect(_) => "08001",
+                SourceFailure::ConnectionLost(_) => "08006",
+                SourceFailure::Timeout(_) => "57014",
+                SourceFailure::Statement {
+                    sqlstate: Some(code),
+                    ..
+                } if code.len() == 5 && code != "00000" => code,
+                SourceFailure::Statement { .. } => "XX000",
+                SourceFailure::Value(_) => "22000",
+            },
             Error::Syntax(_) => "42601",
             Error::UnknownColumn { .. } => "42703",
             Error::UnknownRelation { .. } => "42P01",
@@ -231,6 +278,19 @@ impl Error {
             }
             Error::UnknownDatabase(_) => Some("connect to the database \"kpitables\"".into()),
             Error::Internal(_) => Some("this is a bug in kpitables; please report it".into()),
+            Error::Source { failure, .. } => match failure {
+                SourceFailure::Connect(_) | SourceFailure::ConnectionLost(_) => Some(
+                    "the warehouse is down or unreachable; kpitables reconnects by itself when it is back, so retry the query"
+                        .into(),
+                ),
+                SourceFailure::Timeout(_) => Some(
+                    "narrow the query (filters, a coarser grain) or raise query_timeout_secs of the source".into(),
+                ),
+                SourceFailure::Statement { .. } => Some(
+                    "EXPLAIN the query to see the SQL sent to the source".into(),
+                ),
+                SourceFailure::Value(_) => None,
+            },
             _ => None,
         }
     }
@@ -258,6 +318,9 @@ impl Error {
 /// are mostly type and value errors.
 impl From<DataFusionError> for Error {
     fn from(err: DataFusionError) -> Error {
+        if let Some(source) = source_error(&err) {
+            return source;
+        }
         match err {
             DataFusionError::SQL(e, _) => Error::Syntax(e.to_string()),
             DataFusionError::ArrowError(e, _) => classify_message(e.to_string(), false),
@@ -270,6 +333,33 @@ impl From<DataFusionError> for Error {
             DataFusionError::ResourcesExhausted(m) => Error::Engine(m),
             other => classify_message(other.to_string(), false),
         }
+    }
+}
+
+/// A warehouse failure carried through the engine (an executor returns it as an
+/// external error; the engine may wrap it in context or share it between partitions).
+fn source_error(err: &DataFusionError) -> Option<Error> {
+    match err {
+        DataFusionError::External(e) => e.downcast_ref::<Error>().and_then(|e| match e {
+            Error::Source {
+                source_name,
+                failure,
+            } => Some(Error::Source {
+                source_name: source_name.clone(),
+                failure: failure.clone(),
+            }),
+            Error::Canceled => Some(Error::Canceled),
+            _ => None,
+        }),
+        DataFusionError::Context(_, inner) => source_error(inner),
+        DataFusionError::Shared(inner) => source_error(inner),
+        DataFusionError::ArrowError(e, _) => match e.as_ref() {
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => inner
+                .downcast_ref::<DataFusionError>()
+                .and_then(source_error),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

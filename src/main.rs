@@ -64,7 +64,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { dir, with_data } => check(&dir, with_data).await,
-        Command::Demo { out } => {
+        Command::Demo {
+            out,
+            into: Some(url),
+            model_out: Some(model_out),
+        } => {
+            let target = demo::into_warehouse::Target::parse(&url)?;
+            ensure_demo_data(&out)?;
+            eprintln!("loading the demo into {} ...", target.url);
+            demo::into_warehouse::load(&out, &target, &model_out, |line| eprintln!("  {line}"))
+                .await?;
+            if target.password.is_some() {
+                eprintln!(
+                    "the model reads the password from ${}: export it before serving",
+                    demo::into_warehouse::PASSWORD_ENV
+                );
+            }
+            println!("kpitables serve --model {}", model_out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { out, .. } => {
             let summary = generate(&out)?;
             println!(
                 "demo data written to {}: {} orders, {} order lines",

@@ -18,6 +18,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v mold >/dev/null || need_apt+=(mold)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
+# Real warehouses for the pushdown tests (test_pushdown.py starts its own servers).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
+command -v mariadb-install-db >/dev/null || need_apt+=(mariadb-server mariadb-client)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
@@ -35,7 +39,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 VENV=$CACHE/venv
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb, pyodbc, sqlalchemy, pandas' 2>/dev/null; then
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb, pyodbc, sqlalchemy, pandas, pymysql' 2>/dev/null; then
   step "creating the Python test environment in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip

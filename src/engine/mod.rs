@@ -21,8 +21,11 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_federation::FederatedQueryPlanner;
+use datafusion_federation::sql::VirtualExecutionPlan;
 
 mod row_by_row;
 
@@ -87,6 +90,7 @@ pub struct Engine {
     semantics: Arc<Semantics>,
     catalog_tables: HashSet<(String, String)>,
     database: String,
+    has_warehouse: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -104,7 +108,19 @@ impl Engine {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_default_catalog_and_schema("kpitables", "public");
-        let ctx = SessionContext::new_with_config(config);
+        // Warehouse tables are federated: the federation rule cuts out the part of a plan
+        // each source can run and the federated planner sends it there as SQL. With files
+        // only, the rule finds nothing to do.
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rules(sources::pushdown::optimizer_rules(
+                sources::warehouse_tables(&model),
+            ))
+            .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let has_warehouse = model.sources.iter().any(|s| s.kind.is_warehouse());
         let schemas = sources::register_tables(&ctx, &model, model_dir).await?;
         let mut semantics = bind::bind(model, &schemas)?;
         let empty = HashSet::new();
@@ -117,6 +133,7 @@ impl Engine {
             semantics: Arc::new(semantics),
             catalog_tables,
             database: identity.database,
+            has_warehouse,
         })
     }
 
@@ -207,8 +224,9 @@ impl Engine {
         Ok(frame.execute_stream().await?)
     }
 
-    /// The lines of `EXPLAIN`: the semantic rewrite, then the optimized plan.
-    pub fn explain(&self, plan: &QueryPlan) -> Result<Vec<String>> {
+    /// The lines of `EXPLAIN`: the semantic rewrite, the optimized plan, and the exact
+    /// SQL statement each warehouse source would receive.
+    pub async fn explain(&self, plan: &QueryPlan) -> Result<Vec<String>> {
         let mut lines = vec!["Semantic rewrite (SQL over base tables):".to_string()];
         lines.extend(plan.rewritten_sql.lines().map(|l| format!("  {l}")));
         let optimized = self.ctx.state().optimize(&plan.plan)?;
@@ -220,8 +238,58 @@ impl Engine {
                 .lines()
                 .map(|l| format!("  {l}")),
         );
+        if self.has_warehouse {
+            let physical = self.ctx.state().create_physical_plan(&plan.plan).await?;
+            let pushed = pushed_down(&physical);
+            if pushed.is_empty() {
+                lines.push("Pushed down: nothing (the engine answers from its own tables)".into());
+            }
+            for (source, sql) in pushed {
+                lines.push(format!("Sent to source \"{source}\":"));
+                lines.extend(sql.lines().map(|l| format!("  {l}")));
+            }
+        }
         Ok(lines)
     }
+}
+
+/// Each warehouse statement of a physical plan, as `(source, SQL)`, in plan order.
+pub fn pushed_down(plan: &Arc<dyn ExecutionPlan>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(remote) = plan.downcast_ref::<VirtualExecutionPlan>() {
+        let line = displayable(plan.as_ref()).one_line().to_string();
+        // The plan node prints the statement after each rewrite stage; the last one is
+        // what the source receives.
+        let sql = [
+            " rewritten_sql_query=",
+            " rewritten_ast_analyzer=",
+            " rewritten_executor_sql=",
+            " rewritten_logical_sql=",
+            " base_sql=",
+        ]
+        .iter()
+        .find_map(|marker| line.rsplit_once(marker).map(|(_, sql)| sql))
+        .map(|sql| cut_at_next_marker(sql).trim().to_string())
+        .unwrap_or(line.clone());
+        out.push((remote.executor().name().to_string(), sql));
+    }
+    for child in plan.children() {
+        out.extend(pushed_down(child));
+    }
+    out
+}
+
+fn cut_at_next_marker(sql: &str) -> &str {
+    [
+        " rewritten_logical_sql=",
+        " rewritten_executor_sql=",
+        " rewritten_ast_analyzer=",
+        " rewritten_sql_query=",
+    ]
+    .iter()
+    .filter_map(|m| sql.find(m))
+    .min()
+    .map_or(sql, |i| &sql[..i])
 }
 
 async fn plan_statement(
@@ -245,6 +313,13 @@ async fn plan_statement(
             statement,
         )))
         .await
+        .map_err(|e| outer_view_column(Error::from(e), &report, cx))?;
+    // The analyzer settles types the SQL planner leaves open (a UNION's columns take the
+    // type of all branches, not of the first one's NULL), so the result columns sent in
+    // RowDescription are the types the rows will have.
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(|e| outer_view_column(Error::from(e), &report, cx))?;
     // Backstop for the read-only invariant: nothing but a query reaches the shared engine
     // (`SELECT INTO` would otherwise create a table every session sees).

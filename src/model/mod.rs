@@ -63,6 +63,20 @@ pub struct Source {
     /// For `files`: the directory holding the files, relative to the model directory
     /// unless absolute.
     pub path: Option<String>,
+    /// For warehouses: `postgres://user@host:port/database` or
+    /// `mysql://user@host:port/database`, without a password.
+    pub url: Option<Spanned<String>>,
+    /// For warehouses: the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// For warehouses: the schema (PostgreSQL) or database (MySQL) of the tables, when
+    /// not the connection's default.
+    pub schema: Option<String>,
+    /// For warehouses: the most connections kpitables opens to the source (default 8).
+    pub pool_size: Option<usize>,
+    /// For warehouses: seconds to wait for a connection (default 10).
+    pub connect_timeout_secs: Option<u64>,
+    /// For warehouses: seconds a statement may run before it is cancelled (default 300).
+    pub query_timeout_secs: Option<u64>,
     /// Free text.
     #[serde(default)]
     pub description: String,
@@ -71,12 +85,25 @@ pub struct Source {
     pub file: usize,
 }
 
-/// Kinds of source. Warehouses (PostgreSQL, MySQL protocol) come in a later step.
+/// Kinds of source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     /// Local Parquet and CSV files, queried by the embedded engine.
     Files,
+    /// A PostgreSQL-protocol warehouse (PostgreSQL, Greenplum, Citus, ...): queries are
+    /// pushed down as PostgreSQL SQL.
+    Postgres,
+    /// A MySQL-protocol warehouse (MariaDB, MySQL, StarRocks, Doris): queries are pushed
+    /// down as MySQL SQL.
+    Mysql,
+}
+
+impl SourceKind {
+    /// True for the warehouse kinds, whose tables live in a database server.
+    pub fn is_warehouse(self) -> bool {
+        !matches!(self, SourceKind::Files)
+    }
 }
 
 /// A logical dataset over one source.
@@ -89,6 +116,8 @@ pub struct Table {
     pub source: Spanned<String>,
     /// For file sources: the file (or directory of files) inside the source path.
     pub file: Option<Spanned<String>>,
+    /// For warehouse sources: the table's name in the warehouse (default: `name`).
+    pub table: Option<Spanned<String>>,
     /// `parquet` or `csv`; by default taken from the file extension.
     pub format: Option<FileFormat>,
     /// The column that identifies a row.

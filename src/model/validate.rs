@@ -118,22 +118,47 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
 
     for source in &model.sources {
         c.name(source.file, "source", &source.name);
-        if source.kind == SourceKind::Files && source.path.is_none() {
-            c.at(
-                source.file,
-                &source.name,
-                format!(
-                    "source \"{}\" of kind files needs a path",
-                    source.name.get_ref()
+        let name = source.name.get_ref();
+        match source.kind {
+            SourceKind::Files => {
+                if source.path.is_none() {
+                    c.at(
+                        source.file,
+                        &source.name,
+                        format!("source \"{name}\" of kind files needs a path"),
+                    );
+                }
+                if let Some(url) = &source.url {
+                    c.at(
+                        source.file,
+                        url,
+                        format!("source \"{name}\" of kind files takes a path, not a url"),
+                    );
+                }
+            }
+            kind => match &source.url {
+                None => c.at(
+                    source.file,
+                    &source.name,
+                    format!("source \"{name}\" needs a url"),
                 ),
-            );
+                Some(url) => {
+                    if let Err(reason) = check_url(url.get_ref(), kind) {
+                        c.at(source.file, url, format!("source \"{name}\": {reason}"));
+                    }
+                }
+            },
         }
     }
     for table in &model.tables {
         let f = table.file_index;
         c.name(f, "table", &table.name);
-        if c.reference(f, "source", &table.source, source_names())
-            && let Some(source) = model.source(table.source.get_ref())
+        let source = if c.reference(f, "source", &table.source, source_names()) {
+            model.source(table.source.get_ref())
+        } else {
+            None
+        };
+        if let Some(source) = source
             && source.kind == SourceKind::Files
         {
             match &table.file {
@@ -153,6 +178,26 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
                 }
                 Some(_) => {}
             }
+            if let Some(t) = &table.table {
+                c.at(
+                    f,
+                    t,
+                    "`table` names a warehouse table; a files source takes `file`",
+                );
+            }
+        }
+        if let Some(source) = source
+            && source.kind.is_warehouse()
+            && let Some(file) = &table.file
+        {
+            c.at(
+                f,
+                file,
+                format!(
+                    "source \"{}\" is a warehouse: name the table with `table`, not `file`",
+                    source.name.get_ref()
+                ),
+            );
         }
         for join in &table.joins {
             if c.reference(f, "table", &join.to, table_names())
@@ -232,4 +277,33 @@ fn duplicates<'a>(
             );
         }
     }
+}
+
+/// A warehouse URL: the right scheme for the kind, a host, and no password (passwords
+/// come from the environment variable named by `password_env`, never from model files).
+fn check_url(url: &str, kind: SourceKind) -> std::result::Result<(), String> {
+    let scheme = match kind {
+        SourceKind::Postgres => &["postgres", "postgresql"][..],
+        SourceKind::Mysql => &["mysql", "mariadb"][..],
+        SourceKind::Files => return Ok(()),
+    };
+    let Some((given, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "url must look like {}://user@host:port/database",
+            scheme[0]
+        ));
+    };
+    if !scheme.contains(&given) {
+        return Err(format!(
+            "url scheme \"{given}\" does not match the kind (expected {}://)",
+            scheme[0]
+        ));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        return Err("url contains a password: put it in an environment variable and name it with password_env".into());
+    }
+    Ok(())
 }

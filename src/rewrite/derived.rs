@@ -9,8 +9,8 @@
 //! ```
 //! Only the many-to-one joins the query needs are added, so rows never fan out. When the
 //! metrics come from several fact tables, each is aggregated on its own and the results
-//! are joined on the grain (FULL JOIN ... IS NOT DISTINCT FROM), so nothing is counted
-//! twice. The SQL text is assembled only from model identifiers and expressions printed
+//! are combined on the grain (stacked with UNION ALL and grouped by the grain, which
+//! every warehouse runs), so nothing is counted twice. The SQL text is assembled only from model identifiers and expressions printed
 //! from their syntax trees, then parsed back.
 
 use std::collections::BTreeSet;
@@ -375,45 +375,47 @@ fn row_count_part(
     Ok(out)
 }
 
-/// Join the parts (per-fact aggregates, row counts) on the grain; each part provides the
-/// columns listed with it.
+/// Combine the parts (per-fact aggregates, row counts) on the grain; each part provides
+/// the columns listed with it.
+///
+/// Every part has at most one row per grain value, so the parts are stacked with
+/// `UNION ALL` (each filling only its own columns) and grouped by the grain: this matches
+/// NULL grain values as equal, as a `FULL JOIN ... IS NOT DISTINCT FROM` would, and runs on
+/// every warehouse (PostgreSQL cannot hash such a FULL JOIN; MySQL has no FULL JOIN).
 fn join_parts(parts: &[(String, Vec<String>)], spec: &DerivedSpec<'_>) -> String {
-    let mut items = Vec::new();
-    for i in 0..spec.grain.len() {
-        let all: Vec<String> = (0..parts.len())
-            .map(|f| format!("f{f}.\"__g{i}\""))
-            .collect();
-        items.push(format!("COALESCE({}) AS \"__g{i}\"", all.join(", ")));
+    let grain: Vec<String> = (0..spec.grain.len())
+        .map(|i| format!("\"__g{i}\""))
+        .collect();
+    let all_columns: Vec<&String> = parts.iter().flat_map(|(_, provides)| provides).collect();
+    let branches: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(f, (part, provides))| {
+            let mut items: Vec<String> = grain.iter().map(|g| format!("f{f}.{g}")).collect();
+            for column in &all_columns {
+                if provides.contains(column) {
+                    items.push(format!("f{f}.\"{column}\""));
+                } else {
+                    items.push(format!("NULL AS \"{column}\""));
+                }
+            }
+            format!("SELECT {} FROM ({part}) AS f{f}", items.join(", "))
+        })
+        .collect();
+    let mut items: Vec<String> = grain.iter().map(|g| format!("u.{g} AS {g}")).collect();
+    for column in &all_columns {
+        items.push(format!("max(u.\"{column}\") AS \"{column}\""));
     }
-    for (f, (_, provides)) in parts.iter().enumerate() {
-        for column in provides {
-            items.push(format!("f{f}.\"{column}\""));
-        }
+    let mut sql = format!(
+        "SELECT {} FROM ({}) AS u",
+        items.join(", "),
+        branches.join(" UNION ALL ")
+    );
+    if !grain.is_empty() {
+        let keys: Vec<String> = grain.iter().map(|g| format!("u.{g}")).collect();
+        let _ = write!(sql, " GROUP BY {}", keys.join(", "));
     }
-    let mut from = format!("({}) AS f0", parts[0].0);
-    for (f, (part, _)) in parts.iter().enumerate().skip(1) {
-        if spec.grain.is_empty() {
-            let _ = write!(from, " CROSS JOIN ({part}) AS f{f}");
-        } else {
-            let conditions: Vec<String> = (0..spec.grain.len())
-                .map(|i| {
-                    let left: Vec<String> = (0..f).map(|p| format!("f{p}.\"__g{i}\"")).collect();
-                    let left = if left.len() == 1 {
-                        left[0].clone()
-                    } else {
-                        format!("COALESCE({})", left.join(", "))
-                    };
-                    format!("({left} IS NOT DISTINCT FROM f{f}.\"__g{i}\")")
-                })
-                .collect();
-            let _ = write!(
-                from,
-                " FULL JOIN ({part}) AS f{f} ON {}",
-                conditions.join(" AND ")
-            );
-        }
-    }
-    format!("SELECT {} FROM {from}", items.join(", "))
+    sql
 }
 
 /// The table a block without metrics reads: the first of the requested dimensions'

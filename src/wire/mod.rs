@@ -322,7 +322,7 @@ impl Handler {
                 Ok(Response::Query(QueryResponse::new(fields, rows)))
             }
             Prepared::Explain(plan) => {
-                let lines = self.engine.explain(plan)?;
+                let lines = self.engine.explain(plan).await?;
                 Ok(text_rows(
                     text_fields(&["QUERY PLAN"], format),
                     lines.into_iter().map(|l| vec![Some(l)]).collect(),

@@ -32,32 +32,48 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: pathlib.Path) -> None:
     raise RuntimeError(f"kpitables did not listen on {port}:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    assert (DATA / "_SUCCESS").exists(), "run `kpitables demo` first (tests/run-all.sh does)"
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "kpitables.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [BIN, "serve", "--listen", f"127.0.0.1:{port}"],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": "info"},
-        )
-    try:
-        wait_for_port(port, proc, log)
-        yield {
+class Kpitables:
+    """A kpitables server process (the real binary) on a free port."""
+
+    def __init__(self, log: pathlib.Path, args=(), env=None):
+        self.port = free_port()
+        self.log = log
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", *args],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "RUST_LOG": "info", **(env or {})},
+            )
+        try:
+            wait_for_port(self.port, self.proc, log)
+        except Exception:
+            self.close()
+            raise
+        self.info = {
             "host": "127.0.0.1",
-            "port": port,
+            "port": self.port,
             "user": "analyst",
             "password": "analyst",
             "dbname": "kpitables",
             "log": log,
         }
+        self.dsn = f"host=127.0.0.1 port={self.port} user=analyst password=analyst dbname=kpitables"
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    assert (DATA / "_SUCCESS").exists(), "run `kpitables demo` first (tests/run-all.sh does)"
+    k = Kpitables(tmp_path_factory.mktemp("server") / "kpitables.log")
+    try:
+        yield k.info
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        k.close()
 
 
 @pytest.fixture()

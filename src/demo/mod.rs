@@ -8,6 +8,8 @@
 //! Invariant: writes only into the directory it is given, and only marks it complete
 //! (`_SUCCESS`) once every file is written.
 
+pub mod into_warehouse;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;

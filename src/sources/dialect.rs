@@ -1,0 +1,225 @@
+//! SQL dialect fixes for pushed-down statements, so that a metric gives the same answer on
+//! every source.
+//!
+//! DataFusion's unparser writes each federated plan in the source's dialect. Where a
+//! MySQL-protocol source would answer differently from PostgreSQL (and the embedded
+//! engine), the statement is corrected here:
+//!
+//! - `date_trunc(grain, x)` does not exist in MySQL: it becomes the equivalent date
+//!   arithmetic (weeks start on Monday, as ISO and PostgreSQL have it);
+//! - MySQL sorts NULLs first in ascending order and has no `NULLS FIRST/LAST`: each sort
+//!   key is preceded by `(x IS NULL)` in the order PostgreSQL uses (NULLs last when
+//!   ascending, first when descending).
+//!
+//! Invariant: syntax only, no I/O; each rule has a test.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::TimeUnit;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::Expr;
+use datafusion::sql::sqlparser::ast::{
+    self, Expr as SqlExpr, OrderByExpr, OrderByKind, OrderByOptions, Statement, VisitMut,
+    VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::MySqlDialect as ParserDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::unparser::Unparser;
+use datafusion::sql::unparser::dialect::{
+    DateFieldExtractStyle, Dialect, IntervalStyle, MySqlDialect,
+};
+
+/// The dialect pushed-down statements are written in for MySQL-protocol sources.
+pub fn mysql() -> Arc<dyn Dialect> {
+    Arc::new(Mysql)
+}
+
+/// DataFusion's MySQL dialect, plus `date_trunc` and explicit NULL ordering (which
+/// [`fix_mysql`] then spells the MySQL way).
+struct Mysql;
+
+impl Dialect for Mysql {
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        MySqlDialect {}.identifier_quote_style(identifier)
+    }
+    fn supports_qualify(&self) -> bool {
+        false
+    }
+    fn supports_nulls_first_in_sort(&self) -> bool {
+        // Kept in the AST so `fix_mysql` can order NULLs as PostgreSQL does.
+        true
+    }
+    fn interval_style(&self) -> IntervalStyle {
+        IntervalStyle::MySQL
+    }
+    fn utf8_cast_dtype(&self) -> ast::DataType {
+        ast::DataType::Char(None)
+    }
+    fn large_utf8_cast_dtype(&self) -> ast::DataType {
+        ast::DataType::Char(None)
+    }
+    fn date_field_extract_style(&self) -> DateFieldExtractStyle {
+        DateFieldExtractStyle::Extract
+    }
+    fn distinct_from_style(&self) -> datafusion::sql::unparser::dialect::DistinctFromStyle {
+        MySqlDialect {}.distinct_from_style()
+    }
+    fn int64_cast_dtype(&self) -> ast::DataType {
+        MySqlDialect {}.int64_cast_dtype()
+    }
+    fn int32_cast_dtype(&self) -> ast::DataType {
+        MySqlDialect {}.int32_cast_dtype()
+    }
+    fn timestamp_cast_dtype(&self, unit: &TimeUnit, tz: &Option<Arc<str>>) -> ast::DataType {
+        MySqlDialect {}.timestamp_cast_dtype(unit, tz)
+    }
+    fn requires_derived_table_alias(&self) -> bool {
+        true
+    }
+    fn scalar_function_to_sql_overrides(
+        &self,
+        unparser: &Unparser,
+        func_name: &str,
+        args: &[Expr],
+    ) -> Result<Option<SqlExpr>> {
+        match (func_name, args) {
+            ("date_trunc", [Expr::Literal(grain, _), value]) => {
+                let grain = match grain {
+                    ScalarValue::Utf8(Some(g))
+                    | ScalarValue::Utf8View(Some(g))
+                    | ScalarValue::LargeUtf8(Some(g)) => g.to_ascii_lowercase(),
+                    _ => return Ok(None),
+                };
+                let x = unparser.expr_to_sql(value)?.to_string();
+                let Some(template) = date_trunc_mysql(&grain, &x) else {
+                    return Ok(None);
+                };
+                Ok(Some(parse_expr(&template)?))
+            }
+            _ => MySqlDialect {}.scalar_function_to_sql_overrides(unparser, func_name, args),
+        }
+    }
+}
+
+/// `date_trunc(grain, x)` as MySQL date arithmetic (a DATETIME, as PostgreSQL returns a
+/// timestamp).
+fn date_trunc_mysql(grain: &str, x: &str) -> Option<String> {
+    Some(match grain {
+        "year" => format!("CAST(DATE_FORMAT({x}, '%Y-01-01') AS DATETIME)"),
+        "quarter" => {
+            format!(
+                "CAST(MAKEDATE(YEAR({x}), 1) + INTERVAL (QUARTER({x}) - 1) QUARTER AS DATETIME)"
+            )
+        }
+        "month" => format!("CAST(DATE_FORMAT({x}, '%Y-%m-01') AS DATETIME)"),
+        "week" => format!("CAST(DATE({x}) - INTERVAL WEEKDAY({x}) DAY AS DATETIME)"),
+        "day" => format!("CAST(DATE({x}) AS DATETIME)"),
+        "hour" => format!("CAST(DATE_FORMAT({x}, '%Y-%m-%d %H:00:00') AS DATETIME)"),
+        "minute" => format!("CAST(DATE_FORMAT({x}, '%Y-%m-%d %H:%i:00') AS DATETIME)"),
+        "second" => format!("CAST(DATE_FORMAT({x}, '%Y-%m-%d %H:%i:%s') AS DATETIME)"),
+        _ => return None,
+    })
+}
+
+fn parse_expr(sql: &str) -> Result<SqlExpr> {
+    Parser::new(&ParserDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))
+}
+
+/// Spell PostgreSQL's NULL ordering for MySQL: `x ASC NULLS LAST` becomes
+/// `x IS NULL ASC, x ASC` (and likewise in window definitions).
+pub fn fix_mysql(mut statement: Statement) -> Statement {
+    let _ = statement.visit(&mut NullOrdering);
+    statement
+}
+
+struct NullOrdering;
+
+impl VisitorMut for NullOrdering {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        if let Some(order_by) = &mut query.order_by
+            && let OrderByKind::Expressions(exprs) = &mut order_by.kind
+        {
+            *exprs = spell_null_ordering(std::mem::take(exprs));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        if let SqlExpr::Function(f) = expr
+            && let Some(ast::WindowType::WindowSpec(spec)) = &mut f.over
+        {
+            spec.order_by = spell_null_ordering(std::mem::take(&mut spec.order_by));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn spell_null_ordering(exprs: Vec<OrderByExpr>) -> Vec<OrderByExpr> {
+    let mut out = Vec::with_capacity(exprs.len() * 2);
+    for mut e in exprs {
+        if let Some(nulls_first) = e.options.nulls_first.take() {
+            // Literal positions (`ORDER BY 1`) cannot be wrapped; MySQL would read
+            // `1 IS NULL` as a constant. Leave them (the unparser names columns).
+            if !matches!(e.expr, SqlExpr::Value(_)) {
+                out.push(OrderByExpr {
+                    expr: SqlExpr::IsNull(Box::new(e.expr.clone())),
+                    options: OrderByOptions {
+                        asc: Some(!nulls_first),
+                        nulls_first: None,
+                    },
+                    with_fill: None,
+                });
+            }
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(sql: &str) -> String {
+        let statement = Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            sql,
+        )
+        .unwrap()
+        .remove(0);
+        fix_mysql(statement).to_string()
+    }
+
+    #[test]
+    fn null_ordering_is_spelled_with_is_null() {
+        assert_eq!(
+            roundtrip("SELECT a FROM t ORDER BY a ASC NULLS LAST, b DESC NULLS FIRST"),
+            "SELECT a FROM t ORDER BY a IS NULL ASC, a ASC, b IS NULL DESC, b DESC"
+        );
+        assert_eq!(
+            roundtrip("SELECT rank() OVER (ORDER BY a DESC NULLS FIRST) FROM t"),
+            "SELECT rank() OVER (ORDER BY a IS NULL DESC, a DESC) FROM t"
+        );
+        assert_eq!(
+            roundtrip("SELECT a FROM t ORDER BY a"),
+            "SELECT a FROM t ORDER BY a"
+        );
+    }
+
+    #[test]
+    fn date_trunc_grains_parse_as_mysql() {
+        for grain in [
+            "year", "quarter", "month", "week", "day", "hour", "minute", "second",
+        ] {
+            let sql = date_trunc_mysql(grain, "`o`.`order_date`").unwrap();
+            parse_expr(&sql).unwrap();
+        }
+        assert!(date_trunc_mysql("millennium", "x").is_none());
+    }
+}

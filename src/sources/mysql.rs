@@ -1,0 +1,280 @@
+//! MySQL-protocol warehouses (MariaDB, MySQL, and the distributed StarRocks and Doris).
+//!
+//! A `mysql_async` pool per source. Statements arrive as MySQL SQL from the federation
+//! planner (with the dialect fixes of [`super::dialect`]) and run through the text
+//! protocol, so every value comes back as text and is converted by
+//! [`super::text_rows`]. Each connection works in UTC with `utf8mb4`. A statement is
+//! cancelled with `KILL QUERY` from a second connection.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::unparser::dialect::Dialect;
+use datafusion_federation::sql::{AstAnalyzer, SQLExecutor};
+use futures::TryStreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+
+use super::text_rows::{BATCH_ROWS, TextRows};
+use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings};
+use crate::error::{Result, SourceFailure};
+use crate::model::SourceKind;
+
+/// One MySQL-protocol source: a connection pool and its settings.
+pub struct Mysql {
+    settings: Arc<Settings>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Mysql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mysql")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Mysql {
+    /// A pool for the source (connections open on first use).
+    pub fn new(settings: Settings) -> Result<Mysql> {
+        let url = match settings.url.split_once("://") {
+            Some(("mariadb", rest)) => format!("mysql://{rest}"),
+            _ => settings.url.clone(),
+        };
+        let opts = Opts::from_url(&url)
+            .map_err(|e| settings.error(SourceFailure::Connect(format!("invalid url: {e}"))))?;
+        let constraints = PoolConstraints::new(0, settings.pool_size)
+            .ok_or_else(|| settings.error(SourceFailure::Connect("invalid pool_size".into())))?;
+        let mut builder = OptsBuilder::from_opts(opts)
+            .init(vec![
+                "SET time_zone = '+00:00'",
+                "SET NAMES utf8mb4",
+                "SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+                "SET SESSION TRANSACTION READ ONLY",
+            ])
+            .prefer_socket(false)
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        if let Some(password) = &settings.password {
+            builder = builder.pass(Some(password.clone()));
+        }
+        if let Some(schema) = &settings.schema {
+            builder = builder.db_name(Some(schema.clone()));
+        }
+        Ok(Mysql {
+            pool: Pool::new(builder),
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// The columns of `table`, read from `information_schema.columns`.
+    pub async fn columns(&self, table: &str) -> Result<Vec<ColumnInfo>> {
+        let mut conn = connection(&self.settings, &self.pool).await?;
+        let rows: Vec<ColumnRow> = conn
+            .exec(
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR), \
+                        CAST(numeric_precision AS SIGNED), CAST(numeric_scale AS SIGNED) \
+                 FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? \
+                 ORDER BY ordinal_position",
+                (table,),
+            )
+            .await
+            .map_err(|e| self.settings.error(failure(&e)))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, data_type, column_type, precision, scale)| ColumnInfo {
+                    name,
+                    data_type,
+                    column_type,
+                    precision,
+                    scale,
+                },
+            )
+            .collect())
+    }
+}
+
+/// One row of the `information_schema.columns` query: name, data type, column type,
+/// precision, scale.
+type ColumnRow = (String, String, String, Option<i64>, Option<i64>);
+
+async fn connection(settings: &Settings, pool: &Pool) -> Result<mysql_async::Conn> {
+    match tokio::time::timeout(settings.connect_timeout, pool.get_conn()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(settings.error(SourceFailure::Connect(e.to_string()))),
+        Err(_) => Err(settings.error(SourceFailure::Connect(format!(
+            "no connection within {} s",
+            settings.connect_timeout.as_secs()
+        )))),
+    }
+}
+
+fn failure(e: &mysql_async::Error) -> SourceFailure {
+    match e {
+        mysql_async::Error::Server(server) => SourceFailure::Statement {
+            sqlstate: Some(server.state.clone()),
+            message: server.message.clone(),
+        },
+        other => SourceFailure::ConnectionLost(other.to_string()),
+    }
+}
+
+fn text(value: Option<&Value>) -> std::result::Result<Option<&str>, String> {
+    match value {
+        None | Some(Value::NULL) => Ok(None),
+        Some(Value::Bytes(bytes)) => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| "the source returned text that is not UTF-8".to_string()),
+        Some(other) => Err(format!("unexpected binary value {other:?}")),
+    }
+}
+
+async fn fetch(
+    conn: &mut mysql_async::Conn,
+    sql: &str,
+    schema: &SchemaRef,
+    sender: &BatchSender,
+) -> std::result::Result<bool, (bool, SourceFailure)> {
+    let mut result = conn
+        .query_iter(sql)
+        .await
+        .map_err(|e| (false, failure(&e)))?;
+    let mut rows = TextRows::new(Arc::clone(schema));
+    let mut sent = false;
+    {
+        let stream = result
+            .stream::<Row>()
+            .await
+            .map_err(|e| (false, failure(&e)))?;
+        if let Some(mut stream) = stream {
+            while let Some(row) = stream.try_next().await.map_err(|e| (sent, failure(&e)))? {
+                let mut values = Vec::with_capacity(row.len());
+                for i in 0..row.len() {
+                    values.push(text(row.as_ref(i)).map_err(|m| (sent, SourceFailure::Value(m)))?);
+                }
+                rows.push(values)
+                    .map_err(|m| (sent, SourceFailure::Value(m)))?;
+                if rows.len() >= BATCH_ROWS {
+                    let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
+                    if !sender.send(batch).await {
+                        return Ok(true);
+                    }
+                    sent = true;
+                }
+            }
+        }
+    }
+    if !rows.is_empty() {
+        let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
+        sender.send(batch).await;
+        sent = true;
+    }
+    Ok(sent)
+}
+
+async fn run(
+    settings: Arc<Settings>,
+    pool: Pool,
+    sql: String,
+    schema: SchemaRef,
+    sender: BatchSender,
+) -> DFResult<()> {
+    for attempt in 0..2 {
+        let mut conn = connection(&settings, &pool)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let id = conn.id();
+        let outcome = warehouse::guard(
+            &sender,
+            settings.query_timeout,
+            fetch(&mut conn, &sql, &schema, &sender),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
+                tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");
+                continue;
+            }
+            Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
+            Err(interrupted) => {
+                drop(conn);
+                match connection(&settings, &pool).await {
+                    Ok(mut killer) => {
+                        if let Err(e) = killer.query_drop(format!("KILL QUERY {id}")).await {
+                            tracing::warn!(source = %settings.name, error = %e, "cancel failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(source = %settings.name, error = %e, "cancel failed"),
+                }
+                return match interrupted {
+                    Interrupted::Abandoned => Ok(()),
+                    Interrupted::TimedOut => Err(settings
+                        .engine_error(SourceFailure::Timeout(settings.query_timeout.as_secs()))),
+                };
+            }
+        }
+    }
+    Err(settings.engine_error(SourceFailure::ConnectionLost(
+        "the connection broke twice".into(),
+    )))
+}
+
+#[async_trait]
+impl SQLExecutor for Mysql {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn compute_context(&self) -> Option<String> {
+        Some(format!(
+            "mysql:{}:{}",
+            self.settings.name, self.settings.url
+        ))
+    }
+
+    fn dialect(&self) -> Arc<dyn Dialect> {
+        super::dialect::mysql()
+    }
+
+    fn ast_analyzer(&self) -> Option<AstAnalyzer> {
+        Some(Box::new(|statement: Statement| {
+            Ok(super::dialect::fix_mysql(statement))
+        }))
+    }
+
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> DFResult<SendableRecordBatchStream> {
+        tracing::info!(source = %self.settings.name, sql = %query, "pushed down");
+        let settings = Arc::clone(&self.settings);
+        let pool = self.pool.clone();
+        let sql = query.to_string();
+        let stream_schema = Arc::clone(&schema);
+        Ok(warehouse::spawn_stream(schema, move |sender| {
+            run(settings, pool, sql, stream_schema, sender)
+        }))
+    }
+
+    async fn table_names(&self) -> DFResult<Vec<String>> {
+        Err(DataFusionError::NotImplemented(
+            "kpitables registers the model's tables by name".into(),
+        ))
+    }
+
+    async fn get_table_schema(&self, table_name: &str) -> DFResult<SchemaRef> {
+        let columns = self
+            .columns(table_name)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(warehouse::table_schema(SourceKind::Mysql, &columns))
+    }
+}

@@ -1,0 +1,255 @@
+//! PostgreSQL-protocol warehouses (PostgreSQL, Greenplum, Citus, Redshift-style engines).
+//!
+//! A pool of `tokio-postgres` connections per source. Statements arrive as PostgreSQL SQL
+//! from the federation planner and run through the simple query protocol, so every
+//! value comes back as text and is converted by [`super::text_rows`]. Each connection
+//! is opened read-only, in UTC, with ISO dates.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
+use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
+use datafusion_federation::sql::SQLExecutor;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::TryStreamExt;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use super::text_rows::{BATCH_ROWS, TextRows};
+use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings};
+use crate::error::{Result, SourceFailure};
+use crate::model::SourceKind;
+
+/// One PostgreSQL-protocol source: a connection pool and its settings.
+pub struct Postgres {
+    settings: Arc<Settings>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Postgres {
+    /// A pool for the source (connections open on first use).
+    pub fn new(settings: Settings) -> Result<Postgres> {
+        let mut config: tokio_postgres::Config = settings
+            .url
+            .parse()
+            .map_err(|e| settings.error(SourceFailure::Connect(format!("invalid url: {e}"))))?;
+        if let Some(password) = &settings.password {
+            config.password(password);
+        }
+        config
+            .application_name("kpitables")
+            .connect_timeout(settings.connect_timeout)
+            .options("-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3 -c default_transaction_read_only=on");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(settings.connect_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| settings.error(SourceFailure::Connect(e.to_string())))?;
+        Ok(Postgres {
+            settings: Arc::new(settings),
+            pool,
+        })
+    }
+
+    /// The columns of `table`, read from `information_schema.columns`.
+    pub async fn columns(&self, table: &str) -> Result<Vec<ColumnInfo>> {
+        let client = connection(&self.settings, &self.pool).await?;
+        let rows = client
+            .query(
+                "SELECT column_name::text, data_type::text, numeric_precision::int8, numeric_scale::int8 \
+                 FROM information_schema.columns \
+                 WHERE table_schema = COALESCE($1, current_schema()) AND table_name = $2 \
+                 ORDER BY ordinal_position",
+                &[&self.settings.schema, &table],
+            )
+            .await
+            .map_err(|e| self.settings.error(failure(&e)))?;
+        Ok(rows
+            .iter()
+            .map(|r| ColumnInfo {
+                name: r.get(0),
+                data_type: r.get(1),
+                column_type: String::new(),
+                precision: r.get(2),
+                scale: r.get(3),
+            })
+            .collect())
+    }
+}
+
+async fn connection(settings: &Settings, pool: &Pool) -> Result<deadpool_postgres::Object> {
+    pool.get().await.map_err(|e| {
+        let message = match e {
+            deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+            deadpool_postgres::PoolError::Timeout(_) => format!(
+                "no connection within {} s",
+                settings.connect_timeout.as_secs()
+            ),
+            other => other.to_string(),
+        };
+        settings.error(SourceFailure::Connect(message))
+    })
+}
+
+/// What a driver error means for the client.
+fn failure(e: &tokio_postgres::Error) -> SourceFailure {
+    if let Some(db) = e.as_db_error() {
+        SourceFailure::Statement {
+            sqlstate: Some(db.code().code().to_string()),
+            message: db.message().to_string(),
+        }
+    } else {
+        // Closed, I/O error or protocol desynchronisation: the connection is unusable.
+        SourceFailure::ConnectionLost(e.to_string())
+    }
+}
+
+/// Run `sql` and send its rows as batches; true when at least one batch was sent.
+async fn fetch(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    schema: &SchemaRef,
+    sender: &BatchSender,
+) -> std::result::Result<bool, (bool, SourceFailure)> {
+    let stream = client
+        .simple_query_raw(sql)
+        .await
+        .map_err(|e| (false, failure(&e)))?;
+    futures::pin_mut!(stream);
+    let mut rows = TextRows::new(Arc::clone(schema));
+    let mut sent = false;
+    while let Some(message) = stream.try_next().await.map_err(|e| (sent, failure(&e)))? {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let values = (0..row.len()).map(|i| row.try_get(i).ok().flatten());
+        rows.push(values)
+            .map_err(|m| (sent, SourceFailure::Value(m)))?;
+        if rows.len() >= BATCH_ROWS {
+            let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
+            if !sender.send(batch).await {
+                return Ok(true);
+            }
+            sent = true;
+        }
+    }
+    if !rows.is_empty() {
+        let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
+        sender.send(batch).await;
+        sent = true;
+    }
+    Ok(sent)
+}
+
+/// Run one statement on a pooled connection: cancel it on the server when the engine
+/// stops reading or the timeout passes; retry once on a fresh connection when the
+/// connection turns out dead before any row arrived (the warehouse restarted).
+async fn run(
+    settings: Arc<Settings>,
+    pool: Pool,
+    sql: String,
+    schema: SchemaRef,
+    sender: BatchSender,
+) -> DFResult<()> {
+    for attempt in 0..2 {
+        let client = connection(&settings, &pool)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let token = client.cancel_token();
+        let outcome = warehouse::guard(
+            &sender,
+            settings.query_timeout,
+            fetch(&client, &sql, &schema, &sender),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
+                tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");
+                drop(deadpool_postgres::Object::take(client));
+                continue;
+            }
+            Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
+            Err(interrupted) => {
+                if let Err(e) = token.cancel_query(NoTls).await {
+                    tracing::warn!(source = %settings.name, error = %e, "cancel request failed");
+                }
+                return match interrupted {
+                    Interrupted::Abandoned => Ok(()),
+                    Interrupted::TimedOut => Err(settings
+                        .engine_error(SourceFailure::Timeout(settings.query_timeout.as_secs()))),
+                };
+            }
+        }
+    }
+    Err(settings.engine_error(SourceFailure::ConnectionLost(
+        "the connection broke twice".into(),
+    )))
+}
+
+#[async_trait]
+impl SQLExecutor for Postgres {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn compute_context(&self) -> Option<String> {
+        Some(format!(
+            "postgres:{}:{}",
+            self.settings.name, self.settings.url
+        ))
+    }
+
+    fn dialect(&self) -> Arc<dyn Dialect> {
+        Arc::new(PostgreSqlDialect {})
+    }
+
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> DFResult<SendableRecordBatchStream> {
+        tracing::info!(source = %self.settings.name, sql = %query, "pushed down");
+        let settings = Arc::clone(&self.settings);
+        let pool = self.pool.clone();
+        let sql = query.to_string();
+        let stream_schema = Arc::clone(&schema);
+        Ok(warehouse::spawn_stream(schema, move |sender| {
+            run(settings, pool, sql, stream_schema, sender)
+        }))
+    }
+
+    async fn table_names(&self) -> DFResult<Vec<String>> {
+        Err(DataFusionError::NotImplemented(
+            "kpitables registers the model's tables by name".into(),
+        ))
+    }
+
+    async fn get_table_schema(&self, table_name: &str) -> DFResult<SchemaRef> {
+        let columns = self
+            .columns(table_name)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(warehouse::table_schema(SourceKind::Postgres, &columns))
+    }
+}
