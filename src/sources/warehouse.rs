@@ -137,7 +137,9 @@ pub fn arrow_type(kind: SourceKind, c: &ColumnInfo) -> DataType {
         (_, "numeric" | "decimal") => decimal(),
         (_, "boolean" | "bool") => DataType::Boolean,
         (_, "date") => DataType::Date32,
-        (SourceKind::Postgres, "timestamp with time zone") => {
+        // MySQL's TIMESTAMP is stored in UTC and shown in the session's zone (UTC for
+        // kpitables' connections): an instant, as PostgreSQL's timestamptz.
+        (SourceKind::Postgres, "timestamp with time zone") | (SourceKind::Mysql, "timestamp") => {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         }
         (_, "timestamp without time zone" | "timestamp" | "datetime") => {

@@ -9,7 +9,10 @@ failures: the warehouse stopped and started again mid-session, a statement the
 warehouse refuses, a client cancel.
 """
 
+import datetime
+import decimal
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -50,6 +53,7 @@ class Warehouse:
             env = {}
             if kind == "mariadb":
                 env["KPITABLES_WAREHOUSE_PASSWORD"] = self.server.password
+            self.env = env
             loaded = subprocess.run(
                 [BIN, "demo", "--out", str(DATA), "--into", self.server.url, "--model-out", str(model)],
                 cwd=ROOT, capture_output=True, text=True,
@@ -213,10 +217,9 @@ def test_a_stopped_warehouse_gives_08_and_kpitables_recovers(wh, kp):
     assert kp.execute("SELECT revenue FROM sales").fetchone() == before
 
 
-def test_client_cancel_cancels_the_warehouse_statement(wh, kp):
-    """A cancel request stops the statement running in the warehouse: the statement is
-    held behind a table lock taken by another session, the client cancels, and the
-    warehouse no longer runs it."""
+def hold_order_lines(wh):
+    """Lock order_lines in the warehouse from another session, so a statement reading it
+    waits; returns the lock's connection and a function counting such waiting statements."""
     if wh.kind == "postgres":
         locker = psycopg.connect(wh.server.dsn)
         locker.execute("LOCK TABLE order_lines IN ACCESS EXCLUSIVE MODE")
@@ -239,6 +242,22 @@ def test_client_cancel_cancels_the_warehouse_statement(wh, kp):
                 )
                 return cur.fetchone()[0]
 
+    return locker, running
+
+
+def wait_until(condition):
+    for _ in range(600):  # readiness wait, not a timing assertion
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_client_cancel_cancels_the_warehouse_statement(wh, kp):
+    """A cancel request stops the statement running in the warehouse: the statement is
+    held behind a table lock taken by another session, the client cancels, and the
+    warehouse no longer runs it."""
+    locker, running = hold_order_lines(wh)
     errors = []
 
     def ask():
@@ -250,20 +269,139 @@ def test_client_cancel_cancels_the_warehouse_statement(wh, kp):
     try:
         t = threading.Thread(target=ask)
         t.start()
-        for _ in range(300):  # readiness wait: the statement reaches the warehouse
-            if running() > 0:
-                break
-            time.sleep(0.1)
-        assert running() > 0
+        assert wait_until(lambda: running() > 0)
         kp.cancel()
         t.join(timeout=60)
         assert not t.is_alive()
         assert errors and errors[0].sqlstate == "57014", errors
-        for _ in range(300):  # readiness wait: the warehouse ends the cancelled statement
-            if running() == 0:
-                break
-            time.sleep(0.1)
-        assert running() == 0
+        assert wait_until(lambda: running() == 0)
     finally:
         locker.close()
     assert kp.execute("SELECT count(DISTINCT category) FROM sales").fetchone()[0] == 8
+
+
+def test_a_statement_past_query_timeout_is_cancelled_with_57014(wh, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(wh.model, model)
+    with open(model / "sources.toml", "a") as f:
+        f.write("query_timeout_secs = 1\n")
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    locker, running = hold_order_lines(wh)
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            with pytest.raises(psycopg.Error) as failure:
+                c.execute("SELECT category, revenue FROM sales GROUP BY category").fetchall()
+            assert failure.value.sqlstate == "57014", failure.value
+            assert "timed out after 1 s" in str(failure.value) and 'source "warehouse"' in str(failure.value)
+            assert failure.value.diag.message_hint
+            assert wait_until(lambda: running() == 0)
+    finally:
+        locker.close()
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            assert c.execute("SELECT count(DISTINCT category) FROM sales").fetchone()[0] == 8
+    finally:
+        k.close()
+
+
+def test_text_comparisons_are_case_sensitive_on_every_source(wh, kp):
+    assert kp.execute("SELECT region, revenue FROM sales WHERE region = 'east'").fetchall() == []
+    assert len(kp.execute("SELECT region, revenue FROM sales WHERE region = 'East'").fetchall()) == 1
+
+
+SAMPLES = {
+    "postgres": [
+        "DROP TABLE IF EXISTS samples",
+        "CREATE TABLE samples (id bigint PRIMARY KEY, label text, amount numeric(20,6), day date, "
+        "local_ts timestamp, happened_at timestamptz)",
+        "INSERT INTO samples VALUES "
+        "(1, '上海 Ünïcode', 12345678901234.123456, '2024-02-29', '2024-02-29 23:59:59.5', '2024-03-10 23:30:00+08'), "
+        "(2, NULL, -0.000001, NULL, NULL, NULL), "
+        "(3, 'plain', NULL, '1999-12-31', '2000-01-01 00:00:00', '2000-01-01 00:00:00+00')",
+    ],
+    "mariadb": [
+        "DROP TABLE IF EXISTS samples",
+        "CREATE TABLE samples (id bigint PRIMARY KEY, label varchar(50) COLLATE utf8mb4_bin, amount decimal(20,6), "
+        "day date, local_ts datetime(6), happened_at timestamp(6) NULL) DEFAULT CHARSET = utf8mb4",
+        "INSERT INTO samples VALUES "
+        "(1, '上海 Ünïcode', 12345678901234.123456, '2024-02-29', '2024-02-29 23:59:59.5', '2024-03-10 15:30:00'), "
+        "(2, NULL, -0.000001, NULL, NULL, NULL), "
+        "(3, 'plain', NULL, '1999-12-31', '2000-01-01 00:00:00', '2000-01-01 00:00:00')",
+    ],
+}
+
+SAMPLES_MODEL = """
+[[tables]]
+name = "samples"
+source = "warehouse"
+primary_key = "id"
+
+[[dimensions]]
+name = "label"
+table = "samples"
+
+[[dimensions]]
+name = "day"
+table = "samples"
+kind = "time"
+
+[[dimensions]]
+name = "local_ts"
+table = "samples"
+kind = "time"
+
+[[dimensions]]
+name = "happened_at"
+table = "samples"
+kind = "time"
+
+[[metrics]]
+name = "total_amount"
+table = "samples"
+agg = "sum"
+expr = "amount"
+
+[[metrics]]
+name = "sample_count"
+table = "samples"
+agg = "count"
+expr = "id"
+
+[[views]]
+name = "samples_view"
+dimensions = ["label", "day", "local_ts", "happened_at"]
+metrics = ["total_amount", "sample_count"]
+"""
+
+
+def utc_naive(value):
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def test_types_and_values_are_the_same_on_every_source(wh, tmp_path):
+    """numeric(20,6) at full precision, date, timestamp, timestamp with time zone (MySQL
+    TIMESTAMP), NULLs and non-ASCII text arrive as PostgreSQL types with the warehouse's
+    values."""
+    for sql in SAMPLES[wh.kind]:
+        wh.truth_execute(sql)
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
+    (model / "samples.toml").write_text(SAMPLES_MODEL)
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            cur = c.execute("SELECT label, day, local_ts, happened_at, total_amount, sample_count FROM samples_view")
+            types = [d.type_code for d in cur.description]
+            got = sorted((tuple(utc_naive(v) for v in r) for r in cur.fetchall()), key=repr)
+    finally:
+        k.close()
+    assert types == [25, 1082, 1114, 1184, 1700, 20], types
+    expected = wh.truth("SELECT label, day, local_ts, happened_at, SUM(amount), COUNT(id) FROM samples "
+                        "GROUP BY label, day, local_ts, happened_at")
+    expected = sorted((tuple(utc_naive(v) for v in r) for r in expected), key=repr)
+    assert got == expected
+    assert any(r[0] == "上海 Ünïcode" and r[4] == decimal.Decimal("12345678901234.123456") for r in got), got
+    assert any(r[3] == datetime.datetime(2024, 3, 10, 15, 30) for r in got), got

@@ -1,0 +1,98 @@
+"""A view whose tables live in two warehouses: the facts (order lines, orders) in
+PostgreSQL, the dimension tables (stores, products, customers) in MariaDB. Each source
+gets its part of the query pushed down; kpitables joins the parts. Answers are compared
+with hand-written SQL on the PostgreSQL server, which holds a full copy of the demo."""
+
+import re
+import subprocess
+
+import psycopg
+import pytest
+
+from conftest import BIN, DATA, ROOT, Kpitables
+from test_ground_truth import LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal
+from warehouses import MariaDB, Postgres
+
+FACTS = {"order_lines", "orders"}
+
+
+def load(url, model_out):
+    done = subprocess.run(
+        [BIN, "demo", "--out", str(DATA), "--into", url, "--model-out", str(model_out)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("federation")
+    pg, maria = Postgres(), None
+    k = None
+    try:
+        maria = MariaDB()
+        load(pg.url, tmp / "pg-model")
+        load(maria.url, tmp / "maria-model")
+        model = tmp / "model"
+        model.mkdir()
+        for name in ["dimensions.toml", "metrics.toml", "views.toml"]:
+            (model / name).write_text((tmp / "pg-model" / name).read_text())
+        pg_source = (tmp / "pg-model" / "sources.toml").read_text().replace('name = "warehouse"', 'name = "pg"')
+        maria_source = (tmp / "maria-model" / "sources.toml").read_text().replace('name = "warehouse"', 'name = "maria"')
+        (model / "sources.toml").write_text(pg_source + "\n" + maria_source)
+        blocks = (tmp / "pg-model" / "tables.toml").read_text().split("[[tables]]")
+        tables = [blocks[0]]
+        for block in blocks[1:]:
+            table = re.search(r'name = "(\w+)"', block).group(1)
+            source = "pg" if table in FACTS else "maria"
+            tables.append(block.replace('source = "warehouse"', f'source = "{source}"'))
+        (model / "tables.toml").write_text("[[tables]]".join(tables))
+        k = Kpitables(tmp / "kpitables.log", ["--model", str(model)],
+                      {"KPITABLES_WAREHOUSE_PASSWORD": maria.password})
+        yield pg, k
+    finally:
+        if k is not None:
+            k.close()
+        if maria is not None:
+            maria.close()
+        pg.close()
+
+
+def truth(pg, sql):
+    with psycopg.connect(pg.dsn, autocommit=True, options="-c TimeZone=UTC") as c:
+        return c.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize(
+    "ours,expected",
+    [
+        ("SELECT region, revenue, orders FROM sales GROUP BY region ORDER BY region",
+         f"SELECT s.region, {REVENUE}, {ORDERS_DISTINCT} FROM {LINES} GROUP BY s.region ORDER BY 1"),
+        ("SELECT category, order_date__year, units FROM sales WHERE segment = 'Consumer' ORDER BY 1, 2",
+         f"SELECT p.category, date_trunc('year', o.order_date), SUM(CASE WHEN o.status <> 'cancelled' THEN l.quantity END) "
+         f"FROM {LINES} WHERE c.segment = 'Consumer' GROUP BY 1, 2 ORDER BY 1, 2"),
+    ],
+)
+def test_a_view_over_two_warehouses(two, ours, expected):
+    pg, k = two
+    with psycopg.connect(k.dsn, autocommit=True) as c:
+        assert_rows_equal(c.execute(ours).fetchall(), truth(pg, expected))
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + ours).fetchall())
+    # Each source receives its own statement: facts from PostgreSQL, dimensions from MariaDB.
+    assert 'Sent to source "pg":' in plan and 'Sent to source "maria":' in plan, plan
+    maria_sql = plan.split('Sent to source "maria":', 1)[1]
+    assert "`" in maria_sql  # written in MySQL's dialect
+
+
+def test_a_query_on_one_source_still_goes_there_whole(two):
+    """Metrics over the facts alone, grouped by a fact column: one statement, to PostgreSQL,
+    with the aggregation in it."""
+    pg, k = two
+    query = "SELECT channel, order_count FROM order_summary ORDER BY channel"
+    with psycopg.connect(k.dsn, autocommit=True) as c:
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + query).fetchall())
+        got = c.execute(query).fetchall()
+    assert plan.count("Sent to source") == 1 and 'Sent to source "pg":' in plan, plan
+    assert re.search(r"count\(", plan.split('Sent to source "pg":', 1)[1]), plan
+    assert_rows_equal(got, truth(pg, "SELECT channel, COUNT(CASE WHEN status <> 'cancelled' THEN 1 END) "
+                                     "FROM orders GROUP BY 1 ORDER BY 1"))
