@@ -327,3 +327,101 @@ async fn a_column_missing_from_the_data_is_reported_with_its_position() {
         "{message}"
     );
 }
+
+#[test]
+fn warehouse_sources_are_checked_and_never_hold_a_password() {
+    let model = r#"
+[[sources]]
+name = "dwh"
+kind = "postgres"
+url = "postgres://kp:secret@dwh:5432/analytics"
+
+[[sources]]
+name = "olap"
+kind = "mysql"
+url = "postgres://kp@olap:9030/retail"
+
+[[sources]]
+name = "nowhere"
+kind = "mysql"
+
+[[tables]]
+name = "orders"
+source = "dwh"
+file = "orders.csv"
+primary_key = "id"
+"#;
+    let found = issues(&[("sources.toml", model)]);
+    let all = found.join("\n");
+    assert!(
+        all.contains("sources.toml:5:7: source \"dwh\": url contains a password"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("secret"),
+        "the password is never repeated: {all}"
+    );
+    assert!(
+        all.contains("source \"olap\": url scheme \"postgres\" does not match the kind"),
+        "{all}"
+    );
+    assert!(all.contains("source \"nowhere\" needs a url"), "{all}");
+    assert!(
+        all.contains("source \"dwh\" is a warehouse: name the table with `table`, not `file`"),
+        "{all}"
+    );
+    assert_eq!(found.len(), 4, "{all}");
+}
+
+#[tokio::test]
+async fn an_unreachable_warehouse_is_reported_at_start_with_the_source_and_its_url_position() {
+    // A port nobody listens on: the server refuses to start with a model error naming
+    // the source, its file and line, and the connection failure.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = format!(
+        r#"
+[[sources]]
+name = "dwh"
+kind = "postgres"
+url = "postgres://kp@127.0.0.1:{port}/analytics"
+connect_timeout_secs = 2
+
+[[tables]]
+name = "orders"
+source = "dwh"
+primary_key = "id"
+
+[[dimensions]]
+name = "region"
+table = "orders"
+
+[[metrics]]
+name = "revenue"
+table = "orders"
+agg = "sum"
+expr = "amount"
+
+[[views]]
+name = "sales"
+dimensions = ["region"]
+metrics = ["revenue"]
+"#
+    );
+    write(dir.path(), "model.toml", &model);
+    let err = Engine::open(
+        dir.path(),
+        Identity {
+            database: "kpitables".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .expect_err("the warehouse is unreachable");
+    let text = err.to_string();
+    assert!(text.contains("model.toml:5:7"), "{text}");
+    assert!(text.contains("source \"dwh\": cannot connect"), "{text}");
+}
