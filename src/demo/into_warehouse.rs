@@ -4,7 +4,8 @@
 //!
 //! Each table is dropped if it exists, created with the types the demo files have
 //! (`numeric(p,s)`, `date`, `timestamp`, `boolean`, ...), filled (PostgreSQL: `COPY`;
-//! MySQL: multi-row `INSERT`), given its primary key and analyzed. Text columns on MySQL
+//! MySQL: multi-row `INSERT`), given its primary key and indexes on its foreign keys and
+//! dates, and analyzed. Text columns on MySQL
 //! use the binary collation, so comparisons are case-sensitive as in PostgreSQL.
 //!
 //! A password in URL is used to load, never written to the model: the model names the
@@ -202,12 +203,12 @@ async fn load_postgres(
                 .map_err(failed)?;
         }
         sink.as_mut().finish().await.map_err(failed)?;
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE \"{name}\" ADD PRIMARY KEY (\"{key}\"); ANALYZE \"{name}\""
-            ))
-            .await
-            .map_err(failed)?;
+        let mut finish = format!("ALTER TABLE \"{name}\" ADD PRIMARY KEY (\"{key}\");");
+        for column in indexed_columns(&schema, key) {
+            finish.push_str(&format!(" CREATE INDEX ON \"{name}\" (\"{column}\");"));
+        }
+        finish.push_str(&format!(" ANALYZE \"{name}\""));
+        client.batch_execute(&finish).await.map_err(failed)?;
         progress(format!("{name}: {rows} rows"));
     }
     Ok(())
@@ -253,6 +254,11 @@ async fn load_mysql(
                 conn.query_drop(chunk).await.map_err(failed)?;
             }
         }
+        for column in indexed_columns(&schema, key) {
+            conn.query_drop(format!("CREATE INDEX `{name}_{column}` ON `{name}` (`{column}`)"))
+                .await
+                .map_err(failed)?;
+        }
         conn.query_drop(format!("ANALYZE TABLE `{name}`"))
             .await
             .map_err(failed)?;
@@ -260,6 +266,16 @@ async fn load_mysql(
     }
     conn.disconnect().await.map_err(failed)?;
     Ok(())
+}
+
+/// Columns a warehouse would index: foreign keys (`*_id` other than the primary key) and
+/// dates.
+fn indexed_columns<'a>(schema: &'a SchemaRef, key: &'a str) -> impl Iterator<Item = &'a str> {
+    schema.fields().iter().filter_map(move |f| {
+        let name = f.name().as_str();
+        let wanted = (name.ends_with("_id") && name != key) || f.data_type() == &DataType::Date32;
+        wanted.then_some(name)
+    })
 }
 
 /// The PostgreSQL column type for an Arrow type of the demo files.
