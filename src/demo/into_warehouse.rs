@@ -255,9 +255,11 @@ async fn load_mysql(
             }
         }
         for column in indexed_columns(&schema, key) {
-            conn.query_drop(format!("CREATE INDEX `{name}_{column}` ON `{name}` (`{column}`)"))
-                .await
-                .map_err(failed)?;
+            conn.query_drop(format!(
+                "CREATE INDEX `{name}_{column}` ON `{name}` (`{column}`)"
+            ))
+            .await
+            .map_err(failed)?;
         }
         conn.query_drop(format!("ANALYZE TABLE `{name}`"))
             .await

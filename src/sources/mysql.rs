@@ -196,6 +196,12 @@ async fn run(
         )
         .await;
         match outcome {
+            Ok(Ok(_)) if sender.is_closed() => {
+                // The engine stopped reading mid-stream: stop the statement there too.
+                drop(conn);
+                kill_query(&settings, &pool, id).await;
+                return Ok(());
+            }
             Ok(Ok(_)) => return Ok(()),
             Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
                 tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");
@@ -204,14 +210,7 @@ async fn run(
             Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
             Err(interrupted) => {
                 drop(conn);
-                match connection(&settings, &pool).await {
-                    Ok(mut killer) => {
-                        if let Err(e) = killer.query_drop(format!("KILL QUERY {id}")).await {
-                            tracing::warn!(source = %settings.name, error = %e, "cancel failed");
-                        }
-                    }
-                    Err(e) => tracing::warn!(source = %settings.name, error = %e, "cancel failed"),
-                }
+                kill_query(&settings, &pool, id).await;
                 return match interrupted {
                     Interrupted::Abandoned => Ok(()),
                     Interrupted::TimedOut => Err(settings
@@ -223,6 +222,18 @@ async fn run(
     Err(settings.engine_error(SourceFailure::ConnectionLost(
         "the connection broke twice".into(),
     )))
+}
+
+/// Stop connection `id`'s statement from another connection.
+async fn kill_query(settings: &Settings, pool: &Pool, id: u32) {
+    match connection(settings, pool).await {
+        Ok(mut killer) => {
+            if let Err(e) = killer.query_drop(format!("KILL QUERY {id}")).await {
+                tracing::warn!(source = %settings.name, error = %e, "cancel failed");
+            }
+        }
+        Err(e) => tracing::warn!(source = %settings.name, error = %e, "cancel failed"),
+    }
 }
 
 #[async_trait]

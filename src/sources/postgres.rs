@@ -182,6 +182,13 @@ async fn run(
         )
         .await;
         match outcome {
+            Ok(Ok(_)) if sender.is_closed() => {
+                // The engine stopped reading mid-stream: stop the statement there too.
+                if let Err(e) = token.cancel_query(NoTls).await {
+                    tracing::warn!(source = %settings.name, error = %e, "cancel request failed");
+                }
+                return Ok(());
+            }
             Ok(Ok(_)) => return Ok(()),
             Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
                 tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");

@@ -188,6 +188,12 @@ impl BatchSender {
     pub async fn closed(&self) {
         self.tx.closed().await
     }
+
+    /// True once the engine stopped reading (a statement that ended early because of
+    /// that must still be cancelled in the warehouse).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// How a statement's run ended, besides success.

@@ -405,3 +405,35 @@ def test_types_and_values_are_the_same_on_every_source(wh, tmp_path):
     assert got == expected
     assert any(r[0] == "上海 Ünïcode" and r[4] == decimal.Decimal("12345678901234.123456") for r in got), got
     assert any(r[3] == datetime.datetime(2024, 3, 10, 15, 30) for r in got), got
+
+
+def test_nulls_sort_as_in_postgresql_on_every_source(wh, tmp_path):
+    """NULLs last when ascending, first when descending (MySQL's own order is the
+    opposite); the sort runs in the warehouse."""
+    for sql in SAMPLES[wh.kind]:
+        wh.truth_execute(sql)
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
+    (model / "samples.toml").write_text(SAMPLES_MODEL)
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            up = [r[0] for r in c.execute("SELECT label, sample_count FROM samples_view ORDER BY label").fetchall()]
+            down = [r[0] for r in c.execute("SELECT label, sample_count FROM samples_view ORDER BY label DESC").fetchall()]
+            plan = "\n".join(r[0] for r in c.execute("EXPLAIN SELECT label, sample_count FROM samples_view ORDER BY label").fetchall())
+    finally:
+        k.close()
+    assert up == ["plain", "上海 Ünïcode", None], up
+    assert down == [None, "上海 Ünïcode", "plain"], down
+    assert "ORDER BY" in plan.split('Sent to source "warehouse":', 1)[1], plan
+
+
+def test_integer_division_is_postgresql_integer_division_on_every_source(wh, kp):
+    """orders / 7 of two integers truncates, as in PostgreSQL, also where the warehouse's
+    `/` would give a decimal (MySQL)."""
+    got = kp.execute("SELECT region, orders / 7 FROM sales GROUP BY region ORDER BY region").fetchall()
+    divide = "DIV" if wh.kind == "mariadb" else "/"
+    expected = wh.truth(f"SELECT s.region, {ORDERS_DISTINCT} {divide} 7 FROM {LINES} GROUP BY s.region ORDER BY 1")
+    assert all(isinstance(r[1], int) for r in got), got
+    assert_rows_equal(got, expected)
