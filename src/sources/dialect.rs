@@ -9,7 +9,10 @@
 //!   arithmetic (weeks start on Monday, as ISO and PostgreSQL have it);
 //! - MySQL sorts NULLs first in ascending order and has no `NULLS FIRST/LAST`: each sort
 //!   key is preceded by `(x IS NULL)` in the order PostgreSQL uses (NULLs last when
-//!   ascending, first when descending).
+//!   ascending, first when descending);
+//! - MySQL's usual collations compare text case-insensitively: a text literal compared
+//!   with `=`, `<>`, `<`, `>`, `LIKE` or `IN` gets `COLLATE utf8mb4_bin`, so the comparison
+//!   is PostgreSQL's case-sensitive one whatever the column's collation.
 //!
 //! Invariant: syntax only, no I/O; each rule has a test.
 
@@ -130,10 +133,61 @@ fn parse_expr(sql: &str) -> Result<SqlExpr> {
 }
 
 /// Spell PostgreSQL's NULL ordering for MySQL: `x ASC NULLS LAST` becomes
-/// `x IS NULL ASC, x ASC` (and likewise in window definitions).
+/// `x IS NULL ASC, x ASC` (and likewise in window definitions); compare text literals
+/// case-sensitively.
 pub fn fix_mysql(mut statement: Statement) -> Statement {
     let _ = statement.visit(&mut NullOrdering);
+    let _ = statement.visit(&mut CaseSensitiveText);
     statement
+}
+
+struct CaseSensitiveText;
+
+const BINARY_COLLATION: &str = "utf8mb4_bin";
+
+fn is_text_literal(expr: &SqlExpr) -> bool {
+    matches!(
+        expr,
+        SqlExpr::Value(v) if matches!(v.value, ast::Value::SingleQuotedString(_))
+    )
+}
+
+fn binary(expr: &mut SqlExpr) {
+    let inner = std::mem::replace(expr, SqlExpr::value(ast::Value::Null));
+    *expr = SqlExpr::Collate {
+        expr: Box::new(inner),
+        collation: ast::ObjectName::from(vec![ast::Ident::new(BINARY_COLLATION)]),
+    };
+}
+
+impl VisitorMut for CaseSensitiveText {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        use ast::BinaryOperator as Op;
+        match expr {
+            SqlExpr::BinaryOp { left, op, right }
+                if matches!(
+                    op,
+                    Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq
+                ) =>
+            {
+                if is_text_literal(right) {
+                    binary(right);
+                } else if is_text_literal(left) {
+                    binary(left);
+                }
+            }
+            SqlExpr::Like { pattern, .. } if is_text_literal(pattern) => binary(pattern),
+            SqlExpr::InList { list, .. } => {
+                for item in list.iter_mut().filter(|i| is_text_literal(i)) {
+                    binary(item);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 struct NullOrdering;

@@ -321,7 +321,8 @@ SAMPLES = {
     ],
     "mariadb": [
         "DROP TABLE IF EXISTS samples",
-        "CREATE TABLE samples (id bigint PRIMARY KEY, label varchar(50) COLLATE utf8mb4_bin, amount decimal(20,6), "
+        # The label column keeps MariaDB's default, case-insensitive collation.
+        "CREATE TABLE samples (id bigint PRIMARY KEY, label varchar(50), amount decimal(20,6), "
         "day date, local_ts datetime(6), happened_at timestamp(6) NULL) DEFAULT CHARSET = utf8mb4",
         "INSERT INTO samples VALUES "
         "(1, '上海 Ünïcode', 12345678901234.123456, '2024-02-29', '2024-02-29 23:59:59.5', '2024-03-10 15:30:00'), "
@@ -427,6 +428,31 @@ def test_nulls_sort_as_in_postgresql_on_every_source(wh, tmp_path):
     assert up == ["plain", "上海 Ünïcode", None], up
     assert down == [None, "上海 Ünïcode", "plain"], down
     assert "ORDER BY" in plan.split('Sent to source "warehouse":', 1)[1], plan
+
+
+def test_text_filters_are_case_sensitive_even_on_a_case_insensitive_column(wh, tmp_path):
+    """samples.label has MariaDB's default case-insensitive collation; kpitables still
+    compares as PostgreSQL does (=, LIKE, IN)."""
+    for sql in SAMPLES[wh.kind]:
+        wh.truth_execute(sql)
+    if wh.kind == "mariadb":
+        # The column itself really is case-insensitive in the warehouse.
+        assert wh.truth("SELECT COUNT(*) FROM samples WHERE label = 'PLAIN'")[0][0] == 1
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
+    (model / "samples.toml").write_text(SAMPLES_MODEL)
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            count = "SELECT sample_count FROM samples_view WHERE "
+            assert c.execute(count + "label = 'PLAIN'").fetchall() in ([], [(0,)], [(None,)])
+            assert c.execute(count + "label = 'plain'").fetchall() == [(1,)]
+            assert c.execute(count + "label LIKE 'PL%'").fetchall() in ([], [(0,)], [(None,)])
+            assert c.execute(count + "label IN ('PLAIN', 'x')").fetchall() in ([], [(0,)], [(None,)])
+            assert c.execute(count + "label IN ('plain', 'x')").fetchall() == [(1,)]
+    finally:
+        k.close()
 
 
 def test_integer_division_is_postgresql_integer_division_on_every_source(wh, kp):
