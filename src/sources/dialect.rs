@@ -166,12 +166,11 @@ impl VisitorMut for CaseSensitiveText {
     fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
         use ast::BinaryOperator as Op;
         match expr {
-            SqlExpr::BinaryOp { left, op, right }
-                if matches!(
-                    op,
-                    Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq
-                ) =>
-            {
+            SqlExpr::BinaryOp {
+                left,
+                op: Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq,
+                right,
+            } => {
                 if is_text_literal(right) {
                     binary(right);
                 } else if is_text_literal(left) {
