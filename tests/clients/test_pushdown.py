@@ -286,18 +286,18 @@ def test_a_statement_past_query_timeout_is_cancelled_with_57014(wh, tmp_path):
     with open(model / "sources.toml", "a") as f:
         f.write("query_timeout_secs = 1\n")
     k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
-    locker, running = hold_order_lines(wh)
     try:
-        with psycopg.connect(k.dsn, autocommit=True) as c:
-            with pytest.raises(psycopg.Error) as failure:
-                c.execute("SELECT category, revenue FROM sales GROUP BY category").fetchall()
-            assert failure.value.sqlstate == "57014", failure.value
-            assert "timed out after 1 s" in str(failure.value) and 'source "warehouse"' in str(failure.value)
-            assert failure.value.diag.message_hint
-            assert wait_until(lambda: running() == 0)
-    finally:
-        locker.close()
-    try:
+        locker, running = hold_order_lines(wh)
+        try:
+            with psycopg.connect(k.dsn, autocommit=True) as c:
+                with pytest.raises(psycopg.Error) as failure:
+                    c.execute("SELECT category, revenue FROM sales GROUP BY category").fetchall()
+                assert failure.value.sqlstate == "57014", failure.value
+                assert "timed out after 1 s" in str(failure.value) and 'source "warehouse"' in str(failure.value)
+                assert failure.value.diag.message_hint
+                assert wait_until(lambda: running() == 0)
+        finally:
+            locker.close()
         with psycopg.connect(k.dsn, autocommit=True) as c:
             assert c.execute("SELECT count(DISTINCT category) FROM sales").fetchone()[0] == 8
     finally:
