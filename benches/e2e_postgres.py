@@ -18,6 +18,7 @@ import argparse
 import os
 import pathlib
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def main():
             kp.terminate()
             kp.wait(timeout=30)
         pg.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
