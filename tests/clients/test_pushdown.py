@@ -375,6 +375,17 @@ metrics = ["total_amount", "sample_count"]
 """
 
 
+def serve_samples(wh, tmp_path):
+    """Create the samples table in the warehouse and serve a model over it."""
+    for sql in SAMPLES[wh.kind]:
+        wh.truth_execute(sql)
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
+    (model / "samples.toml").write_text(SAMPLES_MODEL)
+    return Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+
+
 def utc_naive(value):
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
@@ -385,13 +396,7 @@ def test_types_and_values_are_the_same_on_every_source(wh, tmp_path):
     """numeric(20,6) at full precision, date, timestamp, timestamp with time zone (MySQL
     TIMESTAMP), NULLs and non-ASCII text arrive as PostgreSQL types with the warehouse's
     values."""
-    for sql in SAMPLES[wh.kind]:
-        wh.truth_execute(sql)
-    model = tmp_path / "model"
-    model.mkdir()
-    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
-    (model / "samples.toml").write_text(SAMPLES_MODEL)
-    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    k = serve_samples(wh, tmp_path)
     try:
         with psycopg.connect(k.dsn, autocommit=True) as c:
             cur = c.execute("SELECT label, day, local_ts, happened_at, total_amount, sample_count FROM samples_view")
@@ -411,13 +416,7 @@ def test_types_and_values_are_the_same_on_every_source(wh, tmp_path):
 def test_nulls_sort_as_in_postgresql_on_every_source(wh, tmp_path):
     """NULLs last when ascending, first when descending (MySQL's own order is the
     opposite); the sort runs in the warehouse."""
-    for sql in SAMPLES[wh.kind]:
-        wh.truth_execute(sql)
-    model = tmp_path / "model"
-    model.mkdir()
-    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
-    (model / "samples.toml").write_text(SAMPLES_MODEL)
-    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    k = serve_samples(wh, tmp_path)
     try:
         with psycopg.connect(k.dsn, autocommit=True) as c:
             up = [r[0] for r in c.execute("SELECT label, sample_count FROM samples_view ORDER BY label").fetchall()]
@@ -433,17 +432,11 @@ def test_nulls_sort_as_in_postgresql_on_every_source(wh, tmp_path):
 def test_text_filters_are_case_sensitive_even_on_a_case_insensitive_column(wh, tmp_path):
     """samples.label has MariaDB's default case-insensitive collation; kpitables still
     compares as PostgreSQL does (=, LIKE, IN)."""
-    for sql in SAMPLES[wh.kind]:
-        wh.truth_execute(sql)
-    if wh.kind == "mariadb":
-        # The column itself really is case-insensitive in the warehouse.
-        assert wh.truth("SELECT COUNT(*) FROM samples WHERE label = 'PLAIN'")[0][0] == 1
-    model = tmp_path / "model"
-    model.mkdir()
-    shutil.copy(wh.model / "sources.toml", model / "sources.toml")
-    (model / "samples.toml").write_text(SAMPLES_MODEL)
-    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    k = serve_samples(wh, tmp_path)
     try:
+        if wh.kind == "mariadb":
+            # The column itself really is case-insensitive in the warehouse.
+            assert wh.truth("SELECT COUNT(*) FROM samples WHERE label = 'PLAIN'")[0][0] == 1
         with psycopg.connect(k.dsn, autocommit=True) as c:
             count = "SELECT sample_count FROM samples_view WHERE "
             assert c.execute(count + "label = 'PLAIN'").fetchall() in ([], [(0,)], [(None,)])
