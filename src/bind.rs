@@ -18,7 +18,9 @@ use datafusion::sql::sqlparser::parser::Parser;
 use toml::Spanned;
 
 use crate::error::{Error, ModelIssue, Result, did_you_mean};
-use crate::model::{Aggregation, DimensionKind, Model, Status, TimeGrain};
+use crate::model::{
+    Aggregation, Compare, DimensionKind, Metric, MetricKind, Model, Show, Status, TimeGrain, Window,
+};
 
 /// An expression over model tables, qualified by table name.
 #[derive(Debug, Clone)]
@@ -48,11 +50,65 @@ pub struct BoundDimension {
     pub data_type: DataType,
 }
 
-/// A metric bound to its table.
+/// A metric bound to the model: its definition resolved to aggregates of tables and
+/// expressions over other metrics.
 #[derive(Debug, Clone)]
 pub struct BoundMetric {
     /// Metric name.
     pub name: String,
+    /// Its layer or time-aware kind.
+    pub kind: MetricKind,
+    /// How it is computed.
+    pub definition: Definition,
+    /// The time dimension a query must be grouped by (at some grain) to compute it:
+    /// set for period-over-period and cumulative metrics and composites that use one.
+    pub time: Option<String>,
+    /// Business label.
+    pub label: String,
+    /// Definition in plain words.
+    pub description: String,
+    /// Lifecycle status.
+    pub status: Status,
+}
+
+/// How a metric is computed.
+#[derive(Debug, Clone)]
+pub enum Definition {
+    /// An aggregation of a table's rows (atomic and derived metrics).
+    Aggregate(Box<AggregateDef>),
+    /// An expression over other metrics; its metric references are bare identifiers, and
+    /// every division's divisor is wrapped in `NULLIF(.., 0)`.
+    Composite {
+        /// The formula.
+        formula: Box<Expr>,
+        /// The metrics it names.
+        refs: BTreeSet<String>,
+    },
+    /// The base metric compared with an earlier period.
+    PeriodOverPeriod {
+        /// The metric compared.
+        base: String,
+        /// The time dimension.
+        time: String,
+        /// Which earlier period.
+        compare: Compare,
+        /// What the column shows.
+        show: Show,
+    },
+    /// The base metric accumulated over a window.
+    Cumulative {
+        /// The metric accumulated.
+        base: String,
+        /// The time dimension.
+        time: String,
+        /// The window.
+        window: Window,
+    },
+}
+
+/// An aggregation of a table's rows.
+#[derive(Debug, Clone)]
+pub struct AggregateDef {
     /// The fact table aggregated.
     pub table: String,
     /// The aggregation.
@@ -63,12 +119,49 @@ pub struct BoundMetric {
     pub filter: Option<Expr>,
     /// Every table the expression and filter read (the fact table included).
     pub tables: BTreeSet<String>,
-    /// Business label.
-    pub label: String,
-    /// Definition in plain words.
-    pub description: String,
-    /// Lifecycle status.
-    pub status: Status,
+}
+
+impl BoundMetric {
+    /// The aggregation, for atomic and derived metrics.
+    pub fn aggregate(&self) -> Option<&AggregateDef> {
+        match &self.definition {
+            Definition::Aggregate(a) => Some(a.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The definition in SQL-like words, for catalogs.
+    pub fn definition_text(&self) -> String {
+        match &self.definition {
+            Definition::Aggregate(a) => crate::rewrite::derived::aggregate_sql(a),
+            Definition::Composite { formula, .. } => formula.to_string(),
+            Definition::PeriodOverPeriod {
+                base,
+                time,
+                compare,
+                show,
+            } => {
+                let compare = match compare {
+                    Compare::PreviousPeriod => "the previous period",
+                    Compare::SamePeriodLastYear => "the same period last year",
+                };
+                let show = match show {
+                    Show::Value => "value",
+                    Show::Difference => "difference",
+                    Show::Growth => "growth",
+                };
+                format!("{show} of {base} against {compare} of {time}")
+            }
+            Definition::Cumulative { base, time, window } => {
+                let window = match window {
+                    Window::ToDate(g) => format!("{}-to-date", g.name()),
+                    Window::AllTime => "running total".to_string(),
+                    Window::Trailing(n, g) => format!("trailing {n} {}s", g.name()),
+                };
+                format!("{base} over {window} of {time}")
+            }
+        }
+    }
 }
 
 /// What a view column is.
@@ -152,6 +245,8 @@ struct Binder<'a> {
     model: &'a Model,
     columns: &'a HashMap<String, Vec<String>>,
     issues: Vec<ModelIssue>,
+    /// Metrics whose definition failed (reported once, where found).
+    failed_metrics: std::collections::HashSet<String>,
 }
 
 impl Binder<'_> {
@@ -270,6 +365,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         model: &model,
         columns: &columns,
         issues: Vec::new(),
+        failed_metrics: Default::default(),
     };
 
     for table in &model.tables {
@@ -325,40 +421,10 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         }
     }
 
-    let mut metrics = HashMap::new();
+    let mut metrics: HashMap<String, BoundMetric> = HashMap::new();
     for metric in &model.metrics {
-        let table = metric.table.get_ref();
-        let expr = metric
-            .expr
-            .as_ref()
-            .map(|e| b.bind(metric.file, e, table, Some(&dimensions)));
-        let filter = metric
-            .filter
-            .as_ref()
-            .map(|f| b.bind(metric.file, f, table, Some(&dimensions)));
-        if matches!(expr, Some(None)) || matches!(filter, Some(None)) {
-            continue;
-        }
-        let (expr, filter) = (expr.flatten(), filter.flatten());
-        let mut tables = BTreeSet::from([table.clone()]);
-        for e in expr.iter().chain(filter.iter()) {
-            tables.extend(e.tables.iter().cloned());
-        }
-        let name = metric.name.get_ref().clone();
-        metrics.insert(
-            name.clone(),
-            BoundMetric {
-                name,
-                table: table.clone(),
-                agg: metric.agg,
-                expr: expr.map(|e| e.expr),
-                filter: filter.map(|e| e.expr),
-                tables,
-                label: metric.label.clone(),
-                description: metric.description.clone(),
-                status: metric.status,
-            },
-        );
+        let mut stack = Vec::new();
+        bind_metric(&mut b, metric, &dimensions, &mut metrics, &mut stack);
     }
 
     let mut views = Vec::new();
@@ -390,6 +456,20 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
             let Some(metric) = metrics.get(m.get_ref()) else {
                 continue;
             };
+            if let Some(time) = &metric.time
+                && !view.dimensions.iter().any(|d| d.get_ref() == time)
+            {
+                b.issue(
+                    view.file,
+                    m,
+                    format!(
+                        "view \"{}\" offers metric \"{}\", which is computed per period of \"{time}\": add \"{time}\" to the view's dimensions",
+                        view.name.get_ref(),
+                        metric.name
+                    ),
+                );
+                continue;
+            }
             columns.push(ViewColumn {
                 name: metric.name.clone(),
                 kind: ColumnKind::Metric(metric.name.clone()),
@@ -414,6 +494,273 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         metrics,
         views,
     })
+}
+
+/// Bind `metric` (and, first, the metrics it is defined from) into `bound`. `stack`
+/// holds the metrics being bound, to report cycles. Problems go to the binder's issues.
+fn bind_metric(
+    b: &mut Binder<'_>,
+    metric: &Metric,
+    dimensions: &HashMap<String, BoundDimension>,
+    bound: &mut HashMap<String, BoundMetric>,
+    stack: &mut Vec<String>,
+) -> Option<()> {
+    let name = metric.name.get_ref().clone();
+    if bound.contains_key(&name) {
+        return Some(());
+    }
+    if b.failed_metrics.contains(&name) {
+        return None;
+    }
+    if stack.contains(&name) {
+        let mut cycle = stack.clone();
+        cycle.push(name.clone());
+        b.issue(
+            metric.file,
+            &metric.name,
+            format!(
+                "metric \"{name}\" is defined from itself: {}",
+                cycle.join(" → ")
+            ),
+        );
+        return None;
+    }
+    stack.push(name.clone());
+    let result = bind_metric_inner(b, metric, dimensions, bound, stack);
+    stack.pop();
+    let Some((definition, time)) = result else {
+        b.failed_metrics.insert(name);
+        return None;
+    };
+    bound.insert(
+        name.clone(),
+        BoundMetric {
+            name,
+            kind: metric.kind(),
+            definition,
+            time,
+            label: metric.label.clone(),
+            description: metric.description.clone(),
+            status: metric.status,
+        },
+    );
+    Some(())
+}
+
+/// Bind the metric named by `reference` (a `base` or a name in a formula).
+fn bind_reference<'m>(
+    b: &mut Binder<'_>,
+    file: usize,
+    reference: &Spanned<String>,
+    dimensions: &HashMap<String, BoundDimension>,
+    bound: &'m mut HashMap<String, BoundMetric>,
+    stack: &mut Vec<String>,
+) -> Option<&'m BoundMetric> {
+    let model = b.model;
+    let Some(target) = model.metric(reference.get_ref()) else {
+        let hint = did_you_mean(
+            reference.get_ref(),
+            model.metrics.iter().map(|m| m.name.get_ref().as_str()),
+        )
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
+        b.issue(
+            file,
+            reference,
+            format!("unknown metric \"{}\"{hint}", reference.get_ref()),
+        );
+        return None;
+    };
+    // A problem in the target is reported where the target is defined.
+    bind_metric(b, target, dimensions, bound, stack)?;
+    bound.get(reference.get_ref())
+}
+
+fn bind_metric_inner(
+    b: &mut Binder<'_>,
+    metric: &Metric,
+    dimensions: &HashMap<String, BoundDimension>,
+    bound: &mut HashMap<String, BoundMetric>,
+    stack: &mut Vec<String>,
+) -> Option<(Definition, Option<String>)> {
+    let file = metric.file;
+    let name = metric.name.get_ref();
+    match metric.kind() {
+        MetricKind::Atomic => {
+            let (table, agg) = (metric.table.as_ref()?, metric.agg?);
+            let table = table.get_ref();
+            let expr = metric
+                .expr
+                .as_ref()
+                .map(|e| b.bind(file, e, table, Some(dimensions)));
+            let filter = metric
+                .filter
+                .as_ref()
+                .map(|f| b.bind(file, f, table, Some(dimensions)));
+            if matches!(expr, Some(None)) || matches!(filter, Some(None)) {
+                return None;
+            }
+            let (expr, filter) = (expr.flatten(), filter.flatten());
+            let mut tables = BTreeSet::from([table.clone()]);
+            for e in expr.iter().chain(filter.iter()) {
+                tables.extend(e.tables.iter().cloned());
+            }
+            Some((
+                Definition::Aggregate(Box::new(AggregateDef {
+                    table: table.clone(),
+                    agg,
+                    expr: expr.map(|e| e.expr),
+                    filter: filter.map(|e| e.expr),
+                    tables,
+                })),
+                None,
+            ))
+        }
+        MetricKind::Derived => {
+            let base_name = metric.base.as_ref()?;
+            let base = bind_reference(b, file, base_name, dimensions, bound, stack)?.clone();
+            let Some(base_def) = base.aggregate() else {
+                b.issue(
+                    file,
+                    base_name,
+                    format!(
+                        "derived metric \"{name}\" restricts \"{}\", which is {}: a derived metric's base must be atomic or derived (restrict the parts of a formula instead)",
+                        base.name,
+                        base.kind.as_str()
+                    ),
+                );
+                return None;
+            };
+            let own = b.bind(
+                file,
+                metric.filter.as_ref()?,
+                &base_def.table,
+                Some(dimensions),
+            )?;
+            let mut def = base_def.clone();
+            def.tables.extend(own.tables.iter().cloned());
+            def.filter = Some(match def.filter.take() {
+                Some(f) => Expr::BinaryOp {
+                    left: Box::new(Expr::Nested(Box::new(f))),
+                    op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+                    right: Box::new(Expr::Nested(Box::new(own.expr))),
+                },
+                None => own.expr,
+            });
+            Some((Definition::Aggregate(Box::new(def)), None))
+        }
+        MetricKind::Composite => {
+            let text = metric.formula.as_ref()?;
+            let mut formula = match parse_expr(text.get_ref()) {
+                Ok(e) => e,
+                Err(e) => {
+                    b.issue(file, text, format!("not a valid SQL expression: {e}"));
+                    return None;
+                }
+            };
+            let mut names = Vec::new();
+            let mut problems = Vec::new();
+            let _ = visit_expressions_mut(&mut formula, |e| {
+                match e {
+                    Expr::Identifier(ident) => names.push(ident.value.clone()),
+                    Expr::CompoundIdentifier(_) => problems.push(format!(
+                        "\"{e}\": a formula names metrics, not table columns"
+                    )),
+                    Expr::Function(f) if crate::sql::is_aggregate_call(&Expr::Function(f.clone())) => {
+                        problems.push(format!(
+                            "\"{e}\": a formula combines metrics, which are already aggregated; aggregate functions belong in atomic metrics"
+                        ))
+                    }
+                    Expr::BinaryOp {
+                        op: datafusion::sql::sqlparser::ast::BinaryOperator::Divide,
+                        right,
+                        ..
+                    } => {
+                        let divisor = std::mem::replace(right.as_mut(), Expr::value(datafusion::sql::sqlparser::ast::Value::Null));
+                        if let Ok(wrapped) = parse_expr(&format!(
+                            "CAST(NULLIF({divisor}, 0) AS DOUBLE PRECISION)"
+                        )) {
+                            **right = wrapped;
+                        } else {
+                            **right = divisor;
+                        }
+                    }
+                    _ => {}
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            for p in problems {
+                b.issue(file, text, p);
+            }
+            let mut refs = BTreeSet::new();
+            let mut time = None;
+            for n in names {
+                let reference = Spanned::new(text.span(), n.clone());
+                if b.model.metric(&n).is_none() {
+                    let hint = did_you_mean(
+                        &n,
+                        b.model.metrics.iter().map(|m| m.name.get_ref().as_str()),
+                    )
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                    b.issue(
+                        file,
+                        text,
+                        format!("formula of \"{name}\" names \"{n}\", which is not a metric{hint}"),
+                    );
+                    continue;
+                }
+                let target = bind_reference(b, file, &reference, dimensions, bound, stack)?;
+                if time.is_none() {
+                    time = target.time.clone();
+                }
+                refs.insert(n);
+            }
+            Some((
+                Definition::Composite {
+                    formula: Box::new(formula),
+                    refs,
+                },
+                time,
+            ))
+        }
+        MetricKind::PeriodOverPeriod | MetricKind::Cumulative => {
+            let base_name = metric.base.as_ref()?;
+            let time = metric.time.as_ref()?.get_ref().clone();
+            let base = bind_reference(b, file, base_name, dimensions, bound, stack)?;
+            if matches!(
+                base.kind,
+                MetricKind::PeriodOverPeriod | MetricKind::Cumulative
+            ) || base.time.is_some()
+            {
+                b.issue(
+                    file,
+                    base_name,
+                    format!(
+                        "metric \"{name}\" is defined from \"{}\", which already depends on periods of time; base it on an atomic, derived or composite metric",
+                        base.name
+                    ),
+                );
+                return None;
+            }
+            let base = base.name.clone();
+            let definition = match (metric.compare, &metric.window) {
+                (Some(compare), _) => Definition::PeriodOverPeriod {
+                    base,
+                    time: time.clone(),
+                    compare,
+                    show: metric.show.unwrap_or_default(),
+                },
+                (None, Some(window)) => Definition::Cumulative {
+                    base,
+                    time: time.clone(),
+                    window: Window::parse(window.get_ref()).ok()?,
+                },
+                (None, None) => return None,
+            };
+            Some((definition, Some(time)))
+        }
+    }
 }
 
 fn comment(label: &str, description: &str) -> String {

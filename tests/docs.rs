@@ -58,4 +58,14 @@ async fn model_reference_examples_form_a_valid_model() {
     .expect("the examples bind to the demo data");
     let view = &engine.semantics().views[0];
     assert!(view.column("price_band").is_some() && view.column("order_date__quarter").is_some());
+    // One metric of every kind.
+    for metric in [
+        "returned_revenue",
+        "revenue_per_order",
+        "revenue_growth",
+        "revenue_ytd",
+        "orders_30d",
+    ] {
+        assert!(view.column(metric).is_some(), "{metric} is offered");
+    }
 }

@@ -425,3 +425,111 @@ metrics = ["revenue"]
     assert!(text.contains("model.toml:5:7"), "{text}");
     assert!(text.contains("source \"dwh\": cannot connect"), "{text}");
 }
+
+#[test]
+fn each_metric_kind_takes_its_own_keys() {
+    let extra = r#"
+[[dimensions]]
+name = "day"
+table = "orders"
+kind = "time"
+
+[[metrics]]
+name = "ratio"
+formula = "revenue / 2"
+table = "orders"
+
+[[metrics]]
+name = "east_revenue"
+base = "revenue"
+
+[[metrics]]
+name = "growth"
+base = "revenue"
+compare = "previous_period"
+
+[[metrics]]
+name = "rolling"
+base = "revenu"
+time = "day"
+window = "7 fortnights"
+
+[[metrics]]
+name = "nothing"
+label = "no kind"
+"#;
+    let found = issues(&[("m.toml", &format!("{GOOD}{extra}"))]);
+    let expected = [
+        "m.toml:36:9: metric \"ratio\" is composite and does not take `table` (it takes `formula`)",
+        "m.toml:39:8: derived metric \"east_revenue\" needs a filter (the modifier that restricts its base metric)",
+        "m.toml:43:8: metric \"growth\" needs `time`, the time dimension its periods are taken on",
+        "m.toml:49:8: unknown metric \"revenu\"; did you mean \"revenue\"?",
+        "m.toml:51:10: window must be month_to_date, quarter_to_date, year_to_date, week_to_date, all_time, or a trailing window such as \"7 days\", \"4 weeks\" or \"3 months\"",
+        "m.toml:54:8: metric \"nothing\" needs `table` and `agg` (an atomic metric), `base` (derived, period-over-period or cumulative) or `formula` (composite)",
+    ];
+    for e in expected {
+        assert!(found.iter().any(|f| f == e), "missing {e} in {found:#?}");
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[tokio::test]
+async fn metric_definitions_are_bound_and_their_mistakes_reported_with_positions() {
+    let dir = unreachable_model();
+    let text = std::fs::read_to_string(dir.path().join("model.toml")).expect("read");
+    let extra = r#"
+[[metrics]]
+name = "loop_a"
+formula = "loop_b + 1"
+
+[[metrics]]
+name = "loop_b"
+formula = "loop_a * 2"
+
+[[metrics]]
+name = "per_order"
+formula = "revenue / ordrs"
+
+[[metrics]]
+name = "with_sum"
+formula = "sum(revenue)"
+
+[[dimensions]]
+name = "day"
+table = "orders"
+expr = "CAST('2024-01-01' AS DATE)"
+kind = "time"
+
+[[metrics]]
+name = "revenue_growth"
+base = "revenue"
+time = "day"
+compare = "previous_period"
+
+[[views]]
+name = "no_time"
+dimensions = ["region"]
+metrics = ["revenue_growth"]
+"#;
+    write(dir.path(), "model.toml", &format!("{text}{extra}"));
+    let err = Engine::open(
+        dir.path(),
+        Identity {
+            database: "kpitables".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .expect_err("bad metrics");
+    let message = err.to_string();
+    for expected in [
+        "model.toml:46:8: metric \"loop_a\" is defined from itself: loop_a → loop_b → loop_a",
+        "model.toml:55:11: formula of \"per_order\" names \"ordrs\", which is not a metric",
+        "model.toml:59:11: \"sum(revenue)\": a formula combines metrics, which are already aggregated",
+        "model.toml:76:12: view \"no_time\" offers metric \"revenue_growth\", which is computed per period of \"day\": add \"day\" to the view's dimensions",
+    ] {
+        assert!(message.contains(expected), "missing {expected} in {message}");
+    }
+    // A cycle is reported once, where it is first found.
+    assert!(!message.contains("metric \"loop_b\" is defined from itself"), "{message}");
+}

@@ -513,7 +513,7 @@ pub fn view_definition(view: &BoundView, semantics: &Semantics) -> String {
             ColumnKind::Metric(m) => semantics
                 .metrics
                 .get(m)
-                .map(|m| format!("metric {}", crate::rewrite::derived::metric_sql(m)))
+                .map(|m| format!("{} metric {}", m.kind.as_str(), m.definition_text()))
                 .unwrap_or_default(),
         };
         lines.push(format!("--   {}: {what}", c.name));

@@ -452,7 +452,19 @@ async fn column_type(
     view: &str,
     column: &str,
 ) -> Result<DataType> {
-    let sql = format!("SELECT \"{column}\" FROM \"{view}\"");
+    // A metric computed per period is probed at day grain of its time dimension.
+    let time = semantics
+        .view(view)
+        .and_then(|v| v.column(column))
+        .and_then(|c| match &c.kind {
+            bind::ColumnKind::Metric(m) => semantics.metrics.get(m),
+            _ => None,
+        })
+        .and_then(|m| m.time.clone());
+    let sql = match &time {
+        Some(t) => format!("SELECT \"{t}\", \"{column}\" FROM \"{view}\""),
+        None => format!("SELECT \"{column}\" FROM \"{view}\""),
+    };
     let statement = crate::sql::parse(&sql)?
         .pop()
         .ok_or_else(|| Error::Internal("empty type probe".into()))?;
@@ -474,7 +486,7 @@ async fn column_type(
     let schema = plan.schema();
     Ok(schema
         .fields()
-        .first()
+        .get(usize::from(time.is_some()))
         .map(|f| f.data_type().clone())
         .unwrap_or(DataType::Null))
 }

@@ -225,21 +225,36 @@ impl TimeGrain {
     }
 }
 
-/// A governed aggregation.
+/// A governed metric. Its kind follows from the keys it sets (see [`Metric::kind`]):
+/// `agg` (atomic), `base` (derived, period-over-period with `compare`, cumulative with
+/// `window`) or `formula` (composite).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metric {
     /// Unique metric name; the column name in views.
     pub name: Spanned<String>,
-    /// The table whose rows are aggregated (the metric's grain).
-    pub table: Spanned<String>,
-    /// The aggregation.
-    pub agg: Aggregation,
-    /// SQL expression over the table's columns; required except for `count`.
+    /// Atomic: the table whose rows are aggregated (the metric's grain).
+    pub table: Option<Spanned<String>>,
+    /// Atomic: the aggregation.
+    pub agg: Option<Aggregation>,
+    /// Atomic: SQL expression over the table's columns; required except for `count`.
     pub expr: Option<Spanned<String>>,
-    /// SQL condition; only rows where it holds are aggregated. May use the table's
-    /// columns and dimension names reachable from the table.
+    /// Atomic and derived: SQL condition; only rows where it holds are aggregated. May use
+    /// the table's columns and dimension names reachable from the table. On a derived
+    /// metric it is added (AND) to the base metric's own filter.
     pub filter: Option<Spanned<String>>,
+    /// Derived, period-over-period and cumulative: the metric this one is defined from.
+    pub base: Option<Spanned<String>>,
+    /// Composite: an expression over other metrics, e.g. `revenue / orders`.
+    pub formula: Option<Spanned<String>>,
+    /// Period-over-period and cumulative: the time dimension periods are taken on.
+    pub time: Option<Spanned<String>>,
+    /// Period-over-period: which period the value is compared with.
+    pub compare: Option<Compare>,
+    /// Period-over-period: what the column shows (default `growth`).
+    pub show: Option<Show>,
+    /// Cumulative: the window, e.g. `month_to_date` or `7 days` (see [`Window`]).
+    pub window: Option<Spanned<String>>,
     /// Business label (any language), e.g. "销售额".
     #[serde(default)]
     pub label: String,
@@ -267,6 +282,117 @@ pub struct Metric {
     /// Index into [`Model::files`]; set by the loader.
     #[serde(skip)]
     pub file: usize,
+}
+
+/// The layers of metrics (原子 / 派生 / 复合 指标) and the time-aware kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// An aggregation of a table's rows (`agg`).
+    Atomic,
+    /// An atomic or derived metric restricted by a filter (`base` + `filter`).
+    Derived,
+    /// An expression over other metrics (`formula`).
+    Composite,
+    /// A metric compared with an earlier period (`base` + `compare`).
+    PeriodOverPeriod,
+    /// A metric accumulated over a window of periods (`base` + `window`).
+    Cumulative,
+}
+
+impl MetricKind {
+    /// The kind as shown in catalogs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Atomic => "atomic",
+            MetricKind::Derived => "derived",
+            MetricKind::Composite => "composite",
+            MetricKind::PeriodOverPeriod => "period_over_period",
+            MetricKind::Cumulative => "cumulative",
+        }
+    }
+}
+
+impl Metric {
+    /// The metric's kind, from the keys it sets (validation checks they are consistent).
+    pub fn kind(&self) -> MetricKind {
+        if self.formula.is_some() {
+            MetricKind::Composite
+        } else if self.compare.is_some() {
+            MetricKind::PeriodOverPeriod
+        } else if self.window.is_some() {
+            MetricKind::Cumulative
+        } else if self.base.is_some() {
+            MetricKind::Derived
+        } else {
+            MetricKind::Atomic
+        }
+    }
+}
+
+/// The earlier period a period-over-period metric compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compare {
+    /// The period just before, at the query's grain (环比): the previous day, week,
+    /// month, quarter or year.
+    PreviousPeriod,
+    /// The same period one year earlier (同比); at week grain, 52 weeks earlier.
+    SamePeriodLastYear,
+}
+
+/// What a period-over-period column shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    /// The earlier period's value.
+    Value,
+    /// This period's value minus the earlier one.
+    Difference,
+    /// (this − earlier) / earlier; NULL when the earlier value is 0 or missing.
+    #[default]
+    Growth,
+}
+
+/// The window of a cumulative metric, ending with each period of the query's grain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// From the start of the period (`month_to_date`, `quarter_to_date`, `year_to_date`).
+    ToDate(TimeGrain),
+    /// Since the beginning of the data (running total): `all_time`.
+    AllTime,
+    /// The last `n` days, weeks or months: `"7 days"`, `"4 weeks"`, `"3 months"`.
+    Trailing(u32, TimeGrain),
+}
+
+impl Window {
+    /// Parse a window as written in the model.
+    pub fn parse(text: &str) -> std::result::Result<Window, String> {
+        let text = text.trim();
+        match text {
+            "month_to_date" => return Ok(Window::ToDate(TimeGrain::Month)),
+            "quarter_to_date" => return Ok(Window::ToDate(TimeGrain::Quarter)),
+            "year_to_date" => return Ok(Window::ToDate(TimeGrain::Year)),
+            "week_to_date" => return Ok(Window::ToDate(TimeGrain::Week)),
+            "all_time" => return Ok(Window::AllTime),
+            _ => {}
+        }
+        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, all_time, or a trailing window such as \"7 days\", \"4 weeks\" or \"3 months\"";
+        let mut words = text.split_whitespace();
+        let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+            return Err(usage.to_string());
+        };
+        let n: u32 = n.parse().map_err(|_| usage.to_string())?;
+        if n == 0 || n > 10_000 {
+            return Err("a trailing window has 1 to 10000 units".to_string());
+        }
+        let grain = match unit.trim_end_matches('s') {
+            "day" => TimeGrain::Day,
+            "week" => TimeGrain::Week,
+            "month" => TimeGrain::Month,
+            _ => return Err(usage.to_string()),
+        };
+        Ok(Window::Trailing(n, grain))
+    }
 }
 
 /// Aggregations of atomic metrics.

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use toml::Spanned;
 
 use super::load::SourceTexts;
-use super::{Aggregation, Model, SourceKind};
+use super::{Aggregation, DimensionKind, Metric, MetricKind, Model, SourceKind, Window};
 use crate::error::{ModelIssue, did_you_mean};
 
 struct Checker<'a> {
@@ -215,24 +215,7 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         }
     }
     for metric in &model.metrics {
-        let f = metric.file;
-        c.name(f, "metric", &metric.name);
-        c.reference(f, "table", &metric.table, table_names());
-        match &metric.expr {
-            Some(expr) => c.expr(f, "expr", expr),
-            None if metric.agg != Aggregation::Count => c.at(
-                f,
-                &metric.name,
-                format!(
-                    "metric \"{}\" needs an expr for its aggregation",
-                    metric.name.get_ref()
-                ),
-            ),
-            None => {}
-        }
-        if let Some(filter) = &metric.filter {
-            c.expr(f, "filter", filter);
-        }
+        check_metric(&mut c, model, metric);
     }
     for view in &model.views {
         let f = view.file;
@@ -276,6 +259,133 @@ fn duplicates<'a>(
                 format!("duplicate {kind} name \"{}\"", name.get_ref()),
             );
         }
+    }
+}
+
+/// A metric's keys fit its kind, and what it names exists.
+fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
+    let f = metric.file;
+    let name = metric.name.get_ref();
+    c.name(f, "metric", &metric.name);
+    let kind = metric.kind();
+    // Keys each kind takes; any other key set is reported.
+    let allowed: &[&str] = match kind {
+        MetricKind::Atomic => &["table", "agg", "expr", "filter"],
+        MetricKind::Derived => &["base", "filter"],
+        MetricKind::Composite => &["formula"],
+        MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show"],
+        MetricKind::Cumulative => &["base", "time", "window"],
+    };
+    let set: [(&str, Option<usize>); 10] = [
+        ("table", metric.table.as_ref().map(|s| s.span().start)),
+        ("agg", metric.agg.map(|_| metric.name.span().start)),
+        ("expr", metric.expr.as_ref().map(|s| s.span().start)),
+        ("filter", metric.filter.as_ref().map(|s| s.span().start)),
+        ("base", metric.base.as_ref().map(|s| s.span().start)),
+        ("formula", metric.formula.as_ref().map(|s| s.span().start)),
+        ("time", metric.time.as_ref().map(|s| s.span().start)),
+        ("compare", metric.compare.map(|_| metric.name.span().start)),
+        ("show", metric.show.map(|_| metric.name.span().start)),
+        ("window", metric.window.as_ref().map(|s| s.span().start)),
+    ];
+    for (key, at) in set {
+        if let Some(at) = at
+            && !allowed.contains(&key)
+        {
+            let issue = c.texts.issue(
+                f,
+                Some(at),
+                format!(
+                    "metric \"{name}\" is {} and does not take `{key}` (it takes {})",
+                    kind_phrase(kind),
+                    allowed
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            c.issues.push(issue);
+        }
+    }
+    let metric_names = || model.metrics.iter().map(|m| m.name.get_ref().as_str());
+    match kind {
+        MetricKind::Atomic => {
+            let table_names = || model.tables.iter().map(|t| t.name.get_ref().as_str());
+            match (&metric.table, metric.agg) {
+                (Some(table), Some(agg)) => {
+                    c.reference(f, "table", table, table_names());
+                    if metric.expr.is_none() && agg != Aggregation::Count {
+                        c.at(f, &metric.name, format!("metric \"{name}\" needs an expr for its aggregation"));
+                    }
+                }
+                _ => c.at(
+                    f,
+                    &metric.name,
+                    format!("metric \"{name}\" needs `table` and `agg` (an atomic metric), `base` (derived, period-over-period or cumulative) or `formula` (composite)"),
+                ),
+            }
+            if let Some(expr) = &metric.expr {
+                c.expr(f, "expr", expr);
+            }
+            if let Some(filter) = &metric.filter {
+                c.expr(f, "filter", filter);
+            }
+        }
+        MetricKind::Derived => {
+            if let Some(base) = &metric.base {
+                c.reference(f, "metric", base, metric_names());
+            }
+            match &metric.filter {
+                Some(filter) => c.expr(f, "filter", filter),
+                None => c.at(f, &metric.name, format!("derived metric \"{name}\" needs a filter (the modifier that restricts its base metric)")),
+            }
+        }
+        MetricKind::Composite => {
+            if let Some(formula) = &metric.formula {
+                c.expr(f, "formula", formula);
+            }
+        }
+        MetricKind::PeriodOverPeriod | MetricKind::Cumulative => {
+            match &metric.base {
+                Some(base) => {
+                    c.reference(f, "metric", base, metric_names());
+                }
+                None => c.at(
+                    f,
+                    &metric.name,
+                    format!("metric \"{name}\" needs a `base` metric"),
+                ),
+            }
+            match &metric.time {
+                Some(time) => {
+                    let times = || {
+                        model
+                            .dimensions
+                            .iter()
+                            .filter(|d| d.kind == DimensionKind::Time)
+                            .map(|d| d.name.get_ref().as_str())
+                    };
+                    c.reference(f, "time dimension", time, times());
+                }
+                None => c.at(f, &metric.name, format!("metric \"{name}\" needs `time`, the time dimension its periods are taken on")),
+            }
+            if let Some(window) = &metric.window
+                && let Err(reason) = Window::parse(window.get_ref())
+            {
+                c.at(f, window, reason);
+            }
+        }
+    }
+}
+
+fn kind_phrase(kind: MetricKind) -> &'static str {
+    match kind {
+        MetricKind::Atomic => "atomic",
+        MetricKind::Derived => "derived",
+        MetricKind::Composite => "composite",
+        MetricKind::PeriodOverPeriod => "a period-over-period metric",
+        MetricKind::Cumulative => "cumulative",
     }
 }
 

@@ -24,13 +24,14 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
     OrderBy, Select, SelectItem, SelectItemQualifiedWildcardKind, TableAlias, TableFactor,
-    TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
+    TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut, visit_expressions_mut,
 };
 
-use super::derived::{DerivedSpec, InnerExpr, build_derived};
+use super::derived::{DerivedSpec, InnerExpr, Physical, Transform, build_derived};
 use super::{RewriteContext, RewriteReport, normalize};
-use crate::bind::{BoundView, ColumnKind};
+use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result, did_you_mean};
+use crate::model::{Compare, Show, TimeGrain};
 
 /// Aggregates that, around a metric, are the metric itself at the grain.
 const COLLAPSING: &[&str] = &[
@@ -180,8 +181,10 @@ pub fn rewrite_block(
     // 5. Outer expressions read the derived table.
     let mut outer = Outer {
         view,
+        semantics: cx.semantics,
         grain: &grain,
         metrics: Vec::new(),
+        named: Vec::new(),
         aggregates: Vec::new(),
         output_names: None,
         error: None,
@@ -200,6 +203,7 @@ pub fn rewrite_block(
     }
     let Outer {
         metrics,
+        named,
         aggregates,
         ..
     } = outer;
@@ -209,11 +213,13 @@ pub fn rewrite_block(
     let spec = DerivedSpec {
         view,
         grain: grain.iter().map(inner).collect::<Result<_>>()?,
-        metrics: metrics.clone(),
+        metrics,
         aggregates: aggregates.iter().map(inner).collect::<Result<_>>()?,
         filters: inner_filters.iter().map(inner).collect::<Result<_>>()?,
+        view_grain: grain.clone(),
+        view_filters: inner_filters.clone(),
     };
-    report.metrics.extend(metrics);
+    report.metrics.extend(named);
     let derived = build_derived(&spec, cx.semantics)?;
 
     select.from = vec![TableWithJoins {
@@ -457,8 +463,12 @@ fn view_row_count(f: &datafusion::sql::sqlparser::ast::Function, view: &BoundVie
 /// Turn block expressions into expressions over the derived table.
 struct Outer<'a> {
     view: &'a BoundView,
+    semantics: &'a Semantics,
     grain: &'a [Expr],
-    metrics: Vec<String>,
+    /// The derived table's metric columns `__m<j>`.
+    metrics: Vec<Physical>,
+    /// The model metrics the block names.
+    named: Vec<String>,
     aggregates: Vec<Expr>,
     output_names: Option<&'a HashSet<String>>,
     error: Option<Error>,
@@ -516,6 +526,158 @@ impl Outer<'_> {
     }
 }
 
+impl Outer<'_> {
+    /// The expression over the derived table's columns that computes metric `name`
+    /// under `transform`.
+    fn metric(&mut self, name: &str, transform: &Transform) -> Result<Expr> {
+        let Some(metric) = self.semantics.metrics.get(name) else {
+            return Err(Error::Internal(format!("metric {name} is not bound")));
+        };
+        match &metric.definition {
+            Definition::Aggregate(_) => {
+                let physical = Physical {
+                    metric: name.to_string(),
+                    transform: transform.clone(),
+                };
+                let j = match self.metrics.iter().position(|x| *x == physical) {
+                    Some(j) => j,
+                    None => {
+                        self.metrics.push(physical);
+                        self.metrics.len() - 1
+                    }
+                };
+                Ok(column(format!("__m{j}")))
+            }
+            Definition::Composite { formula, .. } => {
+                let mut formula = formula.clone();
+                let mut error = None;
+                let _ = visit_expressions_mut(&mut formula, |e| {
+                    if let Expr::Identifier(ident) = e
+                        && ident.quote_style.is_none()
+                    {
+                        match self.metric(&ident.value, transform) {
+                            Ok(part) => *e = Expr::Nested(Box::new(part)),
+                            Err(err) => {
+                                error = Some(err);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    ControlFlow::Continue(())
+                });
+                match error {
+                    Some(e) => Err(e),
+                    None => Ok(Expr::Nested(formula)),
+                }
+            }
+            Definition::PeriodOverPeriod {
+                base,
+                time,
+                compare,
+                show,
+            } => {
+                let (_, grain) = self.time_grain(name, time)?;
+                let interval = match (compare, grain) {
+                    (Compare::PreviousPeriod, g) => super::derived::interval(1, g),
+                    (Compare::SamePeriodLastYear, TimeGrain::Week) => {
+                        super::derived::interval(52, TimeGrain::Week)
+                    }
+                    (Compare::SamePeriodLastYear, TimeGrain::Day) => {
+                        super::derived::interval(1, TimeGrain::Year)
+                    }
+                    (Compare::SamePeriodLastYear, _) => {
+                        super::derived::interval(1, TimeGrain::Year)
+                    }
+                };
+                let shifted = Transform::Shift {
+                    time: time.clone(),
+                    interval,
+                };
+                // This period's value is always computed: its rows are the periods.
+                let current = self.metric(base, transform)?;
+                let earlier = self.metric(base, &shifted)?;
+                let sql = match show {
+                    Show::Value => format!("{earlier}"),
+                    Show::Difference => format!("({current}) - ({earlier})"),
+                    Show::Growth => format!(
+                        "CAST(({current}) - ({earlier}) AS DOUBLE PRECISION) / CAST(NULLIF({earlier}, 0) AS DOUBLE PRECISION)"
+                    ),
+                };
+                crate::sql::parse_expr(&sql)
+                    .map(|e| Expr::Nested(Box::new(e)))
+                    .ok_or_else(|| Error::Internal(format!("generated expression {sql}")))
+            }
+            Definition::Cumulative { base, time, window } => {
+                let (index, grain) = self.time_grain(name, time)?;
+                let windowed = Transform::Window {
+                    time: time.clone(),
+                    window: *window,
+                    index,
+                    grain,
+                };
+                self.metric(base, &windowed)
+            }
+        }
+    }
+
+    /// Where the block's grain has time dimension `time`, and at which grain; an error
+    /// naming `metric` when it has none.
+    fn time_grain(&self, metric: &str, time: &str) -> Result<(usize, TimeGrain)> {
+        for (i, g) in self.grain.iter().enumerate() {
+            if let Some(grain) = time_grain_of(g, time, self.view) {
+                return Ok((i, grain));
+            }
+        }
+        Err(Error::unsupported(
+            format!(
+                "metric \"{metric}\" is computed per period of \"{time}\", and this query is not grouped by \"{time}\""
+            ),
+            Some(format!(
+                "add \"{time}\" or one of its grains (such as \"{time}__month\") to the select list or GROUP BY"
+            )),
+        ))
+    }
+}
+
+/// The grain at which `expr` (a grain expression of the block) buckets time dimension
+/// `time`: the dimension itself (day), a grain column (`order_date__month`), or
+/// `date_trunc('<grain>', <dimension>)`.
+fn time_grain_of(expr: &Expr, time: &str, view: &BoundView) -> Option<TimeGrain> {
+    match expr {
+        Expr::Identifier(id) => match view.column(&id.value).map(|c| &c.kind) {
+            Some(ColumnKind::Dimension(d)) if d == time => Some(TimeGrain::Day),
+            Some(ColumnKind::TimeGrain(d, g)) if d == time => Some(*g),
+            _ => None,
+        },
+        Expr::Nested(inner) => time_grain_of(inner, time, view),
+        Expr::Function(f) if function_name(f) == "date_trunc" => {
+            let FunctionArguments::List(list) = &f.args else {
+                return None;
+            };
+            let [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(unit))),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(id))),
+            ] = list.args.as_slice()
+            else {
+                return None;
+            };
+            let unit = match &unit.value {
+                Value::SingleQuotedString(u) => u.to_lowercase(),
+                _ => return None,
+            };
+            let is_time = matches!(
+                view.column(&id.value).map(|c| &c.kind),
+                Some(ColumnKind::Dimension(d)) if d == time
+            );
+            if !is_time {
+                return None;
+            }
+            TimeGrain::ALL.into_iter().find(|g| g.name() == unit)
+        }
+        _ => None,
+    }
+}
+
 impl VisitorMut for Outer<'_> {
     type Break = ();
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
@@ -531,14 +693,17 @@ impl VisitorMut for Outer<'_> {
                 let name = ident.value.clone();
                 match self.view.column(&name).map(|c| &c.kind) {
                     Some(ColumnKind::Metric(m)) => {
-                        let j = match self.metrics.iter().position(|x| x == m) {
-                            Some(j) => j,
-                            None => {
-                                self.metrics.push(m.clone());
-                                self.metrics.len() - 1
+                        let m = m.clone();
+                        if !self.named.contains(&m) {
+                            self.named.push(m.clone());
+                        }
+                        match self.metric(&m, &Transform::Plain) {
+                            Ok(e) => *expr = e,
+                            Err(e) => {
+                                self.error = Some(e);
+                                return ControlFlow::Break(());
                             }
-                        };
-                        *expr = column(format!("__m{j}"));
+                        }
                     }
                     Some(_) if self.output_names.is_some_and(|o| o.contains(&name)) => {}
                     Some(_) => {

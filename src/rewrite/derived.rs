@@ -23,9 +23,9 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::block::dimension_names;
-use crate::bind::{BoundMetric, BoundView, ColumnKind, Semantics};
+use crate::bind::{AggregateDef, BoundView, ColumnKind, Semantics};
 use crate::error::{Error, Result};
-use crate::model::Aggregation;
+use crate::model::{Aggregation, TimeGrain, Window};
 use crate::sources::BASE_SCHEMA;
 
 /// The marker aggregate `kp_view_rows(d1, d2, ...)`: the number of distinct combinations
@@ -48,9 +48,22 @@ pub struct InnerExpr {
 impl InnerExpr {
     /// Translate `expr` (canonical view column references) to base tables.
     pub fn new(expr: &Expr, view: &BoundView, semantics: &Semantics) -> Result<InnerExpr> {
+        InnerExpr::shifted(expr, view, semantics, None)
+    }
+
+    /// Translate `expr`, with the values of one time dimension moved forward by an
+    /// interval (`shift`: dimension name, SQL interval literal): the rows of an earlier
+    /// period then fall in the group and filters of the period they are compared with.
+    pub fn shifted(
+        expr: &Expr,
+        view: &BoundView,
+        semantics: &Semantics,
+        shift: Option<(&str, &str)>,
+    ) -> Result<InnerExpr> {
         struct Sub<'a> {
             view: &'a BoundView,
             semantics: &'a Semantics,
+            shift: Option<(&'a str, &'a str)>,
             tables: BTreeSet<String>,
             error: Option<Error>,
         }
@@ -82,7 +95,12 @@ impl InnerExpr {
                     return ControlFlow::Break(());
                 };
                 self.tables.extend(dim.expr.tables.iter().cloned());
-                let base = dim.expr.expr.to_string();
+                let mut base = dim.expr.expr.to_string();
+                if let Some((time, interval)) = self.shift
+                    && time == dim_name
+                {
+                    base = shift_sql(&base, interval, &dim.data_type);
+                }
                 let sql = match &column.kind {
                     ColumnKind::TimeGrain(_, grain) => {
                         let truncated = format!(
@@ -111,6 +129,7 @@ impl InnerExpr {
         let mut sub = Sub {
             view,
             semantics,
+            shift,
             tables: BTreeSet::new(),
             error: None,
         };
@@ -126,6 +145,53 @@ impl InnerExpr {
     }
 }
 
+/// `value + interval` on a time dimension's values, keeping their type (a date stays
+/// a date). Computed on timestamps: PostgreSQL's `date + interval` is a timestamp.
+fn shift_sql(value: &str, interval: &str, data_type: &DataType) -> String {
+    let shifted = format!("CAST(({value}) AS TIMESTAMP) + INTERVAL '{interval}'");
+    if *data_type == DataType::Date32 {
+        format!("CAST(({shifted}) AS DATE)")
+    } else {
+        format!("({shifted})")
+    }
+}
+
+/// How a column of the derived table computes an aggregate metric.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// The metric at the block's grain.
+    Plain,
+    /// The metric of an earlier period, aligned on the period it is compared with: rows
+    /// are grouped and filtered with the time dimension moved forward by `interval`.
+    Shift {
+        /// The time dimension.
+        time: String,
+        /// SQL interval literal, e.g. `1 month`.
+        interval: String,
+    },
+    /// The metric accumulated over a window ending with each period of the grain.
+    Window {
+        /// The time dimension.
+        time: String,
+        /// The window.
+        window: Window,
+        /// Position of the time dimension's grain expression in the block's grain.
+        index: usize,
+        /// The grain of that expression.
+        grain: TimeGrain,
+    },
+}
+
+/// One metric column `__m<j>` of the derived table: an aggregate metric under a
+/// transform. Composite and period-over-period metrics are expressions over these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Physical {
+    /// An atomic or derived metric.
+    pub metric: String,
+    /// How it is computed.
+    pub transform: Transform,
+}
+
 /// Everything the derived table of one block needs.
 #[derive(Debug)]
 pub struct DerivedSpec<'a> {
@@ -133,12 +199,16 @@ pub struct DerivedSpec<'a> {
     pub view: &'a BoundView,
     /// Grain expressions → `__g<i>`.
     pub grain: Vec<InnerExpr>,
-    /// Metric names → `__m<j>`.
-    pub metrics: Vec<String>,
+    /// Metric computations → `__m<j>`.
+    pub metrics: Vec<Physical>,
     /// Aggregates over dimensions → `__a<k>`.
     pub aggregates: Vec<InnerExpr>,
     /// Row filters (ANDed).
     pub filters: Vec<InnerExpr>,
+    /// The grain as view expressions (re-translated for shifted parts).
+    pub view_grain: Vec<Expr>,
+    /// The row filters as view expressions.
+    pub view_filters: Vec<Expr>,
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {
@@ -150,39 +220,59 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// The SQL aggregate of a metric.
-pub fn metric_sql(metric: &BoundMetric) -> String {
-    let value = match (&metric.expr, &metric.filter) {
+/// The value an aggregate reads from each row: its expression (or 1, or `*`) where its
+/// filter holds, else NULL.
+fn aggregate_value(def: &AggregateDef) -> String {
+    match (&def.expr, &def.filter) {
         (Some(e), Some(f)) => format!("CASE WHEN {f} THEN {e} END"),
         (Some(e), None) => e.to_string(),
         (None, Some(f)) => format!("CASE WHEN {f} THEN 1 END"),
         (None, None) => "*".to_string(),
-    };
-    match metric.agg {
+    }
+}
+
+/// The SQL aggregate of an atomic or derived metric.
+pub fn aggregate_sql(def: &AggregateDef) -> String {
+    let value = aggregate_value(def);
+    match def.agg {
         Aggregation::CountDistinct => format!("count(DISTINCT {value})"),
         agg => format!("{}({value})", agg.sql_function()),
     }
 }
 
+/// A part of the derived table: its SQL, the columns it provides, and whether its rows
+/// are periods of the answer (a shifted part only brings values to existing periods).
+struct Part {
+    sql: String,
+    provides: Vec<String>,
+    primary: bool,
+}
+
 /// Build the derived table for `spec`.
 pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Query> {
-    let metrics: Vec<&BoundMetric> = spec
+    let defs: Vec<&AggregateDef> = spec
         .metrics
         .iter()
-        .map(|m| {
+        .map(|p| {
             semantics
                 .metrics
-                .get(m)
-                .ok_or_else(|| Error::Internal(format!("metric {m} is not bound")))
+                .get(&p.metric)
+                .and_then(|m| m.aggregate())
+                .ok_or_else(|| Error::Internal(format!("metric {} is not an aggregate", p.metric)))
         })
         .collect::<Result<_>>()?;
 
-    // Fact tables in order of first use; each gets its metrics.
-    let mut facts: Vec<(String, Vec<usize>)> = Vec::new();
-    for (j, m) in metrics.iter().enumerate() {
-        match facts.iter_mut().find(|(t, _)| *t == m.table) {
-            Some((_, js)) => js.push(j),
-            None => facts.push((m.table.clone(), vec![j])),
+    // Groups of metric columns computed together: per fact table and transform (each
+    // windowed metric on its own), in order of first use.
+    let mut groups: Vec<(String, Transform, Vec<usize>)> = Vec::new();
+    for (j, (physical, def)) in spec.metrics.iter().zip(&defs).enumerate() {
+        let shared = !matches!(physical.transform, Transform::Window { .. });
+        match groups
+            .iter_mut()
+            .find(|(t, tr, _)| shared && *t == def.table && *tr == physical.transform)
+        {
+            Some((_, _, js)) => js.push(j),
+            None => groups.push((def.table.clone(), physical.transform.clone(), vec![j])),
         }
     }
     let row_tables: BTreeSet<String> = spec
@@ -200,79 +290,82 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .filter_map(|(k, a)| view_rows_arguments(&a.expr).map(|args| (k, args)))
         .collect();
     let plain_aggregates = spec.aggregates.len() - row_counts.len();
-    let only_row_counts = facts.is_empty() && plain_aggregates == 0 && !row_counts.is_empty();
-    if facts.is_empty() {
-        facts.push((base_table(spec, semantics, &row_tables)?, vec![]));
+    let only_row_counts = groups.is_empty() && plain_aggregates == 0 && !row_counts.is_empty();
+    let has_plain = groups.iter().any(|(_, t, _)| *t == Transform::Plain);
+    if groups.is_empty() || (plain_aggregates > 0 && !has_plain) {
+        groups.insert(
+            0,
+            (
+                base_table(spec, semantics, &row_tables)?,
+                Transform::Plain,
+                vec![],
+            ),
+        );
     }
 
-    let mut parts: Vec<(String, Vec<String>)> = Vec::new();
-    for (index, (fact, js)) in facts.iter().enumerate() {
-        let with_aggregates = index == 0;
-        let mut needed: BTreeSet<String> = spec
-            .grain
-            .iter()
-            .chain(&spec.filters)
-            .flat_map(|e| e.tables.iter().cloned())
-            .collect();
-        if with_aggregates {
-            needed.extend(
-                spec.aggregates
+    let mut parts: Vec<Part> = Vec::new();
+    let mut aggregates_placed = false;
+    for (fact, transform, js) in &groups {
+        match transform {
+            Transform::Plain => {
+                let with_aggregates = !aggregates_placed;
+                aggregates_placed = true;
+                parts.push(grouped_part(
+                    spec,
+                    semantics,
+                    fact,
+                    js,
+                    &defs,
+                    with_aggregates,
+                    &spec.grain,
+                    &spec.filters,
+                )?);
+            }
+            Transform::Shift { time, interval } => {
+                let shift = Some((time.as_str(), interval.as_str()));
+                let translate = |e: &Expr| InnerExpr::shifted(e, spec.view, semantics, shift);
+                let grain: Vec<InnerExpr> = spec
+                    .view_grain
                     .iter()
-                    .filter(|e| view_rows_arguments(&e.expr).is_none())
-                    .flat_map(|e| e.tables.iter().cloned()),
-            );
-        }
-        for &j in js {
-            needed.extend(metrics[j].tables.iter().cloned());
-        }
-        let from = from_clause(
-            fact,
-            &needed,
-            spec,
-            semantics,
-            js.iter().map(|&j| metrics[j]),
-        )?;
-
-        let mut items = Vec::new();
-        let mut provides = Vec::new();
-        for (i, g) in spec.grain.iter().enumerate() {
-            items.push(format!("{} AS \"__g{i}\"", g.expr));
-        }
-        for &j in js {
-            items.push(format!("{} AS \"__m{j}\"", metric_sql(metrics[j])));
-            provides.push(format!("__m{j}"));
-        }
-        if with_aggregates {
-            for (k, a) in spec.aggregates.iter().enumerate() {
-                if view_rows_arguments(&a.expr).is_none() {
-                    items.push(format!("{} AS \"__a{k}\"", a.expr));
-                    provides.push(format!("__a{k}"));
+                    .map(translate)
+                    .collect::<Result<_>>()?;
+                let filters: Vec<InnerExpr> = spec
+                    .view_filters
+                    .iter()
+                    .map(translate)
+                    .collect::<Result<_>>()?;
+                let mut part =
+                    grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
+                part.primary = false;
+                parts.push(part);
+            }
+            Transform::Window {
+                time,
+                window,
+                index,
+                grain,
+            } => {
+                for &j in js {
+                    parts.push(window_part(
+                        spec, semantics, fact, j, defs[j], time, *window, *index, *grain,
+                    )?);
                 }
             }
         }
-        if items.is_empty() {
-            items.push("count(*) AS \"__n\"".to_string());
-        }
-        let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
-        write_filters(&mut sql, spec);
-        if !spec.grain.is_empty() {
-            let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
-            let _ = write!(sql, " GROUP BY {}", keys.join(", "));
-        }
-        parts.push((sql, provides));
     }
     if only_row_counts {
         parts.clear();
     }
     for (k, arguments) in &row_counts {
-        parts.push((
-            row_count_part(spec, semantics, *k, arguments)?,
-            vec![format!("__a{k}")],
-        ));
+        parts.push(Part {
+            sql: row_count_part(spec, semantics, *k, arguments)?,
+            provides: vec![format!("__a{k}")],
+            primary: true,
+        });
     }
 
     let sql = if parts.len() == 1 {
-        parts.remove(0).0
+        parts.remove(0).sql
     } else {
         join_parts(&parts, spec)
     };
@@ -284,14 +377,242 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .map_err(|e| Error::Internal(format!("generated SQL does not parse: {e}: {sql}")))
 }
 
-/// ` WHERE <row filters ANDed>`, when there are any.
-fn write_filters(sql: &mut String, spec: &DerivedSpec<'_>) {
-    if !spec.filters.is_empty() {
-        let filters: Vec<String> = spec
-            .filters
+/// `SELECT <grain>, <metrics js>, [<aggregates>] FROM <fact and joins> WHERE <filters>
+/// GROUP BY <grain>`.
+#[allow(clippy::too_many_arguments)]
+fn grouped_part(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    js: &[usize],
+    defs: &[&AggregateDef],
+    with_aggregates: bool,
+    grain: &[InnerExpr],
+    filters: &[InnerExpr],
+) -> Result<Part> {
+    let mut needed: BTreeSet<String> = grain
+        .iter()
+        .chain(filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    if with_aggregates {
+        needed.extend(
+            spec.aggregates
+                .iter()
+                .filter(|e| view_rows_arguments(&e.expr).is_none())
+                .flat_map(|e| e.tables.iter().cloned()),
+        );
+    }
+    for &j in js {
+        needed.extend(defs[j].tables.iter().cloned());
+    }
+    let names: Vec<&str> = js
+        .iter()
+        .map(|&j| spec.metrics[j].metric.as_str())
+        .collect();
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+
+    let mut items = Vec::new();
+    let mut provides = Vec::new();
+    for (i, g) in grain.iter().enumerate() {
+        items.push(format!("{} AS \"__g{i}\"", g.expr));
+    }
+    for &j in js {
+        items.push(format!("{} AS \"__m{j}\"", aggregate_sql(defs[j])));
+        provides.push(format!("__m{j}"));
+    }
+    if with_aggregates {
+        for (k, a) in spec.aggregates.iter().enumerate() {
+            if view_rows_arguments(&a.expr).is_none() {
+                items.push(format!("{} AS \"__a{k}\"", a.expr));
+                provides.push(format!("__a{k}"));
+            }
+        }
+    }
+    if items.is_empty() {
+        items.push("count(*) AS \"__n\"".to_string());
+    }
+    let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut sql, filters);
+    if !grain.is_empty() {
+        let keys: Vec<String> = grain.iter().map(|g| g.expr.to_string()).collect();
+        let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+    }
+    Ok(Part {
+        sql,
+        provides,
+        primary: true,
+    })
+}
+
+/// SQL interval literal of `n` units of `grain`.
+pub fn interval(n: u32, grain: TimeGrain) -> String {
+    match grain {
+        TimeGrain::Day => format!("{n} day"),
+        TimeGrain::Week => format!("{} day", n * 7),
+        TimeGrain::Month => format!("{n} month"),
+        TimeGrain::Quarter => format!("{} month", n * 3),
+        TimeGrain::Year => format!("{n} year"),
+    }
+}
+
+/// A cumulative metric: each period of the grain (`b`, the periods the filters select)
+/// joined with the rows of its window (`r`, pre-aggregated per value of the time
+/// dimension; filters on the time dimension do not apply to it, so a window reaches
+/// back before the first period shown):
+/// ```sql
+/// SELECT b.__g.., <aggregate of r.__v> AS __m<j>
+/// FROM (SELECT <grain> FROM .. WHERE <filters> GROUP BY <grain>) AS b
+/// LEFT JOIN (SELECT <other grain>, <time> AS __t, <partial aggregate> AS __v FROM ..
+///            WHERE <filters not on time> GROUP BY <other grain>, <time>) AS r
+///   ON b.__g<k> = r.__g<k> .. AND r.__t < <period end> AND r.__t >= <window start>
+/// GROUP BY b.__g..
+/// ```
+#[allow(clippy::too_many_arguments)]
+fn window_part(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    j: usize,
+    def: &AggregateDef,
+    time: &str,
+    window: Window,
+    index: usize,
+    grain: TimeGrain,
+) -> Result<Part> {
+    let dim = semantics
+        .dimensions
+        .get(time)
+        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let names = [spec.metrics[j].metric.as_str()];
+
+    // b: the periods.
+    let needed: BTreeSet<String> = spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+    let items: Vec<String> = spec
+        .grain
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
+        .collect();
+    let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
+    let mut periods = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut periods, &spec.filters);
+    let _ = write!(periods, " GROUP BY {}", keys.join(", "));
+
+    // r: the rows, per value of the time dimension.
+    let on_time = |e: &InnerExpr| {
+        e.dimensions
             .iter()
-            .map(|f| format!("({})", f.expr))
-            .collect();
+            .any(|d| d == time || d.split("__").next() == Some(time))
+    };
+    let others: Vec<(usize, &InnerExpr)> = spec
+        .grain
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .collect();
+    let row_filters: Vec<InnerExpr> = spec
+        .filters
+        .iter()
+        .filter(|f| !on_time(f))
+        .cloned()
+        .collect();
+    let mut needed: BTreeSet<String> = others
+        .iter()
+        .map(|(_, e)| *e)
+        .chain(&row_filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    needed.extend(dim.expr.tables.iter().cloned());
+    needed.extend(def.tables.iter().cloned());
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+    let time_sql = dim.expr.expr.to_string();
+    let value = aggregate_value(def);
+    let mut items: Vec<String> = others
+        .iter()
+        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
+        .collect();
+    items.push(format!("{time_sql} AS \"__t\""));
+    let mut keys: Vec<String> = others.iter().map(|(_, g)| g.expr.to_string()).collect();
+    keys.push(time_sql.clone());
+    let outer = match def.agg {
+        Aggregation::Sum => {
+            items.push(format!("sum({value}) AS \"__v\""));
+            "sum(r.\"__v\")".to_string()
+        }
+        Aggregation::Count => {
+            items.push(format!("count({value}) AS \"__v\""));
+            "coalesce(sum(r.\"__v\"), 0)".to_string()
+        }
+        Aggregation::Min | Aggregation::Max => {
+            let f = def.agg.sql_function();
+            items.push(format!("{f}({value}) AS \"__v\""));
+            format!("{f}(r.\"__v\")")
+        }
+        Aggregation::Avg => {
+            items.push(format!("sum({value}) AS \"__v\""));
+            items.push(format!("count({value}) AS \"__c\""));
+            "CAST(sum(r.\"__v\") AS DOUBLE PRECISION) / CAST(NULLIF(sum(r.\"__c\"), 0) AS DOUBLE PRECISION)".to_string()
+        }
+        Aggregation::CountDistinct => {
+            items.push(format!("{value} AS \"__v\""));
+            keys.push(value.clone());
+            "count(DISTINCT r.\"__v\")".to_string()
+        }
+    };
+    let mut rows = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut rows, &row_filters);
+    let _ = write!(rows, " GROUP BY {}", keys.join(", "));
+
+    // The window of each period.
+    let period = format!("b.\"__g{index}\"");
+    let end = format!("({period} + INTERVAL '{}')", interval(1, grain));
+    let start = match window {
+        Window::AllTime => None,
+        Window::ToDate(of) => Some(format!(
+            "date_trunc('{}', CAST({end} AS TIMESTAMP) - INTERVAL '1 day')",
+            of.name()
+        )),
+        Window::Trailing(n, unit) => Some(format!("({end} - INTERVAL '{}')", interval(n, unit))),
+    };
+    let mut on: Vec<String> = others
+        .iter()
+        .map(|(i, _)| format!("b.\"__g{i}\" = r.\"__g{i}\""))
+        .collect();
+    on.push(format!("r.\"__t\" < {end}"));
+    if let Some(start) = start {
+        on.push(format!("r.\"__t\" >= {start}"));
+    }
+    let outer_items: Vec<String> = (0..spec.grain.len())
+        .map(|i| format!("b.\"__g{i}\" AS \"__g{i}\""))
+        .chain(std::iter::once(format!("{outer} AS \"__m{j}\"")))
+        .collect();
+    let outer_keys: Vec<String> = (0..spec.grain.len())
+        .map(|i| format!("b.\"__g{i}\""))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM ({periods}) AS b LEFT JOIN ({rows}) AS r ON {} GROUP BY {}",
+        outer_items.join(", "),
+        on.join(" AND "),
+        outer_keys.join(", ")
+    );
+    Ok(Part {
+        sql,
+        provides: vec![format!("__m{j}")],
+        primary: true,
+    })
+}
+
+/// ` WHERE <row filters ANDed>`, when there are any.
+fn write_filters(sql: &mut String, filters: &[InnerExpr]) {
+    if !filters.is_empty() {
+        let filters: Vec<String> = filters.iter().map(|f| format!("({})", f.expr)).collect();
         let _ = write!(sql, " WHERE {}", filters.join(" AND "));
     }
 }
@@ -339,9 +660,11 @@ fn row_count_part(
         metrics: Vec::new(),
         aggregates: spec.aggregates.get(k).cloned().into_iter().collect(),
         filters: spec.filters.clone(),
+        view_grain: Vec::new(),
+        view_filters: Vec::new(),
     };
     let table = base_table(&row_spec, semantics, &needed)?;
-    let from = from_clause(&table, &needed, spec, semantics, std::iter::empty())?;
+    let from = from_clause(&table, &needed, spec, &[], semantics)?;
     let mut inner_items: Vec<String> = spec
         .grain
         .iter()
@@ -352,7 +675,7 @@ fn row_count_part(
         inner_items.push("1 AS \"__one\"".to_string());
     }
     let mut sql = format!("SELECT {} FROM {from}", inner_items.join(", "));
-    write_filters(&mut sql, spec);
+    write_filters(&mut sql, &spec.filters);
     let keys: Vec<String> = spec
         .grain
         .iter()
@@ -378,42 +701,88 @@ fn row_count_part(
 /// Combine the parts (per-fact aggregates, row counts) on the grain; each part provides
 /// the columns listed with it.
 ///
-/// Every part has at most one row per grain value, so the parts are stacked with
+/// Every part has at most one row per grain value, so two parts are stacked with
 /// `UNION ALL` (each filling only its own columns) and grouped by the grain: this matches
 /// NULL grain values as equal, as a `FULL JOIN ... IS NOT DISTINCT FROM` would, and runs on
 /// every warehouse (PostgreSQL cannot hash such a FULL JOIN; MySQL has no FULL JOIN).
-fn join_parts(parts: &[(String, Vec<String>)], spec: &DerivedSpec<'_>) -> String {
+/// More parts are folded in one at a time, so that in every `UNION ALL` each column has a
+/// typed value in one of its two branches (PostgreSQL types a column that is `NULL` in
+/// both branches as text, which a third branch's numbers cannot match).
+///
+/// A part that is not primary (an earlier period's values) adds no period of its own:
+/// the groups keep only periods some primary part has.
+fn join_parts(parts: &[Part], spec: &DerivedSpec<'_>) -> String {
     let grain: Vec<String> = (0..spec.grain.len())
         .map(|i| format!("\"__g{i}\""))
         .collect();
-    let all_columns: Vec<&String> = parts.iter().flat_map(|(_, provides)| provides).collect();
-    let branches: Vec<String> = parts
-        .iter()
-        .enumerate()
-        .map(|(f, (part, provides))| {
-            let mut items: Vec<String> = grain.iter().map(|g| format!("f{f}.{g}")).collect();
-            for column in &all_columns {
+    let presence = parts.iter().any(|p| !p.primary);
+    let flag = |part: &Part| {
+        if part.primary { "1" } else { "0" }
+    };
+    let Some((first, rest)) = parts.split_first() else {
+        return String::new();
+    };
+    let mut sql = first.sql.clone();
+    let mut columns: Vec<String> = first.provides.clone();
+    if presence {
+        sql = format!(
+            "SELECT {}{}{} AS \"__kp_present\" FROM ({sql}) AS f",
+            grain.iter().map(|g| format!("f.{g}, ")).collect::<String>(),
+            columns
+                .iter()
+                .map(|c| format!("f.\"{c}\", "))
+                .collect::<String>(),
+            flag(first)
+        );
+    }
+    for part in rest {
+        let all: Vec<&String> = columns.iter().chain(&part.provides).collect();
+        let branch = |alias: &str, sql: &str, provides: &[String], flag: Option<&str>| {
+            let mut items: Vec<String> = grain.iter().map(|g| format!("{alias}.{g}")).collect();
+            for column in &all {
                 if provides.contains(column) {
-                    items.push(format!("f{f}.\"{column}\""));
+                    items.push(format!("{alias}.\"{column}\""));
                 } else {
                     items.push(format!("NULL AS \"{column}\""));
                 }
             }
-            format!("SELECT {} FROM ({part}) AS f{f}", items.join(", "))
-        })
-        .collect();
-    let mut items: Vec<String> = grain.iter().map(|g| format!("u.{g} AS {g}")).collect();
-    for column in &all_columns {
-        items.push(format!("max(u.\"{column}\") AS \"{column}\""));
+            if let Some(flag) = flag {
+                let value = if flag == "carry" {
+                    format!("{alias}.\"__kp_present\"")
+                } else {
+                    format!("{flag} AS \"__kp_present\"")
+                };
+                items.push(value);
+            }
+            format!("SELECT {} FROM ({sql}) AS {alias}", items.join(", "))
+        };
+        let left = branch("a", &sql, &columns, presence.then_some("carry"));
+        let right = branch("b", &part.sql, &part.provides, presence.then(|| flag(part)));
+        let mut items: Vec<String> = grain.iter().map(|g| format!("u.{g} AS {g}")).collect();
+        for column in &all {
+            items.push(format!("max(u.\"{column}\") AS \"{column}\""));
+        }
+        if presence {
+            items.push("max(u.\"__kp_present\") AS \"__kp_present\"".to_string());
+        }
+        let mut combined = format!(
+            "SELECT {} FROM ({left} UNION ALL {right}) AS u",
+            items.join(", ")
+        );
+        if !grain.is_empty() {
+            let keys: Vec<String> = grain.iter().map(|g| format!("u.{g}")).collect();
+            let _ = write!(combined, " GROUP BY {}", keys.join(", "));
+        }
+        sql = combined;
+        columns.extend(part.provides.iter().cloned());
     }
-    let mut sql = format!(
-        "SELECT {} FROM ({}) AS u",
-        items.join(", "),
-        branches.join(" UNION ALL ")
-    );
-    if !grain.is_empty() {
-        let keys: Vec<String> = grain.iter().map(|g| format!("u.{g}")).collect();
-        let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+    if presence {
+        let mut items: Vec<String> = grain.iter().map(|g| format!("p.{g}")).collect();
+        items.extend(columns.iter().map(|c| format!("p.\"{c}\"")));
+        sql = format!(
+            "SELECT {} FROM ({sql}) AS p WHERE p.\"__kp_present\" = 1",
+            items.join(", ")
+        );
     }
     sql
 }
@@ -440,7 +809,7 @@ fn base_table(
     }
     for c in &spec.view.columns {
         if let ColumnKind::Metric(m) = &c.kind
-            && let Some(metric) = semantics.metrics.get(m)
+            && let Some(metric) = semantics.metrics.get(m).and_then(|m| m.aggregate())
         {
             candidates.push(metric.table.clone());
         }
@@ -468,14 +837,14 @@ fn base_table(
 }
 
 /// `FROM fact LEFT JOIN ...` with the joins needed to reach `needed`.
-fn from_clause<'m>(
+fn from_clause(
     fact: &str,
     needed: &BTreeSet<String>,
     spec: &DerivedSpec<'_>,
+    metrics: &[&str],
     semantics: &Semantics,
-    metrics: impl Iterator<Item = &'m BoundMetric>,
 ) -> Result<String> {
-    let metric_names: Vec<String> = metrics.map(|m| format!("\"{}\"", m.name)).collect();
+    let metric_names: Vec<String> = metrics.iter().map(|m| format!("\"{m}\"")).collect();
     let mut joined: Vec<String> = vec![fact.to_string()];
     let mut sql = format!("{}.{} AS {}", quote(BASE_SCHEMA), quote(fact), quote(fact));
     for target in needed {

@@ -1,0 +1,194 @@
+"""Step 4: every kind of metric (derived, composite, period-over-period, cumulative)
+equals a hand-written query on the same data. Here the embedded engine is checked against
+DuckDB on the demo files; test_pushdown.py asks the same CASES of PostgreSQL and MariaDB
+and checks them against queries run on those servers.
+
+The hand-written queries are written independently of how kpitables computes: previous
+periods by joining per-period totals on `period - INTERVAL`, windows by joining each day
+with the daily totals before it and summing with CASE.
+"""
+
+import pytest
+
+from test_ground_truth import LINES, OK, REVENUE, assert_rows_equal
+
+COST = f"SUM(CASE WHEN {OK} THEN l.quantity * l.unit_cost END)"
+ORDERS = f"COUNT(DISTINCT CASE WHEN {OK} THEN l.order_id END)"
+ONLINE = f"SUM(CASE WHEN {OK} AND o.channel = 'online' THEN l.quantity * l.unit_price - l.discount END)"
+FLOAT = "DOUBLE PRECISION"
+
+
+def per_period(grain, where="1 = 1", extra_keys=""):
+    """Revenue, cost and orders per period (and extra keys), over all data matching
+    `where` (not limited to the periods shown)."""
+    keys = f"date_trunc('{grain}', o.order_date) AS p" if grain != "day" else "o.order_date AS p"
+    return f"""SELECT {keys}{extra_keys}, {REVENUE} AS r, {COST} AS c, {ORDERS} AS n
+               FROM {LINES} WHERE {where} GROUP BY 1{', 2' if extra_keys else ''}"""
+
+
+def growth(cur, prev):
+    return f"CAST({cur} - {prev} AS {FLOAT}) / CAST({prev} AS {FLOAT})"
+
+
+# Per-day totals and the days shown, for window metrics.
+DAILY = f"""SELECT o.order_date AS day, {REVENUE} AS r FROM {LINES} GROUP BY 1"""
+
+CASES = [
+    (
+        "derived: online revenue by region",
+        "SELECT region, revenue, online_revenue FROM sales ORDER BY region",
+        f"SELECT s.region, {REVENUE}, {ONLINE} FROM {LINES} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "derived metric with a further filter and a breakdown by category",
+        "SELECT category, online_revenue FROM sales WHERE region = 'East' ORDER BY category",
+        f"SELECT p.category, {ONLINE} FROM {LINES} WHERE s.region = 'East' GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "composite: profit, margin rate, revenue per order and online share by region",
+        "SELECT region, gross_profit, gross_margin_rate, revenue_per_order, online_share FROM sales ORDER BY region",
+        f"""SELECT s.region, {REVENUE} - {COST},
+                   CAST({REVENUE} - {COST} AS {FLOAT}) / CAST({REVENUE} AS {FLOAT}),
+                   CAST({REVENUE} AS {FLOAT}) / CAST({ORDERS} AS {FLOAT}),
+                   CAST({ONLINE} AS {FLOAT}) / CAST({REVENUE} AS {FLOAT})
+            FROM {LINES} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "composite: the margin rate of a year is computed from the year's totals",
+        "SELECT order_date__year, gross_margin_rate FROM sales ORDER BY 1",
+        f"""SELECT date_trunc('year', o.order_date), CAST({REVENUE} - {COST} AS {FLOAT}) / CAST({REVENUE} AS {FLOAT})
+            FROM {LINES} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "composite: the total margin rate is not an average of the regions' rates",
+        "SELECT gross_margin_rate FROM sales",
+        f"SELECT CAST({REVENUE} - {COST} AS {FLOAT}) / CAST({REVENUE} AS {FLOAT}) FROM {LINES}",
+    ),
+    (
+        "composite: division by zero gives NULL (cancelled orders have no orders)",
+        "SELECT order_status, revenue_per_order FROM sales ORDER BY 1",
+        f"""SELECT o.status, CAST({REVENUE} AS {FLOAT}) / CAST(NULLIF({ORDERS}, 0) AS {FLOAT})
+            FROM {LINES} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "previous period by month, filtered from January: December is read for January",
+        "SELECT order_date__month, revenue, revenue_previous_period, revenue_growth FROM sales_trends WHERE order_date >= '2024-01-01' ORDER BY 1",
+        f"""WITH m AS ({per_period('month')})
+            SELECT cur.p, cur.r, prev.r, {growth('cur.r', 'prev.r')}
+            FROM m cur LEFT JOIN m prev ON prev.p = cur.p - INTERVAL '1 month'
+            WHERE cur.p >= DATE '2024-01-01' ORDER BY 1""",
+    ),
+    (
+        "previous period at the first month of the data is NULL",
+        "SELECT order_date__month, revenue_previous_period, revenue_growth FROM sales_trends WHERE order_date < '2022-04-01' ORDER BY 1",
+        f"""WITH m AS ({per_period('month')})
+            SELECT cur.p, prev.r, {growth('cur.r', 'prev.r')}
+            FROM m cur LEFT JOIN m prev ON prev.p = cur.p - INTERVAL '1 month'
+            WHERE cur.p < DATE '2022-04-01' ORDER BY 1""",
+    ),
+    (
+        "same quarter last year by region: growth and difference of orders",
+        "SELECT order_date__quarter, region, revenue_yoy_growth, orders_yoy_difference FROM sales_trends WHERE order_date >= '2023-01-01' ORDER BY 1, 2",
+        f"""WITH q AS ({per_period('quarter', extra_keys=', s.region AS g')})
+            SELECT cur.p, cur.g, {growth('cur.r', 'prev.r')}, cur.n - prev.n
+            FROM q cur LEFT JOIN q prev ON prev.p = cur.p - INTERVAL '1 year' AND prev.g = cur.g
+            WHERE cur.p >= DATE '2023-01-01' ORDER BY 1, 2""",
+    ),
+    (
+        "previous day inside a date range: the day before the range is read",
+        "SELECT order_date, revenue_previous_period FROM sales_trends WHERE order_date BETWEEN '2024-03-01' AND '2024-03-10' ORDER BY 1",
+        f"""WITH d AS ({per_period('day')})
+            SELECT cur.p, prev.r FROM d cur LEFT JOIN d prev ON prev.p = cur.p - INTERVAL '1 day'
+            WHERE cur.p BETWEEN DATE '2024-03-01' AND DATE '2024-03-10' ORDER BY 1""",
+    ),
+    (
+        "previous ISO week, with the grain written as date_trunc",
+        "SELECT date_trunc('week', order_date) AS week, revenue_growth FROM sales_trends WHERE order_date >= '2024-01-01' AND order_date < '2024-04-01' GROUP BY 1 ORDER BY 1",
+        f"""WITH w AS ({per_period('week')})
+            SELECT cur.p, {growth('cur.r', 'prev.r')}
+            FROM w cur LEFT JOIN w prev ON prev.p = cur.p - INTERVAL '7 day'
+            WHERE cur.p >= DATE '2024-01-01' AND cur.p < DATE '2024-04-01' ORDER BY 1""",
+    ),
+    (
+        "year over year by year, and a composite compared with the previous year",
+        "SELECT order_date__year, revenue_yoy_growth, margin_rate_growth FROM sales_trends ORDER BY 1",
+        f"""WITH y AS ({per_period('year')})
+            SELECT cur.p, {growth('cur.r', 'prev.r')},
+                   CAST(cur.r - cur.c AS {FLOAT}) / CAST(cur.r AS {FLOAT}) - CAST(prev.r - prev.c AS {FLOAT}) / CAST(prev.r AS {FLOAT})
+            FROM y cur LEFT JOIN y prev ON prev.p = cur.p - INTERVAL '1 year' ORDER BY 1""",
+    ),
+    (
+        "month-to-date, year-to-date, running total, trailing 7 days and its daily average, inside a date range",
+        "SELECT order_date, revenue_mtd, revenue_ytd, revenue_running_total, revenue_trailing_7d, revenue_avg_7d FROM sales_trends WHERE order_date BETWEEN '2024-03-01' AND '2024-03-10' ORDER BY 1",
+        f"""WITH daily AS ({DAILY})
+            SELECT d.day,
+                   SUM(CASE WHEN x.day >= date_trunc('month', d.day) THEN x.r END),
+                   SUM(CASE WHEN x.day >= date_trunc('year', d.day) THEN x.r END),
+                   SUM(x.r),
+                   SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END),
+                   CAST(SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END) AS {FLOAT}) / 7
+            FROM daily d JOIN daily x ON x.day <= d.day
+            WHERE d.day BETWEEN DATE '2024-03-01' AND DATE '2024-03-10'
+            GROUP BY d.day ORDER BY 1""",
+    ),
+    (
+        "year-to-date by month from April: January to March are read",
+        "SELECT order_date__month, revenue, revenue_ytd FROM sales_trends WHERE order_date >= '2024-04-01' AND order_date < '2024-07-01' ORDER BY 1",
+        f"""WITH m AS ({per_period('month')})
+            SELECT cur.p, cur.r, SUM(x.r) FROM m cur JOIN m x
+              ON x.p <= cur.p AND x.p >= date_trunc('year', cur.p)
+            WHERE cur.p >= DATE '2024-04-01' AND cur.p < DATE '2024-07-01'
+            GROUP BY cur.p, cur.r ORDER BY 1""",
+    ),
+    (
+        "trailing 7 days by region, filtered on channel",
+        "SELECT order_date, region, revenue_trailing_7d FROM sales_trends WHERE channel = 'online' AND order_date BETWEEN '2023-12-30' AND '2024-01-02' ORDER BY 1, 2",
+        f"""WITH daily AS (SELECT o.order_date AS day, s.region AS g, {REVENUE} AS r FROM {LINES}
+                           WHERE o.channel = 'online' GROUP BY 1, 2)
+            SELECT d.day, d.g, SUM(x.r) FROM daily d JOIN daily x
+              ON x.g = d.g AND x.day <= d.day AND x.day > d.day - INTERVAL '7 day'
+            WHERE d.day BETWEEN DATE '2023-12-30' AND DATE '2024-01-02'
+            GROUP BY d.day, d.g ORDER BY 1, 2""",
+    ),
+    (
+        "trailing 30-day active customers, a distinct count over the window",
+        "SELECT order_date, customers, active_customers_30d FROM sales_trends WHERE order_date BETWEEN '2024-06-01' AND '2024-06-03' ORDER BY 1",
+        f"""WITH bought AS (SELECT DISTINCT o.order_date AS day, o.customer_id AS who
+                            FROM order_lines l JOIN orders o ON l.order_id = o.order_id
+                            WHERE {OK} AND o.order_date BETWEEN DATE '2024-05-01' AND DATE '2024-06-03'),
+                 days AS (SELECT DISTINCT o.order_date AS day FROM orders o
+                          WHERE o.order_date BETWEEN DATE '2024-06-01' AND DATE '2024-06-03')
+            SELECT d.day,
+                   COUNT(DISTINCT CASE WHEN b.day = d.day THEN b.who END),
+                   COUNT(DISTINCT b.who)
+            FROM days d JOIN bought b ON b.day <= d.day AND b.day > d.day - INTERVAL '30 day'
+            GROUP BY d.day ORDER BY 1""",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
+def test_metric_kind_matches_ground_truth(conn, duck, name, ours, truth):
+    got = conn.execute(ours).fetchall()
+    assert_rows_equal(got, duck.execute(truth).fetchall())
+
+
+def test_a_period_metric_without_its_time_dimension_is_a_clear_error(conn):
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute("SELECT region, revenue_growth FROM sales_trends").fetchall()
+    assert err.value.sqlstate == "0A000"
+    assert "order_date" in str(err.value)
+    assert "order_date__month" in (err.value.diag.message_hint or "")
+    # The session keeps working.
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_metric_kinds_and_definitions_show_in_the_catalog(conn):
+    definition = conn.execute("SELECT pg_get_viewdef('sales_trends'::regclass)").fetchone()[0]
+    assert "revenue_growth: period_over_period metric growth of revenue against the previous period of order_date" in definition
+    assert "revenue_ytd: cumulative metric revenue over year-to-date of order_date" in definition
+    assert "gross_margin_rate: composite metric" in definition
+    definition = conn.execute("SELECT pg_get_viewdef('sales'::regclass)").fetchone()[0]
+    assert "online_revenue: derived metric sum(CASE WHEN" in definition
