@@ -65,6 +65,25 @@ QUERIES = [
         f"SELECT s.store_name, SUM({NET}) r FROM {LO} JOIN stores s ON o.store_id = s.store_id "
         f"WHERE {OK} GROUP BY 1 ORDER BY r DESC LIMIT 10",
     ),
+    (
+        "revenue growth by month, 2024",
+        "SELECT order_date__month, revenue, revenue_growth FROM sales_trends "
+        "WHERE order_date >= '2024-01-01' ORDER BY 1",
+        f"WITH m AS (SELECT date_trunc('month', o.order_date) AS p, SUM({NET}) AS r FROM {LO} "
+        f"WHERE {OK} AND o.order_date >= DATE '2023-12-01' GROUP BY 1) "
+        "SELECT cur.p, cur.r, (cur.r - prev.r) / prev.r FROM m cur "
+        "LEFT JOIN m prev ON prev.p = cur.p - INTERVAL '1 month' "
+        "WHERE cur.p >= DATE '2024-01-01' ORDER BY 1",
+    ),
+    (
+        "trailing 7-day revenue, June 2024",
+        "SELECT order_date, revenue_trailing_7d FROM sales_trends "
+        "WHERE order_date BETWEEN '2024-06-01' AND '2024-06-30' ORDER BY 1",
+        f"SELECT o.order_date, SUM(SUM({NET})) OVER (ORDER BY o.order_date "
+        "RANGE BETWEEN INTERVAL '6 days' PRECEDING AND CURRENT ROW) "
+        f"FROM {LO} WHERE {OK} AND o.order_date BETWEEN DATE '2024-05-25' AND DATE '2024-06-30' "
+        "GROUP BY 1 ORDER BY 1 OFFSET 7",
+    ),
 ]
 
 

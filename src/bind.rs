@@ -429,6 +429,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
 
     let mut views = Vec::new();
     for view in &model.views {
+        check_join_graph(&mut b, view, &dimensions, &metrics);
         let mut columns = Vec::new();
         for d in &view.dimensions {
             let Some(dim) = dimensions.get(d.get_ref()) else {
@@ -494,6 +495,74 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         metrics,
         views,
     })
+}
+
+/// Every metric a view offers reaches every dimension it offers through exactly one
+/// shortest chain of many-to-one joins; a missing or ambiguous path is reported at the
+/// view's metric entry, naming both.
+fn check_join_graph(
+    b: &mut Binder<'_>,
+    view: &crate::model::View,
+    dimensions: &HashMap<String, BoundDimension>,
+    metrics: &HashMap<String, BoundMetric>,
+) {
+    for m in &view.metrics {
+        let mut facts = BTreeSet::new();
+        aggregate_tables(m.get_ref(), metrics, &mut facts, 0);
+        for d in &view.dimensions {
+            let Some(dim) = dimensions.get(d.get_ref()) else {
+                continue;
+            };
+            for fact in &facts {
+                for target in &dim.expr.tables {
+                    let reason = match b.model.join_path_count(fact, target) {
+                        1 => continue,
+                        0 => format!(
+                            "view \"{}\": metric \"{}\" (table \"{fact}\") cannot be broken down by dimension \"{}\" (table \"{target}\"): there is no many-to-one join path from \"{fact}\" to \"{target}\"",
+                            view.name.get_ref(),
+                            m.get_ref(),
+                            dim.name
+                        ),
+                        n => format!(
+                            "view \"{}\": metric \"{}\" (table \"{fact}\") reaches dimension \"{}\" (table \"{target}\") by {n} different join paths of the same length; the answer would depend on the path: remove a join or offer them in separate views",
+                            view.name.get_ref(),
+                            m.get_ref(),
+                            dim.name
+                        ),
+                    };
+                    b.issue(view.file, m, reason);
+                }
+            }
+        }
+    }
+}
+
+/// The fact tables of the aggregates metric `name` is computed from.
+fn aggregate_tables(
+    name: &str,
+    metrics: &HashMap<String, BoundMetric>,
+    out: &mut BTreeSet<String>,
+    depth: usize,
+) {
+    let Some(metric) = metrics.get(name) else {
+        return;
+    };
+    if depth > metrics.len() {
+        return; // cycles are reported by the binder
+    }
+    match &metric.definition {
+        Definition::Aggregate(a) => {
+            out.insert(a.table.clone());
+        }
+        Definition::Composite { refs, .. } => {
+            for r in refs {
+                aggregate_tables(r, metrics, out, depth + 1);
+            }
+        }
+        Definition::PeriodOverPeriod { base, .. } | Definition::Cumulative { base, .. } => {
+            aggregate_tables(base, metrics, out, depth + 1);
+        }
+    }
 }
 
 /// Bind `metric` (and, first, the metrics it is defined from) into `bound`. `stack`

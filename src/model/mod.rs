@@ -509,6 +509,38 @@ impl Model {
         self.views.iter().find(|v| v.name.get_ref() == name)
     }
 
+    /// How many shortest chains of many-to-one joins lead from table `from` to table
+    /// `to` (0: none; more than 1: the path is ambiguous). 1 when `from == to`.
+    pub fn join_path_count(&self, from: &str, to: &str) -> usize {
+        // Breadth-first search counting shortest paths; the model is small.
+        let mut depth: std::collections::HashMap<&str, (usize, usize)> =
+            std::collections::HashMap::from([(from, (0, 1))]);
+        let mut queue = std::collections::VecDeque::from([from]);
+        while let Some(name) = queue.pop_front() {
+            let Some(&(d, count)) = depth.get(name) else {
+                continue;
+            };
+            if name == to {
+                continue;
+            }
+            let Some(table) = self.table(name) else {
+                continue;
+            };
+            for join in &table.joins {
+                let target = join.to.get_ref().as_str();
+                match depth.get_mut(target) {
+                    None => {
+                        depth.insert(target, (d + 1, count));
+                        queue.push_back(target);
+                    }
+                    Some((td, tc)) if *td == d + 1 => *tc += count,
+                    Some(_) => {}
+                }
+            }
+        }
+        depth.get(to).map_or(0, |&(_, count)| count)
+    }
+
     /// The chain of joins from table `from` to table `to`, following many-to-one joins,
     /// as a list of (from table, join) steps. `Some(vec![])` when `from == to`.
     pub fn join_path(&self, from: &str, to: &str) -> Option<Vec<(&Table, &Join)>> {
