@@ -164,6 +164,19 @@ impl BoundMetric {
     }
 }
 
+/// A segment: a condition over dimension names.
+#[derive(Debug, Clone)]
+pub struct BoundSegment {
+    /// Segment name.
+    pub name: String,
+    /// The condition, over dimension names (translated like a query's WHERE).
+    pub filter: Expr,
+    /// Business label.
+    pub label: String,
+    /// Description.
+    pub description: String,
+}
+
 /// What a view column is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnKind {
@@ -173,6 +186,8 @@ pub enum ColumnKind {
     TimeGrain(String, TimeGrain),
     /// A metric, by name.
     Metric(String),
+    /// A segment, by name: true for the rows it selects.
+    Segment(String),
 }
 
 /// One column of a view as clients see it.
@@ -195,8 +210,10 @@ pub struct BoundView {
     pub name: String,
     /// Table comment.
     pub comment: String,
-    /// Columns: dimensions, their time grains, then metrics.
+    /// Columns: dimensions, their time grains, metrics, then segments.
     pub columns: Vec<ViewColumn>,
+    /// Segments applied to every query of the view.
+    pub apply_segments: Vec<String>,
 }
 
 impl BoundView {
@@ -217,6 +234,8 @@ pub struct Semantics {
     pub dimensions: HashMap<String, BoundDimension>,
     /// Bound metrics by name.
     pub metrics: HashMap<String, BoundMetric>,
+    /// Bound segments by name.
+    pub segments: HashMap<String, BoundSegment>,
     /// Views, in model order.
     pub views: Vec<BoundView>,
 }
@@ -427,6 +446,13 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         bind_metric(&mut b, metric, &dimensions, &mut metrics, &mut stack);
     }
 
+    let mut segments = HashMap::new();
+    for segment in &model.segments {
+        if let Some(bound) = bind_segment(&mut b, segment, &dimensions) {
+            segments.insert(bound.name.clone(), bound);
+        }
+    }
+
     let mut views = Vec::new();
     for view in &model.views {
         check_join_graph(&mut b, view, &dimensions, &metrics);
@@ -478,10 +504,27 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
                 comment: comment(&metric.label, &metric.description),
             });
         }
+        for g in &view.segments {
+            let Some(segment) = segments.get(g.get_ref()) else {
+                continue;
+            };
+            let described = comment(&segment.label, &segment.description);
+            columns.push(ViewColumn {
+                name: segment.name.clone(),
+                kind: ColumnKind::Segment(segment.name.clone()),
+                data_type: DataType::Boolean,
+                comment: format!("segment {}: {described}", segment.filter),
+            });
+        }
         views.push(BoundView {
             name: view.name.get_ref().clone(),
             comment: comment(&view.label, &view.description),
             columns,
+            apply_segments: view
+                .apply_segments
+                .iter()
+                .map(|g| g.get_ref().clone())
+                .collect(),
         });
     }
 
@@ -493,7 +536,63 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         table_columns: columns,
         dimensions,
         metrics,
+        segments,
         views,
+    })
+}
+
+/// Bind a segment: its filter may name dimensions only.
+fn bind_segment(
+    b: &mut Binder<'_>,
+    segment: &crate::model::Segment,
+    dimensions: &HashMap<String, BoundDimension>,
+) -> Option<BoundSegment> {
+    let text = &segment.filter;
+    let filter = match parse_expr(text.get_ref()) {
+        Ok(e) => e,
+        Err(e) => {
+            b.issue(
+                segment.file,
+                text,
+                format!("not a valid SQL expression: {e}"),
+            );
+            return None;
+        }
+    };
+    let mut problems = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(&filter, |e| {
+        match e {
+            Expr::Identifier(ident) if !dimensions.contains_key(&ident.value) => {
+                let hint = did_you_mean(&ident.value, dimensions.keys().map(String::as_str))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "segment \"{}\" names \"{}\", which is not a dimension{hint}",
+                    segment.name.get_ref(),
+                    ident.value
+                ));
+            }
+            Expr::CompoundIdentifier(_) => problems.push(format!(
+                "\"{e}\": a segment's filter names dimensions, not table columns"
+            )),
+            other if crate::sql::is_aggregate_call(other) => problems.push(format!(
+                "\"{e}\": a segment selects rows; aggregates belong in metrics"
+            )),
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if !problems.is_empty() {
+        for p in problems {
+            b.issue(segment.file, text, p);
+        }
+        return None;
+    }
+    Some(BoundSegment {
+        name: segment.name.get_ref().clone(),
+        filter,
+        label: segment.label.clone(),
+        description: segment.description.clone(),
     })
 }
 

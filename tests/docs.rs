@@ -64,7 +64,7 @@ async fn model_reference_examples_form_a_valid_model() {
         "revenue_per_order",
         "revenue_growth",
         "revenue_ytd",
-        "orders_30d",
+        "east_and_north",
     ] {
         assert!(view.column(metric).is_some(), "{metric} is offered");
     }

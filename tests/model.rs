@@ -135,7 +135,7 @@ fn duplicate_names_and_missing_expressions_are_reported() {
     assert!(
         found
             .iter()
-            .any(|i| i.contains("duplicate dimension or metric name \"revenue\"")),
+            .any(|i| i.contains("duplicate dimension, metric or segment name \"revenue\"")),
         "{found:?}"
     );
     assert!(

@@ -515,6 +515,11 @@ pub fn view_definition(view: &BoundView, semantics: &Semantics) -> String {
                 .get(m)
                 .map(|m| format!("{} metric {}", m.kind.as_str(), m.definition_text()))
                 .unwrap_or_default(),
+            ColumnKind::Segment(g) => semantics
+                .segments
+                .get(g)
+                .map(|g| format!("segment {}", g.filter))
+                .unwrap_or_default(),
         };
         lines.push(format!("--   {}: {what}", c.name));
     }

@@ -46,6 +46,10 @@ const MODEL_FILES: &[(&str, &str)] = &[
         "metrics.toml",
         include_str!("../../semantic/demo/metrics.toml"),
     ),
+    (
+        "segments.toml",
+        include_str!("../../semantic/demo/segments.toml"),
+    ),
     ("views.toml", include_str!("../../semantic/demo/views.toml")),
 ];
 const DEMO_TABLES: &str = include_str!("../../semantic/demo/tables.toml");

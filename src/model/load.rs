@@ -115,6 +115,12 @@ fn merge(model: &mut Model, file: ModelFile, index: usize) {
         m.file = index;
         m
     }));
+    model
+        .segments
+        .extend(file.segments.into_iter().map(|mut g| {
+            g.file = index;
+            g
+        }));
     model.views.extend(file.views.into_iter().map(|mut v| {
         v.file = index;
         v

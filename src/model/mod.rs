@@ -24,6 +24,8 @@ pub struct Model {
     pub dimensions: Vec<Dimension>,
     /// Governed aggregations.
     pub metrics: Vec<Metric>,
+    /// Named reusable filters.
+    pub segments: Vec<Segment>,
     /// The virtual tables clients see.
     pub views: Vec<View>,
     /// Files the model was read from (path and text), indexed by the `file` field of
@@ -47,6 +49,9 @@ pub struct ModelFile {
     /// `[[metrics]]` entries.
     #[serde(default)]
     pub metrics: Vec<Metric>,
+    /// `[[segments]]` entries.
+    #[serde(default)]
+    pub segments: Vec<Segment>,
     /// `[[views]]` entries.
     #[serde(default)]
     pub views: Vec<View>,
@@ -453,6 +458,30 @@ impl Status {
     }
 }
 
+/// A named, reusable filter over dimensions (e.g. `north_region`, `new_customers`). A
+/// view offers it as a boolean column queries filter or group by, or applies it to every
+/// query (`apply_segments`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    /// Unique name (shared namespace with dimensions and metrics).
+    pub name: Spanned<String>,
+    /// SQL condition over dimension names.
+    pub filter: Spanned<String>,
+    /// Business label.
+    #[serde(default)]
+    pub label: String,
+    /// What the segment selects.
+    #[serde(default)]
+    pub description: String,
+    /// Who answers for the definition.
+    #[serde(default)]
+    pub owner: String,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file: usize,
+}
+
 /// A virtual table offered to clients.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -471,6 +500,12 @@ pub struct View {
     /// Metric names offered, in column order after the dimensions.
     #[serde(default)]
     pub metrics: Vec<Spanned<String>>,
+    /// Segments offered as boolean columns, after the metrics.
+    #[serde(default)]
+    pub segments: Vec<Spanned<String>>,
+    /// Segments applied to every query of the view.
+    #[serde(default)]
+    pub apply_segments: Vec<Spanned<String>>,
     /// Index into [`Model::files`]; set by the loader.
     #[serde(skip)]
     pub file: usize,
@@ -503,6 +538,10 @@ impl Model {
     /// The metric named `name`.
     pub fn metric(&self, name: &str) -> Option<&Metric> {
         self.metrics.iter().find(|m| m.name.get_ref() == name)
+    }
+    /// The segment named `name`.
+    pub fn segment(&self, name: &str) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.name.get_ref() == name)
     }
     /// The view named `name`.
     pub fn view(&self, name: &str) -> Option<&View> {

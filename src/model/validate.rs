@@ -98,12 +98,13 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
     );
     duplicates(
         &mut c,
-        "dimension or metric",
+        "dimension, metric or segment",
         model
             .dimensions
             .iter()
             .map(|d| (d.file, &d.name))
-            .chain(model.metrics.iter().map(|m| (m.file, &m.name))),
+            .chain(model.metrics.iter().map(|m| (m.file, &m.name)))
+            .chain(model.segments.iter().map(|g| (g.file, &g.name))),
     );
     duplicates(
         &mut c,
@@ -217,6 +218,11 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
     for metric in &model.metrics {
         check_metric(&mut c, model, metric);
     }
+    let segment_names = || model.segments.iter().map(|g| g.name.get_ref().as_str());
+    for segment in &model.segments {
+        c.name(segment.file, "segment", &segment.name);
+        c.expr(segment.file, "filter", &segment.filter);
+    }
     for view in &model.views {
         let f = view.file;
         c.name(f, "view", &view.name);
@@ -236,10 +242,17 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         for m in &view.metrics {
             c.reference(f, "metric", m, metric_names());
         }
+        for g in view.segments.iter().chain(&view.apply_segments) {
+            c.reference(f, "segment", g, segment_names());
+        }
         duplicates(
             &mut c,
             "view column",
-            view.dimensions.iter().chain(&view.metrics).map(|n| (f, n)),
+            view.dimensions
+                .iter()
+                .chain(&view.metrics)
+                .chain(&view.segments)
+                .map(|n| (f, n)),
         );
     }
     c.issues

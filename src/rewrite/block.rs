@@ -177,6 +177,10 @@ pub fn rewrite_block(
     if let Some(having) = select.having.take() {
         outer_filters.push(having);
     }
+    // Segments the view applies to every query.
+    for segment in &view.apply_segments {
+        inner_filters.push(Expr::Identifier(Ident::new(segment.clone())));
+    }
 
     // 5. Outer expressions read the derived table.
     let mut outer = Outer {

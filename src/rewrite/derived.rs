@@ -76,11 +76,27 @@ impl InnerExpr {
                 if ident.quote_style.is_some() {
                     return ControlFlow::Continue(());
                 }
-                let Some(column) = self.view.column(&ident.value) else {
-                    return ControlFlow::Continue(());
+                // A view column; else a segment or a dimension named by a segment's
+                // filter (client column names were checked against the view before).
+                let kind = match self.view.column(&ident.value) {
+                    Some(column) => column.kind.clone(),
+                    None if self.semantics.segments.contains_key(&ident.value) => {
+                        ColumnKind::Segment(ident.value.clone())
+                    }
+                    None if self.semantics.dimensions.contains_key(&ident.value) => {
+                        ColumnKind::Dimension(ident.value.clone())
+                    }
+                    None => return ControlFlow::Continue(()),
                 };
-                let dim_name = match &column.kind {
+                let dim_name = match &kind {
                     ColumnKind::Dimension(d) | ColumnKind::TimeGrain(d, _) => d,
+                    ColumnKind::Segment(g) => {
+                        // Its filter, whose dimension names this visitor then replaces.
+                        if let Some(segment) = self.semantics.segments.get(g) {
+                            *expr = Expr::Nested(Box::new(segment.filter.clone()));
+                        }
+                        return ControlFlow::Continue(());
+                    }
                     ColumnKind::Metric(m) => {
                         self.error = Some(Error::Internal(format!(
                             "metric {m} reached a row-level expression"
@@ -101,7 +117,7 @@ impl InnerExpr {
                 {
                     base = shift_sql(&base, interval, &dim.data_type);
                 }
-                let sql = match &column.kind {
+                let sql = match &kind {
                     ColumnKind::TimeGrain(_, grain) => {
                         let truncated = format!(
                             "date_trunc('{}', CAST(({base}) AS TIMESTAMP))",

@@ -35,7 +35,7 @@ def two(tmp_path_factory):
         load(maria.url, tmp / "maria-model")
         model = tmp / "model"
         model.mkdir()
-        for name in ["dimensions.toml", "metrics.toml", "views.toml"]:
+        for name in ["dimensions.toml", "metrics.toml", "segments.toml", "views.toml"]:
             (model / name).write_text((tmp / "pg-model" / name).read_text())
         pg_source = (tmp / "pg-model" / "sources.toml").read_text().replace('name = "warehouse"', 'name = "pg"')
         maria_source = (tmp / "maria-model" / "sources.toml").read_text().replace('name = "warehouse"', 'name = "maria"')

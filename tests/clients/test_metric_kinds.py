@@ -1,5 +1,5 @@
-"""Step 4: every kind of metric (derived, composite, period-over-period, cumulative)
-equals a hand-written query on the same data. Here the embedded engine is checked against
+"""Step 4: every kind of metric (derived, composite, period-over-period, cumulative) and
+segments equal a hand-written query on the same data. Here the embedded engine is checked against
 DuckDB on the demo files; test_pushdown.py asks the same CASES of PostgreSQL and MariaDB
 and checks them against queries run on those servers.
 
@@ -167,6 +167,43 @@ CASES = [
 ]
 
 
+NORTH = "s.region = 'North'"
+
+CASES += [
+    (
+        "segment as a filter",
+        "SELECT category, revenue, orders FROM sales WHERE north_region ORDER BY category",
+        f"SELECT p.category, {REVENUE}, {ORDERS} FROM {LINES} WHERE {NORTH} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "segment as a grouping column, with a composite",
+        "SELECT new_customers, customers, revenue_per_order FROM sales GROUP BY 1 ORDER BY 1",
+        f"""SELECT c.signup_date >= DATE '2024-01-01', COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END),
+                   CAST({REVENUE} AS {FLOAT}) / CAST({ORDERS} AS {FLOAT})
+            FROM {LINES} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "segment negated and combined with a dimension filter",
+        "SELECT region, revenue FROM sales WHERE NOT online_orders AND region <> 'West' ORDER BY 1",
+        f"""SELECT s.region, {REVENUE} FROM {LINES}
+            WHERE NOT (o.channel IN ('online', 'app')) AND s.region <> 'West' GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "a view that applies a segment to every query",
+        "SELECT city, revenue, orders FROM north_sales ORDER BY city",
+        f"SELECT s.city, {REVENUE}, {ORDERS} FROM {LINES} WHERE {NORTH} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "the applied segment holds for the previous period too",
+        "SELECT order_date__month, revenue, revenue_growth FROM north_sales WHERE order_date >= '2024-07-01' ORDER BY 1",
+        f"""WITH m AS ({per_period('month', where=NORTH)})
+            SELECT cur.p, cur.r, {growth('cur.r', 'prev.r')}
+            FROM m cur LEFT JOIN m prev ON prev.p = cur.p - INTERVAL '1 month'
+            WHERE cur.p >= DATE '2024-07-01' ORDER BY 1""",
+    ),
+]
+
+
 @pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_metric_kind_matches_ground_truth(conn, duck, name, ours, truth):
     got = conn.execute(ours).fetchall()
@@ -192,3 +229,18 @@ def test_metric_kinds_and_definitions_show_in_the_catalog(conn):
     assert "gross_margin_rate: composite metric" in definition
     definition = conn.execute("SELECT pg_get_viewdef('sales'::regclass)").fetchone()[0]
     assert "online_revenue: derived metric sum(CASE WHEN" in definition
+    assert "north_region: segment region = 'North'" in definition
+
+
+def test_segments_are_boolean_columns_with_their_definition_as_comment(conn):
+    rows = conn.execute(
+        """SELECT column_name, data_type, col_description('sales'::regclass, ordinal_position::int)
+           FROM information_schema.columns WHERE table_name = 'sales' AND data_type = 'boolean'
+           ORDER BY ordinal_position"""
+    ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [
+        ("north_region", "boolean"),
+        ("new_customers", "boolean"),
+        ("online_orders", "boolean"),
+    ]
+    assert rows[0][2] == "segment region = 'North': 北区: Orders taken by stores of the North region."
