@@ -19,7 +19,8 @@ use toml::Spanned;
 
 use crate::error::{Error, ModelIssue, Result, did_you_mean};
 use crate::model::{
-    Aggregation, Compare, DimensionKind, Metric, MetricKind, Model, Show, Status, TimeGrain, Window,
+    Aggregation, Compare, DimensionKind, Metric, MetricKind, Model, Show, Status, TimeGrain,
+    WeekStart, Window,
 };
 
 /// An expression over model tables, qualified by table name.
@@ -42,6 +43,10 @@ pub struct BoundDimension {
     pub expr: BoundExpr,
     /// Categorical or time.
     pub kind: DimensionKind,
+    /// First day of the week of the `__week` grain.
+    pub week_start: WeekStart,
+    /// Month (1–12) the fiscal year starts in.
+    pub fiscal_year_start_month: u32,
     /// Business label.
     pub label: String,
     /// Description.
@@ -236,6 +241,8 @@ pub struct Semantics {
     pub metrics: HashMap<String, BoundMetric>,
     /// Bound segments by name.
     pub segments: HashMap<String, BoundSegment>,
+    /// Dimensions a table carries itself: table → dimension → expression over the table.
+    pub table_dimensions: HashMap<String, HashMap<String, BoundExpr>>,
     /// Views, in model order.
     pub views: Vec<BoundView>,
 }
@@ -432,6 +439,11 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
                     table: dim.table.get_ref().clone(),
                     expr,
                     kind: dim.kind,
+                    week_start: dim.week_start.unwrap_or_default(),
+                    fiscal_year_start_month: dim
+                        .fiscal_year_start_month
+                        .as_ref()
+                        .map_or(1, |m| *m.get_ref()),
                     label: dim.label.clone(),
                     description: dim.description.clone(),
                     data_type: DataType::Null,
@@ -446,6 +458,18 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         bind_metric(&mut b, metric, &dimensions, &mut metrics, &mut stack);
     }
 
+    let mut table_dimensions: HashMap<String, HashMap<String, BoundExpr>> = HashMap::new();
+    for table in &model.tables {
+        for (dimension, text) in &table.dimensions {
+            if let Some(expr) = b.bind(table.file_index, text, table.name.get_ref(), None) {
+                table_dimensions
+                    .entry(table.name.get_ref().clone())
+                    .or_default()
+                    .insert(dimension.clone(), expr);
+            }
+        }
+    }
+
     let mut segments = HashMap::new();
     for segment in &model.segments {
         if let Some(bound) = bind_segment(&mut b, segment, &dimensions) {
@@ -455,7 +479,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
 
     let mut views = Vec::new();
     for view in &model.views {
-        check_join_graph(&mut b, view, &dimensions, &metrics);
+        check_join_graph(&mut b, view, &dimensions, &metrics, &table_dimensions);
         let mut columns = Vec::new();
         for d in &view.dimensions {
             let Some(dim) = dimensions.get(d.get_ref()) else {
@@ -469,7 +493,13 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
                 comment: comment.clone(),
             });
             if dim.kind == DimensionKind::Time {
-                for grain in TimeGrain::ALL.into_iter().skip(1) {
+                let fiscal = [TimeGrain::FiscalQuarter, TimeGrain::FiscalYear];
+                let fiscal = if dim.fiscal_year_start_month != 1 {
+                    &fiscal[..]
+                } else {
+                    &[]
+                };
+                for &grain in TimeGrain::ALL[1..].iter().chain(fiscal) {
                     columns.push(ViewColumn {
                         name: format!("{}__{}", dim.name, grain.name()),
                         kind: ColumnKind::TimeGrain(dim.name.clone(), grain),
@@ -537,6 +567,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         dimensions,
         metrics,
         segments,
+        table_dimensions,
         views,
     })
 }
@@ -604,6 +635,7 @@ fn check_join_graph(
     view: &crate::model::View,
     dimensions: &HashMap<String, BoundDimension>,
     metrics: &HashMap<String, BoundMetric>,
+    table_dimensions: &HashMap<String, HashMap<String, BoundExpr>>,
 ) {
     for m in &view.metrics {
         let mut facts = BTreeSet::new();
@@ -613,6 +645,12 @@ fn check_join_graph(
                 continue;
             };
             for fact in &facts {
+                let carried = table_dimensions
+                    .get(fact)
+                    .is_some_and(|d| d.contains_key(&dim.name));
+                if carried {
+                    continue;
+                }
                 for target in &dim.expr.tables {
                     let reason = match b.model.join_path_count(fact, target) {
                         1 => continue,

@@ -65,6 +65,7 @@ async fn model_reference_examples_form_a_valid_model() {
         "revenue_growth",
         "revenue_ytd",
         "east_and_north",
+        "order_date__fiscal_year",
     ] {
         assert!(view.column(metric).is_some(), "{metric} is offered");
     }

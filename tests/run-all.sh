@@ -69,7 +69,7 @@ cargo build --bins --tests --benches
 BIN=$CARGO_TARGET_DIR/debug/kpitables
 export KPITABLES_BIN=$BIN
 
-if [ ! -f data/demo/_SUCCESS ]; then
+if [ ! -f data/demo/_SUCCESS ] || [ ! -f data/demo/targets.csv ]; then
   step "generating the demo data"
   "$BIN" demo --out data/demo
 fi

@@ -34,6 +34,7 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("customers", "customers.csv", "customer_id"),
     ("orders", "orders.parquet", "order_id"),
     ("order_lines", "order_lines.parquet", "line_id"),
+    ("revenue_targets", "targets.csv", "target_id"),
 ];
 
 /// The demo model's files, written to the model directory (sources and tables adapted).

@@ -91,8 +91,11 @@ const SEGMENTS: &[(&str, f64)] = &[
 
 /// Is the demo data in `dir` complete?
 pub fn is_complete(dir: &Path) -> bool {
-    dir.join(COMPLETE_MARKER).exists()
+    dir.join(COMPLETE_MARKER).exists() && dir.join(TARGETS_FILE).exists()
 }
+
+/// The revenue targets file (a plan per month and region, in the demo's data).
+pub const TARGETS_FILE: &str = "targets.csv";
 
 fn io(context: &str, e: impl std::fmt::Display) -> Error {
     Error::io(context.to_string(), std::io::Error::other(e.to_string()))
@@ -227,6 +230,8 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
     let mut orders_writer = ParquetSink::new(&dir.join("orders.parquet"), OrderBuilders::schema())?;
     let mut lines_writer =
         ParquetSink::new(&dir.join("order_lines.parquet"), LineBuilders::schema())?;
+    // Net revenue of orders not cancelled per (year, month, region), for the targets.
+    let mut actual: std::collections::BTreeMap<(i32, u32, &str), i64> = Default::default();
     for d in 0..total_days {
         let date = start + Duration::days(d);
         let n = orders_on(date, &mut rng);
@@ -289,6 +294,11 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
                     is_promo,
                 );
             }
+            if status != "cancelled" {
+                *actual
+                    .entry((date.year(), date.month(), stores[store].region))
+                    .or_default() += amount;
+            }
             let ts = date.and_hms_opt(0, 0, 0).unwrap_or_default() + Duration::seconds(seconds);
             orders.push(
                 order_id,
@@ -319,6 +329,7 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
     lines_writer.write(lines.finish())?;
     orders_writer.close()?;
     lines_writer.close()?;
+    write_targets(&dir.join(TARGETS_FILE), &actual)?;
     File::create(dir.join(COMPLETE_MARKER))
         .map_err(|e| Error::io("cannot write the completion marker", e))?;
     progress("done", 100);
@@ -326,6 +337,34 @@ pub fn generate(dir: &Path, mut progress: impl FnMut(&str, u32)) -> Result<DemoS
         orders: order_id,
         order_lines: line_id,
     })
+}
+
+/// Revenue targets per month and region: the first year's plan is near its actual, later
+/// years plan growth over the same month a year earlier (with the noise of any plan).
+fn write_targets(
+    path: &Path,
+    actual: &std::collections::BTreeMap<(i32, u32, &str), i64>,
+) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(2_024);
+    let file =
+        File::create(path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    let mut w = BufWriter::new(file);
+    let mut out = String::from("target_id,month,region,revenue_target\n");
+    for (id, (&(year, month, region), &cents)) in actual.iter().enumerate() {
+        let basis = actual
+            .get(&(year - 1, month, region))
+            .map_or(cents as f64 * rng.random_range(0.95..1.05), |&last| {
+                last as f64 * rng.random_range(1.05..1.20)
+            });
+        let target = (basis / 100_000.0).round() * 1_000.0; // whole thousands
+        out.push_str(&format!(
+            "{},{year:04}-{month:02}-01,{region},{target:.2}\n",
+            id + 1
+        ));
+    }
+    w.write_all(out.as_bytes())
+        .and_then(|()| w.flush())
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 /// What the generator wrote.

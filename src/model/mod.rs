@@ -130,6 +130,11 @@ pub struct Table {
     /// Many-to-one joins from this table to others.
     #[serde(default)]
     pub joins: Vec<Join>,
+    /// Dimensions this table carries in its own columns (dimension name → expression
+    /// over this table), for tables at a coarser grain that share dimensions with the
+    /// others without a join path, such as targets per month and region.
+    #[serde(default)]
+    pub dimensions: std::collections::BTreeMap<String, Spanned<String>>,
     /// Free text.
     #[serde(default)]
     pub description: String,
@@ -171,6 +176,12 @@ pub struct Dimension {
     /// `categorical` (the default) or `time`.
     #[serde(default)]
     pub kind: DimensionKind,
+    /// Time dimensions: the first day of the week for the `__week` grain (default
+    /// `monday`, as ISO weeks).
+    pub week_start: Option<WeekStart>,
+    /// Time dimensions: the month (1–12) the fiscal year starts in; when set, the
+    /// dimension also has `__fiscal_quarter` and `__fiscal_year` grains.
+    pub fiscal_year_start_month: Option<Spanned<u32>>,
     /// Business label (any language).
     #[serde(default)]
     pub label: String,
@@ -193,6 +204,42 @@ pub enum DimensionKind {
     Time,
 }
 
+/// The first day of a week.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeekStart {
+    /// ISO weeks.
+    #[default]
+    Monday,
+    /// Tuesday.
+    Tuesday,
+    /// Wednesday.
+    Wednesday,
+    /// Thursday.
+    Thursday,
+    /// Friday.
+    Friday,
+    /// Saturday.
+    Saturday,
+    /// Sunday, as in North American calendars.
+    Sunday,
+}
+
+impl WeekStart {
+    /// Days from this week start forward to the next Monday (0 for Monday).
+    pub fn days_to_monday(self) -> u32 {
+        match self {
+            WeekStart::Monday => 0,
+            WeekStart::Tuesday => 6,
+            WeekStart::Wednesday => 5,
+            WeekStart::Thursday => 4,
+            WeekStart::Friday => 3,
+            WeekStart::Saturday => 2,
+            WeekStart::Sunday => 1,
+        }
+    }
+}
+
 /// Time grains of a time dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeGrain {
@@ -206,6 +253,10 @@ pub enum TimeGrain {
     Quarter,
     /// Calendar year.
     Year,
+    /// Quarter of the fiscal year (dimensions with `fiscal_year_start_month`).
+    FiscalQuarter,
+    /// Fiscal year.
+    FiscalYear,
 }
 
 impl TimeGrain {
@@ -226,6 +277,8 @@ impl TimeGrain {
             TimeGrain::Month => "month",
             TimeGrain::Quarter => "quarter",
             TimeGrain::Year => "year",
+            TimeGrain::FiscalQuarter => "fiscal_quarter",
+            TimeGrain::FiscalYear => "fiscal_year",
         }
     }
 }
@@ -378,6 +431,8 @@ impl Window {
             "quarter_to_date" => return Ok(Window::ToDate(TimeGrain::Quarter)),
             "year_to_date" => return Ok(Window::ToDate(TimeGrain::Year)),
             "week_to_date" => return Ok(Window::ToDate(TimeGrain::Week)),
+            "fiscal_quarter_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalQuarter)),
+            "fiscal_year_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalYear)),
             "all_time" => return Ok(Window::AllTime),
             _ => {}
         }

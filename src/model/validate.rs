@@ -200,6 +200,29 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
                 ),
             );
         }
+        for (dimension, expr) in &table.dimensions {
+            let known = model
+                .dimensions
+                .iter()
+                .any(|d| d.name.get_ref() == dimension);
+            if !known {
+                let hint = did_you_mean(
+                    dimension,
+                    model.dimensions.iter().map(|d| d.name.get_ref().as_str()),
+                )
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+                c.at(
+                    f,
+                    expr,
+                    format!(
+                        "table \"{}\" maps unknown dimension \"{dimension}\"{hint}",
+                        table.name.get_ref()
+                    ),
+                );
+            }
+            c.expr(f, "dimension expression", expr);
+        }
         for join in &table.joins {
             if c.reference(f, "table", &join.to, table_names())
                 && join.to.get_ref() == table.name.get_ref()
@@ -210,6 +233,27 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
     }
     for dim in &model.dimensions {
         c.name(dim.file, "dimension", &dim.name);
+        if let Some(month) = &dim.fiscal_year_start_month
+            && !(1..=12).contains(month.get_ref())
+        {
+            c.at(
+                dim.file,
+                month,
+                "fiscal_year_start_month is a month number, 1 to 12",
+            );
+        }
+        if dim.kind != DimensionKind::Time
+            && (dim.week_start.is_some() || dim.fiscal_year_start_month.is_some())
+        {
+            c.at(
+                dim.file,
+                &dim.name,
+                format!(
+                    "dimension \"{}\" is not a time dimension: week_start and fiscal_year_start_month need kind = \"time\"",
+                    dim.name.get_ref()
+                ),
+            );
+        }
         c.reference(dim.file, "table", &dim.table, table_names());
         if let Some(expr) = &dim.expr {
             c.expr(dim.file, "expr", expr);

@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::block::dimension_names;
-use crate::bind::{AggregateDef, BoundView, ColumnKind, Semantics};
+use crate::bind::{AggregateDef, BoundDimension, BoundView, ColumnKind, Semantics};
 use crate::error::{Error, Result};
 use crate::model::{Aggregation, TimeGrain, Window};
 use crate::sources::BASE_SCHEMA;
@@ -48,22 +48,25 @@ pub struct InnerExpr {
 impl InnerExpr {
     /// Translate `expr` (canonical view column references) to base tables.
     pub fn new(expr: &Expr, view: &BoundView, semantics: &Semantics) -> Result<InnerExpr> {
-        InnerExpr::shifted(expr, view, semantics, None)
+        InnerExpr::translate(expr, view, semantics, None, None)
     }
 
-    /// Translate `expr`, with the values of one time dimension moved forward by an
+    /// Translate `expr` for the rows of table `fact` (whose own columns give the
+    /// dimensions it carries), with the values of one time dimension moved forward by an
     /// interval (`shift`: dimension name, SQL interval literal): the rows of an earlier
     /// period then fall in the group and filters of the period they are compared with.
-    pub fn shifted(
+    pub fn translate(
         expr: &Expr,
         view: &BoundView,
         semantics: &Semantics,
         shift: Option<(&str, &str)>,
+        fact: Option<&str>,
     ) -> Result<InnerExpr> {
         struct Sub<'a> {
             view: &'a BoundView,
             semantics: &'a Semantics,
             shift: Option<(&'a str, &'a str)>,
+            carried: Option<&'a std::collections::HashMap<String, crate::bind::BoundExpr>>,
             tables: BTreeSet<String>,
             error: Option<Error>,
         }
@@ -110,8 +113,12 @@ impl InnerExpr {
                     )));
                     return ControlFlow::Break(());
                 };
-                self.tables.extend(dim.expr.tables.iter().cloned());
-                let mut base = dim.expr.expr.to_string();
+                let source = self
+                    .carried
+                    .and_then(|c| c.get(dim_name))
+                    .unwrap_or(&dim.expr);
+                self.tables.extend(source.tables.iter().cloned());
+                let mut base = source.expr.to_string();
                 if let Some((time, interval)) = self.shift
                     && time == dim_name
                 {
@@ -119,10 +126,7 @@ impl InnerExpr {
                 }
                 let sql = match &kind {
                     ColumnKind::TimeGrain(_, grain) => {
-                        let truncated = format!(
-                            "date_trunc('{}', CAST(({base}) AS TIMESTAMP))",
-                            grain.name()
-                        );
+                        let truncated = truncate_sql(&base, *grain, dim);
                         if dim.data_type == DataType::Date32 {
                             format!("CAST({truncated} AS DATE)")
                         } else {
@@ -146,6 +150,7 @@ impl InnerExpr {
             view,
             semantics,
             shift,
+            carried: fact.and_then(|f| semantics.table_dimensions.get(f)),
             tables: BTreeSet::new(),
             error: None,
         };
@@ -158,6 +163,36 @@ impl InnerExpr {
             tables: sub.tables,
             dimensions: dimension_names(expr, view),
         })
+    }
+}
+
+/// The start of the period of `grain` containing `value` (an expression of dimension
+/// `dim`), as a timestamp: weeks start on the dimension's week start, fiscal periods on
+/// its fiscal year start. Written with `date_trunc` and interval arithmetic only, which
+/// every source dialect has.
+pub fn truncate_sql(value: &str, grain: TimeGrain, dim: &BoundDimension) -> String {
+    let ts = format!("CAST(({value}) AS TIMESTAMP)");
+    let shifted = |unit: &str, offset: String| {
+        format!("(date_trunc('{unit}', {ts} - INTERVAL '{offset}') + INTERVAL '{offset}')")
+    };
+    match grain {
+        TimeGrain::Week if dim.week_start.days_to_monday() != 0 => {
+            // Move the week start onto a Monday, truncate to the ISO week, move back.
+            let days = dim.week_start.days_to_monday();
+            format!("(date_trunc('week', {ts} + INTERVAL '{days} day') - INTERVAL '{days} day')")
+        }
+        TimeGrain::FiscalQuarter | TimeGrain::FiscalYear => {
+            let unit = if grain == TimeGrain::FiscalYear {
+                "year"
+            } else {
+                "quarter"
+            };
+            shifted(
+                unit,
+                format!("{} month", dim.fiscal_year_start_month.saturating_sub(1)),
+            )
+        }
+        other => format!("date_trunc('{}', {ts})", other.name()),
     }
 }
 
@@ -307,7 +342,9 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .collect();
     let plain_aggregates = spec.aggregates.len() - row_counts.len();
     let only_row_counts = groups.is_empty() && plain_aggregates == 0 && !row_counts.is_empty();
-    let has_plain = groups.iter().any(|(_, t, _)| *t == Transform::Plain);
+    let has_plain = groups.iter().any(|(fact, t, _)| {
+        *t == Transform::Plain && !semantics.table_dimensions.contains_key(fact)
+    });
     if groups.is_empty() || (plain_aggregates > 0 && !has_plain) {
         groups.insert(
             0,
@@ -323,6 +360,24 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
     let mut aggregates_placed = false;
     for (fact, transform, js) in &groups {
         match transform {
+            Transform::Plain if semantics.table_dimensions.contains_key(fact) => {
+                // The fact carries dimensions in its own columns: translate for it.
+                let translate =
+                    |e: &Expr| InnerExpr::translate(e, spec.view, semantics, None, Some(fact));
+                let grain: Vec<InnerExpr> = spec
+                    .view_grain
+                    .iter()
+                    .map(translate)
+                    .collect::<Result<_>>()?;
+                let filters: Vec<InnerExpr> = spec
+                    .view_filters
+                    .iter()
+                    .map(translate)
+                    .collect::<Result<_>>()?;
+                parts.push(grouped_part(
+                    spec, semantics, fact, js, &defs, false, &grain, &filters,
+                )?);
+            }
             Transform::Plain => {
                 let with_aggregates = !aggregates_placed;
                 aggregates_placed = true;
@@ -339,7 +394,8 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             }
             Transform::Shift { time, interval } => {
                 let shift = Some((time.as_str(), interval.as_str()));
-                let translate = |e: &Expr| InnerExpr::shifted(e, spec.view, semantics, shift);
+                let translate =
+                    |e: &Expr| InnerExpr::translate(e, spec.view, semantics, shift, Some(fact));
                 let grain: Vec<InnerExpr> = spec
                     .view_grain
                     .iter()
@@ -468,7 +524,8 @@ pub fn interval(n: u32, grain: TimeGrain) -> String {
         TimeGrain::Week => format!("{} day", n * 7),
         TimeGrain::Month => format!("{n} month"),
         TimeGrain::Quarter => format!("{} month", n * 3),
-        TimeGrain::Year => format!("{n} year"),
+        TimeGrain::Year | TimeGrain::FiscalYear => format!("{n} year"),
+        TimeGrain::FiscalQuarter => format!("{} month", n * 3),
     }
 }
 
@@ -591,10 +648,7 @@ fn window_part(
     let end = format!("({period} + INTERVAL '{}')", interval(1, grain));
     let start = match window {
         Window::AllTime => None,
-        Window::ToDate(of) => Some(format!(
-            "date_trunc('{}', CAST({end} AS TIMESTAMP) - INTERVAL '1 day')",
-            of.name()
-        )),
+        Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),
         Window::Trailing(n, unit) => Some(format!("({end} - INTERVAL '{}')", interval(n, unit))),
     };
     let mut on: Vec<String> = others

@@ -101,6 +101,9 @@ def duck():
     db.execute(
         f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)"
     )
+    db.execute(
+        f"CREATE VIEW revenue_targets AS SELECT * FROM read_csv('{DATA / 'targets.csv'}', header = true)"
+    )
     return db
 
 

@@ -1,5 +1,5 @@
-"""Step 4: every kind of metric (derived, composite, period-over-period, cumulative) and
-segments equal a hand-written query on the same data. Here the embedded engine is checked against
+"""Step 4: every kind of metric (derived, composite, period-over-period, cumulative),
+segments and targets equal a hand-written query on the same data. Here the embedded engine is checked against
 DuckDB on the demo files; test_pushdown.py asks the same CASES of PostgreSQL and MariaDB
 and checks them against queries run on those servers.
 
@@ -204,6 +204,47 @@ CASES += [
 ]
 
 
+def targets_by(key, where="1 = 1"):
+    return f"SELECT {key} AS p, SUM(t.revenue_target) AS target FROM revenue_targets t WHERE {where} GROUP BY 1"
+
+
+CASES += [
+    (
+        "targets and attainment by month and region",
+        "SELECT order_date__month, region, revenue, revenue_target, revenue_attainment FROM sales_targets WHERE order_date >= '2024-10-01' ORDER BY 1, 2",
+        f"""WITH a AS (SELECT date_trunc('month', o.order_date) AS p, s.region AS g, {REVENUE} AS r
+                       FROM {LINES} WHERE o.order_date >= DATE '2024-10-01' GROUP BY 1, 2)
+            SELECT a.p, a.g, a.r, t.revenue_target, CAST(a.r AS {FLOAT}) / CAST(t.revenue_target AS {FLOAT})
+            FROM a JOIN revenue_targets t ON t.month = a.p AND t.region = a.g ORDER BY 1, 2""",
+    ),
+    (
+        "targets roll up to quarters: attainment from the quarter's totals",
+        "SELECT order_date__quarter, revenue, revenue_target, revenue_attainment FROM sales_targets WHERE order_date >= '2024-01-01' ORDER BY 1",
+        f"""WITH a AS (SELECT date_trunc('quarter', o.order_date) AS p, {REVENUE} AS r FROM {LINES}
+                       WHERE o.order_date >= DATE '2024-01-01' GROUP BY 1),
+                 t AS ({targets_by("date_trunc('quarter', t.month)", "t.month >= DATE '2024-01-01'")})
+            SELECT a.p, a.r, t.target, CAST(a.r AS {FLOAT}) / CAST(t.target AS {FLOAT})
+            FROM a JOIN t ON t.p = a.p ORDER BY 1""",
+    ),
+    (
+        "targets by region over all time, and by year for one region",
+        "SELECT region, revenue_target, revenue_attainment FROM sales_targets ORDER BY 1",
+        f"""WITH a AS (SELECT s.region AS g, {REVENUE} AS r FROM {LINES} GROUP BY 1),
+                 t AS ({targets_by("t.region")})
+            SELECT a.g, t.target, CAST(a.r AS {FLOAT}) / CAST(t.target AS {FLOAT})
+            FROM a JOIN t ON t.p = a.g ORDER BY 1""",
+    ),
+    (
+        "yearly attainment of the East region",
+        "SELECT order_date__year, revenue_attainment FROM sales_targets WHERE region = 'East' ORDER BY 1",
+        f"""WITH a AS (SELECT date_trunc('year', o.order_date) AS p, {REVENUE} AS r FROM {LINES}
+                       WHERE s.region = 'East' GROUP BY 1),
+                 t AS ({targets_by("date_trunc('year', t.month)", "t.region = 'East'")})
+            SELECT a.p, CAST(a.r AS {FLOAT}) / CAST(t.target AS {FLOAT}) FROM a JOIN t ON t.p = a.p ORDER BY 1""",
+    ),
+]
+
+
 @pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_metric_kind_matches_ground_truth(conn, duck, name, ours, truth):
     got = conn.execute(ours).fetchall()
@@ -244,3 +285,86 @@ def test_segments_are_boolean_columns_with_their_definition_as_comment(conn):
         ("online_orders", "boolean"),
     ]
     assert rows[0][2] == "segment region = 'North': 北区: Orders taken by stores of the North region."
+
+
+@pytest.fixture(scope="module")
+def fiscal(tmp_path_factory):
+    """The demo model with order_date's weeks starting on Sunday and a fiscal year
+    starting in April, served by its own kpitables."""
+    import re
+
+    import psycopg
+
+    from conftest import DATA, ROOT, Kpitables
+
+    model = tmp_path_factory.mktemp("fiscal-model")
+    for path in (ROOT / "semantic" / "demo").glob("*.toml"):
+        text = path.read_text()
+        if path.name == "dimensions.toml":
+            text = text.replace(
+                'name = "order_date"\ntable = "orders"\nkind = "time"\n',
+                'name = "order_date"\ntable = "orders"\nkind = "time"\nweek_start = "sunday"\nfiscal_year_start_month = 4\n',
+            )
+            assert "fiscal_year_start_month" in text
+        if path.name == "sources.toml":
+            text = re.sub(r'path = ".*"', f'path = "{DATA}"', text)
+        (model / path.name).write_text(text)
+    k = Kpitables(model / "kpitables.log", ["--model", str(model)])
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            yield c
+    finally:
+        k.close()
+
+
+# Fiscal year from April: the fiscal year (and quarter) of a date is found by moving the
+# date back three months, truncating, and moving forward again.
+FY = "date_trunc('year', o.order_date - INTERVAL '3 month') + INTERVAL '3 month'"
+FQ = "date_trunc('quarter', o.order_date - INTERVAL '3 month') + INTERVAL '3 month'"
+# Weeks from Sunday: the Sunday on or before the date.
+SUNDAY_WEEK = "o.order_date - CAST(dayofweek(o.order_date) AS INTEGER)"
+
+FISCAL_CASES = [
+    (
+        "revenue by fiscal year (April to March)",
+        "SELECT order_date__fiscal_year, revenue FROM sales ORDER BY 1",
+        f"SELECT {FY}, {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "growth against the previous fiscal quarter, from fiscal 2024",
+        "SELECT order_date__fiscal_quarter, revenue, revenue_growth FROM sales_trends WHERE order_date >= '2024-04-01' ORDER BY 1",
+        f"""WITH q AS (SELECT {FQ} AS p, {REVENUE} AS r FROM {LINES} GROUP BY 1)
+            SELECT cur.p, cur.r, {growth('cur.r', 'prev.r')}
+            FROM q cur LEFT JOIN q prev ON prev.p = cur.p - INTERVAL '3 month'
+            WHERE cur.p >= DATE '2024-04-01' ORDER BY 1""",
+    ),
+    (
+        "revenue by week starting on Sunday",
+        "SELECT order_date__week, revenue FROM sales WHERE order_date BETWEEN '2024-03-03' AND '2024-03-30' ORDER BY 1",
+        f"""SELECT {SUNDAY_WEEK}, {REVENUE} FROM {LINES}
+            WHERE o.order_date BETWEEN DATE '2024-03-03' AND DATE '2024-03-30' GROUP BY 1 ORDER BY 1""",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,ours,truth", FISCAL_CASES, ids=[c[0] for c in FISCAL_CASES])
+def test_fiscal_years_and_week_starts_match_ground_truth(fiscal, duck, name, ours, truth):
+    got = fiscal.execute(ours).fetchall()
+    assert_rows_equal(got, duck.execute(truth).fetchall())
+
+
+def test_calendar_year_to_date_at_fiscal_quarter_grain(fiscal, duck):
+    """A window ends with each fiscal quarter; year-to-date starts on 1 January of the
+    year of the quarter's last day."""
+    got = fiscal.execute(
+        "SELECT order_date__fiscal_quarter, revenue_ytd FROM sales_trends WHERE order_date >= '2024-01-01' ORDER BY 1"
+    ).fetchall()
+    truth = duck.execute(
+        f"""WITH q AS (SELECT DISTINCT {FQ} AS p FROM orders o WHERE o.order_date >= DATE '2024-01-01'),
+                 daily AS (SELECT o.order_date AS day, {REVENUE} AS r FROM {LINES} GROUP BY 1)
+            SELECT q.p, SUM(d.r) FROM q JOIN daily d
+              ON d.day < q.p + INTERVAL '3 month'
+             AND d.day >= date_trunc('year', q.p + INTERVAL '3 month' - INTERVAL '1 day')
+            GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    assert_rows_equal(got, truth)
