@@ -23,6 +23,10 @@ use crate::model::{
     WeekStart, Window,
 };
 
+/// In a bound formula, the quoted identifier `"__total__<metric>"` stands for `total(<metric>)`:
+/// the metric over every row the query selects, whatever its grain.
+pub const TOTAL_PREFIX: &str = "__total__";
+
 /// An expression over model tables, qualified by table name.
 #[derive(Debug, Clone)]
 pub struct BoundExpr {
@@ -866,9 +870,45 @@ fn bind_metric_inner(
             };
             let mut names = Vec::new();
             let mut problems = Vec::new();
+            // `total(m)`: metric m over all the rows the query selects, ignoring its grain
+            // (shares of total). Kept as the quoted identifier "__total__m".
+            let _ = visit_expressions_mut(&mut formula, |e| {
+                if let Expr::Function(f) = e
+                    && f.name.to_string().eq_ignore_ascii_case("total")
+                {
+                    let arg = match &f.args {
+                        datafusion::sql::sqlparser::ast::FunctionArguments::List(list)
+                            if list.args.len() == 1 =>
+                        {
+                            match &list.args[0] {
+                                datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                                    datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(
+                                        Expr::Identifier(id),
+                                    ),
+                                ) => Some(id.value.clone()),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    match arg {
+                        Some(m) => {
+                            names.push(m.clone());
+                            *e = Expr::Identifier(Ident::with_quote(
+                                '"',
+                                format!("{TOTAL_PREFIX}{m}"),
+                            ));
+                        }
+                        None => problems.push(format!("\"{e}\": total() takes one metric name")),
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
             let _ = visit_expressions_mut(&mut formula, |e| {
                 match e {
-                    Expr::Identifier(ident) => names.push(ident.value.clone()),
+                    Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                        names.push(ident.value.clone())
+                    }
                     Expr::CompoundIdentifier(_) => problems.push(format!(
                         "\"{e}\": a formula names metrics, not table columns"
                     )),

@@ -8,6 +8,7 @@ use super::{
     PG_CATALOG_NAMESPACE_OID, PG_CLASS_OID, PUBLIC_NAMESPACE_OID, view_oid,
 };
 use crate::bind::{BoundView, ColumnKind, Semantics};
+use crate::model::{TimeGrain, WeekStart};
 use crate::types::{self, pg_type_of};
 
 use DataType::{Boolean as B, Float32 as F4, Int16 as I2, Int32 as I4, Int64 as I8, Utf8 as T};
@@ -509,7 +510,17 @@ pub fn view_definition(view: &BoundView, semantics: &Semantics) -> String {
                 .get(d)
                 .map(|d| format!("dimension {}", d.expr.expr))
                 .unwrap_or_default(),
-            ColumnKind::TimeGrain(d, g) => format!("date_trunc('{}', {d})", g.name()),
+            ColumnKind::TimeGrain(d, g) => match (g, semantics.dimensions.get(d)) {
+                (TimeGrain::FiscalQuarter | TimeGrain::FiscalYear, Some(dim)) => format!(
+                    "{} of {d}, the fiscal year starting in month {}",
+                    g.name(),
+                    dim.fiscal_year_start_month
+                ),
+                (TimeGrain::Week, Some(dim)) if dim.week_start != WeekStart::Monday => {
+                    format!("week of {d}, starting on {:?}", dim.week_start)
+                }
+                _ => format!("date_trunc('{}', {d})", g.name()),
+            },
             ColumnKind::Metric(m) => semantics
                 .metrics
                 .get(m)

@@ -557,6 +557,20 @@ impl Outer<'_> {
                 let mut error = None;
                 let _ = visit_expressions_mut(&mut formula, |e| {
                     if let Expr::Identifier(ident) = e
+                        && let Some(of) = ident.value.strip_prefix(crate::bind::TOTAL_PREFIX)
+                        && ident.quote_style.is_some()
+                    {
+                        let of = of.to_string();
+                        // The rows of the answer come from the metric at the grain.
+                        let plain = self.metric(&of, transform);
+                        match plain.and_then(|_| self.metric(&of, &Transform::Total)) {
+                            Ok(part) => *e = Expr::Nested(Box::new(part)),
+                            Err(err) => {
+                                error = Some(err);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    } else if let Expr::Identifier(ident) = e
                         && ident.quote_style.is_none()
                     {
                         match self.metric(&ident.value, transform) {

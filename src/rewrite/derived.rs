@@ -220,6 +220,9 @@ pub enum Transform {
         /// SQL interval literal, e.g. `1 month`.
         interval: String,
     },
+    /// The metric over every row the query selects, at no grain (`total(m)` in a
+    /// formula: shares of total).
+    Total,
     /// The metric accumulated over a window ending with each period of the grain.
     Window {
         /// The time dimension.
@@ -297,6 +300,8 @@ struct Part {
     sql: String,
     provides: Vec<String>,
     primary: bool,
+    /// One row without grain columns, joined to every row.
+    total: bool,
 }
 
 /// Build the derived table for `spec`.
@@ -392,6 +397,12 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                     &spec.filters,
                 )?);
             }
+            Transform::Total => {
+                let mut part =
+                    grouped_part(spec, semantics, fact, js, &defs, false, &[], &spec.filters)?;
+                part.total = true;
+                parts.push(part);
+            }
             Transform::Shift { time, interval } => {
                 let shift = Some((time.as_str(), interval.as_str()));
                 let translate =
@@ -433,14 +444,30 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             sql: row_count_part(spec, semantics, *k, arguments)?,
             provides: vec![format!("__a{k}")],
             primary: true,
+            total: false,
         });
     }
 
-    let sql = if parts.len() == 1 {
+    let (totals, mut parts): (Vec<Part>, Vec<Part>) = parts.into_iter().partition(|p| p.total);
+    let provided: Vec<String> = parts.iter().flat_map(|p| p.provides.clone()).collect();
+    let mut sql = if parts.len() == 1 {
         parts.remove(0).sql
     } else {
         join_parts(&parts, spec)
     };
+    if !totals.is_empty() {
+        // Each total is one row: joined to every row of the answer.
+        let mut items: Vec<String> = (0..spec.grain.len())
+            .map(|i| format!("p.\"__g{i}\""))
+            .collect();
+        items.extend(provided.iter().map(|c| format!("p.\"{c}\"")));
+        let mut from = format!("({sql}) AS p");
+        for (t, total) in totals.iter().enumerate() {
+            items.extend(total.provides.iter().map(|c| format!("t{t}.\"{c}\"")));
+            let _ = write!(from, " CROSS JOIN ({}) AS t{t}", total.sql);
+        }
+        sql = format!("SELECT {} FROM {from}", items.join(", "));
+    }
     let dialect = PostgreSqlDialect {};
     Parser::new(&dialect)
         .try_with_sql(&sql)
@@ -514,6 +541,7 @@ fn grouped_part(
         sql,
         provides,
         primary: true,
+        total: false,
     })
 }
 
@@ -676,6 +704,7 @@ fn window_part(
         sql,
         provides: vec![format!("__m{j}")],
         primary: true,
+        total: false,
     })
 }
 

@@ -167,6 +167,27 @@ CASES = [
 ]
 
 
+CUSTOMERS = f"COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END)"
+
+CASES += [
+    (
+        "share of total by region (the total over all regions)",
+        "SELECT region, revenue_share, customer_share FROM sales ORDER BY region",
+        f"""WITH g AS (SELECT s.region AS k, {REVENUE} AS r, {CUSTOMERS} AS c FROM {LINES} GROUP BY 1),
+                 t AS (SELECT {REVENUE} AS r, {CUSTOMERS} AS c FROM {LINES})
+            SELECT g.k, CAST(g.r AS {FLOAT}) / CAST(t.r AS {FLOAT}), CAST(g.c AS {FLOAT}) / CAST(t.c AS {FLOAT})
+            FROM g CROSS JOIN t ORDER BY 1""",
+    ),
+    (
+        "share of total within the rows a filter selects",
+        "SELECT category, revenue_share FROM sales WHERE channel = 'online' AND order_date >= '2024-01-01' ORDER BY category",
+        f"""WITH g AS (SELECT p.category AS k, {REVENUE} AS r FROM {LINES}
+                       WHERE o.channel = 'online' AND o.order_date >= DATE '2024-01-01' GROUP BY 1),
+                 t AS (SELECT {REVENUE} AS r FROM {LINES} WHERE o.channel = 'online' AND o.order_date >= DATE '2024-01-01')
+            SELECT g.k, CAST(g.r AS {FLOAT}) / CAST(t.r AS {FLOAT}) FROM g CROSS JOIN t ORDER BY 1""",
+    ),
+]
+
 NORTH = "s.region = 'North'"
 
 CASES += [

@@ -466,3 +466,40 @@ def test_integer_division_is_postgresql_integer_division_on_every_source(wh, kp)
     expected = wh.truth(f"SELECT s.region, {ORDERS_DISTINCT} {divide} 7 FROM {LINES} GROUP BY s.region ORDER BY 1")
     assert all(isinstance(r[1], int) for r in got), got
     assert_rows_equal(got, expected)
+
+
+# Fiscal years from April and weeks from Sunday, each written the way each server
+# spells it: (question, PostgreSQL truth, MySQL truth).
+FISCAL = [
+    (
+        "SELECT order_date__fiscal_year, revenue FROM sales ORDER BY 1",
+        f"SELECT make_date(CAST(EXTRACT(YEAR FROM o.order_date - INTERVAL '3 month') AS INTEGER), 4, 1), {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1",
+        f"SELECT MAKEDATE(YEAR(o.order_date - INTERVAL 3 MONTH), 1) + INTERVAL 3 MONTH, {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "SELECT order_date__week, revenue FROM sales WHERE order_date BETWEEN '2024-03-03' AND '2024-03-30' ORDER BY 1",
+        f"SELECT o.order_date - CAST(EXTRACT(DOW FROM o.order_date) AS INTEGER), {REVENUE} FROM {LINES} WHERE o.order_date BETWEEN DATE '2024-03-03' AND DATE '2024-03-30' GROUP BY 1 ORDER BY 1",
+        f"SELECT o.order_date - INTERVAL (DAYOFWEEK(o.order_date) - 1) DAY, {REVENUE} FROM {LINES} WHERE o.order_date BETWEEN DATE '2024-03-03' AND DATE '2024-03-30' GROUP BY 1 ORDER BY 1",
+    ),
+]
+
+
+def test_fiscal_years_and_week_starts_on_every_source(wh, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(wh.model, model)
+    dims = (model / "dimensions.toml").read_text()
+    patched = dims.replace(
+        'name = "order_date"\ntable = "orders"\nkind = "time"\n',
+        'name = "order_date"\ntable = "orders"\nkind = "time"\nweek_start = "sunday"\nfiscal_year_start_month = 4\n',
+    )
+    assert patched != dims
+    (model / "dimensions.toml").write_text(patched)
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            for ours, pg_truth, mysql_truth in FISCAL:
+                truth = pg_truth if wh.kind == "postgres" else mysql_truth
+                got = c.execute(ours).fetchall()
+                assert_rows_equal(got, wh.truth(truth))
+    finally:
+        k.close()
