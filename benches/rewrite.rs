@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
             },
         ))
         .expect("open demo model");
-    let session = Session::new("analyst", 1, &[]);
+    let session = Session::new("analyst", 1, Default::default(), &[]);
     let facts = SessionFacts {
         session: &session,
         database: "kpitables",

@@ -22,6 +22,7 @@ use crate::model::{
     Aggregation, Compare, DimensionKind, Metric, MetricKind, Model, Show, Status, TimeGrain,
     WeekStart, Window,
 };
+use crate::time_zone::TimeZone;
 
 /// In a bound formula, the quoted identifier `"__total__<metric>"` stands for `total(<metric>)`:
 /// the metric over every row the query selects, whatever its grain.
@@ -249,12 +250,43 @@ pub struct Semantics {
     pub table_dimensions: HashMap<String, HashMap<String, BoundExpr>>,
     /// Views, in model order.
     pub views: Vec<BoundView>,
+    /// The model's default time zone (sessions start in it).
+    pub time_zone: TimeZone,
 }
 
 impl Semantics {
     /// The view named `name`.
     pub fn view(&self, name: &str) -> Option<&BoundView> {
         self.views.iter().find(|v| v.name == name)
+    }
+}
+
+/// Give each time dimension whose values are timestamps (not dates) a `__day` grain
+/// column after its own column (a date is its own day). Called once the dimensions'
+/// types are known.
+pub fn add_day_grains(semantics: &mut Semantics) {
+    let timestamps: BTreeSet<String> = semantics
+        .dimensions
+        .values()
+        .filter(|d| d.kind == DimensionKind::Time && matches!(d.data_type, DataType::Timestamp(..)))
+        .map(|d| d.name.clone())
+        .collect();
+    for view in &mut semantics.views {
+        let mut columns = Vec::with_capacity(view.columns.len());
+        for column in std::mem::take(&mut view.columns) {
+            let day = match &column.kind {
+                ColumnKind::Dimension(d) if timestamps.contains(d) => Some(ViewColumn {
+                    name: format!("{d}__{}", TimeGrain::Day.name()),
+                    kind: ColumnKind::TimeGrain(d.clone(), TimeGrain::Day),
+                    data_type: DataType::Null,
+                    comment: format!("{} (truncated to day)", column.comment),
+                }),
+                _ => None,
+            };
+            columns.push(column);
+            columns.extend(day);
+        }
+        view.columns = columns;
     }
 }
 
@@ -566,6 +598,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         return Err(Error::Model(b.issues));
     }
     Ok(Semantics {
+        time_zone: model.time_zone(),
         model,
         table_columns: columns,
         dimensions,

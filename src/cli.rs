@@ -52,5 +52,9 @@ pub enum Command {
         /// With --into: write a model directory whose source is that warehouse.
         #[arg(long, requires = "into")]
         model_out: Option<PathBuf>,
+        /// Generate only when the output directory does not already hold complete demo
+        /// data of this version.
+        #[arg(long)]
+        if_outdated: bool,
     },
 }

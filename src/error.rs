@@ -101,6 +101,9 @@ pub enum Error {
     /// An invalid value for a parameter or a bound parameter that cannot be decoded.
     #[error("{0}")]
     InvalidParameter(String),
+    /// `SET TimeZone` to a zone that does not exist.
+    #[error("invalid value for parameter \"TimeZone\": \"{0}\"")]
+    InvalidTimeZone(String),
     /// A statement that needs a transaction block, outside one.
     #[error("{0} can only be used in transaction blocks")]
     NoTransaction(&'static str),
@@ -231,7 +234,7 @@ impl Error {
             Error::ReadOnly(_) => "25006",
             Error::InFailedTransaction => "25P02",
             Error::UnknownSetting(_) => "42704",
-            Error::InvalidParameter(_) => "22023",
+            Error::InvalidParameter(_) | Error::InvalidTimeZone(_) => "22023",
             Error::NoTransaction(_) => "25P01",
             Error::UnknownCursor(_) => "34000",
             Error::DuplicateCursor(_) => "42P03",
@@ -276,6 +279,9 @@ impl Error {
             Error::UnknownSetting(_) => {
                 Some("SHOW ALL lists the parameters kpitables knows".into())
             }
+            Error::InvalidTimeZone(_) => Some(
+                "use a time zone name such as 'Asia/Shanghai', 'Europe/Berlin' or 'UTC'".into(),
+            ),
             Error::UnknownDatabase(_) => Some("connect to the database \"kpitables\"".into()),
             Error::Internal(_) => Some("this is a bug in kpitables; please report it".into()),
             Error::Source { failure, .. } => match failure {

@@ -29,5 +29,6 @@ pub mod session;
 pub mod sources;
 pub mod sql;
 pub mod temp;
+pub mod time_zone;
 pub mod types;
 pub mod wire;

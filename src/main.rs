@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             out,
             into: Some(url),
             model_out: Some(model_out),
+            ..
         } => {
             let target = demo::into_warehouse::Target::parse(&url)?;
             ensure_demo_data(&out)?;
@@ -83,7 +84,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("kpitables serve --model {}", model_out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { out, .. } => {
+        Command::Demo {
+            out, if_outdated, ..
+        } => {
+            if if_outdated && demo::is_complete(&out) {
+                println!("demo data in {} is up to date", out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let summary = generate(&out)?;
             println!(
                 "demo data written to {}: {} orders, {} order lines",

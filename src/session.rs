@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::time_zone::TimeZone;
 
 /// Settings clients read and write, with PostgreSQL's defaults.
 /// `(name, default, reported to the client as ParameterStatus)`.
@@ -68,28 +69,52 @@ pub struct Session {
     /// Process id reported in BackendKeyData.
     pub pid: i32,
     settings: Mutex<BTreeMap<String, String>>,
+    /// The settings as the session started (server defaults, then the client's startup
+    /// parameters): what `RESET` returns to.
+    initial: BTreeMap<String, String>,
 }
 
 impl Session {
-    /// A new session for `user` with the given startup parameters applied.
-    pub fn new(user: impl Into<String>, pid: i32, startup: &[(String, String)]) -> Session {
+    /// A new session for `user` whose `TimeZone` is `time_zone` (the model's default)
+    /// unless the startup parameters (applied next) set another valid one.
+    pub fn new(
+        user: impl Into<String>,
+        pid: i32,
+        time_zone: TimeZone,
+        startup: &[(String, String)],
+    ) -> Session {
         let user = user.into();
         let mut settings: BTreeMap<String, String> = SETTINGS
             .iter()
             .map(|(n, v, _)| (n.to_string(), v.to_string()))
             .collect();
         settings.insert("session_authorization".into(), user.clone());
+        settings.insert("timezone".into(), time_zone.to_string());
         for (name, value) in startup {
             let name = name.to_lowercase();
-            if settings.contains_key(&name) || name.contains('.') {
+            if name == "timezone" {
+                // An unknown zone from a driver keeps the server default.
+                if let Some(tz) = TimeZone::parse(value) {
+                    settings.insert(name, tz.to_string());
+                }
+            } else if settings.contains_key(&name) || name.contains('.') {
                 settings.insert(name, value.clone());
             }
         }
         Session {
             user,
             pid,
+            initial: settings.clone(),
             settings: Mutex::new(settings),
         }
+    }
+
+    /// The session's `TimeZone`: where `timestamptz` values are bucketed and printed.
+    pub fn time_zone(&self) -> TimeZone {
+        self.get("timezone")
+            .ok()
+            .and_then(|t| TimeZone::parse(&t))
+            .unwrap_or_default()
     }
 
     /// The value of a setting.
@@ -126,7 +151,7 @@ impl Session {
                 "parameter \"{name}\" cannot be changed"
             )));
         }
-        let value = normalize_value(&name, value);
+        let value = normalize_value(&name, value)?;
         let mut settings = self
             .settings
             .lock()
@@ -137,7 +162,7 @@ impl Session {
             .map(|(n, _, _)| display_name(n).to_string()))
     }
 
-    /// Reset one setting (or all with `None`) to its default.
+    /// Reset one setting (or all with `None`) to its value at the start of the session.
     pub fn reset(&self, name: Option<&str>) -> Result<Vec<String>> {
         let mut reported = Vec::new();
         let mut settings = self
@@ -146,7 +171,8 @@ impl Session {
             .map_err(|_| Error::Internal("settings lock poisoned".into()))?;
         for (n, default, report) in SETTINGS {
             if name.is_none_or(|x| x.eq_ignore_ascii_case(n)) {
-                settings.insert(n.to_string(), default.to_string());
+                let initial = self.initial.get(*n).map_or(*default, String::as_str);
+                settings.insert(n.to_string(), initial.to_string());
                 if *report {
                     reported.push(display_name(n).to_string());
                 }
@@ -173,9 +199,13 @@ impl Session {
     }
 }
 
-fn normalize_value(name: &str, value: &str) -> String {
-    match name {
-        "timezone" if value.eq_ignore_ascii_case("utc") || value == "Etc/UTC" => "UTC".into(),
+fn normalize_value(name: &str, value: &str) -> Result<String> {
+    Ok(match name {
+        "timezone" => match TimeZone::parse(value) {
+            Some(tz) if tz.is_utc() && value.eq_ignore_ascii_case("utc") => "UTC".into(),
+            Some(tz) => tz.to_string(),
+            None => return Err(Error::InvalidTimeZone(value.to_string())),
+        },
         "client_encoding"
             if value.eq_ignore_ascii_case("utf8")
                 || value.eq_ignore_ascii_case("utf-8")
@@ -184,5 +214,5 @@ fn normalize_value(name: &str, value: &str) -> String {
             "UTF8".into()
         }
         _ => value.to_string(),
-    }
+    })
 }

@@ -293,7 +293,7 @@ async fn a_dimension_not_reachable_from_a_metric_is_refused_with_the_reason() {
     )
     .await
     .expect("model loads");
-    let session = Session::new("t", 1, &[]);
+    let session = Session::new("t", 1, Default::default(), &[]);
     let facts = SessionFacts {
         session: &session,
         database: "kpitables",
@@ -643,5 +643,26 @@ metrics = ["amount_share"]
             "model.toml:51:12: view \"v\": metric \"amount_share\" (table \"lines\") reaches dimension \"region\" (table \"stores\") by 2 different join paths of the same length"
         ),
         "{message}"
+    );
+}
+
+#[test]
+fn the_model_time_zone_must_be_a_zone_and_set_once() {
+    let model = |zone: &str| format!("[model]\ntime_zone = \"{zone}\"\n");
+    assert!(issues(&[("m.toml", GOOD), ("zone.toml", &model("Asia/Shanghai"))]).is_empty());
+    assert_eq!(
+        issues(&[("m.toml", GOOD), ("zone.toml", &model("Asia/Shangai"))]),
+        vec![
+            "zone.toml:2:13: unknown time zone \"Asia/Shangai\": use an IANA name such as \"Asia/Shanghai\" or \"UTC\""
+        ]
+    );
+    assert_eq!(
+        issues(&[
+            ("m.toml", &format!("{GOOD}\n{}", model("UTC"))),
+            ("zone.toml", &model("Europe/Berlin"))
+        ]),
+        vec![
+            "zone.toml:2:13: the model's time_zone is set in more than one [model] section: keep one"
+        ]
     );
 }

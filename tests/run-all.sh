@@ -69,10 +69,8 @@ cargo build --bins --tests --benches
 BIN=$CARGO_TARGET_DIR/debug/kpitables
 export KPITABLES_BIN=$BIN
 
-if [ ! -f data/demo/_SUCCESS ] || [ ! -f data/demo/targets.csv ]; then
-  step "generating the demo data"
-  "$BIN" demo --out data/demo
-fi
+step "demo data"
+"$BIN" demo --out data/demo --if-outdated
 
 step "cargo test"
 cargo test --no-fail-fast 2>&1 | tee "$CACHE/cargo-test.log"

@@ -52,6 +52,7 @@ const MODEL_FILES: &[(&str, &str)] = &[
         include_str!("../../semantic/demo/segments.toml"),
     ),
     ("views.toml", include_str!("../../semantic/demo/views.toml")),
+    ("model.toml", include_str!("../../semantic/demo/model.toml")),
 ];
 const DEMO_TABLES: &str = include_str!("../../semantic/demo/tables.toml");
 
@@ -313,7 +314,9 @@ pub fn mysql_type(data_type: &DataType) -> String {
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Date32 => "DATE".into(),
-        DataType::Timestamp(_, _) => "DATETIME(6)".into(),
+        // An instant (kpitables' MySQL sessions run in UTC), read back as a timestamptz.
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP(6) NULL".into(),
+        DataType::Timestamp(_, None) => "DATETIME(6)".into(),
         _ => "VARCHAR(255)".into(),
     }
 }
@@ -331,9 +334,14 @@ fn formatters<'a>(
         .collect()
 }
 
+/// How an instant is written for PostgreSQL (with its offset).
+const INSTANT_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f%:z";
+/// How an instant is written for MySQL: UTC wall-clock time (the loading session's zone).
+const INSTANT_FORMAT_UTC: &str = "%Y-%m-%d %H:%M:%S%.6f";
+
 /// Rows of `batch` in PostgreSQL's COPY text format.
 fn copy_text(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let options = FormatOptions::default();
+    let options = FormatOptions::default().with_timestamp_tz_format(Some(INSTANT_FORMAT));
     let formatters = formatters(batch, &options)?;
     let mut out = String::with_capacity(batch.num_rows() * 64);
     for row in 0..batch.num_rows() {
@@ -366,7 +374,7 @@ fn insert_statements(
     batch: &RecordBatch,
     per_statement: usize,
 ) -> Result<Vec<String>> {
-    let options = FormatOptions::default();
+    let options = FormatOptions::default().with_timestamp_tz_format(Some(INSTANT_FORMAT_UTC));
     let formatters = formatters(batch, &options)?;
     let mut statements = Vec::new();
     let mut start = 0;

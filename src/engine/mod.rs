@@ -120,6 +120,9 @@ impl Engine {
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
+            crate::time_zone::LocalTime::default(),
+        ));
         let has_warehouse = model.sources.iter().any(|s| s.kind.is_warehouse());
         let schemas = sources::register_tables(&ctx, &model, model_dir).await?;
         let mut semantics = bind::bind(model, &schemas)?;
@@ -165,6 +168,7 @@ impl Engine {
             catalog_tables: &self.catalog_tables,
             database: &self.database,
             temp_tables: &temp_names,
+            time_zone: facts.session.time_zone(),
         };
         let overlay;
         let ctx = match &facts.temp_tables {
@@ -411,6 +415,7 @@ async fn infer_types(
             d.data_type = data_type;
         }
     }
+    bind::add_day_grains(semantics);
     let mut column_types = Vec::new();
     for (vi, view) in semantics.views.iter().enumerate() {
         for (ci, column) in view.columns.iter().enumerate() {
@@ -474,6 +479,7 @@ async fn column_type(
         catalog_tables,
         database,
         temp_tables: &no_temp_tables,
+        time_zone: semantics.time_zone,
     };
     let plan = plan_statement(ctx, statement, &cx).await.map_err(|e| {
         Error::Model(vec![crate::error::ModelIssue {

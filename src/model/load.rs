@@ -125,4 +125,8 @@ fn merge(model: &mut Model, file: ModelFile, index: usize) {
         v.file = index;
         v
     }));
+    if let Some(mut settings) = file.model {
+        settings.file = index;
+        model.settings.push(settings);
+    }
 }

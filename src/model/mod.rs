@@ -28,6 +28,8 @@ pub struct Model {
     pub segments: Vec<Segment>,
     /// The virtual tables clients see.
     pub views: Vec<View>,
+    /// `[model]` sections (at most one is valid).
+    pub settings: Vec<ModelSettings>,
     /// Files the model was read from (path and text), indexed by the `file` field of
     /// every item; used to report positions.
     pub files: load::SourceTexts,
@@ -55,6 +57,21 @@ pub struct ModelFile {
     /// `[[views]]` entries.
     #[serde(default)]
     pub views: Vec<View>,
+    /// The `[model]` section.
+    #[serde(default)]
+    pub model: Option<ModelSettings>,
+}
+
+/// Settings of the whole model (`[model]`, in one file of the directory).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// The time zone `timestamptz` dimensions are bucketed in when the session does not
+    /// set `TimeZone` (an IANA name such as `Asia/Shanghai`; default `UTC`).
+    pub time_zone: Option<Spanned<String>>,
+    /// Index of the file it was read from.
+    #[serde(skip)]
+    pub file: usize,
 }
 
 /// Where a table's rows come from.
@@ -578,6 +595,16 @@ pub fn is_plain_identifier(name: &str) -> bool {
 }
 
 impl Model {
+    /// The model's default time zone (`[model] time_zone`; UTC when unset or invalid,
+    /// which validation reports).
+    pub fn time_zone(&self) -> crate::time_zone::TimeZone {
+        self.settings
+            .iter()
+            .find_map(|s| s.time_zone.as_ref())
+            .and_then(|t| crate::time_zone::TimeZone::parse(t.get_ref()))
+            .unwrap_or_default()
+    }
+
     /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&Table> {
         self.tables.iter().find(|t| t.name.get_ref() == name)

@@ -112,6 +112,29 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         model.views.iter().map(|v| (v.file, &v.name)),
     );
 
+    let zones = model
+        .settings
+        .iter()
+        .filter_map(|s| s.time_zone.as_ref().map(|z| (s, z)));
+    for (i, (settings, zone)) in zones.enumerate() {
+        if i > 0 {
+            c.at(
+                settings.file,
+                zone,
+                "the model's time_zone is set in more than one [model] section: keep one",
+            );
+        } else if crate::time_zone::TimeZone::parse(zone.get_ref()).is_none() {
+            c.at(
+                settings.file,
+                zone,
+                format!(
+                    "unknown time zone \"{}\": use an IANA name such as \"Asia/Shanghai\" or \"UTC\"",
+                    zone.get_ref()
+                ),
+            );
+        }
+    }
+
     let source_names = || model.sources.iter().map(|s| s.name.get_ref().as_str());
     let table_names = || model.tables.iter().map(|t| t.name.get_ref().as_str());
     let dimension_names = || model.dimensions.iter().map(|d| d.name.get_ref().as_str());

@@ -213,7 +213,8 @@ pub fn rewrite_block(
     } = outer;
 
     // 6. The derived table.
-    let inner = |e: &Expr| -> Result<InnerExpr> { InnerExpr::new(e, view, cx.semantics) };
+    let inner =
+        |e: &Expr| -> Result<InnerExpr> { InnerExpr::new(e, view, cx.semantics, cx.time_zone) };
     let spec = DerivedSpec {
         view,
         grain: grain.iter().map(inner).collect::<Result<_>>()?,
@@ -222,6 +223,7 @@ pub fn rewrite_block(
         filters: inner_filters.iter().map(inner).collect::<Result<_>>()?,
         view_grain: grain.clone(),
         view_filters: inner_filters.clone(),
+        time_zone: cx.time_zone,
     };
     report.metrics.extend(named);
     let derived = build_derived(&spec, cx.semantics)?;

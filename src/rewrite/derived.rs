@@ -27,6 +27,7 @@ use crate::bind::{AggregateDef, BoundDimension, BoundView, ColumnKind, Semantics
 use crate::error::{Error, Result};
 use crate::model::{Aggregation, TimeGrain, Window};
 use crate::sources::BASE_SCHEMA;
+use crate::time_zone::TimeZone;
 
 /// The marker aggregate `kp_view_rows(d1, d2, ...)`: the number of distinct combinations
 /// of its arguments in each group of the grain (the view's rows, for `COUNT(*)`). The
@@ -47,24 +48,34 @@ pub struct InnerExpr {
 
 impl InnerExpr {
     /// Translate `expr` (canonical view column references) to base tables.
-    pub fn new(expr: &Expr, view: &BoundView, semantics: &Semantics) -> Result<InnerExpr> {
-        InnerExpr::translate(expr, view, semantics, None, None)
+    pub fn new(
+        expr: &Expr,
+        view: &BoundView,
+        semantics: &Semantics,
+        time_zone: TimeZone,
+    ) -> Result<InnerExpr> {
+        InnerExpr::translate(expr, view, semantics, time_zone, None, None)
     }
 
     /// Translate `expr` for the rows of table `fact` (whose own columns give the
     /// dimensions it carries), with the values of one time dimension moved forward by an
     /// interval (`shift`: dimension name, SQL interval literal): the rows of an earlier
     /// period then fall in the group and filters of the period they are compared with.
+    /// Time grains of `timestamptz` dimensions (and `date_trunc`, `date_part`, `EXTRACT`,
+    /// `to_char` and casts to a date or time of them) are computed in local time of
+    /// `time_zone`, as PostgreSQL does in the session's `TimeZone`.
     pub fn translate(
         expr: &Expr,
         view: &BoundView,
         semantics: &Semantics,
+        time_zone: TimeZone,
         shift: Option<(&str, &str)>,
         fact: Option<&str>,
     ) -> Result<InnerExpr> {
         struct Sub<'a> {
             view: &'a BoundView,
             semantics: &'a Semantics,
+            time_zone: TimeZone,
             shift: Option<(&'a str, &'a str)>,
             carried: Option<&'a std::collections::HashMap<String, crate::bind::BoundExpr>>,
             tables: BTreeSet<String>,
@@ -73,6 +84,23 @@ impl InnerExpr {
         impl VisitorMut for Sub<'_> {
             type Break = ();
             fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+                if let Some(value) = local_time_argument(expr)
+                    && let Expr::Identifier(ident) = value
+                    && ident.quote_style.is_none()
+                    && let Some(ColumnKind::Dimension(d)) =
+                        self.view.column(&ident.value).map(|c| &c.kind)
+                    && self.semantics.dimensions.get(d).is_some_and(is_zoned)
+                {
+                    let local = local_time_sql(&ident.to_string(), self.time_zone);
+                    match parse_expr(&local) {
+                        Ok(e) => *value = e,
+                        Err(e) => {
+                            self.error = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    return ControlFlow::Continue(());
+                }
                 let Expr::Identifier(ident) = expr else {
                     return ControlFlow::Continue(());
                 };
@@ -119,6 +147,9 @@ impl InnerExpr {
                     .unwrap_or(&dim.expr);
                 self.tables.extend(source.tables.iter().cloned());
                 let mut base = source.expr.to_string();
+                if matches!(kind, ColumnKind::TimeGrain(..)) && is_zoned(dim) {
+                    base = local_time_sql(&base, self.time_zone);
+                }
                 if let Some((time, interval)) = self.shift
                     && time == dim_name
                 {
@@ -149,6 +180,7 @@ impl InnerExpr {
         let mut sub = Sub {
             view,
             semantics,
+            time_zone,
             shift,
             carried: fact.and_then(|f| semantics.table_dimensions.get(f)),
             tables: BTreeSet::new(),
@@ -163,6 +195,58 @@ impl InnerExpr {
             tables: sub.tables,
             dimensions: dimension_names(expr, view),
         })
+    }
+}
+
+/// Is the dimension a `timestamptz` (bucketed in local time)?
+fn is_zoned(dim: &BoundDimension) -> bool {
+    matches!(dim.data_type, DataType::Timestamp(_, Some(_)))
+}
+
+/// A `timestamptz` value as the local time (a timestamp without time zone) in
+/// `time_zone` ([`crate::time_zone::LocalTime`]; each source dialect writes it as its own
+/// conversion).
+fn local_time_sql(value: &str, time_zone: TimeZone) -> String {
+    format!(
+        "{}(({value}), '{}')",
+        crate::time_zone::LOCAL_TIME,
+        time_zone.sql_name()
+    )
+}
+
+/// The operand of an expression whose value PostgreSQL computes in the session's time
+/// zone when it is a `timestamptz`: `date_trunc(unit, x)`, `date_part(unit, x)`,
+/// `EXTRACT(field FROM x)`, `to_char(x, template)`, `CAST(x AS date | time | timestamp)`.
+fn local_time_argument(expr: &mut Expr) -> Option<&mut Expr> {
+    use datafusion::sql::sqlparser::ast::{
+        DataType as SqlType, FunctionArg, FunctionArgExpr, FunctionArguments, TimezoneInfo,
+    };
+    match expr {
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_lowercase();
+            let position = match name.as_str() {
+                "date_trunc" | "date_part" => 1,
+                "to_char" => 0,
+                _ => return None,
+            };
+            let FunctionArguments::List(list) = &mut f.args else {
+                return None;
+            };
+            match list.args.get_mut(position)? {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            }
+        }
+        Expr::Extract { expr, .. } => Some(expr),
+        Expr::Cast {
+            expr,
+            data_type:
+                SqlType::Date
+                | SqlType::Time(..)
+                | SqlType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone),
+            ..
+        } => Some(expr),
+        _ => None,
     }
 }
 
@@ -263,6 +347,35 @@ pub struct DerivedSpec<'a> {
     pub view_grain: Vec<Expr>,
     /// The row filters as view expressions.
     pub view_filters: Vec<Expr>,
+    /// The session's time zone (local time of `timestamptz` grains).
+    pub time_zone: TimeZone,
+}
+
+impl DerivedSpec<'_> {
+    /// The grain and the row filters translated again for the rows of table `fact`
+    /// (dimensions it carries in its own columns), with the time dimension moved by
+    /// `shift` if given.
+    fn translate_for(
+        &self,
+        semantics: &Semantics,
+        shift: Option<(&str, &str)>,
+        fact: &str,
+    ) -> Result<(Vec<InnerExpr>, Vec<InnerExpr>)> {
+        let translate = |e: &Expr| {
+            InnerExpr::translate(e, self.view, semantics, self.time_zone, shift, Some(fact))
+        };
+        let grain = self
+            .view_grain
+            .iter()
+            .map(translate)
+            .collect::<Result<_>>()?;
+        let filters = self
+            .view_filters
+            .iter()
+            .map(translate)
+            .collect::<Result<_>>()?;
+        Ok((grain, filters))
+    }
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {
@@ -367,18 +480,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         match transform {
             Transform::Plain if semantics.table_dimensions.contains_key(fact) => {
                 // The fact carries dimensions in its own columns: translate for it.
-                let translate =
-                    |e: &Expr| InnerExpr::translate(e, spec.view, semantics, None, Some(fact));
-                let grain: Vec<InnerExpr> = spec
-                    .view_grain
-                    .iter()
-                    .map(translate)
-                    .collect::<Result<_>>()?;
-                let filters: Vec<InnerExpr> = spec
-                    .view_filters
-                    .iter()
-                    .map(translate)
-                    .collect::<Result<_>>()?;
+                let (grain, filters) = spec.translate_for(semantics, None, fact)?;
                 parts.push(grouped_part(
                     spec, semantics, fact, js, &defs, false, &grain, &filters,
                 )?);
@@ -405,18 +507,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             }
             Transform::Shift { time, interval } => {
                 let shift = Some((time.as_str(), interval.as_str()));
-                let translate =
-                    |e: &Expr| InnerExpr::translate(e, spec.view, semantics, shift, Some(fact));
-                let grain: Vec<InnerExpr> = spec
-                    .view_grain
-                    .iter()
-                    .map(translate)
-                    .collect::<Result<_>>()?;
-                let filters: Vec<InnerExpr> = spec
-                    .view_filters
-                    .iter()
-                    .map(translate)
-                    .collect::<Result<_>>()?;
+                let (grain, filters) = spec.translate_for(semantics, shift, fact)?;
                 let mut part =
                     grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
                 part.primary = false;
@@ -633,7 +724,10 @@ fn window_part(
     needed.extend(dim.expr.tables.iter().cloned());
     needed.extend(def.tables.iter().cloned());
     let from = from_clause(fact, &needed, spec, &names, semantics)?;
-    let time_sql = dim.expr.expr.to_string();
+    let mut time_sql = dim.expr.expr.to_string();
+    if is_zoned(dim) {
+        time_sql = local_time_sql(&time_sql, spec.time_zone);
+    }
     let value = aggregate_value(def);
     let mut items: Vec<String> = others
         .iter()
@@ -761,6 +855,7 @@ fn row_count_part(
         filters: spec.filters.clone(),
         view_grain: Vec::new(),
         view_filters: Vec::new(),
+        time_zone: spec.time_zone,
     };
     let table = base_table(&row_spec, semantics, &needed)?;
     let from = from_clause(&table, &needed, spec, &[], semantics)?;

@@ -27,6 +27,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::bind::{BoundView, Semantics};
 use crate::error::{Error, Result, did_you_mean};
+use crate::time_zone::TimeZone;
 
 /// What the rewrite needs to know besides the model.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct RewriteContext<'a> {
     pub database: &'a str,
     /// The session's temporary tables (searched first, as `pg_temp` is in PostgreSQL).
     pub temp_tables: &'a HashSet<String>,
+    /// The session's `TimeZone`: `timestamptz` dimensions are bucketed in its local time.
+    pub time_zone: TimeZone,
 }
 
 /// What a rewrite touched, for tracing and audit.

@@ -5,6 +5,9 @@
 //! MySQL-protocol source would answer differently from PostgreSQL (and the embedded
 //! engine), the statement is corrected here:
 //!
+//! - `kp_local_time(x, zone)` (a `timestamptz` as local time, see
+//!   [`crate::time_zone::LocalTime`]) is `x AT TIME ZONE zone` in PostgreSQL and
+//!   `CONVERT_TZ(x, '+00:00', zone)` in MySQL (whose sessions run in UTC);
 //! - `date_trunc(grain, x)` does not exist in MySQL: it becomes the equivalent date
 //!   arithmetic (weeks start on Monday, as ISO and PostgreSQL have it);
 //! - MySQL sorts NULLs first in ascending order and has no `NULLS FIRST/LAST`: each sort
@@ -30,8 +33,95 @@ use datafusion::sql::sqlparser::dialect::MySqlDialect as ParserDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::unparser::Unparser;
 use datafusion::sql::unparser::dialect::{
-    DateFieldExtractStyle, Dialect, IntervalStyle, MySqlDialect,
+    DateFieldExtractStyle, Dialect, DistinctFromStyle, IntervalStyle, MySqlDialect,
+    PostgreSqlDialect,
 };
+
+use crate::time_zone::LOCAL_TIME;
+
+/// The dialect pushed-down statements are written in for PostgreSQL sources.
+pub fn postgres() -> Arc<dyn Dialect> {
+    Arc::new(Postgres)
+}
+
+/// DataFusion's PostgreSQL dialect, plus `kp_local_time`.
+struct Postgres;
+
+impl Dialect for Postgres {
+    fn use_array_keyword_for_array_literals(&self) -> bool {
+        PostgreSqlDialect {}.use_array_keyword_for_array_literals()
+    }
+    fn supports_qualify(&self) -> bool {
+        PostgreSqlDialect {}.supports_qualify()
+    }
+    fn requires_derived_table_alias(&self) -> bool {
+        PostgreSqlDialect {}.requires_derived_table_alias()
+    }
+    fn supports_empty_select_list(&self) -> bool {
+        PostgreSqlDialect {}.supports_empty_select_list()
+    }
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        PostgreSqlDialect {}.identifier_quote_style(identifier)
+    }
+    fn interval_style(&self) -> IntervalStyle {
+        PostgreSqlDialect {}.interval_style()
+    }
+    fn float64_ast_dtype(&self) -> ast::DataType {
+        PostgreSqlDialect {}.float64_ast_dtype()
+    }
+    fn int8_cast_dtype(&self) -> ast::DataType {
+        PostgreSqlDialect {}.int8_cast_dtype()
+    }
+    fn distinct_from_style(&self) -> DistinctFromStyle {
+        PostgreSqlDialect {}.distinct_from_style()
+    }
+    fn scalar_function_to_sql_overrides(
+        &self,
+        unparser: &Unparser,
+        func_name: &str,
+        args: &[Expr],
+    ) -> Result<Option<SqlExpr>> {
+        if func_name == LOCAL_TIME {
+            let Some((value, zone)) = local_time_args(unparser, args)? else {
+                return Ok(None);
+            };
+            // An offset is an interval (east positive); a text offset would be POSIX.
+            let zone = if zone.starts_with(['+', '-']) {
+                format!("INTERVAL '{zone}'")
+            } else {
+                format!("'{zone}'")
+            };
+            let zone = Parser::new(&datafusion::sql::sqlparser::dialect::PostgreSqlDialect {})
+                .try_with_sql(&zone)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            return Ok(Some(SqlExpr::Nested(Box::new(SqlExpr::AtTimeZone {
+                timestamp: Box::new(value),
+                time_zone: Box::new(zone),
+            }))));
+        }
+        PostgreSqlDialect {}.scalar_function_to_sql_overrides(unparser, func_name, args)
+    }
+}
+
+/// The operands of `kp_local_time(value, 'zone')`: the value as SQL and the zone.
+fn local_time_args(unparser: &Unparser, args: &[Expr]) -> Result<Option<(SqlExpr, String)>> {
+    let [value, Expr::Literal(zone, _)] = args else {
+        return Ok(None);
+    };
+    let zone = match zone {
+        ScalarValue::Utf8(Some(z))
+        | ScalarValue::Utf8View(Some(z))
+        | ScalarValue::LargeUtf8(Some(z))
+            if z.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c)) =>
+        {
+            z.clone()
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((unparser.expr_to_sql(value)?, zone)))
+}
 
 /// The dialect pushed-down statements are written in for MySQL-protocol sources.
 pub fn mysql() -> Arc<dyn Dialect> {
@@ -65,7 +155,7 @@ impl Dialect for Mysql {
     fn date_field_extract_style(&self) -> DateFieldExtractStyle {
         DateFieldExtractStyle::Extract
     }
-    fn distinct_from_style(&self) -> datafusion::sql::unparser::dialect::DistinctFromStyle {
+    fn distinct_from_style(&self) -> DistinctFromStyle {
         MySqlDialect {}.distinct_from_style()
     }
     fn int64_cast_dtype(&self) -> ast::DataType {
@@ -87,6 +177,14 @@ impl Dialect for Mysql {
         args: &[Expr],
     ) -> Result<Option<SqlExpr>> {
         match (func_name, args) {
+            (LOCAL_TIME, _) => {
+                let Some((value, zone)) = local_time_args(unparser, args)? else {
+                    return Ok(None);
+                };
+                Ok(Some(parse_expr(&format!(
+                    "CONVERT_TZ({value}, '+00:00', '{zone}')"
+                ))?))
+            }
             ("date_trunc", [Expr::Literal(grain, _), value]) => {
                 let grain = match grain {
                     ScalarValue::Utf8(Some(g))

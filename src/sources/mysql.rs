@@ -84,6 +84,23 @@ impl Mysql {
             )
             .await
             .map_err(|e| self.settings.error(failure(&e)))?;
+        if rows.iter().any(|r| r.1.eq_ignore_ascii_case("timestamp")) {
+            // Buckets of a TIMESTAMP column in a named zone use CONVERT_TZ, which gives
+            // NULL when the server has no time zone tables.
+            let missing: Option<Option<i64>> = conn
+                .query_first(
+                    "SELECT CAST(CONVERT_TZ('2000-01-01 00:00:00', '+00:00', 'Europe/Berlin') IS NULL AS SIGNED)",
+                )
+                .await
+                .unwrap_or(None);
+            if missing == Some(Some(1)) {
+                tracing::warn!(
+                    source = %self.settings.name,
+                    table,
+                    "the MySQL server has no time zone tables: TIMESTAMP grains in a named time zone would be NULL; load them (mysql_tzinfo_to_sql /usr/share/zoneinfo | mysql mysql) or use UTC"
+                );
+            }
+        }
         Ok(rows
             .into_iter()
             .map(

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
-use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
+use datafusion::sql::unparser::dialect::Dialect;
 use datafusion_federation::sql::SQLExecutor;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::TryStreamExt;
@@ -227,7 +227,7 @@ impl SQLExecutor for Postgres {
     }
 
     fn dialect(&self) -> Arc<dyn Dialect> {
-        Arc::new(PostgreSqlDialect {})
+        super::dialect::postgres()
     }
 
     fn execute(

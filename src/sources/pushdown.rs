@@ -256,6 +256,7 @@ fn scalar_supported(kind: SourceKind, name: &str) -> bool {
         "ascii",
         "date_trunc",
         "date_part",
+        crate::time_zone::LOCAL_TIME,
         "now",
         "current_date",
         "pi",

@@ -676,7 +676,7 @@ mod tests {
     use super::*;
 
     fn rewrite(sql: &str) -> String {
-        let session = Session::new("ann", 7, &[]);
+        let session = Session::new("ann", 7, crate::time_zone::TimeZone::default(), &[]);
         let facts = SessionFacts {
             session: &session,
             database: "kpitables",

@@ -759,7 +759,7 @@ fn classify_set(set: Set) -> Result<Command> {
         }
         Set::SetTimeZone { value, .. } => Ok(Command::Set {
             name: "timezone".into(),
-            value: set_value(std::slice::from_ref(&value)),
+            value: time_zone_value(&value),
         }),
         Set::SetNames { charset_name, .. } => Ok(Command::Set {
             name: "client_encoding".into(),
@@ -776,6 +776,36 @@ fn classify_set(set: Set) -> Result<Command> {
 }
 
 /// The text of a SET value list, or None for DEFAULT.
+/// The value of `SET TIME ZONE x`: `LOCAL` and `DEFAULT` reset it; a number is hours east
+/// of Greenwich (SQL standard), written as the POSIX offset the setting reads.
+fn time_zone_value(value: &Expr) -> Option<String> {
+    let number = match value {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<f64>().ok(),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: datafusion::sql::sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n.parse::<f64>().ok().map(|n| -n),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(hours) = number {
+        // Hours east → POSIX (west positive) `-H:MM`.
+        let minutes = (hours * 60.0).round() as i64;
+        let sign = if minutes > 0 { '-' } else { '+' };
+        let minutes = minutes.abs();
+        return Some(format!("{sign}{}:{:02}", minutes / 60, minutes % 60));
+    }
+    set_value(std::slice::from_ref(value)).filter(|v| !v.eq_ignore_ascii_case("local"))
+}
+
 fn set_value(values: &[Expr]) -> Option<String> {
     let parts: Vec<String> = values
         .iter()

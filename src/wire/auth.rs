@@ -11,7 +11,8 @@ use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, ServerParameterProvider,
+    StartupHandler,
 };
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -19,6 +20,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::config::Config;
 use crate::session::Session;
+use crate::time_zone::TimeZone;
 
 const SCRAM_ITERATIONS: usize = 4096;
 
@@ -83,44 +85,74 @@ impl AuthSource for PlainSource {
 }
 
 enum Inner {
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
-    Plain(Box<CleartextPasswordAuthStartupHandler<PlainSource, DefaultServerParameterProvider>>),
+    Scram(Box<SASLAuthStartupHandler<Parameters>>),
+    Plain(Box<CleartextPasswordAuthStartupHandler<PlainSource, Parameters>>),
 }
 
 /// The startup handler of every connection.
 pub struct Startup {
     inner: Inner,
     database: String,
+    time_zone: TimeZone,
 }
 
-fn parameters() -> DefaultServerParameterProvider {
+/// The ParameterStatus values sent once the client is in: PostgreSQL's, with the
+/// session's `TimeZone` (the client's startup `TimeZone` when it names a zone, else the
+/// model's default).
+struct Parameters {
+    base: DefaultServerParameterProvider,
+    time_zone: TimeZone,
+}
+
+impl ServerParameterProvider for Parameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let mut params = self.base.server_parameters(client)?;
+        let time_zone = startup_settings(client.metadata())
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case("timezone"))
+            .and_then(|(_, v)| TimeZone::parse(v))
+            .unwrap_or(self.time_zone);
+        params.insert("TimeZone".into(), time_zone.to_string());
+        Some(params)
+    }
+}
+
+fn parameters(time_zone: TimeZone) -> Parameters {
     let mut p = DefaultServerParameterProvider::default();
     p.server_version = "15.0".into();
     p.date_style = "ISO, MDY".into();
-    p.time_zone = "UTC".into();
     p.is_superuser = false;
     p.default_transaction_read_only = true;
     p.search_path = "\"$user\", public".into();
-    p
+    Parameters { base: p, time_zone }
 }
 
 impl Startup {
-    /// A startup handler for `config`, registering connections with `manager` (cancel).
+    /// A startup handler for `config`, registering connections with `manager` (cancel);
+    /// sessions start in `time_zone` (the model's default) unless the client names one.
     pub fn new(
         config: &Config,
         credentials: Arc<Credentials>,
         manager: Arc<ConnectionManager>,
+        time_zone: TimeZone,
     ) -> Startup {
         let inner = if config.allow_cleartext_passwords {
             Inner::Plain(Box::new(
-                CleartextPasswordAuthStartupHandler::new(PlainSource(credentials), parameters())
-                    .with_connection_manager(manager),
+                CleartextPasswordAuthStartupHandler::new(
+                    PlainSource(credentials),
+                    parameters(time_zone),
+                )
+                .with_connection_manager(manager),
             ))
         } else {
             let mut scram = ScramAuth::new(Arc::new(ScramSource(credentials)));
             scram.set_iterations(SCRAM_ITERATIONS);
             Inner::Scram(Box::new(
-                SASLAuthStartupHandler::new(Arc::new(parameters()))
+                SASLAuthStartupHandler::new(Arc::new(parameters(time_zone)))
                     .with_scram(scram)
                     .with_connection_manager(manager),
             ))
@@ -128,6 +160,7 @@ impl Startup {
         Startup {
             inner,
             database: config.database.clone(),
+            time_zone,
         }
     }
 }
@@ -159,14 +192,7 @@ impl StartupHandler for Startup {
                     format!("database \"{database}\" does not exist"),
                 ))));
             }
-            startup_parameters = startup
-                .parameters
-                .iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "user" | "database" | "options" | "replication")
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            startup_parameters = startup_settings(&startup.parameters);
         }
         let outcome = match &self.inner {
             Inner::Scram(h) => h.on_startup(client, message).await,
@@ -206,10 +232,42 @@ impl StartupHandler for Startup {
             tracing::info!(user = %user, pid, "authenticated");
             client
                 .session_extensions()
-                .insert(Session::new(user, pid, &params));
+                .insert(Session::new(user, pid, self.time_zone, &params));
         }
         Ok(())
     }
+}
+
+/// The settings a startup message sets: its parameters other than the connection's
+/// identity, then those of `options` (`-c name=value` or `--name=value`, as libpq's
+/// `options` and `PGOPTIONS` send them), which PostgreSQL applies last.
+fn startup_settings<'a>(
+    parameters: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(String, String)> {
+    let mut options = None;
+    let mut settings: Vec<(String, String)> = parameters
+        .into_iter()
+        .inspect(|(k, v)| {
+            if k.as_str() == "options" {
+                options = Some(v.to_string());
+            }
+        })
+        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(options) = options {
+        let mut words = options.split_whitespace();
+        while let Some(word) = words.next() {
+            let setting = match word {
+                "-c" => words.next(),
+                w => w.strip_prefix("-c").or_else(|| w.strip_prefix("--")),
+            };
+            if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
+                settings.push((name.replace('-', "_"), value.to_string()));
+            }
+        }
+    }
+    settings
 }
 
 /// Parameters the client sent in its startup message (application_name, ...).

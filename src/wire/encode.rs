@@ -26,6 +26,7 @@ use rust_decimal::Decimal;
 use super::numeric::Numeric;
 use crate::engine::QueryPlan;
 use crate::error::Error;
+use crate::time_zone::{TimeZone, short_offset};
 use crate::types::{self, pg_type_of};
 
 /// The Arrow type a column is sent as.
@@ -219,7 +220,11 @@ fn engine_error(e: Error) -> PgWireError {
     PgWireError::UserError(Box::new(super::error_info(&e)))
 }
 
-fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+    time_zone: TimeZone,
+) -> PgWireResult<Vec<DataRow>> {
     let columns = batch
         .columns()
         .iter()
@@ -269,7 +274,13 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
                         .flatten()
                         .map(|n| n.and_utc());
                     if text {
-                        encoder.encode_field(&v.map(|t| timestamp_text(&t.naive_utc(), "+00")))?
+                        // In the session's time zone, as PostgreSQL prints a timestamptz.
+                        let local = v.map(|t| {
+                            let offset = time_zone.offset_at(&t);
+                            let wall = t.naive_utc() + chrono::Duration::seconds(offset.into());
+                            timestamp_text(&wall, &short_offset(offset))
+                        });
+                        encoder.encode_field(&local)?
                     } else {
                         encoder.encode_field(&v)?
                     }
@@ -284,17 +295,19 @@ fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResu
     Ok(rows)
 }
 
-/// Turn a stream of record batches into a stream of DataRows.
+/// Turn a stream of record batches into a stream of DataRows (`timestamptz` text in
+/// `time_zone`).
 pub fn rows<S>(
     batches: S,
     fields: Arc<Vec<FieldInfo>>,
+    time_zone: TimeZone,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static
 where
     S: Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static,
 {
     batches
         .map(move |batch| match batch {
-            Ok(batch) => match encode_batch(&batch, &fields) {
+            Ok(batch) => match encode_batch(&batch, &fields, time_zone) {
                 Ok(rows) => futures::stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
                 Err(e) => futures::stream::iter(vec![Err(e)]),
             },

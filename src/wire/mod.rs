@@ -305,7 +305,7 @@ impl Handler {
                 let fields = Arc::new(encode::fields(&plan.schema(), format));
                 let counted = stream::iter(first).chain(batches);
                 let user = session.user.clone();
-                let rows = encode::rows(counted, fields.clone());
+                let rows = encode::rows(counted, fields.clone(), session.time_zone());
                 let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let counter = count.clone();
                 let rows = rows
@@ -353,7 +353,11 @@ impl Handler {
             } => {
                 let batches = objects(client).fetch(name, *count).await?;
                 let fields = Arc::new(encode::fields(schema, format));
-                let rows = encode::rows(stream::iter(batches.into_iter().map(Ok)), fields.clone());
+                let rows = encode::rows(
+                    stream::iter(batches.into_iter().map(Ok)),
+                    fields.clone(),
+                    session.time_zone(),
+                );
                 let mut response = QueryResponse::new(fields, rows);
                 response.set_command_tag("FETCH");
                 Ok(Response::Query(response))
@@ -756,12 +760,18 @@ impl PgWireServerHandlers for Factory {
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>, config: &Config) -> Result<()> {
     let manager = Arc::new(ConnectionManager::new());
     let credentials = Arc::new(auth::Credentials::new(config));
+    let time_zone = engine.semantics().time_zone;
     let factory = Arc::new(Factory {
         handler: Arc::new(Handler {
             engine: engine.clone(),
             parser: Arc::new(Parser { engine }),
         }),
-        startup: Arc::new(auth::Startup::new(config, credentials, manager.clone())),
+        startup: Arc::new(auth::Startup::new(
+            config,
+            credentials,
+            manager.clone(),
+            time_zone,
+        )),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
     });
     loop {

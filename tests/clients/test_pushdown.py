@@ -23,6 +23,8 @@ import pytest
 from conftest import BIN, DATA, ROOT, Kpitables
 from test_ground_truth import CASES, LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal
 from test_metric_kinds import CASES as KIND_CASES
+from test_time_zones import CASES as ZONE_CASES
+from test_time_zones import ask, truth_sql, zoned_model
 from warehouses import MariaDB, Postgres
 
 GRAINS = {
@@ -30,6 +32,7 @@ GRAINS = {
     "quarter": "CAST(MAKEDATE(YEAR({x}), 1) + INTERVAL (QUARTER({x}) - 1) QUARTER AS DATETIME)",
     "month": "CAST(DATE_FORMAT({x}, '%Y-%m-01') AS DATETIME)",
     "week": "CAST(DATE({x}) - INTERVAL WEEKDAY({x}) DAY AS DATETIME)",
+    "day": "CAST(DATE({x}) AS DATETIME)",
 }
 
 
@@ -501,5 +504,23 @@ def test_fiscal_years_and_week_starts_on_every_source(wh, tmp_path):
                 truth = pg_truth if wh.kind == "postgres" else mysql_truth
                 got = c.execute(ours).fetchall()
                 assert_rows_equal(got, wh.truth(truth))
+    finally:
+        k.close()
+
+
+def test_time_zones_on_every_source(wh, tmp_path):
+    """timestamptz buckets in the session's TimeZone, computed by the warehouse."""
+    model = zoned_model(wh.model, tmp_path / "model")
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    try:
+        for name, zone, ours, truth in ZONE_CASES:
+            got = ask(k.dsn, zone, ours)
+            expected = wh.truth(truth_sql(wh.kind, zone or "Asia/Shanghai", truth))
+            assert_rows_equal(got, expected)
+        plan = "\n".join(
+            r[0] for r in ask(k.dsn, "Europe/Berlin", "EXPLAIN SELECT ordered_at__day, order_count FROM order_summary")
+        )
+        conversion = "AT TIME ZONE 'Europe/Berlin'" if wh.kind == "postgres" else "CONVERT_TZ("
+        assert conversion in plan.split("Sent to source")[-1], plan
     finally:
         k.close()

@@ -144,6 +144,11 @@ class MariaDB:
              "GRANT ALL ON *.* TO kp@'%'"],
             check=True, capture_output=True,
         )
+        # Time zone tables, for CONVERT_TZ with zone names (as the docs ask of a MySQL source).
+        zones = subprocess.run(["mariadb-tzinfo-to-sql", "/usr/share/zoneinfo"],
+                               check=True, capture_output=True).stdout
+        subprocess.run(["mariadb", "--no-defaults", "-S", str(self.socket), "-u", "root", "mysql"],
+                       input=zones, check=True, capture_output=True)
         self.password = "kp-secret"
         self.url = f"mysql://kp:{self.password}@127.0.0.1:{self.port}/shop"
         self.url_without_password = f"mysql://kp@127.0.0.1:{self.port}/shop"

@@ -15,7 +15,7 @@ pub fn root() -> PathBuf {
 /// Make sure the demo data exists (the test command generates it first; this is a fallback).
 pub fn ensure_demo_data() {
     let data = root().join("data/demo");
-    if !data.join("_SUCCESS").exists() || !data.join("targets.csv").exists() {
+    if !kpitables::demo::is_complete(&data) {
         let status = Command::new(env!("CARGO_BIN_EXE_kpitables"))
             .args(["demo", "--out"])
             .arg(&data)
