@@ -47,7 +47,13 @@ fn bench(c: &mut Criterion) {
                 roles: vec!["analyst".into()],
             },
         ))
-        .expect("open demo model");
+        .expect("open demo model")
+        .with_users(
+            &kpitables::config::Config::load(None)
+                .expect("demo configuration")
+                .users,
+        )
+        .expect("demo users");
     let session = Session::new("analyst", 1, Default::default(), &[]);
     let facts = SessionFacts {
         session: &session,

@@ -8,7 +8,7 @@
 //! Invariant: pure data in, pure data out. No I/O, no DataFusion session; column types
 //! of views are filled in later by the engine, which can plan.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -224,6 +224,9 @@ pub struct BoundView {
     pub columns: Vec<ViewColumn>,
     /// Segments applied to every query of the view.
     pub apply_segments: Vec<String>,
+    /// The reading user's row filter (see [`crate::access`]): a condition over
+    /// dimension names applied to every query of the view.
+    pub row_filter: Option<Expr>,
 }
 
 impl BoundView {
@@ -252,6 +255,10 @@ pub struct Semantics {
     pub views: Vec<BoundView>,
     /// The model's default time zone (sessions start in it).
     pub time_zone: TimeZone,
+    /// Metrics the reading user may not query, and why (see [`crate::access`]).
+    pub denied_metrics: BTreeMap<String, crate::access::Denial>,
+    /// Views the reading user may not query, and why.
+    pub denied_views: BTreeMap<String, crate::access::Denial>,
 }
 
 impl Semantics {
@@ -567,7 +574,8 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
                 name: metric.name.clone(),
                 kind: ColumnKind::Metric(metric.name.clone()),
                 data_type: DataType::Null,
-                comment: comment(&metric.label, &metric.description),
+                comment: status_note(&metric.name, b.model)
+                    + &comment(&metric.label, &metric.description),
             });
         }
         for g in &view.segments {
@@ -591,6 +599,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
                 .iter()
                 .map(|g| g.get_ref().clone())
                 .collect(),
+            row_filter: None,
         });
     }
 
@@ -599,6 +608,8 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
     }
     Ok(Semantics {
         time_zone: model.time_zone(),
+        denied_metrics: BTreeMap::new(),
+        denied_views: BTreeMap::new(),
         model,
         table_columns: columns,
         dimensions,
@@ -712,7 +723,7 @@ fn check_join_graph(
 }
 
 /// The fact tables of the aggregates metric `name` is computed from.
-fn aggregate_tables(
+pub(crate) fn aggregate_tables(
     name: &str,
     metrics: &HashMap<String, BoundMetric>,
     out: &mut BTreeSet<String>,
@@ -1039,6 +1050,21 @@ fn bind_metric_inner(
             };
             Some((definition, Some(time)))
         }
+    }
+}
+
+/// `[deprecated: use revenue] ` (or draft, retired) before a metric's comment, so the
+/// catalog shows its lifecycle status; empty for an active metric.
+fn status_note(name: &str, model: &Model) -> String {
+    let Some(metric) = model.metrics.iter().find(|m| m.name.get_ref() == name) else {
+        return String::new();
+    };
+    if metric.status == Status::Active {
+        return String::new();
+    }
+    match &metric.replaced_by {
+        Some(r) => format!("[{}: use {}] ", metric.status.as_str(), r.get_ref()),
+        None => format!("[{}] ", metric.status.as_str()),
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! Invariant: a [`Config`] that exists has been validated.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,12 +17,27 @@ use crate::error::{Error, Result};
 pub const DEMO_CONFIG: &str = include_str!("../kpitables.toml");
 
 /// A login role.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct User {
     /// Role name.
     pub name: String,
     /// Password (SCRAM secrets are derived from it at start-up).
     pub password: String,
+    /// The model's access roles the user has (`[[access]]` rules name them).
+    pub roles: Vec<String>,
+    /// Attributes access rules may refer to as `user.<name>` (region, store, ...).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &"***")
+            .field("roles", &self.roles)
+            .field("attributes", &self.attributes)
+            .finish()
+    }
 }
 
 /// Validated server configuration.
@@ -60,6 +76,10 @@ struct RawUser {
     name: String,
     password: Option<String>,
     password_env: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 fn default_listen() -> String {
@@ -102,6 +122,8 @@ impl Config {
             users.push(User {
                 name: u.name,
                 password,
+                roles: u.roles,
+                attributes: u.attributes,
             });
         }
         if users.is_empty() {

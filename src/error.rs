@@ -101,6 +101,16 @@ pub enum Error {
     /// An invalid value for a parameter or a bound parameter that cannot be decoded.
     #[error("{0}")]
     InvalidParameter(String),
+    /// A view or metric the user's roles do not grant (or not available in its lifecycle).
+    #[error("{message}")]
+    Denied {
+        /// SQLSTATE: 42501 (permission), 42704 (retired or draft).
+        code: &'static str,
+        /// The message.
+        message: String,
+        /// What to do instead.
+        hint: String,
+    },
     /// `SET TimeZone` to a zone that does not exist.
     #[error("invalid value for parameter \"TimeZone\": \"{0}\"")]
     InvalidTimeZone(String),
@@ -235,6 +245,7 @@ impl Error {
             Error::InFailedTransaction => "25P02",
             Error::UnknownSetting(_) => "42704",
             Error::InvalidParameter(_) | Error::InvalidTimeZone(_) => "22023",
+            Error::Denied { code, .. } => code,
             Error::NoTransaction(_) => "25P01",
             Error::UnknownCursor(_) => "34000",
             Error::DuplicateCursor(_) => "42P03",
@@ -279,6 +290,7 @@ impl Error {
             Error::UnknownSetting(_) => {
                 Some("SHOW ALL lists the parameters kpitables knows".into())
             }
+            Error::Denied { hint, .. } => Some(hint.clone()),
             Error::InvalidTimeZone(_) => Some(
                 "use a time zone name such as 'Asia/Shanghai', 'Europe/Berlin' or 'UTC'".into(),
             ),
@@ -298,6 +310,47 @@ impl Error {
                 SourceFailure::Value(_) => None,
             },
             _ => None,
+        }
+    }
+
+    /// The error for naming a denied view or metric (`kind` is "view" or "metric").
+    pub fn denied(kind: &str, name: &str, denial: &crate::access::Denial) -> Error {
+        use crate::access::Denial;
+        match denial {
+            Denial::Permission { roles } => Error::Denied {
+                code: "42501",
+                message: format!("permission denied for {kind} \"{name}\""),
+                hint: format!(
+                    "the access rules of your roles ({}) do not grant it; information_schema.columns lists what you may query",
+                    if roles.is_empty() {
+                        "none".to_string()
+                    } else {
+                        roles.join(", ")
+                    }
+                ),
+            },
+            Denial::RowsNotLimitable { dimensions } => Error::Denied {
+                code: "42501",
+                message: format!("permission denied for {kind} \"{name}\""),
+                hint: format!(
+                    "your rows are limited by {}, which this view's data cannot be filtered by",
+                    dimensions.join(", ")
+                ),
+            },
+            Denial::Draft => Error::Denied {
+                code: "42704",
+                message: format!("{kind} \"{name}\" is a draft"),
+                hint: "drafts are visible to their owner and to modelers until they are active"
+                    .into(),
+            },
+            Denial::Retired { replacement } => Error::Denied {
+                code: "42704",
+                message: format!("{kind} \"{name}\" is retired"),
+                hint: match replacement {
+                    Some(r) => format!("use \"{r}\" instead"),
+                    None => "it no longer answers; ask its owner what replaced it".into(),
+                },
+            },
         }
     }
 

@@ -132,7 +132,11 @@ async fn serve(config: Config) -> Result<()> {
         database: config.database.clone(),
         roles: config.users.iter().map(|u| u.name.clone()).collect(),
     };
-    let engine = Arc::new(Engine::open(&config.model, identity).await?);
+    let engine = Arc::new(
+        Engine::open(&config.model, identity)
+            .await?
+            .with_users(&config.users)?,
+    );
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;

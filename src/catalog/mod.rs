@@ -130,6 +130,24 @@ pub fn register(
     let catalog = ctx
         .catalog(&ctx.state().config().options().catalog.default_catalog)
         .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
+    let schemas = schemas(semantics, identity)?;
+    catalog.register_schema("pg_catalog", schemas.pg_catalog)?;
+    catalog.register_schema("information_schema", schemas.information_schema)?;
+    Ok(schemas.names)
+}
+
+/// The catalog schemas of a model (as one user sees it).
+pub struct CatalogSchemas {
+    /// `pg_catalog`.
+    pub pg_catalog: Arc<MemorySchemaProvider>,
+    /// `information_schema`.
+    pub information_schema: Arc<MemorySchemaProvider>,
+    /// Every `(schema, table)` they hold.
+    pub names: HashSet<(String, String)>,
+}
+
+/// Build the `pg_catalog` and `information_schema` tables of `semantics`.
+pub fn schemas(semantics: &Semantics, identity: &Identity) -> Result<CatalogSchemas> {
     let mut names = HashSet::new();
     let pg_catalog = Arc::new(MemorySchemaProvider::new());
     let information_schema = Arc::new(MemorySchemaProvider::new());
@@ -148,7 +166,9 @@ pub fn register(
         )?;
         names.insert((table.schema.to_string(), table.name.to_string()));
     }
-    catalog.register_schema("pg_catalog", pg_catalog)?;
-    catalog.register_schema("information_schema", information_schema)?;
-    Ok(names)
+    Ok(CatalogSchemas {
+        pg_catalog,
+        information_schema,
+        names,
+    })
 }

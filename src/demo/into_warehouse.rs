@@ -53,6 +53,10 @@ const MODEL_FILES: &[(&str, &str)] = &[
     ),
     ("views.toml", include_str!("../../semantic/demo/views.toml")),
     ("model.toml", include_str!("../../semantic/demo/model.toml")),
+    (
+        "access.toml",
+        include_str!("../../semantic/demo/access.toml"),
+    ),
 ];
 const DEMO_TABLES: &str = include_str!("../../semantic/demo/tables.toml");
 

@@ -9,13 +9,14 @@
 //! Invariant: the engine is shared by all connections and holds no per-connection state;
 //! every per-session fact arrives as an argument.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    SchemaProvider,
 };
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
@@ -29,8 +30,10 @@ use datafusion_federation::sql::VirtualExecutionPlan;
 
 mod row_by_row;
 
+use crate::access;
 use crate::bind::{self, Semantics};
 use crate::catalog::{self, Identity};
+use crate::config::User;
 use crate::error::{Error, Result};
 use crate::model;
 use crate::rewrite::{self, RewriteContext, RewriteReport};
@@ -91,6 +94,89 @@ pub struct Engine {
     catalog_tables: HashSet<(String, String)>,
     database: String,
     has_warehouse: bool,
+    identity: Identity,
+    /// What each configured user sees (see [`crate::access`]).
+    scopes: HashMap<String, Arc<Scope>>,
+    /// What a user without a scope sees: the model for no roles.
+    default_scope: Arc<Scope>,
+}
+
+/// The model as one user may see it, and a session context whose catalogs (and catalog
+/// functions) are built from it; tables and functions are the engine's.
+struct Scope {
+    semantics: Arc<Semantics>,
+    ctx: SessionContext,
+}
+
+impl Scope {
+    fn new(
+        engine_ctx: &SessionContext,
+        semantics: &Semantics,
+        user: &User,
+        identity: &Identity,
+    ) -> Result<Scope> {
+        let restricted = access::restrict(semantics, user);
+        let schemas = catalog::schemas(&restricted, identity)?;
+        let default = engine_ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
+        let ctx = with_schemas(
+            engine_ctx,
+            vec![
+                (
+                    default.clone(),
+                    "pg_catalog".into(),
+                    schemas.pg_catalog as _,
+                ),
+                (
+                    default,
+                    "information_schema".into(),
+                    schemas.information_schema as _,
+                ),
+            ],
+        )?;
+        catalog::functions::register(&ctx, &restricted);
+        Ok(Scope {
+            semantics: Arc::new(restricted),
+            ctx,
+        })
+    }
+}
+
+/// A session context over `base`'s state whose catalogs are copies of `base`'s, with
+/// each `(catalog, schema, provider)` of `schemas` put in place (or added). `base` is
+/// never changed.
+fn with_schemas(
+    base: &SessionContext,
+    schemas: Vec<(String, String, Arc<dyn SchemaProvider>)>,
+) -> Result<SessionContext> {
+    let shared = base.state();
+    let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    for name in shared.catalog_list().catalog_names() {
+        let Some(catalog) = shared.catalog_list().catalog(&name) else {
+            continue;
+        };
+        let copy = Arc::new(MemoryCatalogProvider::new());
+        for schema in catalog.schema_names() {
+            if let Some(provider) = catalog.schema(&schema) {
+                copy.register_schema(&schema, provider)?;
+            }
+        }
+        for (c, schema, provider) in &schemas {
+            if *c == name {
+                copy.register_schema(schema, Arc::clone(provider))?;
+            }
+        }
+        catalogs.register_catalog(name, copy);
+    }
+    let state = SessionStateBuilder::new_from_existing(shared)
+        .with_catalog_list(catalogs)
+        .build();
+    Ok(SessionContext::new_with_state(state))
 }
 
 impl std::fmt::Debug for Engine {
@@ -131,13 +217,42 @@ impl Engine {
         let catalog_tables = catalog::register(&ctx, &semantics, &identity)?;
         catalog::functions::register(&ctx, &semantics);
         crate::operators::register(&ctx);
+        let nobody = User {
+            name: String::new(),
+            password: String::new(),
+            roles: Vec::new(),
+            attributes: Default::default(),
+        };
+        let default_scope = Arc::new(Scope::new(&ctx, &semantics, &nobody, &identity)?);
         Ok(Engine {
             ctx,
             semantics: Arc::new(semantics),
             catalog_tables,
-            database: identity.database,
+            database: identity.database.clone(),
             has_warehouse,
+            identity,
+            scopes: HashMap::new(),
+            default_scope,
         })
+    }
+
+    /// Prepare what each of `users` sees (the model restricted by the access rules for
+    /// their roles and attributes). A user not given here sees the model for no roles.
+    pub fn with_users(mut self, users: &[User]) -> Result<Engine> {
+        for user in users {
+            let scope = Scope::new(&self.ctx, &self.semantics, user, &self.identity)?;
+            self.scopes.insert(user.name.clone(), Arc::new(scope));
+        }
+        Ok(self)
+    }
+
+    fn scope(&self, user: &str) -> &Arc<Scope> {
+        self.scopes.get(user).unwrap_or(&self.default_scope)
+    }
+
+    /// The model as `user` may see it.
+    pub fn semantics_for(&self, user: &str) -> &Semantics {
+        &self.scope(user).semantics
     }
 
     /// The bound model.
@@ -163,8 +278,9 @@ impl Engine {
             .as_ref()
             .map(|t| t.table_names().into_iter().collect())
             .unwrap_or_default();
+        let scope = self.scope(&facts.session.user);
         let cx = RewriteContext {
-            semantics: &self.semantics,
+            semantics: &scope.semantics,
             catalog_tables: &self.catalog_tables,
             database: &self.database,
             temp_tables: &temp_names,
@@ -172,31 +288,18 @@ impl Engine {
         };
         let overlay;
         let ctx = match &facts.temp_tables {
-            None => &self.ctx,
+            None => &scope.ctx,
             Some(temp) => {
-                // This statement only: the shared catalog's schemas plus the session's
-                // temporary tables. The shared catalog is never changed.
-                let shared = self.ctx.state();
-                let catalogs = Arc::new(MemoryCatalogProviderList::new());
-                for name in shared.catalog_list().catalog_names() {
-                    let Some(catalog) = shared.catalog_list().catalog(&name) else {
-                        continue;
-                    };
-                    let copy = Arc::new(MemoryCatalogProvider::new());
-                    for schema in catalog.schema_names() {
-                        if let Some(provider) = catalog.schema(&schema) {
-                            copy.register_schema(&schema, provider)?;
-                        }
-                    }
-                    if name == "kpitables" {
-                        copy.register_schema(crate::temp::TEMP_SCHEMA, Arc::clone(temp))?;
-                    }
-                    catalogs.register_catalog(name, copy);
-                }
-                let state = SessionStateBuilder::new_from_existing(shared)
-                    .with_catalog_list(catalogs)
-                    .build();
-                overlay = SessionContext::new_with_state(state);
+                // This statement only: the user's catalogs plus the session's temporary
+                // tables. The shared catalog is never changed.
+                overlay = with_schemas(
+                    &scope.ctx,
+                    vec![(
+                        "kpitables".to_string(),
+                        crate::temp::TEMP_SCHEMA.to_string(),
+                        Arc::clone(temp),
+                    )],
+                )?;
                 &overlay
             }
         };

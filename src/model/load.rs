@@ -125,6 +125,10 @@ fn merge(model: &mut Model, file: ModelFile, index: usize) {
         v.file = index;
         v
     }));
+    model.access.extend(file.access.into_iter().map(|mut a| {
+        a.file = index;
+        a
+    }));
     if let Some(mut settings) = file.model {
         settings.file = index;
         model.settings.push(settings);

@@ -30,6 +30,8 @@ pub struct Model {
     pub views: Vec<View>,
     /// `[model]` sections (at most one is valid).
     pub settings: Vec<ModelSettings>,
+    /// Access rules by role.
+    pub access: Vec<AccessRule>,
     /// Files the model was read from (path and text), indexed by the `file` field of
     /// every item; used to report positions.
     pub files: load::SourceTexts,
@@ -60,6 +62,9 @@ pub struct ModelFile {
     /// The `[model]` section.
     #[serde(default)]
     pub model: Option<ModelSettings>,
+    /// `[[access]]` rules.
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
 }
 
 /// Settings of the whole model (`[model]`, in one file of the directory).
@@ -199,6 +204,9 @@ pub struct Dimension {
     /// Time dimensions: the month (1–12) the fiscal year starts in; when set, the
     /// dimension also has `__fiscal_quarter` and `__fiscal_year` grains.
     pub fiscal_year_start_month: Option<Spanned<u32>>,
+    /// Sensitive values are masked for every role whose access rule does not `unmask`
+    /// the dimension.
+    pub mask: Option<Mask>,
     /// Business label (any language).
     #[serde(default)]
     pub label: String,
@@ -208,6 +216,16 @@ pub struct Dimension {
     /// Index into [`Model::files`]; set by the loader.
     #[serde(skip)]
     pub file: usize,
+}
+
+/// How a masked dimension's values are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mask {
+    /// The first character, then `***` (`C***`).
+    Partial,
+    /// `***`.
+    Full,
 }
 
 /// Kinds of dimension.
@@ -345,6 +363,11 @@ pub struct Metric {
     /// Lifecycle status.
     #[serde(default)]
     pub status: Status,
+    /// The metric to use instead (named when a deprecated or retired metric is asked).
+    pub replaced_by: Option<Spanned<String>>,
+    /// Denied to every role whose access rule does not name it.
+    #[serde(default)]
+    pub sensitive: bool,
     /// Free tags.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -578,9 +601,74 @@ pub struct View {
     /// Segments applied to every query of the view.
     #[serde(default)]
     pub apply_segments: Vec<Spanned<String>>,
+    /// Denied to every role whose access rule does not name it.
+    #[serde(default)]
+    pub sensitive: bool,
     /// Index into [`Model::files`]; set by the loader.
     #[serde(skip)]
     pub file: usize,
+}
+
+/// What one role may see (`[[access]]`). When a model has access rules, a user sees only
+/// what the rules of its roles grant; rules of several roles add up (the union of their
+/// metrics, views and rows).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// The role (users get roles in the server configuration).
+    pub role: Spanned<String>,
+    /// Metrics the role may query: names, or `"*"` for every metric not marked
+    /// sensitive (sensitive ones must be named). Default `["*"]`.
+    #[serde(default = "everything")]
+    pub metrics: Vec<Spanned<String>>,
+    /// Views the role may query, as `metrics`. Default `["*"]`.
+    #[serde(default = "everything")]
+    pub views: Vec<Spanned<String>>,
+    /// Rows the role may see: a condition over dimension names that may use the user's
+    /// attributes as `user.<attribute>`. Default: every row.
+    pub row_filter: Option<Spanned<String>>,
+    /// Masked dimensions shown in clear to the role (`"*"`: all).
+    #[serde(default)]
+    pub unmask: Vec<Spanned<String>>,
+    /// Draft metrics are visible to the role (modelers).
+    #[serde(default)]
+    pub drafts: bool,
+    /// Why the role sees this.
+    #[serde(default)]
+    pub description: String,
+    /// Index into [`Model::files`]; set by the loader.
+    #[serde(skip)]
+    pub file: usize,
+}
+
+fn everything() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "*".to_string())]
+}
+
+/// The attribute `user.<attribute>` in an access rule's row filter names, if `expr` is one
+/// (PostgreSQL's parser reads `user` as the `USER` function, so both spellings count).
+pub fn user_attribute(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<&str> {
+    use datafusion::sql::sqlparser::ast::{AccessExpr, Expr, FunctionArguments};
+    match expr {
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [user, attribute] if user.value.eq_ignore_ascii_case("user") => {
+                Some(attribute.value.as_str())
+            }
+            _ => None,
+        },
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            match (root.as_ref(), access_chain.as_slice()) {
+                (Expr::Function(f), [AccessExpr::Dot(Expr::Identifier(attribute))])
+                    if f.name.to_string().eq_ignore_ascii_case("user")
+                        && matches!(f.args, FunctionArguments::None) =>
+                {
+                    Some(attribute.value.as_str())
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Is `name` a plain lower-case SQL identifier (letters, digits, `_`; not starting with

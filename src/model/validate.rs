@@ -322,7 +322,93 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
                 .map(|n| (f, n)),
         );
     }
+    for metric in &model.metrics {
+        if let Some(replacement) = &metric.replaced_by {
+            c.reference(metric.file, "metric", replacement, metric_names());
+        }
+    }
+    let view_names = || model.views.iter().map(|v| v.name.get_ref().as_str());
+    for rule in &model.access {
+        let f = rule.file;
+        for m in rule.metrics.iter().filter(|m| m.get_ref() != "*") {
+            c.reference(f, "metric", m, metric_names());
+        }
+        for v in rule.views.iter().filter(|v| v.get_ref() != "*") {
+            c.reference(f, "view", v, view_names());
+        }
+        for d in rule.unmask.iter().filter(|d| d.get_ref() != "*") {
+            c.reference(f, "dimension", d, dimension_names());
+        }
+        if let Some(filter) = &rule.row_filter {
+            check_row_filter(&mut c, f, filter, dimension_names());
+        }
+    }
     c.issues
+}
+
+/// A row filter parses and names only dimensions and `user.<attribute>`.
+fn check_row_filter<'n>(
+    c: &mut Checker<'_>,
+    file: usize,
+    filter: &Spanned<String>,
+    dimensions: impl Iterator<Item = &'n str> + Clone,
+) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, VisitMut, Visitor, VisitorMut};
+    let Ok(mut expr) = crate::bind::parse_expr(filter.get_ref()) else {
+        c.expr(file, "row_filter", filter);
+        return;
+    };
+    // `user.<attribute>` is a value, not a column.
+    struct Attributes;
+    impl VisitorMut for Attributes {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> std::ops::ControlFlow<()> {
+            if super::user_attribute(expr).is_some() {
+                *expr = Expr::value(Value::SingleQuotedString(String::new()));
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(&mut expr, &mut Attributes);
+    struct Names(Vec<String>, Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> std::ops::ControlFlow<()> {
+            match expr {
+                Expr::Identifier(i) => self.0.push(i.value.clone()),
+                Expr::CompoundIdentifier(parts) => self.1.push(
+                    parts
+                        .iter()
+                        .map(|p| p.value.as_str())
+                        .collect::<Vec<_>>()
+                        .join("."),
+                ),
+                _ => {}
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names(Vec::new(), Vec::new());
+    let _ = datafusion::sql::sqlparser::ast::Visit::visit(&expr, &mut names);
+    for name in names.0 {
+        if !dimensions.clone().any(|d| d == name) {
+            let hint = did_you_mean(&name, dimensions.clone())
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            c.at(
+                file,
+                filter,
+                format!("row_filter names \"{name}\", which is not a dimension{hint}"),
+            );
+        }
+    }
+    for name in names.1 {
+        c.at(
+            file,
+            filter,
+            format!("row_filter names \"{name}\": use dimension names and user.<attribute>"),
+        );
+    }
 }
 
 fn duplicates<'a>(

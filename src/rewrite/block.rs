@@ -70,6 +70,7 @@ pub fn rewrite_block(
     // 2. Every column reference becomes a bare, canonical view column name.
     let mut canon = Canon {
         view,
+        denied_metrics: &cx.semantics.denied_metrics,
         qualifiers: vec![qualifier.clone(), view.name.clone()],
         output_names: None,
         error: None,
@@ -180,6 +181,10 @@ pub fn rewrite_block(
     // Segments the view applies to every query.
     for segment in &view.apply_segments {
         inner_filters.push(Expr::Identifier(Ident::new(segment.clone())));
+    }
+    // The reading user's rows (access rules).
+    if let Some(filter) = &view.row_filter {
+        inner_filters.push(Expr::Nested(Box::new(filter.clone())));
     }
 
     // 5. Outer expressions read the derived table.
@@ -303,6 +308,7 @@ fn column_item(name: &str) -> SelectItem {
 /// Canonicalize column references to bare view column names.
 struct Canon<'a> {
     view: &'a BoundView,
+    denied_metrics: &'a std::collections::BTreeMap<String, crate::access::Denial>,
     qualifiers: Vec<String>,
     output_names: Option<&'a HashSet<String>>,
     error: Option<Error>,
@@ -311,6 +317,10 @@ struct Canon<'a> {
 impl Canon<'_> {
     fn unknown(&mut self, name: String) -> ControlFlow<()> {
         let last = name.rsplit('.').next().unwrap_or(&name).to_string();
+        if let Some(denial) = self.denied_metrics.get(&last) {
+            self.error = Some(Error::denied("metric", &last, denial));
+            return ControlFlow::Break(());
+        }
         self.error = Some(Error::UnknownColumn {
             hint: did_you_mean(&last, self.view.columns.iter().map(|c| c.name.as_str())).or_else(
                 || {

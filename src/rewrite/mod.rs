@@ -370,6 +370,11 @@ fn resolve_relation<'a>(
     {
         return Ok(Relation::View(view));
     }
+    if matches!(schema, None | Some("public"))
+        && let Some(denial) = cx.semantics.denied_views.get(table)
+    {
+        return Err(Error::denied("view", table, denial));
+    }
     let catalog_schema = schema.unwrap_or("pg_catalog");
     if cx
         .catalog_tables

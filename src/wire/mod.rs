@@ -298,6 +298,7 @@ impl Handler {
                     "query"
                 );
                 tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
+                notify_deprecated(client, self.engine.semantics(), &plan.report).await;
                 let mut batches = self.engine.execute(plan, params).await?;
                 // Run the query up to its first batch here, where a cancel request can
                 // still interrupt it; the rest streams to the client.
@@ -546,6 +547,34 @@ impl Handler {
 }
 
 /// Send ParameterStatus for settings PostgreSQL reports to clients when they change.
+/// A NoticeResponse (WARNING, 01P01 deprecated_feature) for each deprecated metric the
+/// query computes, naming its replacement; psql and most drivers show it.
+async fn notify_deprecated<C>(
+    client: &mut C,
+    semantics: &crate::bind::Semantics,
+    report: &crate::rewrite::RewriteReport,
+) where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+{
+    for metric in &semantics.model.metrics {
+        let name = metric.name.get_ref();
+        if metric.status != crate::model::Status::Deprecated || !report.metrics.contains(name) {
+            continue;
+        }
+        let mut message = format!("metric \"{name}\" is deprecated");
+        if let Some(replacement) = &metric.replaced_by {
+            message.push_str(&format!("; use \"{}\" instead", replacement.get_ref()));
+        }
+        let mut info = ErrorInfo::new("WARNING".into(), "01P01".into(), message);
+        if !metric.owner.is_empty() {
+            info.detail = Some(format!("owner: {}", metric.owner));
+        }
+        let _ = client
+            .feed(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await;
+    }
+}
+
 async fn report_parameters<C>(client: &mut C, session: &Session, names: Vec<String>) -> Result<()>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,

@@ -54,12 +54,12 @@ class Kpitables:
         self.info = {
             "host": "127.0.0.1",
             "port": self.port,
-            "user": "analyst",
-            "password": "analyst",
+            "user": "exec",
+            "password": "exec",
             "dbname": "kpitables",
             "log": log,
         }
-        self.dsn = f"host=127.0.0.1 port={self.port} user=analyst password=analyst dbname=kpitables"
+        self.dsn = f"host=127.0.0.1 port={self.port} user=exec password=exec dbname=kpitables"
 
     def close(self):
         self.proc.terminate()

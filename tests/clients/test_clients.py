@@ -123,7 +123,7 @@ def test_asyncpg(server):
 
 def psql(server, *commands):
     env = {**os.environ, "PGPASSWORD": server["password"]}
-    args = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", server["host"], "-p", str(server["port"]), "-U", "analyst", "kpitables"]
+    args = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", server["host"], "-p", str(server["port"]), "-U", server["user"], "kpitables"]
     for c in commands:
         args += ["-c", c]
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
@@ -155,7 +155,7 @@ def test_psql_queries_and_session_commands(server):
         "COMMIT",
     )
     assert "PostgreSQL 15" in out
-    assert re.search(r"kpitables\s+\|\s+analyst", out)
+    assert re.search(r"kpitables\s+\|\s+" + server["user"], out)
     assert "ISO, MDY" in out
     assert "Central" in out and "West" in out
 

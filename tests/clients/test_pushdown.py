@@ -524,3 +524,24 @@ def test_time_zones_on_every_source(wh, tmp_path):
         assert conversion in plan.split("Sent to source")[-1], plan
     finally:
         k.close()
+
+
+def test_access_rules_hold_in_the_statement_sent_to_the_warehouse(wh):
+    """The regional manager's row filter is part of the pushed-down statement; masked
+    names are masked by the warehouse."""
+    def as_user(user):
+        return psycopg.connect(host="127.0.0.1", port=wh.kp.port, user=user, password=user,
+                               dbname="kpitables", autocommit=True)
+
+    with as_user("manager_east") as c:
+        got = c.execute("SELECT region, revenue FROM sales WHERE region = 'West' OR 1 = 1 ORDER BY 1").fetchall()
+        truth = wh.truth(f"SELECT s.region, {REVENUE} FROM {LINES} WHERE s.region = 'East' GROUP BY 1 ORDER BY 1")
+        assert_rows_equal(got, truth)
+        plan = "\n".join(r[0] for r in c.execute("EXPLAIN SELECT region, revenue FROM sales").fetchall())
+        assert "'East'" in plan.split("Sent to source")[-1], plan
+    with as_user("analyst") as c:
+        names = [r[0] for r in c.execute("SELECT DISTINCT customer_name FROM order_summary").fetchall()]
+        assert names and all(re.fullmatch(r".\*\*\*", n) for n in names), names[:5]
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SELECT cost FROM sales")
+        assert e.value.sqlstate == "42501"

@@ -81,5 +81,5 @@ pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
 
 /// A connection string for the demo user.
 pub fn conninfo(port: u16) -> String {
-    format!("host=127.0.0.1 port={port} user=analyst password=analyst dbname=kpitables")
+    format!("host=127.0.0.1 port={port} user=exec password=exec dbname=kpitables")
 }

@@ -24,8 +24,8 @@ public class JdbcCheck {
     public static void main(String[] args) throws Exception {
         String url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/kpitables";
         Properties props = new Properties();
-        props.setProperty("user", "analyst");
-        props.setProperty("password", "analyst");
+        props.setProperty("user", "exec");
+        props.setProperty("password", "exec");
         props.setProperty("prepareThreshold", "3");
         props.setProperty("ApplicationName", "kpitables-jdbc-test");
         try (Connection c = DriverManager.getConnection(url, props)) {

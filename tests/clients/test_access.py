@@ -1,0 +1,237 @@
+"""Step 5: the same metric, asked by an executive, a regional manager, an analyst and a
+frontline employee, gives each exactly what their role allows (semantic/demo/access.toml,
+users in kpitables.toml: each one's password is its name).
+
+Ground truth applies each rule by hand in DuckDB on the same files: the manager's numbers
+are those of region East, the employee's those of one store. Every attempt to get around
+a rule (OR conditions, subqueries, CTEs, joins of two views, DISTINCT lists, counts,
+parameters, EXPLAIN, catalogs) must still return only the allowed rows and metrics.
+"""
+
+import re
+import subprocess
+
+import psycopg
+import pytest
+
+from test_ground_truth import LINES, OK, REVENUE, assert_rows_equal
+
+STORE = "上海1号店"
+COST = f"SUM(CASE WHEN {OK} THEN l.quantity * l.unit_cost END)"
+ORDER_COUNT = "COUNT(*) FILTER (WHERE o.status <> 'cancelled')"
+ORDERS = """orders o LEFT JOIN stores s ON o.store_id = s.store_id
+  LEFT JOIN customers c ON o.customer_id = c.customer_id"""
+
+
+def connect(server, user):
+    return psycopg.connect(
+        host=server["host"], port=server["port"], user=user, password=user,
+        dbname="kpitables", autocommit=True,
+    )
+
+
+@pytest.fixture()
+def as_user(server):
+    opened = []
+
+    def open_as(user):
+        c = connect(server, user)
+        opened.append(c)
+        return c
+
+    yield open_as
+    for c in opened:
+        c.close()
+
+
+def denied(conn, sql, sqlstate="42501"):
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute(sql)
+    assert e.value.sqlstate == sqlstate, e.value
+    # The session goes on.
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    return e.value
+
+
+# ---- the regional manager: only the rows of region East ------------------------------
+
+EAST = "s.region = 'East'"
+
+MANAGER_CASES = [
+    ("revenue by region", "SELECT region, revenue FROM sales ORDER BY 1",
+     f"SELECT s.region, {REVENUE} FROM {LINES} WHERE {EAST} GROUP BY 1 ORDER BY 1"),
+    ("the total is the region's total", "SELECT revenue FROM sales",
+     f"SELECT {REVENUE} FROM {LINES} WHERE {EAST}"),
+    ("an OR condition does not widen the rows",
+     "SELECT region, revenue FROM sales WHERE region = 'West' OR 1 = 1 ORDER BY 1",
+     f"SELECT s.region, {REVENUE} FROM {LINES} WHERE {EAST} GROUP BY 1 ORDER BY 1"),
+    ("counting another region's rows finds none",
+     "SELECT count(*) FROM sales WHERE region = 'West'", "SELECT 0"),
+    ("a subquery reads the same rows",
+     "SELECT t.region, t.revenue FROM (SELECT region, revenue FROM sales) t ORDER BY 1",
+     f"SELECT s.region, {REVENUE} FROM {LINES} WHERE {EAST} GROUP BY 1 ORDER BY 1"),
+    ("a CTE reads the same rows",
+     "WITH x AS (SELECT city, revenue FROM sales) SELECT city, revenue FROM x ORDER BY 1",
+     f"SELECT s.city, {REVENUE} FROM {LINES} WHERE {EAST} GROUP BY 1 ORDER BY 1"),
+    ("a join of two views joins allowed rows only",
+     """SELECT a.city, a.revenue, b.order_count FROM (SELECT city, revenue FROM sales) a
+        JOIN (SELECT city, order_count FROM order_summary) b ON a.city = b.city ORDER BY 1""",
+     f"""SELECT x.city, x.r, y.n FROM
+           (SELECT s.city, {REVENUE} AS r FROM {LINES} WHERE {EAST} GROUP BY 1) x JOIN
+           (SELECT s.city, {ORDER_COUNT} AS n FROM {ORDERS} WHERE {EAST} GROUP BY 1) y
+           ON x.city = y.city ORDER BY 1"""),
+    ("a DISTINCT list holds the allowed values only",
+     "SELECT DISTINCT city FROM order_summary ORDER BY 1",
+     f"SELECT DISTINCT s.city FROM {ORDERS} WHERE {EAST} ORDER BY 1"),
+    ("a view that applies a segment of another region is empty",
+     "SELECT revenue FROM north_sales",
+     f"SELECT {REVENUE} FROM {LINES} WHERE {EAST} AND s.region = 'North'"),
+    ("targets are limited too (the targets table carries the region)",
+     "SELECT region, revenue_target FROM sales_targets ORDER BY 1",
+     "SELECT region, SUM(revenue_target) FROM revenue_targets WHERE region = 'East' GROUP BY 1 ORDER BY 1"),
+    ("shares of total are shares of what the manager sees",
+     "SELECT city, revenue_share FROM sales ORDER BY 1",
+     f"""SELECT s.city, CAST({REVENUE} AS DOUBLE) / CAST(SUM({REVENUE}) OVER () AS DOUBLE)
+         FROM {LINES} WHERE {EAST} GROUP BY 1 ORDER BY 1"""),
+]
+
+
+@pytest.mark.parametrize("name,ours,truth", MANAGER_CASES, ids=[c[0] for c in MANAGER_CASES])
+def test_a_regional_manager_sees_only_the_region(as_user, duck, name, ours, truth):
+    got = as_user("manager_east").execute(ours).fetchall()
+    assert_rows_equal(got, duck.execute(truth).fetchall())
+
+
+def test_parameters_and_explain_keep_the_row_filter(as_user, duck):
+    c = as_user("manager_east")
+    # Extended protocol with a parameter.
+    got = c.execute("SELECT count(*) FROM sales WHERE region = %s", ["West"]).fetchall()
+    assert got == [(0,)]
+    got = c.execute("SELECT revenue FROM sales WHERE channel = %s", ["online"]).fetchall()
+    truth = duck.execute(f"SELECT {REVENUE} FROM {LINES} WHERE {EAST} AND o.channel = 'online'").fetchall()
+    assert_rows_equal(got, truth)
+    plan = "\n".join(r[0] for r in c.execute("EXPLAIN SELECT region, revenue FROM sales").fetchall())
+    assert "'East'" in plan, plan
+
+
+def test_each_user_gets_a_different_total(as_user, duck):
+    """The same question, four users, four answers, each equal to the rule applied by hand."""
+    total = f"SELECT {REVENUE} FROM {LINES}"
+    truths = {
+        "exec": duck.execute(total).fetchall(),
+        "analyst": duck.execute(total).fetchall(),
+        "manager_east": duck.execute(f"{total} WHERE {EAST}").fetchall(),
+        "staff": duck.execute(f"{total} WHERE s.store_name = '{STORE}'").fetchall(),
+    }
+    for user, truth in truths.items():
+        assert_rows_equal(as_user(user).execute("SELECT revenue FROM sales").fetchall(), truth)
+    assert truths["staff"][0][0] < truths["manager_east"][0][0] < truths["exec"][0][0]
+
+
+# ---- metrics by role ------------------------------------------------------------------
+
+def test_a_sensitive_metric_and_what_is_computed_from_it_are_denied(as_user, duck):
+    c = as_user("analyst")
+    for metric in ["cost", "gross_profit", "gross_margin_rate"]:
+        e = denied(c, f"SELECT region, {metric} FROM sales")
+        assert e.diag.message_primary == f'permission denied for metric "{metric}"'
+        assert "analyst" in e.diag.message_hint
+    e = denied(c, "SELECT margin_rate_growth FROM sales_trends GROUP BY order_date__month")
+    # Absent from every catalog the analyst reads, and from SELECT *.
+    columns = [r[0] for r in c.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'sales'").fetchall()]
+    assert "revenue" in columns and "cost" not in columns and "gross_profit" not in columns
+    attributes = [r[0] for r in c.execute(
+        "SELECT attname FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid WHERE c.relname = 'sales'").fetchall()]
+    assert "revenue" in attributes and "cost" not in attributes
+    star = c.execute("SELECT * FROM sales LIMIT 1")
+    names = [d.name for d in star.description]
+    assert "cost" not in names and "gross_margin_rate" not in names
+    # The executive has it, equal to the hand-written cost.
+    got = as_user("exec").execute("SELECT region, cost FROM sales ORDER BY 1").fetchall()
+    truth = duck.execute(f"SELECT s.region, {COST} FROM {LINES} GROUP BY 1 ORDER BY 1").fetchall()
+    assert_rows_equal(got, truth)
+
+
+def test_a_frontline_employee_sees_a_few_metrics_of_one_store(as_user, duck):
+    c = as_user("staff")
+    got = c.execute("SELECT store_name, revenue, orders, units FROM sales").fetchall()
+    truth = duck.execute(
+        f"""SELECT s.store_name, {REVENUE}, COUNT(DISTINCT CASE WHEN {OK} THEN l.order_id END),
+                   SUM(CASE WHEN {OK} THEN l.quantity END)
+            FROM {LINES} WHERE s.store_name = '{STORE}' GROUP BY 1"""
+    ).fetchall()
+    assert_rows_equal(got, truth)
+    denied(c, "SELECT gmv FROM sales")
+    e = denied(c, "SELECT * FROM order_summary")
+    assert e.diag.message_primary == 'permission denied for view "order_summary"'
+    views = [r[0] for r in c.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()]
+    assert views == ["sales"]
+    columns = [r[0] for r in c.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'sales' ORDER BY ordinal_position").fetchall()]
+    assert [m for m in ["revenue", "orders", "units", "gmv", "customers"] if m in columns] == ["revenue", "orders", "units"]
+
+
+# ---- masking ------------------------------------------------------------------------
+
+def test_customer_names_are_masked_unless_the_role_unmasks_them(as_user, duck):
+    c = as_user("analyst")
+    names = [r[0] for r in c.execute("SELECT DISTINCT customer_name FROM order_summary").fetchall()]
+    assert names and all(re.fullmatch(r".\*\*\*", n) for n in names), names[:5]
+    # Filtering on a real name finds nothing: the value compared is the masked one.
+    assert c.execute(
+        "SELECT count(*) FROM order_summary WHERE customer_name = 'Customer 00001'").fetchall() == [(0,)]
+    got = as_user("exec").execute(
+        "SELECT customer_name, order_count FROM order_summary WHERE customer_name = 'Customer 00001' GROUP BY 1"
+    ).fetchall()
+    truth = duck.execute(
+        f"SELECT c.customer_name, {ORDER_COUNT} FROM {ORDERS} WHERE c.customer_name = 'Customer 00001' GROUP BY 1"
+    ).fetchall()
+    assert_rows_equal(got, truth)
+
+
+# ---- lifecycle ------------------------------------------------------------------------
+
+def test_a_deprecated_metric_answers_with_a_notice_naming_its_replacement(as_user, duck):
+    c = as_user("analyst")
+    notices = []
+    # A notice is valid only during the callback: keep its fields.
+    c.add_notice_handler(lambda n: notices.append((n.severity, n.sqlstate, n.message_primary)))
+    got = c.execute("SELECT region, sales_amount FROM sales ORDER BY 1").fetchall()
+    truth = duck.execute(f"SELECT s.region, {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1").fetchall()
+    assert_rows_equal(got, truth)
+    assert notices == [("WARNING", "01P01", 'metric "sales_amount" is deprecated; use "revenue" instead')]
+    # The catalog shows the status (psql's \d+ column description).
+    comment = c.execute(
+        """SELECT col_description(c.oid, a.attnum) FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid
+           WHERE c.relname = 'sales' AND a.attname = 'sales_amount'"""
+    ).fetchone()[0]
+    assert comment.startswith("[deprecated: use revenue] "), comment
+
+
+def test_psql_shows_the_deprecation_notice(server):
+    out = subprocess.run(
+        ["psql", "-X", "-h", server["host"], "-p", str(server["port"]), "-U", "analyst", "kpitables",
+         "-c", "SELECT sales_amount FROM sales"],
+        capture_output=True, text=True, env={"PGPASSWORD": "analyst", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert 'WARNING:  metric "sales_amount" is deprecated; use "revenue" instead' in out.stderr
+
+
+def test_a_retired_metric_is_an_error_naming_its_replacement(as_user):
+    c = as_user("exec")
+    e = denied(c, "SELECT gross_sales FROM sales", "42704")
+    assert e.diag.message_primary == 'metric "gross_sales" is retired'
+    assert e.diag.message_hint == 'use "gmv" instead'
+
+
+def test_a_draft_is_visible_to_modelers_only(as_user, duck):
+    got = as_user("analyst").execute("SELECT revenue_per_customer FROM sales").fetchall()
+    truth = duck.execute(
+        f"SELECT CAST({REVENUE} AS DOUBLE) / COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END) FROM {LINES}"
+    ).fetchall()
+    assert_rows_equal(got, truth)
+    e = denied(as_user("manager_east"), "SELECT revenue_per_customer FROM sales", "42704")
+    assert e.diag.message_primary == 'metric "revenue_per_customer" is a draft'
