@@ -155,6 +155,7 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
         restricted.views.push(view);
     }
     restricted.denied_metrics = denied;
+    restricted.may_read_audit = open || rules.iter().any(|r| r.audit);
 
     // Masks, unless a rule of the user's roles unmasks the dimension.
     for dimension in &semantics.model.dimensions {
@@ -168,6 +169,7 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
         if unmasked {
             continue;
         }
+        restricted.masked_dimensions.insert(name.clone());
         if let Some(bound) = restricted.dimensions.get_mut(name) {
             bound.expr = masked(&bound.expr, mask);
         }
@@ -242,7 +244,7 @@ fn row_filter(rules: &[&AccessRule], user: &User, open: bool) -> Option<Expr> {
     if parts.is_empty() {
         parts.push("FALSE".to_string());
     }
-    bind::parse_expr(&format!("({})", parts.join(" OR ")))
+    bind::parse_expr(&parts.join(" OR "))
         .ok()
         .or_else(|| bind::parse_expr("FALSE").ok())
 }

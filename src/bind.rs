@@ -13,8 +13,6 @@ use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::sql::sqlparser::ast::{Expr, Ident, visit_expressions_mut};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use toml::Spanned;
 
 use crate::error::{Error, ModelIssue, Result, did_you_mean};
@@ -259,6 +257,10 @@ pub struct Semantics {
     pub denied_metrics: BTreeMap<String, crate::access::Denial>,
     /// Views the reading user may not query, and why.
     pub denied_views: BTreeMap<String, crate::access::Denial>,
+    /// Dimensions the reading user sees masked.
+    pub masked_dimensions: BTreeSet<String>,
+    /// The reading user may read the audit trail (`kp.audit`).
+    pub may_read_audit: bool,
 }
 
 impl Semantics {
@@ -299,15 +301,7 @@ pub fn add_day_grains(semantics: &mut Semantics) {
 
 /// Parse a SQL expression (PostgreSQL dialect), requiring the whole text to be consumed.
 pub fn parse_expr(text: &str) -> std::result::Result<Expr, String> {
-    let dialect = PostgreSqlDialect {};
-    Parser::new(&dialect)
-        .try_with_sql(text)
-        .and_then(|mut p| {
-            let e = p.parse_expr()?;
-            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
-            Ok(e)
-        })
-        .map_err(|e| e.to_string())
+    crate::model::parse_expr(text)
 }
 
 struct Binder<'a> {
@@ -610,6 +604,8 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
         time_zone: model.time_zone(),
         denied_metrics: BTreeMap::new(),
         denied_views: BTreeMap::new(),
+        masked_dimensions: BTreeSet::new(),
+        may_read_audit: false,
         model,
         table_columns: columns,
         dimensions,

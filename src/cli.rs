@@ -28,6 +28,9 @@ pub enum Command {
         /// Server configuration file (default: the built-in demo configuration).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The audit trail's JSON-lines file (default from the config).
+        #[arg(long)]
+        audit_file: Option<PathBuf>,
     },
     /// Validate a model directory: print every problem with file, line and column, and exit
     /// non-zero if there is one.
@@ -37,6 +40,11 @@ pub enum Command {
         /// Also bind the model to its data (checks columns); needs the data files.
         #[arg(long)]
         with_data: bool,
+        /// Print what changed against this earlier version (a model directory, or a git
+        /// reference such as HEAD or main when DIR is in a git checkout), with the lineage
+        /// of every changed metric.
+        #[arg(long)]
+        base: Option<String>,
     },
     /// Generate the demo data set (deterministic; about 1.6 million order lines), and
     /// optionally load it into a warehouse.

@@ -53,6 +53,12 @@ pub struct Config {
     pub allow_cleartext_passwords: bool,
     /// Login roles.
     pub users: Vec<User>,
+    /// The audit trail's JSON-lines file (none: `kp.audit` only).
+    pub audit_file: Option<PathBuf>,
+    /// Size at which the audit file is rotated.
+    pub audit_max_bytes: u64,
+    /// How many rotated audit files are kept.
+    pub audit_keep: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +74,18 @@ struct RawConfig {
     allow_cleartext_passwords: bool,
     #[serde(default)]
     users: Vec<RawUser>,
+    audit_file: Option<PathBuf>,
+    #[serde(default = "default_audit_max_bytes")]
+    audit_max_bytes: u64,
+    #[serde(default = "default_audit_keep")]
+    audit_keep: usize,
+}
+
+fn default_audit_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_audit_keep() -> usize {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,12 +154,18 @@ impl Config {
         } else {
             base.join(raw.model)
         };
+        let audit_file = raw
+            .audit_file
+            .map(|f| if f.is_absolute() { f } else { base.join(f) });
         Ok(Config {
             listen: raw.listen,
             database: raw.database,
             model,
             allow_cleartext_passwords: raw.allow_cleartext_passwords,
             users,
+            audit_file,
+            audit_max_bytes: raw.audit_max_bytes,
+            audit_keep: raw.audit_keep,
         })
     }
 

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod audit;
 pub mod bind;
 pub mod catalog;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod model;
 pub mod operators;
 pub mod rewrite;
+pub mod serving;
 pub mod session;
 pub mod sources;
 pub mod sql;

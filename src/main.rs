@@ -48,6 +48,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             model,
             config,
+            audit_file,
         } => {
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
@@ -57,13 +58,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(model) = model {
                 config.model = model;
             }
+            if let Some(file) = audit_file {
+                config.audit_file = Some(file);
+            }
             if demo_default {
                 ensure_demo_data(Path::new("data/demo"))?;
             }
             serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { dir, with_data } => check(&dir, with_data).await,
+        Command::Check {
+            dir,
+            with_data,
+            base,
+        } => {
+            let code = check(&dir, with_data).await?;
+            match base {
+                Some(base) if code == ExitCode::SUCCESS => review(&dir, &base),
+                _ => Ok(code),
+            }
+        }
         Command::Demo {
             out,
             into: Some(url),
@@ -103,6 +117,84 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Print the version ids, every change from `base` to `dir`, and the lineage of every
+/// changed metric (what a reviewer needs before a change goes live).
+fn review(dir: &Path, base: &str) -> Result<ExitCode> {
+    use model::load::{dir_texts, git, git_commit, git_texts, load_texts};
+    let base_path = Path::new(base);
+    let base_texts = if base_path.is_dir() {
+        dir_texts(base_path)?
+    } else {
+        git_texts(dir, base)?
+    };
+    let describe = |version: String, commit: Option<String>| match commit {
+        Some(c) => format!("version {version}, git {c}"),
+        None => format!("version {version}"),
+    };
+    let after_texts = dir_texts(dir)?;
+    let after_version = model::diff::version(&after_texts);
+    let before_version = model::diff::version(&base_texts);
+    let after_commit = git_commit(dir);
+    let before_commit = if base_path.is_dir() {
+        git_commit(base_path)
+    } else {
+        git(dir, &["rev-parse", base])
+    };
+    let before = match load_texts(base_texts) {
+        Ok(m) => m,
+        Err(Error::Model(issues)) => {
+            println!("the base {base} is not a valid model:");
+            for issue in &issues {
+                println!("{issue}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e),
+    };
+    let after = load_texts(after_texts)?;
+    println!(
+        "{} ({}) against {base} ({})",
+        dir.display(),
+        describe(after_version, after_commit),
+        describe(before_version, before_commit)
+    );
+    let changes = model::diff::diff(&before, &after);
+    if changes.is_empty() {
+        println!("no changes");
+    }
+    for change in &changes {
+        println!("{change}");
+        if change.kind == "metric" {
+            let model = if change.what == model::diff::What::Removed {
+                &before
+            } else {
+                &after
+            };
+            let l = model::lineage::of(model, &change.name);
+            let join = |s: &std::collections::BTreeSet<String>| {
+                if s.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.iter().cloned().collect::<Vec<_>>().join(", ")
+                }
+            };
+            println!(
+                "  lineage: from metrics {}; columns {}; tables {}; sources {}",
+                join(&l.metrics),
+                join(&l.columns),
+                join(&l.tables),
+                join(&l.sources)
+            );
+            println!(
+                "  used by: metrics {}; views {}",
+                join(&l.used_by),
+                join(&l.views)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn generate(out: &Path) -> Result<demo::DemoSummary> {
     let mut last = u32::MAX;
     demo::generate(out, |stage, percent| {
@@ -132,11 +224,21 @@ async fn serve(config: Config) -> Result<()> {
         database: config.database.clone(),
         roles: config.users.iter().map(|u| u.name.clone()).collect(),
     };
-    let engine = Arc::new(
-        Engine::open(&config.model, identity)
-            .await?
-            .with_users(&config.users)?,
+    let audit = Arc::new(kpitables::audit::Audit::open(
+        config.audit_file.clone(),
+        config.audit_max_bytes,
+        config.audit_keep,
+    )?);
+    let served = Arc::new(
+        kpitables::serving::Served::open(
+            config.model.clone(),
+            identity,
+            config.users.clone(),
+            audit,
+        )
+        .await?,
     );
+    let engine = served.engine();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", config.listen), e))?;
@@ -154,8 +256,11 @@ async fn serve(config: Config) -> Result<()> {
         config.listen,
         config.database
     );
+    drop(views);
+    drop(engine);
+    Arc::clone(&served).watch();
     tokio::select! {
-        result = kpitables::wire::serve(listener, engine, &config) => result,
+        result = kpitables::wire::serve(listener, served, &config) => result,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("shutting down");
             Ok(())

@@ -666,3 +666,111 @@ fn the_model_time_zone_must_be_a_zone_and_set_once() {
         ]
     );
 }
+
+fn run_check(dir: &Path, base: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
+        .arg("check")
+        .arg(dir)
+        .args(["--base", base])
+        .output()
+        .expect("run check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .status()
+        .expect("git");
+    assert!(status.success(), "git {args:?}");
+}
+
+#[test]
+fn check_against_a_base_prints_the_changes_and_the_lineage_of_changed_metrics() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let model = repo.path().join("semantic");
+    std::fs::create_dir(&model).expect("mkdir");
+    write(&model, "model.toml", GOOD);
+    git(repo.path(), &["init", "-q"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "first"]);
+    // The change under review: a new formula for revenue, a new metric offered by the view.
+    let changed = GOOD
+        .replace("expr = \"amount\"", "expr = \"amount - discount\"")
+        .replace(
+            "metrics = [\"revenue\"]",
+            "metrics = [\"revenue\", \"avg_revenue\"]",
+        )
+        + "\n[[metrics]]\nname = \"avg_revenue\"\nformula = \"revenue / 2\"\n";
+    write(&model, "model.toml", &changed);
+
+    let (ok, out) = run_check(&model, "HEAD");
+    assert!(ok, "{out}");
+    let expected = [
+        "metric revenue: changed",
+        "  expr: \"amount\" -> \"amount - discount\"",
+        "  lineage: from metrics -; columns orders.amount, orders.discount; tables orders; sources files",
+        "  used by: metrics avg_revenue; views sales",
+        "metric avg_revenue: added",
+        "  lineage: from metrics revenue; columns orders.amount, orders.discount; tables orders; sources files",
+        "view sales: changed",
+        "  metrics: [revenue] -> [revenue, avg_revenue]",
+    ];
+    for line in expected {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+    // The versions compared: the working tree (uncommitted) against the commit.
+    let versions = out
+        .lines()
+        .find(|l| l.contains("against HEAD"))
+        .unwrap_or_default();
+    assert!(
+        versions.contains("-dirty) against HEAD") && versions.contains(", git "),
+        "{out}"
+    );
+
+    // The same against a directory holding the earlier version.
+    let earlier = tempfile::tempdir().expect("tempdir");
+    write(earlier.path(), "model.toml", GOOD);
+    let (ok, out_dir) = run_check(&model, &earlier.path().display().to_string());
+    assert!(ok, "{out_dir}");
+    assert!(out_dir.contains("metric revenue: changed"), "{out_dir}");
+
+    // No change: said so.
+    let (ok, out) = run_check(earlier.path(), &earlier.path().display().to_string());
+    assert!(ok && out.contains("no changes"), "{out}");
+
+    // An invalid model under review fails, whatever the base.
+    write(
+        &model,
+        "model.toml",
+        &changed.replace("table = \"orders\"\nagg", "table = \"order\"\nagg"),
+    );
+    let (ok, out) = run_check(&model, "HEAD");
+    assert!(!ok && out.contains("unknown table \"order\""), "{out}");
+
+    // An unknown reference is a clear failure.
+    write(&model, "model.toml", &changed);
+    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
+        .arg("check")
+        .arg(&model)
+        .args(["--base", "no-such-ref"])
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("\"no-such-ref\" is neither a directory nor a git reference"),
+        "{all}"
+    );
+}

@@ -12,6 +12,7 @@
 
 pub mod functions;
 mod information_schema;
+pub mod kp;
 mod pg_relations;
 mod tables;
 
@@ -88,7 +89,7 @@ impl CatalogTable {
         }
     }
 
-    fn to_batch(&self) -> Result<RecordBatch> {
+    pub(crate) fn to_batch(&self) -> Result<RecordBatch> {
         let schema = Arc::new(Schema::new(
             self.columns
                 .iter()
@@ -118,7 +119,9 @@ impl CatalogTable {
 
 /// Every catalog relation for this model.
 pub fn build(semantics: &Semantics, identity: &Identity) -> Result<Vec<CatalogTable>> {
-    pg_relations::conform(tables::all(semantics, identity))
+    let mut tables = pg_relations::conform(tables::all(semantics, identity))?;
+    tables.extend(kp::all(semantics));
+    Ok(tables)
 }
 
 /// Register the catalog schemas in `ctx` and return the `(schema, table)` names.
@@ -133,6 +136,7 @@ pub fn register(
     let schemas = schemas(semantics, identity)?;
     catalog.register_schema("pg_catalog", schemas.pg_catalog)?;
     catalog.register_schema("information_schema", schemas.information_schema)?;
+    catalog.register_schema(kp::SCHEMA, schemas.kp)?;
     Ok(schemas.names)
 }
 
@@ -142,6 +146,8 @@ pub struct CatalogSchemas {
     pub pg_catalog: Arc<MemorySchemaProvider>,
     /// `information_schema`.
     pub information_schema: Arc<MemorySchemaProvider>,
+    /// `kp`, the metrics center's own catalog.
+    pub kp: Arc<MemorySchemaProvider>,
     /// Every `(schema, table)` they hold.
     pub names: HashSet<(String, String)>,
 }
@@ -151,13 +157,14 @@ pub fn schemas(semantics: &Semantics, identity: &Identity) -> Result<CatalogSche
     let mut names = HashSet::new();
     let pg_catalog = Arc::new(MemorySchemaProvider::new());
     let information_schema = Arc::new(MemorySchemaProvider::new());
+    let kp = Arc::new(MemorySchemaProvider::new());
     for table in build(semantics, identity)? {
         let batch = table.to_batch()?;
         let provider = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        let schema: &MemorySchemaProvider = if table.schema == "pg_catalog" {
-            &pg_catalog
-        } else {
-            &information_schema
+        let schema: &MemorySchemaProvider = match table.schema {
+            "pg_catalog" => &pg_catalog,
+            kp::SCHEMA => &kp,
+            _ => &information_schema,
         };
         datafusion::catalog::SchemaProvider::register_table(
             schema,
@@ -169,6 +176,7 @@ pub fn schemas(semantics: &Semantics, identity: &Identity) -> Result<CatalogSche
     Ok(CatalogSchemas {
         pg_catalog,
         information_schema,
+        kp,
         names,
     })
 }

@@ -36,6 +36,7 @@ use crate::catalog::{self, Identity};
 use crate::config::User;
 use crate::error::{Error, Result};
 use crate::model;
+use crate::model::history::History;
 use crate::rewrite::{self, RewriteContext, RewriteReport};
 use crate::sources;
 use crate::sql::compat::{self, SessionFacts};
@@ -54,6 +55,10 @@ pub struct QueryPlan {
     /// For each result column read straight from a view: the view's OID and the column's
     /// number (sent in RowDescription, as PostgreSQL does for a table column).
     pub origins: Vec<Option<rewrite::ColumnOrigin>>,
+    /// The engine generation that planned it (see [`Engine::current_plan`]).
+    pub generation: u64,
+    /// The statement as the client sent it, to plan again on a reloaded model.
+    pub statement: Option<Box<Statement>>,
 }
 
 /// Field metadata key for the OID of the view a result column comes from.
@@ -99,7 +104,16 @@ pub struct Engine {
     scopes: HashMap<String, Arc<Scope>>,
     /// What a user without a scope sees: the model for no roles.
     default_scope: Arc<Scope>,
+    /// The served model's history, for `kp.changes` and `kp.model_errors`.
+    history: Option<Arc<History>>,
+    /// The audit trail, for `kp.audit`.
+    audit: Option<Arc<crate::audit::Audit>>,
+    /// Distinguishes engines opened by one process (each reload opens a new one).
+    generation: u64,
 }
+
+/// The generation of the next engine opened.
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The model as one user may see it, and a session context whose catalogs (and catalog
 /// functions) are built from it; tables and functions are the engine's.
@@ -114,9 +128,23 @@ impl Scope {
         semantics: &Semantics,
         user: &User,
         identity: &Identity,
+        history: Option<&Arc<History>>,
+        audit: Option<&Arc<crate::audit::Audit>>,
     ) -> Result<Scope> {
         let restricted = access::restrict(semantics, user);
         let schemas = catalog::schemas(&restricted, identity)?;
+        if let Some(history) = history {
+            for (name, table) in catalog::kp::history_tables(Arc::clone(history), &restricted)? {
+                schemas.kp.register_table(name.to_string(), table)?;
+            }
+        }
+        if let Some(audit) = audit
+            && restricted.may_read_audit
+        {
+            schemas
+                .kp
+                .register_table("audit".into(), catalog::kp::audit_table(Arc::clone(audit))?)?;
+        }
         let default = engine_ctx
             .state()
             .config()
@@ -133,10 +161,11 @@ impl Scope {
                     schemas.pg_catalog as _,
                 ),
                 (
-                    default,
+                    default.clone(),
                     "information_schema".into(),
                     schemas.information_schema as _,
                 ),
+                (default, catalog::kp::SCHEMA.into(), schemas.kp as _),
             ],
         )?;
         catalog::functions::register(&ctx, &restricted);
@@ -179,6 +208,16 @@ fn with_schemas(
     Ok(SessionContext::new_with_state(state))
 }
 
+/// A user with no roles (what a user not configured sees).
+fn nobody() -> User {
+    User {
+        name: String::new(),
+        password: String::new(),
+        roles: Vec::new(),
+        attributes: Default::default(),
+    }
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -214,16 +253,21 @@ impl Engine {
         let mut semantics = bind::bind(model, &schemas)?;
         let empty = HashSet::new();
         infer_types(&ctx, &mut semantics, &empty, &identity.database).await?;
-        let catalog_tables = catalog::register(&ctx, &semantics, &identity)?;
+        let mut catalog_tables = catalog::register(&ctx, &semantics, &identity)?;
+        // Live `kp` tables, registered per user scope (see `Scope::new`).
+        for table in catalog::kp::LIVE_TABLES {
+            catalog_tables.insert((catalog::kp::SCHEMA.to_string(), table.to_string()));
+        }
         catalog::functions::register(&ctx, &semantics);
         crate::operators::register(&ctx);
-        let nobody = User {
-            name: String::new(),
-            password: String::new(),
-            roles: Vec::new(),
-            attributes: Default::default(),
-        };
-        let default_scope = Arc::new(Scope::new(&ctx, &semantics, &nobody, &identity)?);
+        let default_scope = Arc::new(Scope::new(
+            &ctx,
+            &semantics,
+            &nobody(),
+            &identity,
+            None,
+            None,
+        )?);
         Ok(Engine {
             ctx,
             semantics: Arc::new(semantics),
@@ -233,14 +277,46 @@ impl Engine {
             identity,
             scopes: HashMap::new(),
             default_scope,
+            history: None,
+            audit: None,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Show `audit` in `kp.audit` to the users whose rules allow it (scopes prepared
+    /// after this call).
+    pub fn with_audit(mut self, audit: Arc<crate::audit::Audit>) -> Engine {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Show `history` in `kp.changes` and `kp.model_errors` (of the scopes prepared
+    /// after this call).
+    pub fn with_history(mut self, history: Arc<History>) -> Engine {
+        self.history = Some(history);
+        self
     }
 
     /// Prepare what each of `users` sees (the model restricted by the access rules for
     /// their roles and attributes). A user not given here sees the model for no roles.
     pub fn with_users(mut self, users: &[User]) -> Result<Engine> {
+        self.default_scope = Arc::new(Scope::new(
+            &self.ctx,
+            &self.semantics,
+            &nobody(),
+            &self.identity,
+            self.history.as_ref(),
+            self.audit.as_ref(),
+        )?);
         for user in users {
-            let scope = Scope::new(&self.ctx, &self.semantics, user, &self.identity)?;
+            let scope = Scope::new(
+                &self.ctx,
+                &self.semantics,
+                user,
+                &self.identity,
+                self.history.as_ref(),
+                self.audit.as_ref(),
+            )?;
             self.scopes.insert(user.name.clone(), Arc::new(scope));
         }
         Ok(self)
@@ -265,8 +341,51 @@ impl Engine {
         &self.database
     }
 
+    /// `plan` itself when this engine planned it; else (the model was reloaded since the
+    /// statement was prepared) the same statement planned on this engine, which must
+    /// give the same result columns, as PostgreSQL requires of a cached plan.
+    pub async fn current_plan(
+        &self,
+        plan: &Arc<QueryPlan>,
+        facts: &SessionFacts<'_>,
+    ) -> Result<Arc<QueryPlan>> {
+        let Some(statement) = plan
+            .statement
+            .as_ref()
+            .filter(|_| plan.generation != self.generation)
+        else {
+            return Ok(Arc::clone(plan));
+        };
+        let fresh = self.plan((**statement).clone(), facts).await?;
+        let columns = |p: &QueryPlan| -> Vec<(String, DataType)> {
+            p.schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect()
+        };
+        if columns(&fresh) != columns(plan) || fresh.param_types.len() != plan.param_types.len() {
+            return Err(Error::Unsupported {
+                message: "cached plan must not change result type".into(),
+                hint: Some(
+                    "the model was reloaded since the statement was prepared; prepare it again"
+                        .into(),
+                ),
+            });
+        }
+        Ok(Arc::new(fresh))
+    }
+
     /// Compat rules, semantic rewrite and planning of one query statement.
-    pub async fn plan(
+    pub async fn plan(&self, statement: Statement, facts: &SessionFacts<'_>) -> Result<QueryPlan> {
+        let original = Box::new(statement.clone());
+        let mut plan = self.plan_statement(statement, facts).await?;
+        plan.generation = self.generation;
+        plan.statement = Some(original);
+        Ok(plan)
+    }
+
+    async fn plan_statement(
         &self,
         mut statement: Statement,
         facts: &SessionFacts<'_>,
@@ -322,13 +441,30 @@ impl Engine {
         plan: &QueryPlan,
         params: Vec<ScalarValue>,
     ) -> Result<SendableRecordBatchStream> {
+        Ok(self.execute_reporting(plan, params).await?.0)
+    }
+
+    /// [`Engine::execute`], also returning the statement sent to each warehouse source
+    /// as `(source, SQL)`.
+    pub async fn execute_reporting(
+        &self,
+        plan: &QueryPlan,
+        params: Vec<ScalarValue>,
+    ) -> Result<(SendableRecordBatchStream, Vec<(String, String)>)> {
         let logical = if params.is_empty() {
             plan.plan.clone()
         } else {
             plan.plan.clone().with_param_values(params)?
         };
         let frame = self.ctx.execute_logical_plan(logical).await?;
-        Ok(frame.execute_stream().await?)
+        let physical = frame.create_physical_plan().await?;
+        let pushed = if self.has_warehouse {
+            pushed_down(&physical)
+        } else {
+            Vec::new()
+        };
+        let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+        Ok((stream, pushed))
     }
 
     /// The lines of `EXPLAIN`: the semantic rewrite, the optimized plan, and the exact
@@ -453,6 +589,8 @@ async fn plan_statement(
         report,
         param_types,
         origins,
+        generation: 0,
+        statement: None,
     })
 }
 

@@ -423,6 +423,8 @@ pub async fn plan(
         rewritten_sql: format!("{statement}\n-- answered row by row: {total} outer rows"),
         report: RewriteReport::default(),
         param_types: Vec::new(),
+        generation: 0,
+        statement: None,
         origins: Vec::new(),
     })
 }

@@ -51,13 +51,8 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Load and validate every `*.toml` file of `dir` (sorted by name).
 pub fn load_dir(dir: &Path) -> Result<Model> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("cannot read model directory {}", dir.display()), e))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
+    let texts = dir_texts(dir)?;
+    if texts.files.is_empty() {
         return Err(Error::Model(vec![ModelIssue {
             file: dir.display().to_string(),
             line: 0,
@@ -65,13 +60,83 @@ pub fn load_dir(dir: &Path) -> Result<Model> {
             reason: "no *.toml model files in this directory".into(),
         }]));
     }
+    load_texts(texts)
+}
+
+/// Run `git` in `dir` and return its trimmed standard output, or `None` when git is
+/// missing or the command fails (not a checkout, unknown reference).
+pub fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    git_output(dir, args).map(|out| out.trim_end().to_string())
+}
+
+/// The git commit of the checkout holding `dir`, suffixed `-dirty` (as `git describe
+/// --dirty` does) when the model files under `dir` differ from it; None outside a checkout.
+pub fn git_commit(dir: &Path) -> Option<String> {
+    let head = git(dir, &["rev-parse", "HEAD"])?;
+    let changed = git(dir, &["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+    Some(if changed {
+        format!("{head}-dirty")
+    } else {
+        head
+    })
+}
+
+fn git_output(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The model files of `dir` as they were at git commit or reference `reference` (`dir`
+/// must be inside a git checkout).
+pub fn git_texts(dir: &Path, reference: &str) -> Result<SourceTexts> {
+    let not_found = |what: String| {
+        Error::Model(vec![ModelIssue {
+            file: dir.display().to_string(),
+            line: 0,
+            column: 0,
+            reason: what,
+        }])
+    };
+    let names = git(dir, &["ls-tree", "--name-only", reference, "."]).ok_or_else(|| {
+        not_found(format!(
+            "\"{reference}\" is neither a directory nor a git reference of this checkout"
+        ))
+    })?;
+    let mut files = Vec::new();
+    for name in names.lines().filter(|n| n.ends_with(".toml")) {
+        let text = git_output(dir, &["show", &format!("{reference}:./{name}")])
+            .ok_or_else(|| not_found(format!("cannot read {name} at {reference}")))?;
+        files.push((format!("{reference}:{name}"), text));
+    }
+    if files.is_empty() {
+        return Err(not_found(format!("no *.toml model files at {reference}")));
+    }
+    Ok(SourceTexts { files })
+}
+
+/// The text of every `*.toml` file of `dir` (sorted by name).
+pub fn dir_texts(dir: &Path) -> Result<SourceTexts> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot read model directory {}", dir.display()), e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
     let mut files = Vec::with_capacity(paths.len());
     for path in &paths {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         files.push((path.display().to_string(), text));
     }
-    load_texts(SourceTexts { files })
+    Ok(SourceTexts { files })
 }
 
 /// Load and validate a model from in-memory files (`(path, text)` pairs).

@@ -7,6 +7,9 @@
 //! Invariant: once [`load::load_dir`] returns `Ok`, every name a model item refers to
 //! exists, names are unique per kind and every expression parses.
 
+pub mod diff;
+pub mod history;
+pub mod lineage;
 pub mod load;
 pub mod validate;
 
@@ -633,6 +636,9 @@ pub struct AccessRule {
     /// Draft metrics are visible to the role (modelers).
     #[serde(default)]
     pub drafts: bool,
+    /// The role may read the audit trail (`kp.audit`).
+    #[serde(default)]
+    pub audit: bool,
     /// Why the role sees this.
     #[serde(default)]
     pub description: String,
@@ -643,6 +649,23 @@ pub struct AccessRule {
 
 fn everything() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "*".to_string())]
+}
+
+/// Parse a SQL expression of the model (PostgreSQL dialect), requiring the whole text to
+/// be consumed.
+pub fn parse_expr(
+    text: &str,
+) -> std::result::Result<datafusion::sql::sqlparser::ast::Expr, String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let e = p.parse_expr()?;
+            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
+            Ok(e)
+        })
+        .map_err(|e| e.to_string())
 }
 
 /// The attribute `user.<attribute>` in an access rule's row filter names, if `expr` is one

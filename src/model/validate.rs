@@ -354,7 +354,7 @@ fn check_row_filter<'n>(
     dimensions: impl Iterator<Item = &'n str> + Clone,
 ) {
     use datafusion::sql::sqlparser::ast::{Expr, Value, VisitMut, Visitor, VisitorMut};
-    let Ok(mut expr) = crate::bind::parse_expr(filter.get_ref()) else {
+    let Ok(mut expr) = super::parse_expr(filter.get_ref()) else {
         c.expr(file, "row_filter", filter);
         return;
     };

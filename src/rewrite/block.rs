@@ -178,6 +178,12 @@ pub fn rewrite_block(
     if let Some(having) = select.having.take() {
         outer_filters.push(having);
     }
+    report.filters.extend(
+        inner_filters
+            .iter()
+            .chain(&outer_filters)
+            .map(ToString::to_string),
+    );
     // Segments the view applies to every query.
     for segment in &view.apply_segments {
         inner_filters.push(Expr::Identifier(Ident::new(segment.clone())));
@@ -231,6 +237,9 @@ pub fn rewrite_block(
         time_zone: cx.time_zone,
     };
     report.metrics.extend(named);
+    report
+        .dimensions
+        .extend(spec.grain.iter().flat_map(|g| g.dimensions.iter().cloned()));
     let derived = build_derived(&spec, cx.semantics)?;
 
     select.from = vec![TableWithJoins {

@@ -51,6 +51,10 @@ pub struct RewriteReport {
     pub views: BTreeSet<String>,
     /// Metrics computed.
     pub metrics: BTreeSet<String>,
+    /// Dimensions grouped by.
+    pub dimensions: BTreeSet<String>,
+    /// The query's own row conditions on views, as written.
+    pub filters: Vec<String>,
 }
 
 /// Where a result column comes from, when it is a view column selected as is.
@@ -374,6 +378,16 @@ fn resolve_relation<'a>(
         && let Some(denial) = cx.semantics.denied_views.get(table)
     {
         return Err(Error::denied("view", table, denial));
+    }
+    if schema == Some(crate::catalog::kp::SCHEMA)
+        && table == "audit"
+        && !cx.semantics.may_read_audit
+    {
+        return Err(Error::denied(
+            "table",
+            "kp.audit",
+            &crate::access::Denial::Permission { roles: Vec::new() },
+        ));
     }
     let catalog_schema = schema.unwrap_or("pg_catalog");
     if cx

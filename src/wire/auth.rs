@@ -89,11 +89,15 @@ enum Inner {
     Plain(Box<CleartextPasswordAuthStartupHandler<PlainSource, Parameters>>),
 }
 
+/// The zone a session starts in unless the client names one: the served model's
+/// default, read at each connection (a reload may change it).
+pub type DefaultZone = Arc<dyn Fn() -> TimeZone + Send + Sync>;
+
 /// The startup handler of every connection.
 pub struct Startup {
     inner: Inner,
     database: String,
-    time_zone: TimeZone,
+    time_zone: DefaultZone,
 }
 
 /// The ParameterStatus values sent once the client is in: PostgreSQL's, with the
@@ -101,7 +105,7 @@ pub struct Startup {
 /// model's default).
 struct Parameters {
     base: DefaultServerParameterProvider,
-    time_zone: TimeZone,
+    time_zone: DefaultZone,
 }
 
 impl ServerParameterProvider for Parameters {
@@ -115,13 +119,13 @@ impl ServerParameterProvider for Parameters {
             .rev()
             .find(|(k, _)| k.eq_ignore_ascii_case("timezone"))
             .and_then(|(_, v)| TimeZone::parse(v))
-            .unwrap_or(self.time_zone);
+            .unwrap_or_else(|| (self.time_zone)());
         params.insert("TimeZone".into(), time_zone.to_string());
         Some(params)
     }
 }
 
-fn parameters(time_zone: TimeZone) -> Parameters {
+fn parameters(time_zone: DefaultZone) -> Parameters {
     let mut p = DefaultServerParameterProvider::default();
     p.server_version = "15.0".into();
     p.date_style = "ISO, MDY".into();
@@ -138,13 +142,13 @@ impl Startup {
         config: &Config,
         credentials: Arc<Credentials>,
         manager: Arc<ConnectionManager>,
-        time_zone: TimeZone,
+        time_zone: DefaultZone,
     ) -> Startup {
         let inner = if config.allow_cleartext_passwords {
             Inner::Plain(Box::new(
                 CleartextPasswordAuthStartupHandler::new(
                     PlainSource(credentials),
-                    parameters(time_zone),
+                    parameters(Arc::clone(&time_zone)),
                 )
                 .with_connection_manager(manager),
             ))
@@ -152,7 +156,7 @@ impl Startup {
             let mut scram = ScramAuth::new(Arc::new(ScramSource(credentials)));
             scram.set_iterations(SCRAM_ITERATIONS);
             Inner::Scram(Box::new(
-                SASLAuthStartupHandler::new(Arc::new(parameters(time_zone)))
+                SASLAuthStartupHandler::new(Arc::new(parameters(Arc::clone(&time_zone))))
                     .with_scram(scram)
                     .with_connection_manager(manager),
             ))
@@ -230,9 +234,12 @@ impl StartupHandler for Startup {
                 .map(|p| p.0.clone())
                 .unwrap_or_default();
             tracing::info!(user = %user, pid, "authenticated");
-            client
-                .session_extensions()
-                .insert(Session::new(user, pid, self.time_zone, &params));
+            client.session_extensions().insert(Session::new(
+                user,
+                pid,
+                (self.time_zone)(),
+                &params,
+            ));
         }
         Ok(())
     }

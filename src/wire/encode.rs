@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type, Int32Type,
     Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::record_batch::RecordBatch;
@@ -45,8 +45,18 @@ pub fn wire_type(data_type: &DataType) -> DataType {
         }
         DataType::Date32 | DataType::Date64 => DataType::Date32,
         DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::List(f) if is_text(f.data_type()) => {
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+        }
         _ => DataType::Utf8,
     }
+}
+
+fn is_text(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    )
 }
 
 /// RowDescription fields for a result schema.
@@ -84,10 +94,17 @@ enum Column {
     Ts(datafusion::arrow::array::TimestampMicrosecondArray),
     TsTz(datafusion::arrow::array::TimestampMicrosecondArray),
     Text(Vec<Option<String>>),
+    /// `text[]` (pgwire writes both formats, quoting items in text as PostgreSQL does).
+    TextList(Vec<Option<Vec<Option<String>>>>),
 }
 
 fn column(array: &ArrayRef) -> PgWireResult<Column> {
     let target = wire_type(array.data_type());
+    if matches!(target, DataType::List(_)) {
+        return Ok(Column::TextList(
+            (0..array.len()).map(|i| text_list(array, i)).collect(),
+        ));
+    }
     if target == DataType::Utf8
         && !matches!(
             array.data_type(),
@@ -128,6 +145,18 @@ fn column(array: &ArrayRef) -> PgWireResult<Column> {
                 .unwrap_or_else(|| (0..array.len()).map(|i| text_value(&array, i)).collect()),
         ),
     })
+}
+
+/// The items of a `text[]` value.
+fn text_list(array: &ArrayRef, row: usize) -> Option<Vec<Option<String>>> {
+    if array.is_null(row) {
+        return None;
+    }
+    let Ok(ScalarValue::List(list)) = ScalarValue::try_from_array(array, row) else {
+        return None;
+    };
+    let values = list.value(0);
+    Some((0..values.len()).map(|i| text_value(&values, i)).collect())
 }
 
 /// A value in PostgreSQL text form, for types sent as text (arrays, intervals, ...).
@@ -287,6 +316,9 @@ fn encode_batch(
                 }
                 Column::Text(values) => {
                     encoder.encode_field(&values.get(row).cloned().flatten())?
+                }
+                Column::TextList(values) => {
+                    encoder.encode_field(&values.get(row).and_then(Option::as_ref))?
                 }
             }
         }

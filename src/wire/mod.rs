@@ -40,6 +40,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::engine::{Engine, QueryPlan};
 use crate::error::{Error, Result};
+use crate::serving::Served;
 use crate::session::{Session, display_name};
 use crate::sql::compat::SessionFacts;
 use crate::sql::{self, Command, FetchCount};
@@ -95,13 +96,13 @@ pub enum Prepared {
 
 /// Query handling shared by all connections.
 pub struct Handler {
-    engine: Arc<Engine>,
+    served: Arc<Served>,
     parser: Arc<Parser>,
 }
 
 /// The extended protocol's statement parser.
 pub struct Parser {
-    engine: Arc<Engine>,
+    served: Arc<Served>,
 }
 
 fn session<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Session>> {
@@ -115,6 +116,23 @@ fn objects<C: ClientInfo>(client: &C) -> Arc<SessionObjects> {
     client
         .session_extensions()
         .get_or_insert_with(SessionObjects::default)
+}
+
+/// `plan` as the current engine has it (planned again when the model was reloaded since
+/// the statement was prepared).
+async fn current<C: ClientInfo>(
+    engine: &Engine,
+    client: &C,
+    session: &Session,
+    plan: &Arc<QueryPlan>,
+) -> Result<Arc<QueryPlan>> {
+    let objects = objects(client);
+    let facts = SessionFacts {
+        session,
+        database: engine.database(),
+        temp_tables: objects.temp.provider()?,
+    };
+    engine.current_plan(plan, &facts).await
 }
 
 async fn prepare(
@@ -290,6 +308,8 @@ impl Handler {
         }
         match prepared {
             Prepared::Query(plan) => {
+                let engine = self.served.engine();
+                let plan = &current(&engine, client, session, plan).await?;
                 let started = Instant::now();
                 tracing::info!(
                     user = %session.user,
@@ -298,8 +318,12 @@ impl Handler {
                     "query"
                 );
                 tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
-                notify_deprecated(client, self.engine.semantics(), &plan.report).await;
-                let mut batches = self.engine.execute(plan, params).await?;
+                notify_deprecated(client, engine.semantics(), &plan.report).await;
+                let audit_started = chrono::Utc::now();
+                let (mut batches, pushed) = engine.execute_reporting(plan, params).await?;
+                for (source, sql) in &pushed {
+                    tracing::info!(source = %source, sql = %sql, "pushed down");
+                }
                 // Run the query up to its first batch here, where a cancel request can
                 // still interrupt it; the rest streams to the client.
                 let first = batches.next().await;
@@ -309,6 +333,9 @@ impl Handler {
                 let rows = encode::rows(counted, fields.clone(), session.time_zone());
                 let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let counter = count.clone();
+                let served = Arc::clone(&self.served);
+                let application = session.get("application_name").unwrap_or_default();
+                let report = plan.report.clone();
                 let rows = rows
                     .inspect(move |_| {
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -317,13 +344,30 @@ impl Handler {
                         let rows = count.load(std::sync::atomic::Ordering::Relaxed);
                         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                         tracing::info!(user = %user, rows, duration_ms, "query finished");
+                        served.audit().record(crate::audit::Record {
+                            time: audit_started,
+                            user,
+                            application,
+                            views: report.views.into_iter().collect(),
+                            metrics: report.metrics.into_iter().collect(),
+                            dimensions: report.dimensions.into_iter().collect(),
+                            filters: report.filters,
+                            rows: u64::try_from(rows).ok(),
+                            duration_ms,
+                            pushed,
+                            outcome: "ok",
+                            sqlstate: None,
+                            message: None,
+                        });
                         None
                     })
                     .filter_map(|x: Option<PgWireResult<pgwire::messages::data::DataRow>>| async move { x }));
                 Ok(Response::Query(QueryResponse::new(fields, rows)))
             }
             Prepared::Explain(plan) => {
-                let lines = self.engine.explain(plan).await?;
+                let engine = self.served.engine();
+                let plan = &current(&engine, client, session, plan).await?;
+                let lines = engine.explain(plan).await?;
                 Ok(text_rows(
                     text_fields(&["QUERY PLAN"], format),
                     lines.into_iter().map(|l| vec![Some(l)]).collect(),
@@ -341,7 +385,9 @@ impl Handler {
                     "declare cursor"
                 );
                 tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
-                let stream = self.engine.execute(plan, params).await?;
+                let engine = self.served.engine();
+                let plan = &current(&engine, client, session, plan).await?;
+                let stream = engine.execute(plan, params).await?;
                 objects(client)
                     .declare(name, objects::Cursor::new(stream, *hold))
                     .await?;
@@ -364,15 +410,9 @@ impl Handler {
                 Ok(Response::Query(response))
             }
             Prepared::TempWrite { command, plan } => {
-                temp::write(
-                    &self.engine,
-                    session,
-                    &objects(client),
-                    command,
-                    plan,
-                    params,
-                )
-                .await
+                let engine = self.served.engine();
+                let plan = &current(&engine, client, session, plan).await?;
+                temp::write(&engine, session, &objects(client), command, plan, params).await
             }
             Prepared::Command(command) => {
                 self.command(client, session, command, format, status).await
@@ -526,9 +566,18 @@ impl Handler {
                 columns,
                 query: None,
                 ..
-            } => temp::create_empty(&self.engine, session, &objects(client), name, columns).await?,
+            } => {
+                temp::create_empty(
+                    &self.served.engine(),
+                    session,
+                    &objects(client),
+                    name,
+                    columns,
+                )
+                .await?
+            }
             Command::DropTables { names, if_exists } => {
-                temp::drop_tables(&self.engine, &objects(client), names, *if_exists)?
+                temp::drop_tables(&self.served.engine(), &objects(client), names, *if_exists)?
             }
             Command::CreateTemp { query: Some(_), .. } | Command::Insert { .. } => {
                 return Err(Error::Internal(
@@ -611,7 +660,9 @@ impl SimpleQueryHandler for Handler {
             let objects = objects(client);
             for command in commands {
                 let prepared = match command {
-                    Ok(command) => prepare(&self.engine, &session, &objects, command).await,
+                    Ok(command) => {
+                        prepare(&self.served.engine(), &session, &objects, command).await
+                    }
                     Err(e) => Err(e),
                 };
                 let outcome = match prepared {
@@ -643,6 +694,7 @@ impl SimpleQueryHandler for Handler {
                     }
                     Err(e) => {
                         tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
+                        self.served.record_failure(&session, &e);
                         responses.push(Response::Error(Box::new(error_info(&e))));
                         break;
                     }
@@ -674,13 +726,16 @@ impl QueryParser for Parser {
             0 => Ok(None),
             1 => {
                 let prepared = match commands.remove(0) {
-                    Ok(command) => prepare(&self.engine, &session, &objects(client), command).await,
+                    Ok(command) => {
+                        prepare(&self.served.engine(), &session, &objects(client), command).await
+                    }
                     Err(e) => Err(e),
                 };
                 match prepared {
                     Ok(p) => Ok(Some(p)),
                     Err(e) => {
                         tracing::info!(sqlstate = e.sqlstate(), error = %e, "parse failed");
+                        self.served.record_failure(&session, &e);
                         Err(user_error(e))
                     }
                 }
@@ -755,6 +810,7 @@ impl ExtendedQueryHandler for Handler {
             .await
             .map_err(|e| {
                 tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
+                self.served.record_failure(&session, &e);
                 user_error(e)
             })
         }
@@ -786,14 +842,15 @@ impl PgWireServerHandlers for Factory {
 }
 
 /// Accept connections on `listener` until the process is stopped.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, config: &Config) -> Result<()> {
+pub async fn serve(listener: TcpListener, served: Arc<Served>, config: &Config) -> Result<()> {
     let manager = Arc::new(ConnectionManager::new());
     let credentials = Arc::new(auth::Credentials::new(config));
-    let time_zone = engine.semantics().time_zone;
+    let of_model = Arc::clone(&served);
+    let time_zone: auth::DefaultZone = Arc::new(move || of_model.engine().semantics().time_zone);
     let factory = Arc::new(Factory {
         handler: Arc::new(Handler {
-            engine: engine.clone(),
-            parser: Arc::new(Parser { engine }),
+            served: served.clone(),
+            parser: Arc::new(Parser { served }),
         }),
         startup: Arc::new(auth::Startup::new(
             config,

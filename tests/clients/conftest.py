@@ -40,7 +40,8 @@ class Kpitables:
         self.log = log
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
-                [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", *args],
+                [BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
+                 "--audit-file", str(log.parent / "audit.jsonl"), *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -235,3 +235,102 @@ def test_a_draft_is_visible_to_modelers_only(as_user, duck):
     assert_rows_equal(got, truth)
     e = denied(as_user("manager_east"), "SELECT revenue_per_customer FROM sales", "42704")
     assert e.diag.message_primary == 'metric "revenue_per_customer" is a draft'
+
+
+# ---- the kp catalog -------------------------------------------------------------------
+
+def test_kp_metrics_shows_each_user_what_it_may_see(as_user):
+    from model_facts import METRICS
+
+    exec_rows = as_user("exec").execute(
+        "SELECT name, label, owner, domain, status, replaced_by, version, tags FROM kp.metrics ORDER BY name"
+    ).fetchall()
+    by_name = {r[0]: r for r in exec_rows}
+    # Every metric of the model but the retired one, with the model's metadata.
+    assert set(by_name) == {m for m, d in METRICS.items() if d.get("status") != "retired"}
+    for name, row in by_name.items():
+        item = METRICS[name]
+        assert row[1] == item.get("label") and row[2] == item.get("owner") and row[3] == item.get("domain")
+        assert row[4] == item.get("status", "active")
+        assert row[5] == item.get("replaced_by")
+        assert re.fullmatch(r"[0-9a-f]{12}", row[6])
+        assert list(row[7] or []) == item.get("tags", [])
+    analyst = {r[0] for r in as_user("analyst").execute("SELECT name FROM kp.metrics").fetchall()}
+    assert "revenue" in analyst and not {"cost", "gross_profit", "gross_margin_rate"} & analyst
+    staff = as_user("staff")
+    assert {r[0] for r in staff.execute("SELECT name FROM kp.metrics").fetchall()} == {"revenue", "orders", "units"}
+    from model_facts import VIEWS
+
+    # The view's metrics in the view's own order, restricted to the three allowed.
+    allowed = [m for m in VIEWS["sales"]["metrics"] if m in {"revenue", "orders", "units"}]
+    assert staff.execute("SELECT name, metrics, row_filter FROM kp.views").fetchall() == [
+        ("sales", allowed, f"(store_name = '{STORE}')")
+    ]
+
+
+def test_kp_lineage_traces_a_metric_to_its_sources_and_its_users(as_user):
+    rows = as_user("exec").execute(
+        "SELECT direction, kind, name FROM kp.lineage WHERE metric = 'gross_margin_rate' ORDER BY 1, 2, 3"
+    ).fetchall()
+    got = {}
+    for direction, kind, name in rows:
+        got.setdefault((direction, kind), set()).add(name)
+    assert got[("upstream", "metric")] == {"revenue", "cost"}
+    assert got[("upstream", "table")] == {"order_lines", "orders"}
+    assert {"order_lines.unit_cost", "order_lines.unit_price", "orders.status"} <= got[("upstream", "column")]
+    assert got[("upstream", "source")] == {"demo_files"}
+    assert got[("downstream", "metric")] == {"margin_rate_growth"}
+    assert {"sales", "sales_trends", "north_sales"} <= got[("downstream", "view")]
+    # The analyst may not see cost: its lineage is not shown, nor cost as a user of revenue.
+    analyst = as_user("analyst").execute(
+        "SELECT DISTINCT metric FROM kp.lineage WHERE metric IN ('cost', 'gross_margin_rate')").fetchall()
+    assert analyst == []
+    users_of_revenue = {r[0] for r in as_user("analyst").execute(
+        "SELECT name FROM kp.lineage WHERE metric = 'revenue' AND direction = 'downstream' AND kind = 'metric'").fetchall()}
+    assert "revenue_share" in users_of_revenue and "gross_profit" not in users_of_revenue
+
+
+def test_kp_dimensions_say_which_are_masked_for_the_reader(as_user):
+    q = "SELECT masked FROM kp.dimensions WHERE name = 'customer_name'"
+    assert as_user("analyst").execute(q).fetchall() == [(True,)]
+    assert as_user("exec").execute(q).fetchall() == [(False,)]
+
+
+# ---- audit ----------------------------------------------------------------------------
+
+def test_every_query_is_audited_to_the_file_and_kp_audit(server, duck):
+    import json
+    import pathlib
+
+    with psycopg.connect(host=server["host"], port=server["port"], user="manager_east", password="manager_east",
+                         dbname="kpitables", autocommit=True, application_name="audit-check") as c:
+        got = c.execute("SELECT region, revenue FROM sales WHERE channel = 'online' GROUP BY 1").fetchall()
+        assert len(got) == 1
+    with psycopg.connect(host=server["host"], port=server["port"], user="analyst", password="analyst",
+                         dbname="kpitables", autocommit=True, application_name="audit-check") as c:
+        with pytest.raises(psycopg.Error):
+            c.execute("SELECT cost FROM sales")
+        # The trail is for the roles allowed to read it.
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SELECT * FROM kp.audit")
+        assert e.value.sqlstate == "42501"
+    with psycopg.connect(host=server["host"], port=server["port"], user="exec", password="exec",
+                         dbname="kpitables", autocommit=True) as c:
+        rows = c.execute(
+            """SELECT user_name, views, metrics, dimensions, filters, rows, outcome, sqlstate, duration_ms
+               FROM kp.audit WHERE application = 'audit-check' ORDER BY at"""
+        ).fetchall()
+    ok = [r for r in rows if r[0] == "manager_east"]
+    assert ok and ok[-1][1:8] == (["sales"], ["revenue"], ["region"], ["channel = 'online'"], 1, "ok", None)
+    assert ok[-1][8] >= 0
+    denied_rows = [r for r in rows if r[0] == "analyst"]
+    assert [r[6:8] for r in denied_rows] == [("error", "42501"), ("error", "42501")]
+
+    # The same records, as JSON lines in the file.
+    path = pathlib.Path(server["log"]).parent / "audit.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    mine = [r for r in records if r["application"] == "audit-check"]
+    assert [(r["user"], r["outcome"]) for r in mine] == [("manager_east", "ok"), ("analyst", "error"), ("analyst", "error")]
+    assert mine[0]["metrics"] == ["revenue"] and mine[0]["rows"] == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", mine[0]["time"])
+    assert mine[1]["sqlstate"] == "42501" and "cost" in mine[1]["message"]

@@ -545,3 +545,14 @@ def test_access_rules_hold_in_the_statement_sent_to_the_warehouse(wh):
         with pytest.raises(psycopg.Error) as e:
             c.execute("SELECT cost FROM sales")
         assert e.value.sqlstate == "42501"
+
+
+def test_the_audit_trail_holds_the_sql_sent_to_the_warehouse(wh):
+    with psycopg.connect(host="127.0.0.1", port=wh.kp.port, user="manager_east", password="manager_east",
+                         dbname="kpitables", autocommit=True, application_name="audit-pushdown") as c:
+        c.execute("SELECT region, revenue FROM sales").fetchall()
+    with psycopg.connect(wh.kp.dsn, autocommit=True) as c:
+        pushed = c.execute(
+            "SELECT pushed_sql FROM kp.audit WHERE application = 'audit-pushdown' AND outcome = 'ok'"
+        ).fetchall()
+    assert pushed and pushed[-1][0].startswith("warehouse: SELECT") and "'East'" in pushed[-1][0], pushed

@@ -1,0 +1,221 @@
+//! The model being served, and replacing it safely while the server runs.
+//!
+//! [`Served`] holds the current [`Engine`]. A reload (on SIGHUP, or when the files of the
+//! model directory change: they are checked every [`POLL`]) loads, validates and binds the
+//! new model completely, with its users' scopes and catalogs, before it replaces the old
+//! one; every statement takes the engine current when it starts, so queries already
+//! running finish on the model they started with. An invalid model is reported in the log
+//! (file, line, reason) and in `kp.model_errors`, and the old model keeps serving. Each
+//! successful reload records what changed in the model history (`kp.changes`).
+//!
+//! Invariant: the served engine is only ever replaced by one that opened without error.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::audit::Audit;
+use crate::catalog::Identity;
+use crate::config::User;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::diff;
+use crate::model::history::{History, Version};
+use crate::model::load::{dir_texts, git, git_commit};
+
+/// How often the model directory is checked for changes.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// The served model (see the module docs).
+pub struct Served {
+    current: RwLock<Arc<Engine>>,
+    history: Arc<History>,
+    audit: Arc<Audit>,
+    model_dir: PathBuf,
+    identity: Identity,
+    users: Vec<User>,
+    /// Content hash of the files last tried (served or failed), to reload on a change only.
+    last_tried: std::sync::Mutex<String>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("model_dir", &self.model_dir)
+            .finish()
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The files did not change.
+    Unchanged,
+    /// A new version serves, with this many recorded changes.
+    Replaced(usize),
+    /// The new files are invalid; the old model keeps serving.
+    Kept,
+}
+
+fn version_of(dir: &std::path::Path, id: String) -> Version {
+    Version {
+        id,
+        git_commit: git_commit(dir),
+        author: git(dir, &["log", "-1", "--format=%an <%ae>"]),
+        loaded_at: Utc::now(),
+    }
+}
+
+impl Served {
+    /// Open the model in `model_dir` for `users`; an invalid model is an error here (the
+    /// server does not start without a model to serve).
+    pub async fn open(
+        model_dir: PathBuf,
+        identity: Identity,
+        users: Vec<User>,
+        audit: Arc<Audit>,
+    ) -> Result<Served> {
+        let history = Arc::new(History::default());
+        let id = diff::version(&dir_texts(&model_dir)?);
+        let engine = Engine::open(&model_dir, identity.clone())
+            .await?
+            .with_history(Arc::clone(&history))
+            .with_audit(Arc::clone(&audit))
+            .with_users(&users)?;
+        history.served(version_of(&model_dir, id.clone()), &[]);
+        Ok(Served {
+            current: RwLock::new(Arc::new(engine)),
+            history,
+            audit,
+            model_dir,
+            identity,
+            users,
+            last_tried: std::sync::Mutex::new(id),
+        })
+    }
+
+    /// The engine to run a statement on (the one current when it starts).
+    pub fn engine(&self) -> Arc<Engine> {
+        match self.current.read() {
+            Ok(engine) => Arc::clone(&engine),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The model history.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Audit a statement of `session` that failed with `error`.
+    pub fn record_failure(&self, session: &crate::session::Session, error: &Error) {
+        self.audit.record(crate::audit::Record {
+            time: Utc::now(),
+            user: session.user.clone(),
+            application: session.get("application_name").unwrap_or_default(),
+            views: Vec::new(),
+            metrics: Vec::new(),
+            dimensions: Vec::new(),
+            filters: Vec::new(),
+            rows: None,
+            duration_ms: 0,
+            pushed: Vec::new(),
+            outcome: "error",
+            sqlstate: Some(error.sqlstate().to_string()),
+            message: Some(error.to_string()),
+        });
+    }
+
+    /// Load the model directory again if its files changed (or always, with `force`),
+    /// and serve it if it is valid.
+    pub async fn reload(&self, force: bool) -> Result<Reloaded> {
+        let texts = dir_texts(&self.model_dir)?;
+        let id = diff::version(&texts);
+        {
+            let mut last = self
+                .last_tried
+                .lock()
+                .map_err(|_| Error::Internal("reload lock poisoned".into()))?;
+            if *last == id && !force {
+                return Ok(Reloaded::Unchanged);
+            }
+            *last = id.clone();
+        }
+        let opened = match Engine::open(&self.model_dir, self.identity.clone()).await {
+            Ok(engine) => engine
+                .with_history(Arc::clone(&self.history))
+                .with_audit(Arc::clone(&self.audit))
+                .with_users(&self.users),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(engine) => {
+                let old = self.engine();
+                let changes = diff::diff(&old.semantics().model, &engine.semantics().model);
+                self.history
+                    .served(version_of(&self.model_dir, id.clone()), &changes);
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(engine);
+                }
+                tracing::info!(version = %id, changes = changes.len(), "model reloaded");
+                Ok(Reloaded::Replaced(changes.len()))
+            }
+            Err(Error::Model(issues)) => {
+                for issue in &issues {
+                    tracing::error!(%issue, "model not reloaded; the previous version keeps serving");
+                }
+                self.history.failed_load(id, issues);
+                Ok(Reloaded::Kept)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model not reloaded; the previous version keeps serving");
+                self.history.failed_load(
+                    id,
+                    vec![crate::error::ModelIssue {
+                        file: self.model_dir.display().to_string(),
+                        line: 0,
+                        column: 0,
+                        reason: e.to_string(),
+                    }],
+                );
+                Ok(Reloaded::Kept)
+            }
+        }
+    }
+
+    /// Reload on SIGHUP (always) and when the model files change (checked every
+    /// [`POLL`]), for as long as the process runs.
+    pub fn watch(self: Arc<Self>) {
+        let polled = Arc::clone(&self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = polled.reload(false).await {
+                    tracing::warn!(error = %e, "cannot read the model directory");
+                }
+            }
+        });
+        #[cfg(unix)]
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; the model reloads on file changes");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the model");
+                if let Err(e) = self.reload(true).await {
+                    tracing::warn!(error = %e, "cannot read the model directory");
+                }
+            }
+        });
+    }
+}
