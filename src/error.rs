@@ -73,6 +73,9 @@ pub enum Error {
     /// A value that cannot be converted (e.g. `'abc'::int`).
     #[error("{0}")]
     InvalidValue(String),
+    /// A division by zero while computing a value.
+    #[error("division by zero")]
+    DivisionByZero,
     /// A column used outside of its grouping (e.g. ORDER BY a dimension not in the grain).
     #[error("{message}")]
     Grouping {
@@ -239,6 +242,7 @@ impl Error {
             Error::TypeMismatch(_) => "42804",
             Error::UndefinedFunction(_) => "42883",
             Error::InvalidValue(_) => "22P02",
+            Error::DivisionByZero => "22012",
             Error::Grouping { .. } => "42803",
             Error::Unsupported { .. } => "0A000",
             Error::ReadOnly(_) => "25006",
@@ -456,6 +460,8 @@ fn classify_message(message: String, planning: bool) -> Error {
         || lower.contains("failed to match any signature")
     {
         Error::UndefinedFunction(clean)
+    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
+        Error::DivisionByZero
     } else if lower.contains("cannot cast")
         || lower.contains("cast error")
         || lower.contains("parser error")

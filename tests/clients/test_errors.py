@@ -10,6 +10,7 @@ CASES = [
     ("syntax", "SELEC revenue FROM sales", "42601", "", "check the SQL"),
     ("type mismatch", "SELECT region FROM sales WHERE region + 1 = 2", "42804", "", "cast"),
     ("invalid value", "SELECT 'abc'::int", "22P02", "", None),
+    ("division by zero", "SELECT region, revenue / 0 FROM sales GROUP BY region", "22012", "division by zero", None),
     ("grouping", "SELECT region, revenue FROM sales GROUP BY city", "42803", "region", "GROUP BY"),
     ("not answerable", "SELECT COUNT(DISTINCT revenue) FROM sales", "0A000", "over a metric", "select it directly"),
     ("read only", "DELETE FROM sales", "25006", "read-only", "read-only"),
