@@ -42,7 +42,7 @@ pub struct Record {
     pub duration_ms: u64,
     /// The statement sent to each warehouse source, as `(source, SQL)`.
     pub pushed: Vec<(String, String)>,
-    /// `ok` or `error`.
+    /// `ok`, `error`, or `interrupted` (the client stopped reading before the last row).
     pub outcome: &'static str,
     /// The SQLSTATE of a failure.
     pub sqlstate: Option<String>,
@@ -173,6 +173,82 @@ impl Audit {
     }
 }
 
+/// A statement being answered, recorded once when it is dropped: after its last row
+/// (`ok`), after an error while streaming (`error`), or when the client goes away or the
+/// statement is cancelled before the end (`interrupted`). Rows and duration are counted
+/// up to that point.
+#[derive(Debug)]
+pub struct Pending {
+    audit: std::sync::Arc<Audit>,
+    record: Option<Record>,
+    started: std::time::Instant,
+    rows: u64,
+    finished: bool,
+}
+
+impl Pending {
+    /// Record `record`, a statement that started at `started` (its rows, duration and
+    /// outcome are filled in here).
+    pub fn new(
+        audit: std::sync::Arc<Audit>,
+        record: Record,
+        started: std::time::Instant,
+    ) -> Pending {
+        Pending {
+            audit,
+            record: Some(record),
+            started,
+            rows: 0,
+            finished: false,
+        }
+    }
+
+    /// One more row sent.
+    pub fn row(&mut self) {
+        self.rows += 1;
+    }
+
+    /// The last row was sent.
+    pub fn finished(&mut self) {
+        self.finished = true;
+    }
+
+    /// The statement failed while streaming.
+    pub fn failed(&mut self, sqlstate: String, message: String) {
+        if let Some(record) = &mut self.record
+            && record.sqlstate.is_none()
+        {
+            record.sqlstate = Some(sqlstate);
+            record.message = Some(message);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        record.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        record.rows = Some(self.rows);
+        record.outcome = if record.sqlstate.is_some() {
+            "error"
+        } else if self.finished {
+            "ok"
+        } else {
+            "interrupted"
+        };
+        tracing::info!(
+            user = %record.user,
+            rows = self.rows,
+            duration_ms = record.duration_ms,
+            outcome = record.outcome,
+            "query finished"
+        );
+        self.audit.record(record);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +291,35 @@ mod tests {
         assert!(current.len() <= 1024 && older.len() <= 1024);
         assert!(current.lines().last().unwrap().contains("user39"));
         assert_eq!(audit.recent().len(), 40);
+    }
+
+    #[test]
+    fn a_pending_statement_is_recorded_once_with_its_outcome() {
+        let audit = std::sync::Arc::new(Audit::open(None, 1024, 1).unwrap());
+        let mut done = Pending::new(audit.clone(), record("a"), std::time::Instant::now());
+        done.row();
+        done.row();
+        done.finished();
+        drop(done);
+        let mut cut = Pending::new(audit.clone(), record("b"), std::time::Instant::now());
+        cut.row();
+        drop(cut);
+        let mut failed = Pending::new(audit.clone(), record("c"), std::time::Instant::now());
+        failed.failed("57014".into(), "canceling statement".into());
+        failed.finished();
+        drop(failed);
+        let got: Vec<(String, Option<u64>, &str, Option<String>)> = audit
+            .recent()
+            .into_iter()
+            .map(|r| (r.user, r.rows, r.outcome, r.sqlstate))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), Some(2), "ok", None),
+                ("b".to_string(), Some(1), "interrupted", None),
+                ("c".to_string(), Some(0), "error", Some("57014".to_string())),
+            ]
+        );
     }
 }

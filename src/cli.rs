@@ -31,6 +31,9 @@ pub enum Command {
         /// The audit trail's JSON-lines file (default from the config).
         #[arg(long)]
         audit_file: Option<PathBuf>,
+        /// The model history's JSON-lines file (default from the config).
+        #[arg(long)]
+        history_file: Option<PathBuf>,
     },
     /// Validate a model directory: print every problem with file, line and column, and exit
     /// non-zero if there is one.

@@ -59,6 +59,8 @@ pub struct Config {
     pub audit_max_bytes: u64,
     /// How many rotated audit files are kept.
     pub audit_keep: usize,
+    /// The model history's JSON-lines file (none: the history of this run only).
+    pub history_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +81,7 @@ struct RawConfig {
     audit_max_bytes: u64,
     #[serde(default = "default_audit_keep")]
     audit_keep: usize,
+    history_file: Option<PathBuf>,
 }
 
 fn default_audit_max_bytes() -> u64 {
@@ -154,9 +157,9 @@ impl Config {
         } else {
             base.join(raw.model)
         };
-        let audit_file = raw
-            .audit_file
-            .map(|f| if f.is_absolute() { f } else { base.join(f) });
+        let under_base = |f: PathBuf| if f.is_absolute() { f } else { base.join(f) };
+        let audit_file = raw.audit_file.map(under_base);
+        let history_file = raw.history_file.map(under_base);
         Ok(Config {
             listen: raw.listen,
             database: raw.database,
@@ -166,6 +169,7 @@ impl Config {
             audit_file,
             audit_max_bytes: raw.audit_max_bytes,
             audit_keep: raw.audit_keep,
+            history_file,
         })
     }
 

@@ -49,6 +49,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             model,
             config,
             audit_file,
+            history_file,
         } => {
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
@@ -60,6 +61,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(file) = audit_file {
                 config.audit_file = Some(file);
+            }
+            if let Some(file) = history_file {
+                config.history_file = Some(file);
             }
             if demo_default {
                 ensure_demo_data(Path::new("data/demo"))?;
@@ -235,6 +239,7 @@ async fn serve(config: Config) -> Result<()> {
             identity,
             config.users.clone(),
             audit,
+            config.history_file.clone(),
         )
         .await?,
     );

@@ -23,7 +23,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::diff;
 use crate::model::history::{History, Version};
-use crate::model::load::{dir_texts, git, git_commit};
+use crate::model::load::{dir_texts, git, git_commit, load_texts};
 
 /// How often the model directory is checked for changes.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -70,21 +70,34 @@ fn version_of(dir: &std::path::Path, id: String) -> Version {
 
 impl Served {
     /// Open the model in `model_dir` for `users`; an invalid model is an error here (the
-    /// server does not start without a model to serve).
+    /// server does not start without a model to serve). With a `history_file`, the
+    /// history of earlier runs is read from it, and the model is compared with the version
+    /// served last (a change made while the server was down is recorded as one).
     pub async fn open(
         model_dir: PathBuf,
         identity: Identity,
         users: Vec<User>,
         audit: Arc<Audit>,
+        history_file: Option<PathBuf>,
     ) -> Result<Served> {
-        let history = Arc::new(History::default());
-        let id = diff::version(&dir_texts(&model_dir)?);
+        let (history, last_served) = History::open(history_file)?;
+        let history = Arc::new(history);
+        let texts = dir_texts(&model_dir)?;
+        let id = diff::version(&texts);
         let engine = Engine::open(&model_dir, identity.clone())
             .await?
             .with_history(Arc::clone(&history))
             .with_audit(Arc::clone(&audit))
             .with_users(&users)?;
-        history.served(version_of(&model_dir, id.clone()), &[]);
+        let changes = match last_served.map(load_texts) {
+            Some(Ok(previous)) => diff::diff(&previous, &engine.semantics().model),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the model served last cannot be read; its changes are not recorded");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        history.served(version_of(&model_dir, id.clone()), &changes, &texts);
         Ok(Served {
             current: RwLock::new(Arc::new(engine)),
             history,
@@ -110,7 +123,7 @@ impl Served {
     }
 
     /// The audit trail.
-    pub fn audit(&self) -> &Audit {
+    pub fn audit(&self) -> &Arc<Audit> {
         &self.audit
     }
 
@@ -160,7 +173,7 @@ impl Served {
                 let old = self.engine();
                 let changes = diff::diff(&old.semantics().model, &engine.semantics().model);
                 self.history
-                    .served(version_of(&self.model_dir, id.clone()), &changes);
+                    .served(version_of(&self.model_dir, id.clone()), &changes, &texts);
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(engine);
                 }

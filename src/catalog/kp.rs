@@ -356,7 +356,7 @@ pub fn history_tables(
     let of_changes = Arc::clone(&history);
     let changes = LiveTable::new(changes, move |t| {
         for c in of_changes.changes() {
-            let hidden = match c.kind {
+            let hidden = match c.kind.as_str() {
                 "metric" => hidden_metrics.contains(&c.name),
                 "view" => hidden_views.contains(&c.name),
                 "access rule" => !sees_rules,
@@ -371,9 +371,9 @@ pub fn history_tables(
                 tv(&c.previous),
                 c.version.git_commit.as_deref().map(tv).unwrap_or_else(null),
                 c.version.author.as_deref().map(tv).unwrap_or_else(null),
-                tv(c.kind),
+                tv(&c.kind),
                 tv(&c.name),
-                tv(c.change),
+                tv(&c.change),
                 or_null(&c.fields),
             ]);
         }

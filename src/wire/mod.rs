@@ -53,6 +53,14 @@ pub fn error_info(error: &Error) -> ErrorInfo {
     info
 }
 
+/// SQLSTATE and message of an error sent to the client (for the audit trail).
+fn error_parts(error: &PgWireError) -> (String, String) {
+    match error {
+        PgWireError::UserError(info) => (info.code.clone(), info.message.clone()),
+        other => ("XX000".to_string(), other.to_string()),
+    }
+}
+
 fn user_error(error: Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&error)))
 }
@@ -329,36 +337,44 @@ impl Handler {
                 let first = batches.next().await;
                 let fields = Arc::new(encode::fields(&plan.schema(), format));
                 let counted = stream::iter(first).chain(batches);
-                let user = session.user.clone();
                 let rows = encode::rows(counted, fields.clone(), session.time_zone());
-                let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                let counter = count.clone();
-                let served = Arc::clone(&self.served);
-                let application = session.get("application_name").unwrap_or_default();
                 let report = plan.report.clone();
+                let pending = Arc::new(std::sync::Mutex::new(crate::audit::Pending::new(
+                    Arc::clone(self.served.audit()),
+                    crate::audit::Record {
+                        time: audit_started,
+                        user: session.user.clone(),
+                        application: session.get("application_name").unwrap_or_default(),
+                        views: report.views.into_iter().collect(),
+                        metrics: report.metrics.into_iter().collect(),
+                        dimensions: report.dimensions.into_iter().collect(),
+                        filters: report.filters,
+                        rows: None,
+                        duration_ms: 0,
+                        pushed,
+                        outcome: "ok",
+                        sqlstate: None,
+                        message: None,
+                    },
+                    started,
+                )));
+                let at_end = Arc::clone(&pending);
                 let rows = rows
-                    .inspect(move |_| {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .inspect(move |row| {
+                        if let Ok(mut pending) = pending.lock() {
+                            match row {
+                                Ok(_) => pending.row(),
+                                Err(e) => {
+                                    let (sqlstate, message) = error_parts(e);
+                                    pending.failed(sqlstate, message);
+                                }
+                            }
+                        }
                     })
                     .chain(stream::once(async move {
-                        let rows = count.load(std::sync::atomic::Ordering::Relaxed);
-                        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                        tracing::info!(user = %user, rows, duration_ms, "query finished");
-                        served.audit().record(crate::audit::Record {
-                            time: audit_started,
-                            user,
-                            application,
-                            views: report.views.into_iter().collect(),
-                            metrics: report.metrics.into_iter().collect(),
-                            dimensions: report.dimensions.into_iter().collect(),
-                            filters: report.filters,
-                            rows: u64::try_from(rows).ok(),
-                            duration_ms,
-                            pushed,
-                            outcome: "ok",
-                            sqlstate: None,
-                            message: None,
-                        });
+                        if let Ok(mut pending) = at_end.lock() {
+                            pending.finished();
+                        }
                         None
                     })
                     .filter_map(|x: Option<PgWireResult<pgwire::messages::data::DataRow>>| async move { x }));

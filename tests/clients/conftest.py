@@ -41,7 +41,10 @@ class Kpitables:
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 [BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
-                 "--audit-file", str(log.parent / "audit.jsonl"), *args],
+                 "--audit-file", str(log.parent / "audit.jsonl"),
+                 *([] if "--history-file" in args else
+                   ["--history-file", str(log.parent / f"{log.stem}-history.jsonl")]),
+                 *args],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -306,6 +306,9 @@ def test_every_query_is_audited_to_the_file_and_kp_audit(server, duck):
                          dbname="kpitables", autocommit=True, application_name="audit-check") as c:
         got = c.execute("SELECT region, revenue FROM sales WHERE channel = 'online' GROUP BY 1").fetchall()
         assert len(got) == 1
+        # Fails while executing (after planning): recorded with what it read.
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute("SELECT region, revenue / 0 FROM sales GROUP BY 1").fetchall()
     with psycopg.connect(host=server["host"], port=server["port"], user="analyst", password="analyst",
                          dbname="kpitables", autocommit=True, application_name="audit-check") as c:
         with pytest.raises(psycopg.Error):
@@ -320,9 +323,11 @@ def test_every_query_is_audited_to_the_file_and_kp_audit(server, duck):
             """SELECT user_name, views, metrics, dimensions, filters, rows, outcome, sqlstate, duration_ms
                FROM kp.audit WHERE application = 'audit-check' ORDER BY at"""
         ).fetchall()
-    ok = [r for r in rows if r[0] == "manager_east"]
+    ok = [r for r in rows if r[0] == "manager_east" and r[6] == "ok"]
     assert ok and ok[-1][1:8] == (["sales"], ["revenue"], ["region"], ["channel = 'online'"], 1, "ok", None)
     assert ok[-1][8] >= 0
+    failed = [r for r in rows if r[0] == "manager_east" and r[6] == "error"]
+    assert failed and failed[-1][1:8] == (["sales"], ["revenue"], ["region"], [], 0, "error", "22012")
     denied_rows = [r for r in rows if r[0] == "analyst"]
     assert [r[6:8] for r in denied_rows] == [("error", "42501"), ("error", "42501")]
 
@@ -330,7 +335,10 @@ def test_every_query_is_audited_to_the_file_and_kp_audit(server, duck):
     path = pathlib.Path(server["log"]).parent / "audit.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
     mine = [r for r in records if r["application"] == "audit-check"]
-    assert [(r["user"], r["outcome"]) for r in mine] == [("manager_east", "ok"), ("analyst", "error"), ("analyst", "error")]
+    assert [(r["user"], r["outcome"]) for r in mine] == [
+        ("manager_east", "ok"), ("manager_east", "error"), ("analyst", "error"), ("analyst", "error")
+    ]
     assert mine[0]["metrics"] == ["revenue"] and mine[0]["rows"] == 1
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", mine[0]["time"])
-    assert mine[1]["sqlstate"] == "42501" and "cost" in mine[1]["message"]
+    assert mine[1]["sqlstate"] == "22012"
+    assert mine[2]["sqlstate"] == "42501" and "cost" in mine[2]["message"]

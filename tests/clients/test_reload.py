@@ -171,3 +171,41 @@ def test_prepared_statements_and_open_cursors_across_a_reload(tmp_path, duck):
             assert count(c, "SELECT count(*) FROM sales WHERE units > 0") >= 1
     finally:
         k.close()
+
+
+def test_the_change_log_survives_a_restart_and_sees_changes_made_while_down(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(ROOT / "semantic" / "demo", model)
+    sources = model / "sources.toml"
+    sources.write_text(re.sub(r'path = ".*"', f'path = "{DATA}"', sources.read_text()))
+    metrics = model / "metrics.toml"
+    history = tmp_path / "history.jsonl"
+    serve = ["--model", str(model), "--history-file", str(history)]
+
+    def changes(k):
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            return c.execute("SELECT name, fields FROM kp.changes ORDER BY changed_at, name").fetchall()
+
+    k = Kpitables(tmp_path / "first.log", serve)
+    try:
+        assert changes(k) == []
+        metrics.write_text(metrics.read_text().replace('owner = "ops@kpitables.demo"', 'owner = "supply@kpitables.demo"', 1))
+        assert wait_until(lambda: len(changes(k)) == 1)
+    finally:
+        k.close()
+    # Changed while no server runs: the next start records it against the last version served.
+    metrics.write_text(metrics.read_text().replace('expr = "quantity"\n', 'expr = "quantity * 2"\n', 1))
+    k = Kpitables(tmp_path / "second.log", serve)
+    try:
+        assert changes(k) == [
+            ("units", 'owner: "ops@kpitables.demo" -> "supply@kpitables.demo"'),
+            ("units", 'expr: "quantity" -> "quantity * 2"'),
+        ]
+    finally:
+        k.close()
+    # A restart without a change records nothing new.
+    k = Kpitables(tmp_path / "third.log", serve)
+    try:
+        assert len(changes(k)) == 2
+    finally:
+        k.close()
