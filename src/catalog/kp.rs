@@ -78,13 +78,7 @@ fn visible_metrics(semantics: &Semantics) -> BTreeMap<&str, &crate::model::Metri
 /// A short, stable hash of a metric's definition: it changes exactly when what the metric
 /// computes or how it is governed changes (FNV-1a, 48 bits, hex).
 pub fn definition_version(parts: &[&str]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain(std::iter::once(0)) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    let hash = crate::model::diff::content_hash(parts.iter().copied());
     format!("{:012x}", hash & 0xffff_ffff_ffff)
 }
 

@@ -224,6 +224,19 @@ pub fn diff(before: &Model, after: &Model) -> Vec<Change> {
     out
 }
 
+/// FNV-1a (64 bits) of `parts`, each followed by a zero byte (so `["ab", "c"]` and
+/// `["a", "bc"]` differ): the content hash behind version ids.
+pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 /// The version id of a model's files: a hash of their names (without directories) and
 /// contents, in name order (FNV-1a 64, hex).
 pub fn version(texts: &SourceTexts) -> String {
@@ -236,13 +249,7 @@ pub fn version(texts: &SourceTexts) -> String {
         })
         .collect();
     files.sort();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, text) in files {
-        for byte in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    let hash = content_hash(files.iter().flat_map(|(name, text)| [*name, *text]));
     format!("{hash:016x}")
 }
 
