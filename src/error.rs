@@ -67,12 +67,27 @@ pub enum Error {
     /// An expression of the wrong type.
     #[error("{0}")]
     TypeMismatch(String),
-    /// A function that does not exist.
-    #[error("{0}")]
-    UndefinedFunction(String),
+    /// A function that does not exist for the argument types given.
+    #[error("function {name}({}) does not exist", .args.as_ref().map_or_else(|| "...".to_string(), |a| a.join(", ")))]
+    UndefinedFunction {
+        /// The function name as called.
+        name: String,
+        /// PostgreSQL names of the argument types, when known.
+        args: Option<Vec<String>>,
+        /// A function of a close name.
+        suggestion: Option<String>,
+    },
     /// A value that cannot be converted (e.g. `'abc'::int`).
     #[error("{0}")]
     InvalidValue(String),
+    /// Text that is not a value of the type it is read as, in PostgreSQL's words.
+    #[error("invalid input syntax for type {type_name}: \"{value}\"")]
+    InvalidInput {
+        /// The PostgreSQL type name (`date`, `integer`, `numeric`, ...).
+        type_name: String,
+        /// The text as given.
+        value: String,
+    },
     /// A division by zero while computing a value.
     #[error("division by zero")]
     DivisionByZero,
@@ -141,6 +156,9 @@ pub enum Error {
     /// A statement nested deeper than the server plans safely.
     #[error("statement is too complex: nested more than {0} levels deep")]
     TooComplex(usize),
+    /// A value that would outgrow what one value may hold (a string over 2 GiB).
+    #[error("value too large: {0}")]
+    TooLarge(String),
     /// A session's temporary tables would outgrow their memory budget.
     #[error("temporary tables of this session would exceed {0} MiB")]
     TempTablesFull(usize),
@@ -240,8 +258,15 @@ impl Error {
             Error::UnknownRelation { .. } => "42P01",
             Error::DuplicateTable(_) => "42P07",
             Error::TypeMismatch(_) => "42804",
-            Error::UndefinedFunction(_) => "42883",
+            Error::UndefinedFunction { .. } => "42883",
             Error::InvalidValue(_) => "22P02",
+            Error::InvalidInput { type_name, .. } => {
+                if is_datetime_type(type_name) {
+                    "22007"
+                } else {
+                    "22P02"
+                }
+            }
             Error::DivisionByZero => "22012",
             Error::Grouping { .. } => "42803",
             Error::Unsupported { .. } => "0A000",
@@ -259,6 +284,7 @@ impl Error {
             Error::Canceled => "57014",
             Error::TempTablesFull(_) => "53200",
             Error::TooComplex(_) => "54001",
+            Error::TooLarge(_) => "54000",
             Error::UnknownDatabase(_) => "3D000",
             Error::Model(_) => "F0000",
             Error::Config(_) => "F0000",
@@ -276,6 +302,19 @@ impl Error {
             | Error::Grouping { hint, .. }
             | Error::Unsupported { hint, .. } => hint.clone(),
             Error::Syntax(_) => Some("check the SQL near the position the message names".into()),
+            Error::UndefinedFunction { suggestion, .. } => Some(match suggestion {
+                Some(s) => format!(
+                    "No function matches the given name and argument types. You might need to add explicit type casts. A function of a close name is \"{s}\"."
+                ),
+                None => "No function matches the given name and argument types. You might need to add explicit type casts.".into(),
+            }),
+            Error::InvalidInput { type_name, .. } => Some(match type_name.as_str() {
+                "date" => "write dates as 'YYYY-MM-DD'".into(),
+                t if t.starts_with("timestamp") => {
+                    "write timestamps as 'YYYY-MM-DD HH:MM:SS'".into()
+                }
+                t => format!("the text must be a valid {t}"),
+            }),
             Error::TypeMismatch(_) => {
                 Some("add an explicit cast, e.g. CAST(x AS text) or x::date".into())
             }
@@ -284,6 +323,10 @@ impl Error {
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
             Error::DuplicateTable(_) => Some("DROP TABLE it first, or choose another name".into()),
+            Error::TooLarge(_) => Some(
+                "a text, array or binary value may not exceed 2 GiB; aggregate fewer rows into one value"
+                    .into(),
+            ),
             Error::TooComplex(_) => Some(
                 "split it into several statements, or use IN (...) lists instead of long UNION chains"
                     .into(),
@@ -366,6 +409,23 @@ impl Error {
         }
     }
 
+    /// The error for a panic caught under a statement (see `wire`): the session goes
+    /// on. Arrow panics on a string or list column past 2 GiB ("offset overflow"): that is
+    /// a size limit (54000); anything else is a bug (XX000).
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Error {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        tracing::error!(panic = %message, "a statement panicked; the session goes on");
+        if message.contains("overflow") {
+            Error::TooLarge(message)
+        } else {
+            Error::Internal(format!("the statement failed unexpectedly: {message}"))
+        }
+    }
+
     /// Shorthand for [`Error::Io`].
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
@@ -412,6 +472,8 @@ fn source_error(err: &DataFusionError) -> Option<Error> {
                 failure: failure.clone(),
             }),
             Error::Canceled => Some(Error::Canceled),
+            Error::TooLarge(m) => Some(Error::TooLarge(m.clone())),
+            Error::Internal(m) => Some(Error::Internal(m.clone())),
             _ => None,
         }),
         DataFusionError::Context(_, inner) => source_error(inner),
@@ -429,8 +491,11 @@ fn source_error(err: &DataFusionError) -> Option<Error> {
 /// `planning`: the engine refused the statement before running it, so what is not
 /// classified otherwise is something kpitables cannot answer yet (0A000), not a bug.
 fn classify_message(message: String, planning: bool) -> Error {
+    if let Some(invalid) = invalid_input(&message) {
+        return invalid;
+    }
     let lower = message.to_ascii_lowercase();
-    let clean = strip_engine_prefixes(&message);
+    let clean = postgres_type_names(&strip_engine_prefixes(&message));
     if let Some(name) = lower
         .strip_prefix("schema error: no field named ")
         .or_else(|| lower.strip_prefix("no field named "))
@@ -455,11 +520,8 @@ fn classify_message(message: String, planning: bool) -> Error {
                     .to_string(),
             ),
         )
-    } else if lower.contains("invalid function")
-        || lower.contains("function '") && lower.contains("not found")
-        || lower.contains("failed to match any signature")
-    {
-        Error::UndefinedFunction(clean)
+    } else if let Some(undefined) = undefined_function(&message) {
+        undefined
     } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         Error::DivisionByZero
     } else if lower.contains("cannot cast")
@@ -488,6 +550,146 @@ fn classify_message(message: String, planning: bool) -> Error {
         )
     } else {
         Error::Engine(clean)
+    }
+}
+
+/// The engine's "Cannot cast string 'x' to value of Date32 type" (and its other
+/// spellings) as PostgreSQL says it.
+fn invalid_input(message: &str) -> Option<Error> {
+    static PATTERNS: std::sync::LazyLock<Vec<(regex::Regex, Option<&'static str>)>> =
+        std::sync::LazyLock::new(|| {
+            [
+                (
+                    r"Cannot cast (?:string|value) '(?s:(.*?))' to value of (.+?) type",
+                    None,
+                ),
+                (
+                    r"Error parsing timestamp from '(?s:(.*?))'",
+                    Some("timestamp"),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(p, t)| regex::Regex::new(p).ok().map(|r| (r, t)))
+            .collect()
+        });
+    PATTERNS.iter().find_map(|(pattern, fixed)| {
+        let captures = pattern.captures(message)?;
+        let value = captures.get(1)?.as_str().to_string();
+        let type_name = match fixed {
+            Some(t) => (*t).to_string(),
+            None => postgres_type_name(captures.get(2)?.as_str()),
+        };
+        Some(Error::InvalidInput { type_name, value })
+    })
+}
+
+/// The engine's "Invalid function 'f'" and "Failed to coerce arguments to satisfy a call
+/// to 'f'" as PostgreSQL's "function f(types) does not exist" (argument types are filled
+/// in by the engine from the statement when the message does not give them).
+fn undefined_function(message: &str) -> Option<Error> {
+    static PATTERNS: std::sync::LazyLock<Option<[regex::Regex; 3]>> =
+        std::sync::LazyLock::new(|| {
+            Some([
+                regex::Regex::new(r"Invalid function '([^']+)'(?:\.\s*Did you mean '([^']+)'\?)?")
+                    .ok()?,
+                regex::Regex::new(
+                    r"(?s)call to '([^']+)' function: coercion from (.*?) to the signature",
+                )
+                .ok()?,
+                regex::Regex::new(r"[Ff]unction '([^']+)' .*not found").ok()?,
+            ])
+        });
+    let [invalid, coercion, not_found] = PATTERNS.as_ref()?;
+    if let Some(c) = invalid.captures(message) {
+        return Some(Error::UndefinedFunction {
+            name: c.get(1)?.as_str().to_string(),
+            args: None,
+            suggestion: c.get(2).map(|m| m.as_str().to_string()),
+        });
+    }
+    if let Some(c) = coercion.captures(message) {
+        let types = c.get(2)?.as_str();
+        let args = if types.trim().is_empty() {
+            Vec::new()
+        } else {
+            split_types(types)
+                .into_iter()
+                .map(|t| postgres_type_name(&t))
+                .collect()
+        };
+        return Some(Error::UndefinedFunction {
+            name: c.get(1)?.as_str().to_string(),
+            args: Some(args),
+            suggestion: None,
+        });
+    }
+    let c = not_found.captures(message)?;
+    Some(Error::UndefinedFunction {
+        name: c.get(1)?.as_str().to_string(),
+        args: None,
+        suggestion: None,
+    })
+}
+
+/// `Utf8, Decimal128(38, 10)` → the two type names (commas inside parentheses kept).
+fn split_types(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    for ch in list.chars() {
+        match ch {
+            '(' => {
+                depth += 1;
+                current.push(ch);
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                current.push(ch);
+            }
+            ',' if depth == 0 => {
+                out.push(current.trim().to_string());
+                current.clear();
+            }
+            _ => current.push(ch),
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}
+
+fn is_datetime_type(name: &str) -> bool {
+    name == "date" || name == "interval" || name.starts_with("time")
+}
+
+/// The PostgreSQL name of an engine (Arrow) type as the engine prints it (through the
+/// one type mapping, [`crate::types`]).
+fn postgres_type_name(arrow: &str) -> String {
+    match arrow
+        .trim()
+        .parse::<datafusion::arrow::datatypes::DataType>()
+    {
+        Ok(datafusion::arrow::datatypes::DataType::Null) => "unknown".into(),
+        Ok(data_type) => crate::types::pg_type_of(&data_type).0.name.to_string(),
+        Err(_) => arrow.trim().to_lowercase(),
+    }
+}
+
+/// `message` with the engine's type names (`Date32`, `Decimal128(38, 10)`, `Utf8`) in
+/// PostgreSQL's words.
+fn postgres_type_names(message: &str) -> String {
+    static TYPES: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"\b(?:Decimal(?:32|64|128|256)\(\d+, ?-?\d+\)|Time(?:32|64)\([^)]*\)|Timestamp\([^)]*\)|Interval\([^)]*\)|Duration\([^)]*\)|(?:Utf8View|LargeUtf8|Utf8|U?Int(?:8|16|32|64)|Float(?:16|32|64)|Boolean|Date(?:32|64)|LargeBinary|BinaryView|Binary)\b)"#,
+        )
+        .ok()
+    });
+    match TYPES.as_ref() {
+        Some(types) => types
+            .replace_all(message, |c: &regex::Captures<'_>| postgres_type_name(&c[0]))
+            .into_owned(),
+        None => message.to_string(),
     }
 }
 

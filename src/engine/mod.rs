@@ -464,7 +464,7 @@ impl Engine {
             Vec::new()
         };
         let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
-        Ok((stream, pushed))
+        Ok((catch_panics(stream), pushed))
     }
 
     /// The lines of `EXPLAIN`: the semantic rewrite, the optimized plan, and the exact
@@ -494,6 +494,22 @@ impl Engine {
         }
         Ok(lines)
     }
+}
+
+/// `stream` with a panic while it is polled (in the engine, in Arrow) turned into its last
+/// item, an error: the statement fails, the session goes on.
+fn catch_panics(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let schema = stream.schema();
+    let caught = std::panic::AssertUnwindSafe(stream)
+        .catch_unwind()
+        .map(|item| match item {
+            Ok(batch) => batch,
+            Err(payload) => Err(datafusion::error::DataFusionError::External(Box::new(
+                Error::from_panic(payload.as_ref()),
+            ))),
+        });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, caught))
 }
 
 /// Each warehouse statement of a physical plan, as `(source, SQL)`, in plan order.
@@ -541,6 +557,7 @@ async fn plan_statement(
     cx: &RewriteContext<'_>,
 ) -> Result<QueryPlan> {
     let mut report = RewriteReport::default();
+    let as_written = statement.clone();
     let origins = match &mut statement {
         Statement::Query(query) => {
             let origins = rewrite::column_origins(query, cx.semantics);
@@ -556,7 +573,8 @@ async fn plan_statement(
             statement,
         )))
         .await
-        .map_err(|e| outer_view_column(Error::from(e), &report, cx))?;
+        .map_err(|e| outer_view_column(Error::from(e), &report, cx))
+        .map_err(|e| with_argument_types(e, &as_written, cx))?;
     // The analyzer settles types the SQL planner leaves open (a UNION's columns take the
     // type of all branches, not of the first one's NULL), so the result columns sent in
     // RowDescription are the types the rows will have.
@@ -619,6 +637,95 @@ fn outer_view_column(error: Error, report: &RewriteReport, cx: &RewriteContext<'
             ),
         ),
         None => error,
+    }
+}
+
+/// "function f(...) does not exist" with the argument types of the call as written
+/// (constants, casts and view columns; `unknown` where the type is not known before
+/// planning), as PostgreSQL names them.
+fn with_argument_types(error: Error, statement: &Statement, cx: &RewriteContext<'_>) -> Error {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions,
+    };
+    let Error::UndefinedFunction {
+        name,
+        args: None,
+        suggestion,
+    } = error
+    else {
+        return error;
+    };
+    let wanted = name.to_lowercase();
+    let mut call = None;
+    let _ = visit_expressions(statement, |e| {
+        if let Expr::Function(f) = e
+            && crate::sql::last_name(&f.name) == wanted
+        {
+            call = Some(f.clone());
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    fn type_of(e: &Expr, cx: &RewriteContext<'_>) -> String {
+        match e {
+            Expr::Nested(inner) => type_of(inner, cx),
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) if n.parse::<i32>().is_ok() => "integer".into(),
+                Value::Number(n, _) if n.parse::<i64>().is_ok() => "bigint".into(),
+                Value::Number(..) => "numeric".into(),
+                Value::Boolean(_) => "boolean".into(),
+                _ => "unknown".into(),
+            },
+            Expr::Cast { data_type, .. } => {
+                let text = data_type.to_string().to_lowercase();
+                match text.split('(').next().unwrap_or(&text).trim() {
+                    "int" | "int4" => "integer".into(),
+                    "int8" => "bigint".into(),
+                    "float8" | "double" => "double precision".into(),
+                    "decimal" => "numeric".into(),
+                    "varchar" => "character varying".into(),
+                    "timestamp" => "timestamp without time zone".into(),
+                    "timestamptz" => "timestamp with time zone".into(),
+                    other => other.to_string(),
+                }
+            }
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+                let column = match e {
+                    Expr::Identifier(id) => rewrite::normalize(id),
+                    Expr::CompoundIdentifier(parts) => {
+                        parts.last().map(rewrite::normalize).unwrap_or_default()
+                    }
+                    _ => String::new(),
+                };
+                cx.semantics
+                    .views
+                    .iter()
+                    .find_map(|v| v.column(&column))
+                    .map(|c| crate::types::pg_type_of(&c.data_type).0.name.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            }
+            _ => "unknown".into(),
+        }
+    }
+    let args = call.map(|f| match &f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => type_of(e, cx),
+                _ => "unknown".into(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    });
+    Error::UndefinedFunction {
+        name,
+        args,
+        suggestion,
     }
 }
 

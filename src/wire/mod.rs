@@ -67,6 +67,16 @@ fn user_error(error: Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&error)))
 }
 
+/// Run `work`; a panic under it (planning, execution, our code) becomes an error, so the
+/// statement fails and the session goes on.
+async fn guarded<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => Err(Error::from_panic(payload.as_ref())),
+    }
+}
+
 /// Query handling shared by all connections.
 pub struct Handler {
     served: Arc<Served>,
@@ -113,20 +123,20 @@ impl SimpleQueryHandler for Handler {
             for command in commands {
                 let prepared = match command {
                     Ok(command) => {
-                        prepare(&self.served.engine(), &session, &objects, command).await
+                        guarded(prepare(&self.served.engine(), &session, &objects, command)).await
                     }
                     Err(e) => Err(e),
                 };
                 let outcome = match prepared {
                     Ok(prepared) => {
-                        self.run(
+                        guarded(self.run(
                             client,
                             &session,
                             &prepared,
                             Vec::new(),
                             &Format::UnifiedText,
                             status,
-                        )
+                        ))
                         .await
                     }
                     Err(e) if matches!(status, TransactionStatus::Error) => {
@@ -179,7 +189,13 @@ impl QueryParser for Parser {
             1 => {
                 let prepared = match commands.remove(0) {
                     Ok(command) => {
-                        prepare(&self.served.engine(), &session, &objects(client), command).await
+                        guarded(prepare(
+                            &self.served.engine(),
+                            &session,
+                            &objects(client),
+                            command,
+                        ))
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -251,14 +267,14 @@ impl ExtendedQueryHandler for Handler {
                 _ => Vec::new(),
             };
             let status = client.transaction_status();
-            self.run(
+            guarded(self.run(
                 client,
                 &session,
                 prepared,
                 params,
                 &portal.result_column_format,
                 status,
-            )
+            ))
             .await
             .map_err(|e| {
                 tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");

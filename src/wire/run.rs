@@ -114,6 +114,13 @@ impl Handler {
                 let fields = Arc::new(encode::fields(&plan.schema(), format));
                 let counted = stream::iter(first).chain(batches);
                 let rows = encode::rows(counted, fields.clone(), session.time_zone());
+                // A panic while a row is encoded ends the result with an error.
+                let rows = std::panic::AssertUnwindSafe(rows)
+                    .catch_unwind()
+                    .map(|row| match row {
+                        Ok(row) => row,
+                        Err(payload) => Err(super::user_error(Error::from_panic(payload.as_ref()))),
+                    });
                 let report = plan.report.clone();
                 let pending = Arc::new(std::sync::Mutex::new(crate::audit::Pending::new(
                     Arc::clone(self.served.audit()),
