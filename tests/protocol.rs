@@ -120,8 +120,10 @@ async fn errors_do_not_break_the_session_and_statuses_follow_postgres() {
 /// combinations of rows (a plain cross join would be counted from statistics, and two
 /// sides alone finish in seconds).
 const ENDLESS: &str = "SELECT COUNT(*) FROM (SELECT order_date, store_name FROM sales) a \
-                       JOIN (SELECT order_date, store_name FROM sales) b ON a.store_name < b.store_name \
-                       JOIN (SELECT order_date, store_name FROM sales) c ON b.order_date < c.order_date";
+                       JOIN (SELECT order_date, store_name FROM sales) b \
+                         ON a.store_name < b.store_name AND a.order_date <= b.order_date \
+                       JOIN (SELECT order_date, store_name FROM sales) c \
+                         ON b.order_date < c.order_date AND c.store_name <> a.store_name";
 
 /// Failsafe so a broken cancel fails the test instead of hanging it (not a speed check).
 const FAILSAFE: Duration = Duration::from_secs(600);

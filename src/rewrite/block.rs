@@ -27,7 +27,8 @@ use datafusion::sql::sqlparser::ast::{
     TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut, visit_expressions_mut,
 };
 
-use super::derived::{DerivedSpec, InnerExpr, Physical, Transform, build_derived};
+use super::additivity::Shape;
+use super::derived::{DerivedSpec, InnerExpr, Physical, Transform, VIEW_ROWS, build_derived};
 use super::{RewriteContext, RewriteReport, normalize};
 use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result, did_you_mean};
@@ -53,7 +54,7 @@ pub fn rewrite_block(
     alias: Option<&str>,
     cx: &RewriteContext<'_>,
     report: &mut RewriteReport,
-) -> Result<()> {
+) -> Result<Shape> {
     let qualifier = alias.unwrap_or(&view.name).to_string();
 
     // 1. `*` and `v.*` become the view's columns; every item gets its output name.
@@ -70,7 +71,7 @@ pub fn rewrite_block(
     // 2. Every column reference becomes a bare, canonical view column name.
     let mut canon = Canon {
         view,
-        denied_metrics: &cx.semantics.denied_metrics,
+        semantics: cx.semantics,
         qualifiers: vec![qualifier.clone(), view.name.clone()],
         output_names: None,
         error: None,
@@ -115,6 +116,9 @@ pub fn rewrite_block(
         }
     }
     match &select.group_by {
+        // `GROUP BY ()`: one group, whatever is selected (a grand-total grouping set).
+        GroupByExpr::Expressions(exprs, _) if matches!(exprs.as_slice(), [Expr::Tuple(t)] if t.is_empty()) =>
+            {}
         GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
             for e in exprs {
                 let resolved = match e {
@@ -162,6 +166,16 @@ pub fn rewrite_block(
             }
         }
     }
+
+    let items: Vec<(String, Expr)> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { expr, alias } => Some((normalize(alias), expr.clone())),
+            _ => None,
+        })
+        .collect();
+    let shape = Shape::of_block(&items, &grain, view, cx.semantics);
 
     // 4. WHERE: conditions on dimensions go inside, conditions on metrics outside.
     let mut inner_filters = Vec::new();
@@ -262,7 +276,7 @@ pub fn rewrite_block(
         right: Box::new(b),
     });
     select.group_by = GroupByExpr::Expressions(vec![], vec![]);
-    Ok(())
+    Ok(shape)
 }
 
 /// Replace wildcards by the view's columns and give every item an explicit output name.
@@ -317,7 +331,7 @@ fn column_item(name: &str) -> SelectItem {
 /// Canonicalize column references to bare view column names.
 struct Canon<'a> {
     view: &'a BoundView,
-    denied_metrics: &'a std::collections::BTreeMap<String, crate::access::Denial>,
+    semantics: &'a Semantics,
     qualifiers: Vec<String>,
     output_names: Option<&'a HashSet<String>>,
     error: Option<Error>,
@@ -326,13 +340,14 @@ struct Canon<'a> {
 impl Canon<'_> {
     fn unknown(&mut self, name: String) -> ControlFlow<()> {
         let last = name.rsplit('.').next().unwrap_or(&name).to_string();
-        if let Some(denial) = self.denied_metrics.get(&last) {
+        if let Some(denial) = self.semantics.denied_metrics.get(&last) {
             self.error = Some(Error::denied("metric", &last, denial));
             return ControlFlow::Break(());
         }
         self.error = Some(Error::UnknownColumn {
-            hint: did_you_mean(&last, self.view.columns.iter().map(|c| c.name.as_str())).or_else(
-                || {
+            hint: super::grain::in_other_view(&last, self.view, self.semantics)
+                .or_else(|| did_you_mean(&last, self.view.columns.iter().map(|c| c.name.as_str())))
+                .or_else(|| {
                     Some(format!(
                         "view \"{}\" has the columns: {}",
                         self.view.name,
@@ -343,8 +358,7 @@ impl Canon<'_> {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ))
-                },
-            ),
+                }),
             name,
         });
         ControlFlow::Break(())
@@ -437,12 +451,50 @@ fn function_name(f: &datafusion::sql::sqlparser::ast::Function) -> String {
         .unwrap_or_default()
 }
 
+/// An aggregate call, or the row-count marker a pass-through's `COUNT(*)` became.
 fn is_aggregate(expr: &Expr) -> bool {
-    crate::sql::is_aggregate_call(expr)
+    crate::sql::is_aggregate_call(expr) || is_view_rows(expr)
+}
+
+fn is_view_rows(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(f) if function_name(f) == VIEW_ROWS)
 }
 
 fn contains_aggregate(expr: &Expr) -> bool {
-    crate::sql::contains_aggregate(expr)
+    crate::sql::contains_aggregate(expr) || {
+        let mut found = false;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
+            if is_view_rows(e) {
+                found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        found
+    }
+}
+
+/// Is `expr` `COUNT(*)` or `COUNT(<constant>)`: a count of rows?
+pub(super) fn counts_rows(expr: &Expr) -> bool {
+    let Expr::Function(f) = expr else {
+        return false;
+    };
+    if function_name(f) != "count" || f.filter.is_some() || f.over.is_some() {
+        return false;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
+    if list.duplicate_treatment.is_some() {
+        return false;
+    }
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => true,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => {
+            !matches!(v.value, Value::Null)
+        }
+        _ => false,
+    }
 }
 
 /// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
@@ -450,23 +502,7 @@ fn contains_aggregate(expr: &Expr) -> bool {
 /// [`super::derived::VIEW_ROWS`]`(<every dimension>)`, which the derived table computes by
 /// grouping twice (see [`super::derived`]).
 fn view_row_count(f: &datafusion::sql::sqlparser::ast::Function, view: &BoundView) -> Option<Expr> {
-    if function_name(f) != "count" || f.filter.is_some() || f.over.is_some() {
-        return None;
-    }
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    if list.duplicate_treatment.is_some() {
-        return None;
-    }
-    let counts_rows = match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => true,
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => {
-            !matches!(v.value, Value::Null)
-        }
-        _ => false,
-    };
-    if !counts_rows {
+    if !counts_rows(&Expr::Function(f.clone())) {
         return None;
     }
     let dimensions: Vec<String> = view

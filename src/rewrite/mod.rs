@@ -14,11 +14,18 @@
 //! Invariant: pure AST → AST. No I/O, no engine; the only way to reach a base table is
 //! through a view, so clients can never read unmodelled data.
 
+pub mod additivity;
 pub mod block;
 pub mod derived;
+pub mod grain;
+pub mod grouping_sets;
+pub mod join;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use additivity::{Shape, Source};
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem,
@@ -137,7 +144,7 @@ pub fn rewrite_query(
     cx: &RewriteContext<'_>,
     report: &mut RewriteReport,
 ) -> Result<()> {
-    walk_query(query, cx, &HashSet::new(), report)
+    walk_query(query, cx, &Scope::default(), report).map(|_| ())
 }
 
 /// Lower-case unquoted identifiers, as PostgreSQL does.
@@ -149,41 +156,189 @@ pub fn normalize(ident: &Ident) -> String {
     }
 }
 
+/// The CTEs a query block can read.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    ctes: HashMap<String, Cte>,
+}
+
+/// A CTE in scope.
+#[derive(Debug, Clone, Default)]
+pub struct Cte {
+    /// The body as written and the scope it was defined in, when blocks may read
+    /// through it (it is a pass-through, see [`grain`]); such a body is rewritten only
+    /// if some reference is left after the statement is walked.
+    pub source: Option<Arc<(Query, Scope)>>,
+    /// What the rewritten body holds.
+    pub shape: Option<Shape>,
+}
+
+impl Scope {
+    /// The CTE named `name`.
+    pub fn cte(&self, name: &str) -> Option<&Cte> {
+        self.ctes.get(name)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.ctes.contains_key(name)
+    }
+}
+
 fn walk_query(
     query: &mut Query,
     cx: &RewriteContext<'_>,
-    ctes: &HashSet<String>,
+    outer: &Scope,
     report: &mut RewriteReport,
-) -> Result<()> {
-    let mut scope = ctes.clone();
+) -> Result<Option<Shape>> {
+    let mut scope = outer.clone();
+    // CTEs blocks read through: rewritten after the body, if still referenced.
+    let mut deferred: Vec<(String, Scope)> = Vec::new();
     if let Some(with) = &mut query.with {
         for cte in &mut with.cte_tables {
+            let name = normalize(&cte.alias.name);
             if with.recursive {
-                scope.insert(normalize(&cte.alias.name));
+                scope.ctes.insert(name.clone(), Cte::default());
+                let shape = walk_query(&mut cte.query, cx, &scope, report)?;
+                scope.ctes.insert(
+                    name,
+                    Cte {
+                        source: None,
+                        shape,
+                    },
+                );
+                continue;
             }
-            walk_query(&mut cte.query, cx, &scope, report)?;
-            scope.insert(normalize(&cte.alias.name));
+            let defined_in = scope.clone();
+            if grain::pass_through(&cte.query, cx, &defined_in)?.is_some() {
+                let source = Arc::new(((*cte.query).clone(), defined_in.clone()));
+                deferred.push((name.clone(), defined_in));
+                scope.ctes.insert(
+                    name,
+                    Cte {
+                        source: Some(source),
+                        shape: None,
+                    },
+                );
+            } else {
+                let shape = walk_query(&mut cte.query, cx, &defined_in, report)?;
+                scope.ctes.insert(
+                    name,
+                    Cte {
+                        source: None,
+                        shape,
+                    },
+                );
+            }
         }
     }
     let Query { body, order_by, .. } = query;
-    walk_set_expr(body, order_by.as_mut(), cx, &scope, report)
+    let shape = walk_set_expr(body, order_by.as_mut(), cx, &scope, report)?;
+    // Latest first: a later CTE's rewrite may read an earlier one through.
+    for (name, defined_in) in deferred.into_iter().rev() {
+        let Some(with) = &mut query.with else { break };
+        let Some(position) = with
+            .cte_tables
+            .iter()
+            .position(|c| normalize(&c.alias.name) == name)
+        else {
+            continue;
+        };
+        let referenced = {
+            let others = with
+                .cte_tables
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != position)
+                .any(|(_, c)| references_relation(&c.query, &name));
+            others || references_set_expr(&query.body, &name)
+        };
+        let Some(with) = &mut query.with else { break };
+        if referenced {
+            walk_query(
+                &mut with.cte_tables[position].query,
+                cx,
+                &defined_in,
+                report,
+            )?;
+        } else {
+            with.cte_tables.remove(position);
+        }
+    }
+    if query.with.as_ref().is_some_and(|w| w.cte_tables.is_empty()) {
+        query.with = None;
+    }
+    Ok(shape)
+}
+
+/// Does `query` read a relation named `name` (one unqualified part), anywhere?
+fn references_relation(query: &Query, name: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct V<'a>(&'a str, bool);
+    impl Visitor for V<'_> {
+        type Break = ();
+        fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+            if let [ObjectNamePart::Identifier(ident)] = relation.0.as_slice()
+                && normalize(ident) == self.0
+            {
+                self.1 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V(name, false);
+    let _ = query.visit(&mut v);
+    v.1
+}
+
+fn references_set_expr(body: &SetExpr, name: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct V<'a>(&'a str, bool);
+    impl Visitor for V<'_> {
+        type Break = ();
+        fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+            if let [ObjectNamePart::Identifier(ident)] = relation.0.as_slice()
+                && normalize(ident) == self.0
+            {
+                self.1 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = V(name, false);
+    let _ = body.visit(&mut v);
+    v.1
 }
 
 fn walk_set_expr(
     body: &mut SetExpr,
     order_by: Option<&mut OrderBy>,
     cx: &RewriteContext<'_>,
-    ctes: &HashSet<String>,
+    scope: &Scope,
     report: &mut RewriteReport,
-) -> Result<()> {
-    match body {
-        SetExpr::Select(select) => walk_select(select, order_by, cx, ctes, report),
-        SetExpr::Query(q) => walk_query(q, cx, ctes, report),
-        SetExpr::SetOperation { left, right, .. } => {
-            walk_set_expr(left, None, cx, ctes, report)?;
-            walk_set_expr(right, None, cx, ctes, report)
+) -> Result<Option<Shape>> {
+    let mut order_by = order_by;
+    let expanded = match body {
+        SetExpr::Select(select) => {
+            // Grain flows down: a block over a pass-through reads the view itself.
+            grain::read_through(select, order_by.as_deref_mut(), cx, scope)?;
+            grouping_sets::expand(select, order_by.as_deref_mut(), cx, scope)?
         }
-        SetExpr::Values(_) => Ok(()),
+        _ => None,
+    };
+    if let Some(expanded) = expanded {
+        *body = SetExpr::Query(Box::new(expanded));
+    }
+    match body {
+        SetExpr::Select(select) => walk_select(select, order_by, cx, scope, report),
+        SetExpr::Query(q) => walk_query(q, cx, scope, report),
+        SetExpr::SetOperation { left, right, .. } => {
+            let left = walk_set_expr(left, None, cx, scope, report)?;
+            let right = walk_set_expr(right, None, cx, scope, report)?;
+            Ok(Shape::union(left, right))
+        }
+        SetExpr::Values(_) => Ok(None),
         other => Err(Error::ReadOnly(statement_word(other))),
     }
 }
@@ -205,17 +360,27 @@ struct ViewRef<'a> {
     alias: Option<String>,
 }
 
+/// What the FROM clause of a block reads, collected while its relations are walked.
+#[derive(Default)]
+struct From<'a> {
+    views: Vec<ViewRef<'a>>,
+    relations: usize,
+    /// Relations with a known shape (rewritten derived tables and CTEs), by name.
+    sources: Vec<Source>,
+}
+
 fn walk_select(
     select: &mut Select,
     order_by: Option<&mut OrderBy>,
     cx: &RewriteContext<'_>,
-    ctes: &HashSet<String>,
+    scope: &Scope,
     report: &mut RewriteReport,
-) -> Result<()> {
-    let mut views = Vec::new();
-    let mut relations = 0usize;
+) -> Result<Option<Shape>> {
+    // Views joined with other relations: each is aggregated at the join's grain first.
+    join::aggregate_sides(select, order_by.as_deref(), cx, scope)?;
+    let mut from = From::default();
     for twj in &mut select.from {
-        walk_table_with_joins(twj, cx, ctes, report, &mut views, &mut relations)?;
+        walk_table_with_joins(twj, cx, scope, report, &mut from)?;
     }
 
     // Subqueries in expressions are query blocks of their own: lift them out, rewrite
@@ -224,49 +389,59 @@ fn walk_select(
     let mut order_by = order_by;
     lift_subqueries(select, order_by.as_deref_mut(), &mut lifted);
     for q in &mut lifted {
-        walk_query(q, cx, ctes, report)?;
+        walk_query(q, cx, scope, report)?;
     }
 
-    match views.len() {
-        0 => {}
+    let From {
+        mut views,
+        relations,
+        sources,
+    } = from;
+    let shape = match views.len() {
+        0 => {
+            additivity::check_sums(select, order_by.as_deref(), &sources)?;
+            match sources.as_slice() {
+                [source] if relations == 1 => additivity::projected(select, source),
+                _ => None,
+            }
+        }
         1 if relations == 1 => {
             let ViewRef { view, alias } = views.remove(0);
             report.views.insert(view.name.clone());
-            block::rewrite_block(
+            Some(block::rewrite_block(
                 select,
                 order_by.as_deref_mut(),
                 view,
                 alias.as_deref(),
                 cx,
                 report,
-            )?;
+            )?)
         }
         _ => {
             return Err(Error::unsupported(
-                "a SELECT that reads a view may not join it with other relations",
+                "a SELECT that reads a view may not join it with other relations in this form",
                 Some(
                     "a view already joins its tables; to combine views, join subqueries that each read one view"
                         .to_string(),
                 ),
             ));
         }
-    }
+    };
 
     put_back_subqueries(select, order_by, lifted);
-    Ok(())
+    Ok(shape)
 }
 
 fn walk_table_with_joins<'a>(
     twj: &mut TableWithJoins,
     cx: &RewriteContext<'a>,
-    ctes: &HashSet<String>,
+    scope: &Scope,
     report: &mut RewriteReport,
-    views: &mut Vec<ViewRef<'a>>,
-    relations: &mut usize,
+    from: &mut From<'a>,
 ) -> Result<()> {
-    walk_factor(&mut twj.relation, cx, ctes, report, views, relations)?;
+    walk_factor(&mut twj.relation, cx, scope, report, from)?;
     for join in &mut twj.joins {
-        walk_factor(&mut join.relation, cx, ctes, report, views, relations)?;
+        walk_factor(&mut join.relation, cx, scope, report, from)?;
     }
     Ok(())
 }
@@ -274,12 +449,11 @@ fn walk_table_with_joins<'a>(
 fn walk_factor<'a>(
     factor: &mut TableFactor,
     cx: &RewriteContext<'a>,
-    ctes: &HashSet<String>,
+    scope: &Scope,
     report: &mut RewriteReport,
-    views: &mut Vec<ViewRef<'a>>,
-    relations: &mut usize,
+    from: &mut From<'a>,
 ) -> Result<()> {
-    *relations += 1;
+    from.relations += 1;
     match factor {
         TableFactor::Table {
             name, alias, args, ..
@@ -287,8 +461,8 @@ fn walk_factor<'a>(
             if args.is_some() {
                 return Ok(()); // a table function such as generate_series(...)
             }
-            match resolve_relation(name, cx, ctes)? {
-                Relation::View(view) => views.push(ViewRef {
+            match resolve_relation(name, cx, scope)? {
+                Relation::View(view) => from.views.push(ViewRef {
                     view,
                     alias: alias.as_ref().map(|a| normalize(&a.name)),
                 }),
@@ -299,31 +473,55 @@ fn walk_factor<'a>(
                         Ident::with_quote('"', table),
                     ]);
                 }
-                Relation::Cte => {}
+                Relation::Cte(cte) => {
+                    if let Some(shape) = scope.cte(&cte).and_then(|c| c.shape.clone()) {
+                        from.sources.push(Source {
+                            name: alias.as_ref().map_or(cte, |a| normalize(&a.name)),
+                            shape,
+                        });
+                    }
+                }
             }
             Ok(())
         }
-        TableFactor::Derived { subquery, .. } => walk_query(subquery, cx, ctes, report),
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => {
+            let shape = walk_query(subquery, cx, scope, report)?;
+            if let (Some(shape), Some(alias)) = (shape, alias) {
+                from.sources.push(Source {
+                    name: normalize(&alias.name),
+                    shape,
+                });
+            }
+            Ok(())
+        }
         TableFactor::NestedJoin {
             table_with_joins, ..
         } => {
-            *relations -= 1;
-            walk_table_with_joins(table_with_joins, cx, ctes, report, views, relations)
+            from.relations -= 1;
+            walk_table_with_joins(table_with_joins, cx, scope, report, from)
         }
         _ => Ok(()),
     }
 }
 
-enum Relation<'a> {
+/// What a relation name in FROM refers to.
+pub enum Relation<'a> {
+    /// A view of the model.
     View(&'a BoundView),
+    /// A catalog relation or temporary table: `(schema, table)`.
     Catalog(String, String),
-    Cte,
+    /// A CTE in scope, by name.
+    Cte(String),
 }
 
-fn resolve_relation<'a>(
+/// What `name` refers to in `scope`: a CTE, a temporary table, a view, a catalog
+/// relation; or 42P01 with a hint, or the denial of a view the user may not read.
+pub fn resolve_relation<'a>(
     name: &ObjectName,
     cx: &RewriteContext<'a>,
-    ctes: &HashSet<String>,
+    scope: &Scope,
 ) -> Result<Relation<'a>> {
     let mut parts = Vec::with_capacity(name.0.len());
     for part in &name.0 {
@@ -360,8 +558,8 @@ fn resolve_relation<'a>(
             });
         }
     };
-    if schema.is_none() && ctes.contains(table) {
-        return Ok(Relation::Cte);
+    if schema.is_none() && scope.contains(table) {
+        return Ok(Relation::Cte(table.to_string()));
     }
     if matches!(schema, None | Some(crate::temp::TEMP_SCHEMA)) && cx.temp_tables.contains(table) {
         return Ok(Relation::Catalog(

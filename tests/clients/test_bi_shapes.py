@@ -105,9 +105,14 @@ SHAPES = [
             WHERE o.order_date >= DATE '2024-01-01' AND o.order_date < DATE '2024-04-01' GROUP BY 1 ORDER BY 1""",
     ),
     (
-        "an aggregate wrapped in a subquery",
-        "SELECT avg(r) FROM (SELECT store_name, revenue AS r FROM sales) t",
+        "an aggregate over a subquery that groups: the average of the stores' revenue",
+        "SELECT avg(r) FROM (SELECT store_name, revenue AS r FROM sales GROUP BY store_name) t",
         f"SELECT avg(r) FROM (SELECT s.store_name, {REVENUE} AS r FROM {LINES} GROUP BY 1) t",
+    ),
+    (
+        "an aggregate over a subquery that passes rows through: the metric at the outer grain",
+        "SELECT avg(r) FROM (SELECT store_name, revenue AS r FROM sales) t",
+        f"SELECT {REVENUE} FROM {LINES}",
     ),
 ]
 

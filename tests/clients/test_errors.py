@@ -14,7 +14,6 @@ CASES = [
     ("grouping", "SELECT region, revenue FROM sales GROUP BY city", "42803", "region", "GROUP BY"),
     ("not answerable", "SELECT COUNT(DISTINCT revenue) FROM sales", "0A000", "over a metric", "select it directly"),
     ("read only", "DELETE FROM sales", "25006", "read-only", "read-only"),
-    ("grouping sets", "SELECT category, SUM(units) FROM sales GROUP BY ROLLUP(category)", "0A000", "ROLLUP", "UNION ALL"),
     ("unknown setting", "SHOW no_such_setting", "42704", "no_such_setting", "SHOW ALL"),
 ]
 

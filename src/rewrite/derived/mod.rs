@@ -1,0 +1,524 @@
+//! The derived table that answers a view block at its grain.
+//!
+//! For each fact table among the requested metrics:
+//! ```sql
+//! SELECT <grain> AS __g0.., <metric aggregates> AS __m<j>.., <aggregates> AS __a<k>..
+//! FROM __kp_base.<fact> AS <fact> LEFT JOIN __kp_base.<dim table> AS <dim table> ON ...
+//! WHERE <dimension filters>
+//! GROUP BY <grain>
+//! ```
+//! Only the many-to-one joins the query needs are added, so rows never fan out. When the
+//! metrics come from several fact tables, each is aggregated on its own and the results
+//! are combined on the grain ([`combine`]), so nothing is counted twice. Cumulative
+//! metrics are parts of their own ([`window`]), as are counts of the view's rows
+//! ([`row_count`]). View expressions become expressions over base columns in
+//! [`translate`]. The SQL text is assembled only from model identifiers and expressions
+//! printed from their syntax trees, then parsed back.
+
+mod combine;
+mod row_count;
+pub mod translate;
+mod window;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use datafusion::sql::sqlparser::ast::{Expr, Query};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use combine::join_parts;
+use row_count::{row_count_part, view_rows_arguments};
+pub use translate::{InnerExpr, truncate_sql};
+use window::window_part;
+
+use crate::bind::{AggregateDef, BoundView, ColumnKind, Semantics};
+use crate::error::{Error, Result};
+use crate::model::{Aggregation, TimeGrain, Window};
+use crate::sources::BASE_SCHEMA;
+use crate::time_zone::TimeZone;
+
+/// The marker aggregate `kp_view_rows(d1, d2, ...)`: the number of distinct combinations
+/// of its arguments in each group of the grain (the view's rows, for `COUNT(*)`). The
+/// derived table computes it in a part of its own that groups by the grain and the
+/// arguments, then counts the groups: a hash aggregation, never a per-group set.
+pub const VIEW_ROWS: &str = "kp_view_rows";
+
+/// How a column of the derived table computes an aggregate metric.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// The metric at the block's grain.
+    Plain,
+    /// The metric of an earlier period, aligned on the period it is compared with: rows
+    /// are grouped and filtered with the time dimension moved forward by `interval`.
+    Shift {
+        /// The time dimension.
+        time: String,
+        /// SQL interval literal, e.g. `1 month`.
+        interval: String,
+    },
+    /// The metric over every row the query selects, at no grain (`total(m)` in a
+    /// formula: shares of total).
+    Total,
+    /// The metric accumulated over a window ending with each period of the grain.
+    Window {
+        /// The time dimension.
+        time: String,
+        /// The window.
+        window: Window,
+        /// Position of the time dimension's grain expression in the block's grain.
+        index: usize,
+        /// The grain of that expression.
+        grain: TimeGrain,
+    },
+}
+
+/// One metric column `__m<j>` of the derived table: an aggregate metric under a
+/// transform. Composite and period-over-period metrics are expressions over these.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Physical {
+    /// An atomic or derived metric.
+    pub metric: String,
+    /// How it is computed.
+    pub transform: Transform,
+}
+
+/// Everything the derived table of one block needs.
+#[derive(Debug)]
+pub struct DerivedSpec<'a> {
+    /// The view read.
+    pub view: &'a BoundView,
+    /// Grain expressions → `__g<i>`.
+    pub grain: Vec<InnerExpr>,
+    /// Metric computations → `__m<j>`.
+    pub metrics: Vec<Physical>,
+    /// Aggregates over dimensions → `__a<k>`.
+    pub aggregates: Vec<InnerExpr>,
+    /// Row filters (ANDed).
+    pub filters: Vec<InnerExpr>,
+    /// The grain as view expressions (re-translated for shifted parts).
+    pub view_grain: Vec<Expr>,
+    /// The row filters as view expressions.
+    pub view_filters: Vec<Expr>,
+    /// The session's time zone (local time of `timestamptz` grains).
+    pub time_zone: TimeZone,
+}
+
+impl DerivedSpec<'_> {
+    /// The grain and the row filters translated again for the rows of table `fact`
+    /// (dimensions it carries in its own columns), with the time dimension moved by
+    /// `shift` if given.
+    fn translate_for(
+        &self,
+        semantics: &Semantics,
+        shift: Option<(&str, &str)>,
+        fact: &str,
+    ) -> Result<(Vec<InnerExpr>, Vec<InnerExpr>)> {
+        let translate = |e: &Expr| {
+            InnerExpr::translate(e, self.view, semantics, self.time_zone, shift, Some(fact))
+        };
+        let grain = self
+            .view_grain
+            .iter()
+            .map(translate)
+            .collect::<Result<_>>()?;
+        let filters = self
+            .view_filters
+            .iter()
+            .map(translate)
+            .collect::<Result<_>>()?;
+        Ok((grain, filters))
+    }
+}
+
+fn parse_expr(sql: &str) -> Result<Expr> {
+    crate::bind::parse_expr(sql)
+        .map_err(|e| Error::Internal(format!("generated expression {sql}: {e}")))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The value an aggregate reads from each row: its expression (or 1, or `*`) where its
+/// filter holds, else NULL.
+fn aggregate_value(def: &AggregateDef) -> String {
+    match (&def.expr, &def.filter) {
+        (Some(e), Some(f)) => format!("CASE WHEN {f} THEN {e} END"),
+        (Some(e), None) => e.to_string(),
+        (None, Some(f)) => format!("CASE WHEN {f} THEN 1 END"),
+        (None, None) => "*".to_string(),
+    }
+}
+
+/// The SQL aggregate of an atomic or derived metric.
+pub fn aggregate_sql(def: &AggregateDef) -> String {
+    let value = aggregate_value(def);
+    match def.agg {
+        Aggregation::CountDistinct => format!("count(DISTINCT {value})"),
+        agg => format!("{}({value})", agg.sql_function()),
+    }
+}
+
+/// A part of the derived table: its SQL, the columns it provides, and whether its rows
+/// are periods of the answer (a shifted part only brings values to existing periods).
+struct Part {
+    sql: String,
+    provides: Vec<String>,
+    primary: bool,
+    /// One row without grain columns, joined to every row.
+    total: bool,
+}
+
+/// Build the derived table for `spec`.
+pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Query> {
+    let defs: Vec<&AggregateDef> = spec
+        .metrics
+        .iter()
+        .map(|p| {
+            semantics
+                .metrics
+                .get(&p.metric)
+                .and_then(|m| m.aggregate())
+                .ok_or_else(|| Error::Internal(format!("metric {} is not an aggregate", p.metric)))
+        })
+        .collect::<Result<_>>()?;
+
+    // Groups of metric columns computed together: per fact table and transform (each
+    // windowed metric on its own), in order of first use.
+    let mut groups: Vec<(String, Transform, Vec<usize>)> = Vec::new();
+    for (j, (physical, def)) in spec.metrics.iter().zip(&defs).enumerate() {
+        let shared = !matches!(physical.transform, Transform::Window { .. });
+        match groups
+            .iter_mut()
+            .find(|(t, tr, _)| shared && *t == def.table && *tr == physical.transform)
+        {
+            Some((_, _, js)) => js.push(j),
+            None => groups.push((def.table.clone(), physical.transform.clone(), vec![j])),
+        }
+    }
+    let row_tables: BTreeSet<String> = spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .chain(&spec.aggregates)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    // Aggregates that count view rows get parts of their own (below).
+    let row_counts: Vec<(usize, Vec<String>)> = spec
+        .aggregates
+        .iter()
+        .enumerate()
+        .filter_map(|(k, a)| view_rows_arguments(&a.expr).map(|args| (k, args)))
+        .collect();
+    let plain_aggregates = spec.aggregates.len() - row_counts.len();
+    let only_row_counts = groups.is_empty() && plain_aggregates == 0 && !row_counts.is_empty();
+    let has_plain = groups.iter().any(|(fact, t, _)| {
+        *t == Transform::Plain && !semantics.table_dimensions.contains_key(fact)
+    });
+    if groups.is_empty() || (plain_aggregates > 0 && !has_plain) {
+        groups.insert(
+            0,
+            (
+                base_table(spec, semantics, &row_tables)?,
+                Transform::Plain,
+                vec![],
+            ),
+        );
+    }
+
+    let mut parts: Vec<Part> = Vec::new();
+    let mut aggregates_placed = false;
+    for (fact, transform, js) in &groups {
+        match transform {
+            Transform::Plain if semantics.table_dimensions.contains_key(fact) => {
+                // The fact carries dimensions in its own columns: translate for it.
+                let (grain, filters) = spec.translate_for(semantics, None, fact)?;
+                parts.push(grouped_part(
+                    spec, semantics, fact, js, &defs, false, &grain, &filters,
+                )?);
+            }
+            Transform::Plain => {
+                let with_aggregates = !aggregates_placed;
+                aggregates_placed = true;
+                parts.push(grouped_part(
+                    spec,
+                    semantics,
+                    fact,
+                    js,
+                    &defs,
+                    with_aggregates,
+                    &spec.grain,
+                    &spec.filters,
+                )?);
+            }
+            Transform::Total => {
+                let mut part =
+                    grouped_part(spec, semantics, fact, js, &defs, false, &[], &spec.filters)?;
+                part.total = true;
+                parts.push(part);
+            }
+            Transform::Shift { time, interval } => {
+                let shift = Some((time.as_str(), interval.as_str()));
+                let (grain, filters) = spec.translate_for(semantics, shift, fact)?;
+                let mut part =
+                    grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
+                part.primary = false;
+                parts.push(part);
+            }
+            Transform::Window {
+                time,
+                window,
+                index,
+                grain,
+            } => {
+                for &j in js {
+                    parts.push(window_part(
+                        spec, semantics, fact, j, defs[j], time, *window, *index, *grain,
+                    )?);
+                }
+            }
+        }
+    }
+    if only_row_counts {
+        parts.clear();
+    }
+    for (k, arguments) in &row_counts {
+        parts.push(Part {
+            sql: row_count_part(spec, semantics, *k, arguments)?,
+            provides: vec![format!("__a{k}")],
+            primary: true,
+            total: false,
+        });
+    }
+
+    let (totals, mut parts): (Vec<Part>, Vec<Part>) = parts.into_iter().partition(|p| p.total);
+    let provided: Vec<String> = parts.iter().flat_map(|p| p.provides.clone()).collect();
+    let mut sql = if parts.len() == 1 {
+        parts.remove(0).sql
+    } else {
+        join_parts(&parts, spec)
+    };
+    if !totals.is_empty() {
+        // Each total is one row: joined to every row of the answer.
+        let mut items: Vec<String> = (0..spec.grain.len())
+            .map(|i| format!("p.\"__g{i}\""))
+            .collect();
+        items.extend(provided.iter().map(|c| format!("p.\"{c}\"")));
+        let mut from = format!("({sql}) AS p");
+        for (t, total) in totals.iter().enumerate() {
+            items.extend(total.provides.iter().map(|c| format!("t{t}.\"{c}\"")));
+            let _ = write!(from, " CROSS JOIN ({}) AS t{t}", total.sql);
+        }
+        sql = format!("SELECT {} FROM {from}", items.join(", "));
+    }
+    let dialect = PostgreSqlDialect {};
+    Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map(|q| *q)
+        .map_err(|e| Error::Internal(format!("generated SQL does not parse: {e}: {sql}")))
+}
+
+/// `SELECT <grain>, <metrics js>, [<aggregates>] FROM <fact and joins> WHERE <filters>
+/// GROUP BY <grain>`.
+#[allow(clippy::too_many_arguments)]
+fn grouped_part(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    js: &[usize],
+    defs: &[&AggregateDef],
+    with_aggregates: bool,
+    grain: &[InnerExpr],
+    filters: &[InnerExpr],
+) -> Result<Part> {
+    let mut needed: BTreeSet<String> = grain
+        .iter()
+        .chain(filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    if with_aggregates {
+        needed.extend(
+            spec.aggregates
+                .iter()
+                .filter(|e| view_rows_arguments(&e.expr).is_none())
+                .flat_map(|e| e.tables.iter().cloned()),
+        );
+    }
+    for &j in js {
+        needed.extend(defs[j].tables.iter().cloned());
+    }
+    let names: Vec<&str> = js
+        .iter()
+        .map(|&j| spec.metrics[j].metric.as_str())
+        .collect();
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+
+    let mut items = Vec::new();
+    let mut provides = Vec::new();
+    for (i, g) in grain.iter().enumerate() {
+        items.push(format!("{} AS \"__g{i}\"", g.expr));
+    }
+    for &j in js {
+        items.push(format!("{} AS \"__m{j}\"", aggregate_sql(defs[j])));
+        provides.push(format!("__m{j}"));
+    }
+    if with_aggregates {
+        for (k, a) in spec.aggregates.iter().enumerate() {
+            if view_rows_arguments(&a.expr).is_none() {
+                items.push(format!("{} AS \"__a{k}\"", a.expr));
+                provides.push(format!("__a{k}"));
+            }
+        }
+    }
+    if items.is_empty() {
+        items.push("count(*) AS \"__n\"".to_string());
+    }
+    let mut sql = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut sql, filters);
+    if !grain.is_empty() {
+        let keys: Vec<String> = grain.iter().map(|g| g.expr.to_string()).collect();
+        let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+    }
+    Ok(Part {
+        sql,
+        provides,
+        primary: true,
+        total: false,
+    })
+}
+
+/// SQL interval literal of `n` units of `grain`.
+pub fn interval(n: u32, grain: TimeGrain) -> String {
+    match grain {
+        TimeGrain::Day => format!("{n} day"),
+        TimeGrain::Week => format!("{} day", n * 7),
+        TimeGrain::Month => format!("{n} month"),
+        TimeGrain::Quarter => format!("{} month", n * 3),
+        TimeGrain::Year | TimeGrain::FiscalYear => format!("{n} year"),
+        TimeGrain::FiscalQuarter => format!("{} month", n * 3),
+    }
+}
+
+/// ` WHERE <row filters ANDed>`, when there are any.
+fn write_filters(sql: &mut String, filters: &[InnerExpr]) {
+    if !filters.is_empty() {
+        let filters: Vec<String> = filters.iter().map(|f| format!("({})", f.expr)).collect();
+        let _ = write!(sql, " WHERE {}", filters.join(" AND "));
+    }
+}
+
+/// The table a block without metrics reads: the first of the requested dimensions'
+/// tables, then the view's metric tables, from which every needed table is reachable.
+fn base_table(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    needed: &BTreeSet<String>,
+) -> Result<String> {
+    let mut candidates: Vec<String> = Vec::new();
+    for e in spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .chain(&spec.aggregates)
+    {
+        for d in &e.dimensions {
+            if let Some(dim) = semantics.dimensions.get(d.split("__").next().unwrap_or(d)) {
+                candidates.push(dim.table.clone());
+            }
+        }
+    }
+    for c in &spec.view.columns {
+        if let ColumnKind::Metric(m) = &c.kind
+            && let Some(metric) = semantics.metrics.get(m).and_then(|m| m.aggregate())
+        {
+            candidates.push(metric.table.clone());
+        }
+    }
+    for c in &spec.view.columns {
+        if let ColumnKind::Dimension(d) = &c.kind
+            && let Some(dim) = semantics.dimensions.get(d)
+        {
+            candidates.push(dim.table.clone());
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|t| needed.iter().all(|n| semantics.model.join_path(t, n).is_some()))
+        .ok_or_else(|| {
+            Error::unsupported(
+                format!(
+                    "the dimensions asked together in view \"{}\" are not related: no table reaches all of {}",
+                    spec.view.name,
+                    needed.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                Some("ask for these dimensions in separate queries, or together with a metric that relates them".into()),
+            )
+        })
+}
+
+/// `FROM fact LEFT JOIN ...` with the joins needed to reach `needed`.
+fn from_clause(
+    fact: &str,
+    needed: &BTreeSet<String>,
+    spec: &DerivedSpec<'_>,
+    metrics: &[&str],
+    semantics: &Semantics,
+) -> Result<String> {
+    let metric_names: Vec<String> = metrics.iter().map(|m| format!("\"{m}\"")).collect();
+    let mut joined: Vec<String> = vec![fact.to_string()];
+    let mut sql = format!("{}.{} AS {}", quote(BASE_SCHEMA), quote(fact), quote(fact));
+    for target in needed {
+        let Some(path) = semantics.model.join_path(fact, target) else {
+            let dims: BTreeSet<String> = spec
+                .grain
+                .iter()
+                .chain(&spec.filters)
+                .chain(&spec.aggregates)
+                .filter(|e| e.tables.contains(target))
+                .flat_map(|e| e.dimensions.iter().cloned())
+                .collect();
+            let what = if metric_names.is_empty() {
+                format!("table \"{fact}\"")
+            } else {
+                format!("metric {} (table \"{fact}\")", metric_names.join(", "))
+            };
+            let dims = dims
+                .into_iter()
+                .map(|d| format!("\"{d}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::unsupported(
+                format!(
+                    "{what} cannot be broken down or filtered by {dims} (table \"{target}\"): there is no many-to-one join path from \"{fact}\" to \"{target}\""
+                ),
+                Some(format!(
+                    "query {dims} without these metrics, or use a view where they are related"
+                )),
+            ));
+        };
+        for (from, join) in path {
+            let to = join.to.get_ref();
+            if joined.iter().any(|j| j == to) {
+                continue;
+            }
+            let Some(to_table) = semantics.model.table(to) else {
+                return Err(Error::Internal(format!("table {to} is not in the model")));
+            };
+            let _ = write!(
+                sql,
+                " LEFT JOIN {}.{} AS {} ON {}.{} = {}.{}",
+                quote(BASE_SCHEMA),
+                quote(to),
+                quote(to),
+                quote(from.name.get_ref()),
+                quote(join.foreign_key.get_ref()),
+                quote(to),
+                quote(to_table.primary_key.get_ref()),
+            );
+            joined.push(to.clone());
+        }
+    }
+    Ok(sql)
+}

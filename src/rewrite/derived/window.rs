@@ -1,0 +1,168 @@
+//! The part of a derived table that computes a cumulative metric (to-date, trailing and
+//! running windows) for each period of the grain.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use super::translate::{is_zoned, local_time_sql};
+use super::{
+    DerivedSpec, InnerExpr, Part, aggregate_value, from_clause, interval, truncate_sql,
+    write_filters,
+};
+use crate::bind::{AggregateDef, Semantics};
+use crate::error::{Error, Result};
+use crate::model::{Aggregation, TimeGrain, Window};
+
+/// A cumulative metric: each period of the grain (`b`, the periods the filters select)
+/// joined with the rows of its window (`r`, pre-aggregated per value of the time
+/// dimension; filters on the time dimension do not apply to it, so a window reaches
+/// back before the first period shown):
+/// ```sql
+/// SELECT b.__g.., <aggregate of r.__v> AS __m<j>
+/// FROM (SELECT <grain> FROM .. WHERE <filters> GROUP BY <grain>) AS b
+/// LEFT JOIN (SELECT <other grain>, <time> AS __t, <partial aggregate> AS __v FROM ..
+///            WHERE <filters not on time> GROUP BY <other grain>, <time>) AS r
+///   ON b.__g<k> = r.__g<k> .. AND r.__t < <period end> AND r.__t >= <window start>
+/// GROUP BY b.__g..
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub(super) fn window_part(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    j: usize,
+    def: &AggregateDef,
+    time: &str,
+    window: Window,
+    index: usize,
+    grain: TimeGrain,
+) -> Result<Part> {
+    let dim = semantics
+        .dimensions
+        .get(time)
+        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let names = [spec.metrics[j].metric.as_str()];
+
+    // b: the periods.
+    let needed: BTreeSet<String> = spec
+        .grain
+        .iter()
+        .chain(&spec.filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+    let items: Vec<String> = spec
+        .grain
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
+        .collect();
+    let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
+    let mut periods = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut periods, &spec.filters);
+    let _ = write!(periods, " GROUP BY {}", keys.join(", "));
+
+    // r: the rows, per value of the time dimension.
+    let on_time = |e: &InnerExpr| {
+        e.dimensions
+            .iter()
+            .any(|d| d == time || d.split("__").next() == Some(time))
+    };
+    let others: Vec<(usize, &InnerExpr)> = spec
+        .grain
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .collect();
+    let row_filters: Vec<InnerExpr> = spec
+        .filters
+        .iter()
+        .filter(|f| !on_time(f))
+        .cloned()
+        .collect();
+    let mut needed: BTreeSet<String> = others
+        .iter()
+        .map(|(_, e)| *e)
+        .chain(&row_filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    needed.extend(dim.expr.tables.iter().cloned());
+    needed.extend(def.tables.iter().cloned());
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+    let mut time_sql = dim.expr.expr.to_string();
+    if is_zoned(dim) {
+        time_sql = local_time_sql(&time_sql, spec.time_zone);
+    }
+    let value = aggregate_value(def);
+    let mut items: Vec<String> = others
+        .iter()
+        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
+        .collect();
+    items.push(format!("{time_sql} AS \"__t\""));
+    let mut keys: Vec<String> = others.iter().map(|(_, g)| g.expr.to_string()).collect();
+    keys.push(time_sql.clone());
+    let outer = match def.agg {
+        Aggregation::Sum => {
+            items.push(format!("sum({value}) AS \"__v\""));
+            "sum(r.\"__v\")".to_string()
+        }
+        Aggregation::Count => {
+            items.push(format!("count({value}) AS \"__v\""));
+            "coalesce(sum(r.\"__v\"), 0)".to_string()
+        }
+        Aggregation::Min | Aggregation::Max => {
+            let f = def.agg.sql_function();
+            items.push(format!("{f}({value}) AS \"__v\""));
+            format!("{f}(r.\"__v\")")
+        }
+        Aggregation::Avg => {
+            items.push(format!("sum({value}) AS \"__v\""));
+            items.push(format!("count({value}) AS \"__c\""));
+            "CAST(sum(r.\"__v\") AS DOUBLE PRECISION) / CAST(NULLIF(sum(r.\"__c\"), 0) AS DOUBLE PRECISION)".to_string()
+        }
+        Aggregation::CountDistinct => {
+            items.push(format!("{value} AS \"__v\""));
+            keys.push(value.clone());
+            "count(DISTINCT r.\"__v\")".to_string()
+        }
+    };
+    let mut rows = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut rows, &row_filters);
+    let _ = write!(rows, " GROUP BY {}", keys.join(", "));
+
+    // The window of each period.
+    let period = format!("b.\"__g{index}\"");
+    let end = format!("({period} + INTERVAL '{}')", interval(1, grain));
+    let start = match window {
+        Window::AllTime => None,
+        Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),
+        Window::Trailing(n, unit) => Some(format!("({end} - INTERVAL '{}')", interval(n, unit))),
+    };
+    let mut on: Vec<String> = others
+        .iter()
+        .map(|(i, _)| format!("b.\"__g{i}\" = r.\"__g{i}\""))
+        .collect();
+    on.push(format!("r.\"__t\" < {end}"));
+    if let Some(start) = start {
+        on.push(format!("r.\"__t\" >= {start}"));
+    }
+    let outer_items: Vec<String> = (0..spec.grain.len())
+        .map(|i| format!("b.\"__g{i}\" AS \"__g{i}\""))
+        .chain(std::iter::once(format!("{outer} AS \"__m{j}\"")))
+        .collect();
+    let outer_keys: Vec<String> = (0..spec.grain.len())
+        .map(|i| format!("b.\"__g{i}\""))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM ({periods}) AS b LEFT JOIN ({rows}) AS r ON {} GROUP BY {}",
+        outer_items.join(", "),
+        on.join(" AND "),
+        outer_keys.join(", ")
+    );
+    Ok(Part {
+        sql,
+        provides: vec![format!("__m{j}")],
+        primary: true,
+        total: false,
+    })
+}
