@@ -228,9 +228,114 @@ async fn many_clients_at_once() {
     assert_eq!(by_region.len(), 4);
 }
 
+/// A client speaking the startup protocol by hand: what the server asks for, and what it
+/// answers to a password sent in clear.
+struct RawClient(std::net::TcpStream);
+
+impl RawClient {
+    fn connect(port: u16, user: &str) -> RawClient {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(FAILSAFE))
+            .expect("read timeout");
+        let mut client = RawClient(stream);
+        let mut body = 196_608i32.to_be_bytes().to_vec(); // protocol 3.0
+        for part in ["user", user, "database", "kpitables"] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut message = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        message.extend(body);
+        client.write(&message);
+        client
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.0.write_all(bytes).expect("write");
+    }
+
+    /// The next message: its type and body; None when the server closed the connection.
+    fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 5];
+        self.0.read_exact(&mut head).ok()?;
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        self.0.read_exact(&mut body).ok()?;
+        Some((head[0], body))
+    }
+
+    /// A PasswordMessage with the password in clear.
+    fn send_cleartext(&mut self, password: &str) {
+        let mut message = vec![b'p'];
+        message.extend(((password.len() + 5) as i32).to_be_bytes());
+        message.extend(password.as_bytes());
+        message.push(0);
+        self.write(&message);
+    }
+}
+
+/// The authentication request of an `R` message: its code and the rest.
+fn auth_request(message: &(u8, Vec<u8>)) -> (i32, Vec<u8>) {
+    assert_eq!(
+        message.0, b'R',
+        "expected an authentication request, got {message:?}"
+    );
+    let code = i32::from_be_bytes([message.1[0], message.1[1], message.1[2], message.1[3]]);
+    (code, message.1[4..].to_vec())
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+fn sqlstate(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find_map(|field| field.strip_prefix(b"C"))
+        .map(|code| String::from_utf8_lossy(code).into_owned())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cleartext_passwords_are_refused_unless_allowed() {
     common::ensure_demo_data();
+
+    // By default the server asks for SCRAM-SHA-256 and nothing else, and a client that
+    // answers with its password in clear is refused, never logged in.
+    let server = common::start(&[]);
+    let mut raw = RawClient::connect(server.port, "exec");
+    let request = raw.read().expect("an authentication request");
+    let (code, mechanisms) = auth_request(&request);
+    assert_eq!(code, 10, "AuthenticationSASL expected, got code {code}");
+    let mechanisms: Vec<String> = mechanisms
+        .split(|b| *b == 0)
+        .filter(|m| !m.is_empty())
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(mechanisms, vec!["SCRAM-SHA-256".to_string()]);
+    raw.send_cleartext("exec");
+    match raw.read() {
+        // As PostgreSQL answers a password where a SASL response belongs.
+        Some((b'E', body)) => assert_eq!(sqlstate(&body), "08P01"),
+        other => panic!("a cleartext password was not refused: {other:?}"),
+    }
+    // Then the connection closes (pgwire sends a ReadyForQuery before it closes).
+    let mut after = Vec::new();
+    while let Some((kind, _)) = raw.read() {
+        after.push(kind);
+    }
+    assert!(
+        after.iter().all(|k| *k == b'Z'),
+        "after the refusal: {after:?}"
+    );
+    // A real client logs in the same way, with SCRAM (the only method offered).
+    let client = connect(server.port).await;
+    let row = client
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i32>(0), 1);
+
+    // Allowed in the configuration: the server asks for the password in clear.
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("plain.toml");
     let model = common::root().join("semantic/demo");
@@ -242,7 +347,7 @@ async fn cleartext_passwords_are_refused_unless_allowed() {
         ),
     )
     .expect("write config");
-    let server = {
+    let (mut child, port) = {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("port")
@@ -271,12 +376,12 @@ async fn cleartext_passwords_are_refused_unless_allowed() {
         assert!(ok, "server did not start");
         (child, port)
     };
-    let (mut child, port) = server;
-    let good = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=plain password=secret dbname=kpitables"),
-        NoTls,
-    )
-    .await;
+    let mut raw = RawClient::connect(port, "plain");
+    let (code, _) = auth_request(&raw.read().expect("an authentication request"));
+    assert_eq!(code, 3, "AuthenticationCleartextPassword expected");
+    raw.send_cleartext("secret");
+    let (code, _) = auth_request(&raw.read().expect("the answer to the password"));
+    assert_eq!(code, 0, "AuthenticationOk expected");
     let bad = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={port} user=plain password=wrong dbname=kpitables"),
         NoTls,
@@ -284,10 +389,6 @@ async fn cleartext_passwords_are_refused_unless_allowed() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        good.is_ok(),
-        "cleartext login with the right password works when allowed"
-    );
     let err = bad.err().expect("wrong password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"));
 }

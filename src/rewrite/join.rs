@@ -218,7 +218,7 @@ pub fn aggregate_sides(
                 if !grouped.contains(&key) && !keys.contains(&key) {
                     return Err(Error::unsupported(
                         format!(
-                            "a join of views is answered with each view aggregated at the join's grain (its GROUP BY columns and join keys), and \"{}.{column}\" is neither",
+                            "a join of views is answered with each view aggregated at the join's grain, and \"{}.{column}\" is neither grouped nor a join key",
                             side.qualifier
                         ),
                         Some(format!(

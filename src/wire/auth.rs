@@ -16,6 +16,7 @@ use pgwire::api::auth::{
 };
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::config::Config;
@@ -198,6 +199,17 @@ impl StartupHandler for Startup {
             }
             startup_parameters = startup_settings(&startup.parameters);
         }
+        if let (
+            Inner::Scram(_),
+            PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Raw(body)),
+        ) = (&self.inner, &message)
+            && client.session_extensions().get::<SaslStarted>().is_none()
+        {
+            // pgwire reads the first answer to AuthenticationSASL without checking its
+            // length (and panics on a short one, such as a password sent in clear).
+            sasl_initial_response(body)?;
+            client.session_extensions().insert(SaslStarted);
+        }
         let outcome = match &self.inner {
             Inner::Scram(h) => h.on_startup(client, message).await,
             Inner::Plain(h) => h.on_startup(client, message).await,
@@ -279,3 +291,38 @@ fn startup_settings<'a>(
 
 /// Parameters the client sent in its startup message (application_name, ...).
 struct StartupParameters(Vec<(String, String)>);
+
+/// The client has sent its SASL initial response (the next password messages are the
+/// rest of the SCRAM exchange).
+struct SaslStarted;
+
+/// Check a SASLInitialResponse as PostgreSQL does: the mechanism offered, then the length
+/// of the data and the data (08P01 otherwise).
+fn sasl_initial_response(body: &[u8]) -> PgWireResult<()> {
+    let violation = |message: &str| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "FATAL".into(),
+            "08P01".into(),
+            message.into(),
+        )))
+    };
+    let Some(end) = body.iter().position(|b| *b == 0) else {
+        return Err(violation("malformed SASL message"));
+    };
+    if &body[..end] != b"SCRAM-SHA-256" {
+        return Err(violation(
+            "client selected an invalid SASL authentication mechanism",
+        ));
+    }
+    let rest = &body[end + 1..];
+    let Some(length) = rest.get(..4) else {
+        return Err(violation("malformed SASL message"));
+    };
+    let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+    let fits = length == -1 || usize::try_from(length).is_ok_and(|l| l <= rest.len() - 4);
+    if fits {
+        Ok(())
+    } else {
+        Err(violation("malformed SASL message"))
+    }
+}

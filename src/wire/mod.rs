@@ -27,16 +27,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::Sink;
+use futures::{Sink, SinkExt};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::{Parse, ParseComplete};
 use pgwire::messages::response::TransactionStatus;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -244,6 +245,32 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
+    /// pgwire's own Parse handling, with a log line for a named statement (drivers name
+    /// the statements they keep server-side: the log shows each is parsed once).
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| pgwire::api::DEFAULT_NAME.to_owned());
+        if message.name.as_deref().is_some_and(|n| !n.is_empty()) {
+            tracing::info!(statement = %name, sql = %message.query, "parse of a named statement");
+        }
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -257,7 +284,12 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session(client)?;
-        let span = tracing::info_span!("statement", user = %session.user, protocol = "extended");
+        let span = tracing::info_span!(
+            "statement",
+            user = %session.user,
+            protocol = "extended",
+            name = %portal.statement.id
+        );
         async {
             let prepared = &portal.statement.statement;
             let params = match prepared {

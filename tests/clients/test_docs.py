@@ -27,5 +27,17 @@ def test_docs_have_sql_examples():
 
 @pytest.mark.parametrize("doc,statement", EXAMPLES, ids=[f"{d}: {s[:50]}" for d, s in EXAMPLES])
 def test_sql_example_runs(conn, doc, statement):
+    """An example runs and returns rows; one after a `-- refused: <reason>` line is refused
+    with 0A000 and a message that gives the reason."""
+    import psycopg
+
+    first, _, rest = statement.partition("\n")
+    if first.startswith("-- refused:"):
+        reason = first.removeprefix("-- refused:").strip()
+        with pytest.raises(psycopg.Error) as e:
+            conn.execute(rest)
+        assert e.value.sqlstate == "0A000", f"{doc}: {rest}"
+        assert reason in e.value.diag.message_primary, e.value.diag.message_primary
+        return
     rows = conn.execute(statement).fetchall()
     assert rows, f"{doc}: no rows from {statement}"

@@ -50,12 +50,12 @@ CASES = [
     (
         "units by category, filtered on channel",
         "SELECT category, units FROM sales WHERE channel = 'online' ORDER BY category",
-        f"SELECT p.category, SUM(CASE WHEN {OK} THEN l.quantity END) FROM {LINES} WHERE o.channel = 'online' GROUP BY 1 ORDER BY 1",
+        f"SELECT p.category, CAST(SUM(CASE WHEN {OK} THEN l.quantity END) AS BIGINT) FROM {LINES} WHERE o.channel = 'online' GROUP BY 1 ORDER BY 1",
     ),
     (
         "average unit price by channel",
         "SELECT channel, avg_unit_price FROM sales ORDER BY channel",
-        f"SELECT o.channel, AVG(l.unit_price) FROM {LINES} GROUP BY 1 ORDER BY 1",
+        f"SELECT o.channel, CAST(AVG(l.unit_price) AS DECIMAL(38, 10)) FROM {LINES} GROUP BY 1 ORDER BY 1",
     ),
     (
         "max and min unit price by category",
@@ -65,12 +65,12 @@ CASES = [
     (
         "promo units by quarter (column form)",
         "SELECT order_date__quarter, promo_units FROM sales ORDER BY 1",
-        f"SELECT date_trunc('quarter', o.order_date), SUM(CASE WHEN l.is_promo AND {OK} THEN l.quantity END) FROM {LINES} GROUP BY 1 ORDER BY 1",
+        f"SELECT CAST(date_trunc('quarter', o.order_date) AS DATE), CAST(SUM(CASE WHEN l.is_promo AND {OK} THEN l.quantity END) AS BIGINT) FROM {LINES} GROUP BY 1 ORDER BY 1",
     ),
     (
         "cost and GMV by year (column form)",
         "SELECT order_date__year, cost, gmv FROM sales ORDER BY 1",
-        f"SELECT date_trunc('year', o.order_date), SUM(CASE WHEN {OK} THEN l.quantity * l.unit_cost END), SUM(l.quantity * l.unit_price) FROM {LINES} GROUP BY 1 ORDER BY 1",
+        f"SELECT CAST(date_trunc('year', o.order_date) AS DATE), SUM(CASE WHEN {OK} THEN l.quantity * l.unit_cost END), SUM(l.quantity * l.unit_price) FROM {LINES} GROUP BY 1 ORDER BY 1",
     ),
     (
         "discounts and GMV by order status",
@@ -80,12 +80,12 @@ CASES = [
     (
         "revenue by ISO week within a date range",
         "SELECT order_date__week, revenue FROM sales WHERE order_date BETWEEN '2023-01-01' AND '2023-03-31' ORDER BY 1",
-        f"SELECT date_trunc('week', o.order_date), {REVENUE} FROM {LINES} WHERE o.order_date BETWEEN DATE '2023-01-01' AND DATE '2023-03-31' GROUP BY 1 ORDER BY 1",
+        f"SELECT CAST(date_trunc('week', o.order_date) AS DATE), {REVENUE} FROM {LINES} WHERE o.order_date BETWEEN DATE '2023-01-01' AND DATE '2023-03-31' GROUP BY 1 ORDER BY 1",
     ),
     (
         "order metrics by region on the orders table",
         "SELECT region, order_count, avg_order_value, shipping_fees, buying_customers FROM order_summary ORDER BY region",
-        f"""SELECT s.region, COUNT(CASE WHEN {OK} THEN 1 END), AVG(CASE WHEN {OK} THEN o.order_amount END),
+        f"""SELECT s.region, COUNT(CASE WHEN {OK} THEN 1 END), CAST(AVG(CASE WHEN {OK} THEN o.order_amount END) AS DECIMAL(38, 10)),
                    SUM(CASE WHEN {OK} THEN o.shipping_fee END), COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END)
             FROM {ORDERS} GROUP BY 1 ORDER BY 1""",
     ),
@@ -100,7 +100,7 @@ CASES = [
     (
         "a draft metric by month of 2024",
         "SELECT order_date__month, returned_orders FROM order_summary WHERE order_date >= '2024-01-01' ORDER BY 1",
-        "SELECT date_trunc('month', o.order_date), COUNT(CASE WHEN o.status = 'returned' THEN 1 END) FROM orders o WHERE o.order_date >= DATE '2024-01-01' GROUP BY 1 ORDER BY 1",
+        "SELECT CAST(date_trunc('month', o.order_date) AS DATE), COUNT(CASE WHEN o.status = 'returned' THEN 1 END) FROM orders o WHERE o.order_date >= DATE '2024-01-01' GROUP BY 1 ORDER BY 1",
     ),
     (
         "CTE over a view, ordered by a metric",
@@ -140,12 +140,13 @@ CASES = [
     (
         "an expression over two metrics",
         "SELECT region, revenue / orders AS per_order FROM sales ORDER BY region",
-        f"SELECT s.region, {REVENUE} / {ORDERS_DISTINCT} FROM {LINES} GROUP BY 1 ORDER BY 1",
+        f"SELECT s.region, CAST({REVENUE} / {ORDERS_DISTINCT} AS DECIMAL(38, 10)) FROM {LINES} GROUP BY 1 ORDER BY 1",
     ),
     (
         "EXTRACT(YEAR ...) as the grain",
         "SELECT EXTRACT(YEAR FROM order_date) AS y, units FROM sales GROUP BY 1 ORDER BY 1",
-        f"SELECT EXTRACT(YEAR FROM o.order_date), SUM(CASE WHEN {OK} THEN l.quantity END) FROM {LINES} GROUP BY 1 ORDER BY 1",
+        # EXTRACT is an integer here (PostgreSQL 15 returns numeric; docs/clients.md).
+        f"SELECT CAST(EXTRACT(YEAR FROM o.order_date) AS INTEGER), CAST(SUM(CASE WHEN {OK} THEN l.quantity END) AS BIGINT) FROM {LINES} GROUP BY 1 ORDER BY 1",
     ),
     (
         "LIMIT and OFFSET over a metric ordering",
@@ -186,11 +187,28 @@ def assert_rows_equal(ours, truth):
         assert all(same(x, y) for x, y in zip(a, b)), f"row {i}: {a} != {b}"
 
 
+# The PostgreSQL type (OID) of each DuckDB result type.
+PG_TYPE_OF_DUCKDB = {
+    "BOOLEAN": 16, "BIGINT": 20, "SMALLINT": 21, "INTEGER": 23, "VARCHAR": 25, "FLOAT": 700,
+    "DOUBLE": 701, "DATE": 1082, "TIMESTAMP": 1114, "TIMESTAMP WITH TIME ZONE": 1184, "HUGEINT": 1700,
+}
+
+
+def duckdb_pg_types(description):
+    return [1700 if str(d[1]).startswith("DECIMAL") else PG_TYPE_OF_DUCKDB.get(str(d[1]), str(d[1]))
+            for d in description]
+
+
 @pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_metric_matches_ground_truth(conn, duck, name, ours, truth):
-    got = conn.execute(ours).fetchall()
+    """Values and the PostgreSQL type of every column: the hand-written query states the
+    type PostgreSQL gives (SUM of integers is bigint, AVG of numeric is numeric, a grain
+    column of a date is a date), so a changed type fails here."""
+    cur = conn.execute(ours)
+    got = cur.fetchall()
     expected = duck.execute(truth).fetchall()
     assert_rows_equal(got, expected)
+    assert [d.type_code for d in cur.description] == duckdb_pg_types(duck.description)
 
 
 def test_metric_condition_filters_groups(conn, duck):

@@ -3,6 +3,7 @@ server: DatabaseMetaData, server-side prepared statements, fetch-size portals, e
 The numbers are compared with DuckDB on the same files."""
 
 import os
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -17,20 +18,30 @@ PROGRAM = os.path.join(os.path.dirname(__file__), "jdbc", "JdbcCheck.java")
 
 
 @pytest.fixture(scope="module")
-def jdbc(server):
+def jdbc(tmp_path_factory):
+    """The Java program run against a kpitables of its own, so that the server's log
+    holds this driver's statements only."""
+    from conftest import Kpitables
+
     assert shutil.which("java"), "java is missing: tests/run-all.sh installs openjdk-17-jdk-headless"
     assert os.path.exists(JAR), f"{JAR} is missing: tests/run-all.sh installs libpostgresql-jdbc-java"
-    run = subprocess.run(
-        ["java", "-cp", JAR, PROGRAM, server["host"], str(server["port"])],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    log = tmp_path_factory.mktemp("jdbc") / "kpitables.log"
+    server = Kpitables(log)
+    try:
+        run = subprocess.run(
+            ["java", "-cp", JAR, PROGRAM, "127.0.0.1", str(server.port)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.close()
     assert run.returncode == 0, run.stderr
     seen = defaultdict(list)
     for line in run.stdout.splitlines():
         kind, *values = line.split("\t")
         seen[kind].append(values)
+    seen["server_log"] = log.read_text()
     return seen
 
 
@@ -77,6 +88,21 @@ def test_prepared_statement_goes_server_side_and_stays_correct(jdbc, duck):
             [channel],
         ).fetchall()
         assert_rows_equal(rows, truth)
+
+
+def test_the_server_parsed_the_named_statement_once_and_executed_it_many_times(jdbc):
+    """From the server's side: after prepareThreshold uses, the driver parses the query
+    once under a statement name and then only binds and executes that name."""
+    log = jdbc["server_log"]
+    sql = "SELECT region, revenue FROM sales WHERE channel = $1 ORDER BY region"
+    parses = re.findall(r"parse of a named statement statement=(\S+) sql=(.*)$", log, re.M)
+    names = [name for name, text in parses if text.strip() == sql]
+    assert len(names) == 1, parses
+    executions = re.findall(
+        r"statement\{[^}]*name=" + re.escape(names[0]) + r"\}: kpitables::wire::run: query ", log
+    )
+    # Six executions with prepareThreshold=3: the named statement serves the later ones.
+    assert len(executions) >= 3, executions
 
 
 def test_fetch_size_in_a_transaction_reads_every_row(jdbc, duck):

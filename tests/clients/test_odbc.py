@@ -70,8 +70,8 @@ def test_parameterized_query_matches_ground_truth(odbc, duck):
         assert_rows_equal([tuple(r) for r in rows], truth)
 
 
-def test_many_rows_through_the_fetch_mode(odbc, duck, server):
-    conn, declare_fetch = odbc
+def test_many_rows_through_the_fetch_mode(odbc, duck):
+    conn, _ = odbc
     rows = conn.cursor().execute("SELECT order_date__month, revenue FROM sales ORDER BY 1").fetchall()
     conn.commit()
     truth = duck.execute(
@@ -79,8 +79,30 @@ def test_many_rows_through_the_fetch_mode(odbc, duck, server):
     ).fetchall()
     assert len(rows) > 5  # more than one FETCH of 5 in declare/fetch mode
     assert_rows_equal([tuple(r) for r in rows], truth)
+
+
+@pytest.mark.parametrize("declare_fetch", [0, 1], ids=["plain", "declare-fetch"])
+def test_the_server_sees_the_fetch_mode_of_this_session(declare_fetch, tmp_path):
+    """Declare/fetch mode is what the server received from this ODBC session: a server of
+    its own, so its log holds this session's statements only (a DECLARE per query in
+    declare/fetch mode, none otherwise)."""
+    pyodbc = pytest.importorskip("pyodbc", reason="tests/run-all.sh installs pyodbc")
+    from conftest import Kpitables
+
+    server = Kpitables(tmp_path / "kpitables.log")
+    try:
+        conn = pyodbc.connect(connection_string(server.info, declare_fetch), autocommit=False)
+        rows = conn.cursor().execute("SELECT order_date__month, revenue FROM sales ORDER BY 1").fetchall()
+        conn.commit()
+        conn.close()
+    finally:
+        server.close()
+    assert len(rows) > 5
+    declared = (tmp_path / "kpitables.log").read_text().count("declare cursor")
     if declare_fetch:
-        assert "declare cursor" in server["log"].read_text(), "the driver did not use DECLARE/FETCH"
+        assert declared >= 1, "the driver did not use DECLARE/FETCH"
+    else:
+        assert declared == 0, "a plain-mode session declared cursors"
 
 
 def test_error_then_the_session_keeps_working(odbc):

@@ -1,0 +1,329 @@
+//! The block's expressions over its derived table: an aggregate around a metric is the
+//! metric at the grain, an aggregate over dimensions becomes a column `__a<k>`, and each
+//! metric compiles to the physical columns `__m<j>` it is computed from (composites
+//! substitute their parts, period-over-period compares a shifted part, cumulative
+//! metrics read a window part).
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Value,
+    VisitorMut, visit_expressions_mut,
+};
+
+use super::{COLLAPSING, counts_rows, function_name, is_aggregate, refs};
+use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
+use crate::error::{Error, Result};
+use crate::model::{Compare, Show, TimeGrain};
+use crate::rewrite::derived::{Physical, Transform};
+
+/// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
+/// them: one per combination of its dimensions. It becomes the marker aggregate
+/// [`crate::rewrite::derived::VIEW_ROWS`]`(<every dimension>)`, which the derived table computes by
+/// grouping twice (see [`super::derived`]).
+fn view_row_count(f: &datafusion::sql::sqlparser::ast::Function, view: &BoundView) -> Option<Expr> {
+    if !counts_rows(&Expr::Function(f.clone())) {
+        return None;
+    }
+    let dimensions: Vec<String> = view
+        .columns
+        .iter()
+        .filter(|c| matches!(c.kind, ColumnKind::Dimension(_)))
+        .map(|c| c.name.clone())
+        .collect();
+    if dimensions.is_empty() {
+        return None;
+    }
+    crate::sql::parse_expr(&format!(
+        "{}({})",
+        crate::rewrite::derived::VIEW_ROWS,
+        dimensions.join(", ")
+    ))
+}
+
+/// Turn block expressions into expressions over the derived table.
+pub(super) struct Outer<'a> {
+    pub(super) view: &'a BoundView,
+    pub(super) semantics: &'a Semantics,
+    pub(super) grain: &'a [Expr],
+    /// The derived table's metric columns `__m<j>`.
+    pub(super) metrics: Vec<Physical>,
+    /// The model metrics the block names.
+    pub(super) named: Vec<String>,
+    pub(super) aggregates: Vec<Expr>,
+    pub(super) output_names: Option<&'a HashSet<String>>,
+    pub(super) error: Option<Error>,
+}
+
+fn column(name: String) -> Expr {
+    Expr::Identifier(Ident::with_quote('"', name))
+}
+
+impl Outer<'_> {
+    /// An aggregate call: around a metric it is the metric at the grain; over dimensions
+    /// it becomes an `__a<k>` column of the derived table.
+    fn aggregate(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Function(f) = &*expr else {
+            return ControlFlow::Continue(());
+        };
+        let name = function_name(f);
+        if refs(expr, self.view).metrics {
+            let single = match &f.args {
+                FunctionArguments::List(list) if list.args.len() == 1 => match &list.args[0] {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match single {
+                Some(arg) if COLLAPSING.contains(&name.as_str()) && f.filter.is_none() => {
+                    *expr = Expr::Nested(Box::new(arg));
+                }
+                _ => {
+                    self.error = Some(Error::unsupported(
+                        format!("{name}() over a metric is not supported"),
+                        Some(
+                            "a metric is already aggregated at the query's grain: select it directly, or wrap it in SUM/MIN/MAX/AVG"
+                                .to_string(),
+                        ),
+                    ));
+                    return ControlFlow::Break(());
+                }
+            }
+        } else {
+            if let Some(rows) = view_row_count(f, self.view) {
+                *expr = rows;
+            }
+            let k = match self.aggregates.iter().position(|a| a == expr) {
+                Some(k) => k,
+                None => {
+                    self.aggregates.push(expr.clone());
+                    self.aggregates.len() - 1
+                }
+            };
+            *expr = column(format!("__a{k}"));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Outer<'_> {
+    /// The expression over the derived table's columns that computes metric `name`
+    /// under `transform`.
+    fn metric(&mut self, name: &str, transform: &Transform) -> Result<Expr> {
+        let Some(metric) = self.semantics.metrics.get(name) else {
+            return Err(Error::Internal(format!("metric {name} is not bound")));
+        };
+        match &metric.definition {
+            Definition::Aggregate(_) => {
+                let physical = Physical {
+                    metric: name.to_string(),
+                    transform: transform.clone(),
+                };
+                let j = match self.metrics.iter().position(|x| *x == physical) {
+                    Some(j) => j,
+                    None => {
+                        self.metrics.push(physical);
+                        self.metrics.len() - 1
+                    }
+                };
+                Ok(column(format!("__m{j}")))
+            }
+            Definition::Composite { formula, .. } => {
+                let mut formula = formula.clone();
+                let mut error = None;
+                let _ = visit_expressions_mut(&mut formula, |e| {
+                    if let Expr::Identifier(ident) = e
+                        && let Some(of) = ident.value.strip_prefix(crate::bind::TOTAL_PREFIX)
+                        && ident.quote_style.is_some()
+                    {
+                        let of = of.to_string();
+                        // The rows of the answer come from the metric at the grain.
+                        let plain = self.metric(&of, transform);
+                        match plain.and_then(|_| self.metric(&of, &Transform::Total)) {
+                            Ok(part) => *e = Expr::Nested(Box::new(part)),
+                            Err(err) => {
+                                error = Some(err);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    } else if let Expr::Identifier(ident) = e
+                        && ident.quote_style.is_none()
+                    {
+                        match self.metric(&ident.value, transform) {
+                            Ok(part) => *e = Expr::Nested(Box::new(part)),
+                            Err(err) => {
+                                error = Some(err);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    ControlFlow::Continue(())
+                });
+                match error {
+                    Some(e) => Err(e),
+                    None => Ok(Expr::Nested(formula)),
+                }
+            }
+            Definition::PeriodOverPeriod {
+                base,
+                time,
+                compare,
+                show,
+            } => {
+                let (_, grain) = self.time_grain(name, time)?;
+                let interval = match (compare, grain) {
+                    (Compare::PreviousPeriod, g) => crate::rewrite::derived::interval(1, g),
+                    (Compare::SamePeriodLastYear, TimeGrain::Week) => {
+                        crate::rewrite::derived::interval(52, TimeGrain::Week)
+                    }
+                    (Compare::SamePeriodLastYear, TimeGrain::Day) => {
+                        crate::rewrite::derived::interval(1, TimeGrain::Year)
+                    }
+                    (Compare::SamePeriodLastYear, _) => {
+                        crate::rewrite::derived::interval(1, TimeGrain::Year)
+                    }
+                };
+                let shifted = Transform::Shift {
+                    time: time.clone(),
+                    interval,
+                };
+                // This period's value is always computed: its rows are the periods.
+                let current = self.metric(base, transform)?;
+                let earlier = self.metric(base, &shifted)?;
+                let sql = match show {
+                    Show::Value => format!("{earlier}"),
+                    Show::Difference => format!("({current}) - ({earlier})"),
+                    Show::Growth => format!(
+                        "CAST(({current}) - ({earlier}) AS DOUBLE PRECISION) / CAST(NULLIF({earlier}, 0) AS DOUBLE PRECISION)"
+                    ),
+                };
+                crate::sql::parse_expr(&sql)
+                    .map(|e| Expr::Nested(Box::new(e)))
+                    .ok_or_else(|| Error::Internal(format!("generated expression {sql}")))
+            }
+            Definition::Cumulative { base, time, window } => {
+                let (index, grain) = self.time_grain(name, time)?;
+                let windowed = Transform::Window {
+                    time: time.clone(),
+                    window: *window,
+                    index,
+                    grain,
+                };
+                self.metric(base, &windowed)
+            }
+        }
+    }
+
+    /// Where the block's grain has time dimension `time`, and at which grain; an error
+    /// naming `metric` when it has none.
+    fn time_grain(&self, metric: &str, time: &str) -> Result<(usize, TimeGrain)> {
+        for (i, g) in self.grain.iter().enumerate() {
+            if let Some(grain) = time_grain_of(g, time, self.view) {
+                return Ok((i, grain));
+            }
+        }
+        Err(Error::unsupported(
+            format!(
+                "metric \"{metric}\" is computed per period of \"{time}\", and this query is not grouped by \"{time}\""
+            ),
+            Some(format!(
+                "add \"{time}\" or one of its grains (such as \"{time}__month\") to the select list or GROUP BY"
+            )),
+        ))
+    }
+}
+
+/// The grain at which `expr` (a grain expression of the block) buckets time dimension
+/// `time`: the dimension itself (day), a grain column (`order_date__month`), or
+/// `date_trunc('<grain>', <dimension>)`.
+fn time_grain_of(expr: &Expr, time: &str, view: &BoundView) -> Option<TimeGrain> {
+    match expr {
+        Expr::Identifier(id) => match view.column(&id.value).map(|c| &c.kind) {
+            Some(ColumnKind::Dimension(d)) if d == time => Some(TimeGrain::Day),
+            Some(ColumnKind::TimeGrain(d, g)) if d == time => Some(*g),
+            _ => None,
+        },
+        Expr::Nested(inner) => time_grain_of(inner, time, view),
+        // A cast to a date or timestamp keeps the buckets (BI tools cast grain columns).
+        Expr::Cast {
+            expr,
+            data_type: SqlType::Date | SqlType::Timestamp(..) | SqlType::Datetime(_),
+            ..
+        } => time_grain_of(expr, time, view),
+        Expr::Function(f) if function_name(f) == "date_trunc" => {
+            let FunctionArguments::List(list) = &f.args else {
+                return None;
+            };
+            let [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(unit))),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(id))),
+            ] = list.args.as_slice()
+            else {
+                return None;
+            };
+            let unit = match &unit.value {
+                Value::SingleQuotedString(u) => u.to_lowercase(),
+                _ => return None,
+            };
+            let is_time = matches!(
+                view.column(&id.value).map(|c| &c.kind),
+                Some(ColumnKind::Dimension(d)) if d == time
+            );
+            if !is_time {
+                return None;
+            }
+            TimeGrain::ALL.into_iter().find(|g| g.name() == unit)
+        }
+        _ => None,
+    }
+}
+
+impl VisitorMut for Outer<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Some(i) = self.grain.iter().position(|g| g == expr) {
+            *expr = column(format!("__g{i}"));
+            return ControlFlow::Continue(());
+        }
+        if is_aggregate(expr) {
+            return self.aggregate(expr);
+        }
+        match expr {
+            Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                let name = ident.value.clone();
+                match self.view.column(&name).map(|c| &c.kind) {
+                    Some(ColumnKind::Metric(m)) => {
+                        let m = m.clone();
+                        if !self.named.contains(&m) {
+                            self.named.push(m.clone());
+                        }
+                        match self.metric(&m, &Transform::Plain) {
+                            Ok(e) => *expr = e,
+                            Err(e) => {
+                                self.error = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    Some(_) if self.output_names.is_some_and(|o| o.contains(&name)) => {}
+                    Some(_) => {
+                        self.error = Some(Error::Grouping {
+                            message: format!(
+                                "column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"
+                            ),
+                            hint: Some(format!(
+                                "add \"{name}\" to the select list (or GROUP BY) to break metrics down by it"
+                            )),
+                        });
+                        return ControlFlow::Break(());
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
