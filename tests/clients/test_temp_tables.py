@@ -34,6 +34,15 @@ def test_tableau_connection_check_and_filter_table(dsn, duck):
         ).fetchall()
         assert len(expected) == 3
         assert_rows_equal(got, expected)
+        # Joined with the view (as Tableau joins its filter tables): the view is first
+        # aggregated at the join's grain, so each city's revenue is counted once.
+        c.execute("INSERT INTO wanted_cities VALUES (%s)", (cities[0],))  # a duplicate
+        got = c.execute(
+            """SELECT s.city, s.revenue, COUNT(*) FROM sales s JOIN (SELECT DISTINCT city FROM wanted_cities) w
+               ON s.city = w.city GROUP BY s.city, s.revenue ORDER BY 1"""
+        ).fetchall()
+        assert_rows_equal([r[:2] for r in got], expected)
+        assert [r[2] for r in got] == [1, 1, 1]
 
 
 def test_create_as_insert_and_column_lists(conn):
