@@ -202,7 +202,7 @@ async fn fold_table_function_arguments(
                 for arg in &args.args {
                     if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg
                         && !matches!(e, Expr::Value(_))
-                        && !has_columns(e)
+                        && !crate::sql::has_column_refs(e)
                     {
                         self.0.push(e.clone());
                     }
@@ -245,23 +245,6 @@ async fn fold_table_function_arguments(
     }
     let _ = VisitMut::visit(statement, &mut Fold(&folded));
     Ok(())
-}
-
-fn has_columns(expr: &Expr) -> bool {
-    struct V(bool);
-    impl Visitor for V {
-        type Break = ();
-        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = V(false);
-    let _ = expr.visit(&mut v);
-    v.0
 }
 
 /// Answer `statement` row by row (see the module docs).

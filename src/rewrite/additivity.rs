@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, OrderBy,
-    OrderByKind, Query, Select, SelectItem, UnaryOperator, Value, Visit, Visitor,
+    OrderByKind, Select, SelectItem, UnaryOperator, Value, Visit, Visitor,
 };
 
 use super::normalize;
@@ -190,23 +190,23 @@ pub fn check_sums(
         return Ok(());
     }
     let grouped = grouped_columns(select, sources);
-    let mut sums = Sums {
-        sources,
-        found: Vec::new(),
-        depth: 0,
+    let mut found: Vec<(&Source, String, &'static str)> = Vec::new();
+    let mut sums = |e: &Expr| {
+        found.extend(summed_columns(e, sources));
+        ControlFlow::Continue(())
     };
     for item in &select.projection {
-        let _ = item.visit(&mut sums);
+        crate::sql::visit_block_exprs(item, &mut sums);
     }
-    let _ = select.having.visit(&mut sums);
+    crate::sql::visit_block_exprs(&select.having, &mut sums);
     if let Some(ob) = order_by
         && let OrderByKind::Expressions(exprs) = &ob.kind
     {
         for e in exprs {
-            let _ = e.expr.visit(&mut sums);
+            crate::sql::visit_block_exprs(&e.expr, &mut sums);
         }
     }
-    for (source, column, function) in sums.found {
+    for (source, column, function) in found {
         let Some(Holds::Metric {
             metric,
             non_additive: Some(reason),
@@ -308,47 +308,30 @@ fn column_of<'s>(expr: &Expr, sources: &'s [Source]) -> Option<(&'s Source, Stri
     }
 }
 
-/// Finds `SUM(...)` calls of the block (not of its subqueries, not windowed) and the
-/// source columns their argument reads.
-struct Sums<'s> {
+/// The source columns the argument of `expr` reads, when it is a `SUM(...)` (not
+/// windowed).
+fn summed_columns<'s>(
+    expr: &Expr,
     sources: &'s [Source],
-    found: Vec<(&'s Source, String, &'static str)>,
-    depth: usize,
-}
-
-impl<'s> Visitor for Sums<'s> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
+) -> Vec<(&'s Source, String, &'static str)> {
+    let Expr::Function(f) = expr else {
+        return Vec::new();
+    };
+    if f.over.is_some() || crate::sql::last_name(&f.name) != "sum" {
+        return Vec::new();
     }
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
+    let FunctionArguments::List(list) = &f.args else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for arg in &list.args {
+        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg {
+            let mut columns = Vec::new();
+            collect_columns(e, sources, &mut columns);
+            out.extend(columns.into_iter().map(|(s, c)| (s, c, "SUM")));
+        }
     }
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
-            return ControlFlow::Continue(());
-        }
-        let Expr::Function(f) = expr else {
-            return ControlFlow::Continue(());
-        };
-        if f.over.is_some() || crate::sql::last_name(&f.name) != "sum" {
-            return ControlFlow::Continue(());
-        }
-        let FunctionArguments::List(list) = &f.args else {
-            return ControlFlow::Continue(());
-        };
-        for arg in &list.args {
-            if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg {
-                let mut columns = Vec::new();
-                collect_columns(e, self.sources, &mut columns);
-                self.found
-                    .extend(columns.into_iter().map(|(s, c)| (s, c, "SUM")));
-            }
-        }
-        ControlFlow::Continue(())
-    }
+    out
 }
 
 fn collect_columns<'s>(expr: &Expr, sources: &'s [Source], out: &mut Vec<(&'s Source, String)>) {
@@ -412,7 +395,7 @@ fn additivity(
     semantics: &Semantics,
     metric_of: &dyn Fn(&str) -> Option<String>,
 ) -> Option<String> {
-    let constant = |e: &Expr| !uses_columns(e);
+    let constant = |e: &Expr| !crate::sql::has_column_refs(e);
     match expr {
         Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => {
             additivity(inner, semantics, metric_of)
@@ -466,23 +449,6 @@ fn additivity(
         }
         _ => Some("it is a computed expression over metrics, which need not add up over groups".into()),
     }
-}
-
-fn uses_columns(expr: &Expr) -> bool {
-    struct V(bool);
-    impl Visitor for V {
-        type Break = ();
-        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = V(false);
-    let _ = expr.visit(&mut v);
-    v.0
 }
 
 /// Why a sum of `metric` over groups means nothing, or None when it adds up.

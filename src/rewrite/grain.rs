@@ -22,7 +22,7 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
     ObjectName, OrderBy, OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, TableAlias, TableFactor, VisitMut, VisitorMut,
+    SetExpr, TableAlias, TableFactor, VisitMut,
 };
 
 use super::{Relation, RewriteContext, Scope, normalize, resolve_relation};
@@ -471,12 +471,8 @@ pub fn merge(
     // dimension values (the view's own rows when it shows every dimension).
     if !source.shows_every_dimension() {
         let marker = row_count_marker(source);
-        let mut counts = CountRows {
-            marker: &marker,
-            depth: 0,
-        };
-        let _ = VisitMut::visit(&mut select.projection, &mut counts);
-        let _ = VisitMut::visit(&mut select.having, &mut counts);
+        count_rows_as(&mut select.projection, &marker);
+        count_rows_as(&mut select.having, &marker);
     }
 
     let mut sub = Substitute::new(source, semantics, qualifier, None);
@@ -495,8 +491,7 @@ pub fn merge(
         sub.apply(qualify)?;
     }
     for window in &mut select.named_window {
-        let _ = VisitMut::visit(window, &mut sub);
-        sub.take_error()?;
+        sub.apply(window)?;
     }
     // GROUP BY prefers input columns, then output names; ORDER BY the other way round.
     sub.output_names = Some(output_names.clone());
@@ -513,12 +508,7 @@ pub fn merge(
             }
         }
         if !source.shows_every_dimension() {
-            let marker = row_count_marker(source);
-            let mut counts = CountRows {
-                marker: &marker,
-                depth: 0,
-            };
-            let _ = VisitMut::visit(ob, &mut counts);
+            count_rows_as(ob, &row_count_marker(source));
         }
     }
 
@@ -587,28 +577,14 @@ fn row_count_marker(source: &PassThrough<'_>) -> Expr {
     Expr::Function(f)
 }
 
-/// Replaces `COUNT(*)` of the block (not of its subqueries) by a row-count marker.
-struct CountRows<'a> {
-    marker: &'a Expr,
-    depth: usize,
-}
-
-impl VisitorMut for CountRows<'_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if self.depth == 0 && super::block::counts_rows(expr) {
-            *expr = self.marker.clone();
+/// Replaces `COUNT(*)` of the block (not of its subqueries) by `marker`.
+fn count_rows_as<N: VisitMut + ?Sized>(node: &mut N, marker: &Expr) {
+    crate::sql::visit_block_exprs_mut(node, |expr| {
+        if super::block::counts_rows(expr) {
+            *expr = marker.clone();
         }
         ControlFlow::Continue(())
-    }
+    });
 }
 
 /// Replaces references to a pass-through's columns by their expressions (in the block's
@@ -621,7 +597,6 @@ struct Substitute<'s, 'a> {
     output_names: Option<HashSet<String>>,
     /// ORDER BY: an output name wins over an input column.
     prefer_output: bool,
-    depth: usize,
     error: Option<Error>,
 }
 
@@ -638,13 +613,12 @@ impl<'s, 'a> Substitute<'s, 'a> {
             qualifier: qualifier.to_string(),
             output_names,
             prefer_output: false,
-            depth: 0,
             error: None,
         }
     }
 
-    fn apply(&mut self, expr: &mut Expr) -> Result<()> {
-        let _ = VisitMut::visit(expr, self);
+    fn apply<N: VisitMut + ?Sized>(&mut self, node: &mut N) -> Result<()> {
+        crate::sql::visit_block_exprs_mut(node, |e| self.replace(e));
         self.take_error()
     }
 
@@ -716,21 +690,9 @@ pub fn in_other_view(name: &str, view: &BoundView, semantics: &Semantics) -> Opt
     }
 }
 
-impl VisitorMut for Substitute<'_, '_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    // After the children: a replacement is not visited again.
-    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
-            return ControlFlow::Continue(());
-        }
+impl Substitute<'_, '_> {
+    /// One expression of the block (its children are done).
+    fn replace(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Identifier(ident) => {
                 let name = normalize(ident);

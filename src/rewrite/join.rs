@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, OrderBy, Query, Select,
-    SelectItem, SetExpr, TableAlias, TableFactor, TableWithJoins, Value, Visit, Visitor,
+    SelectItem, SetExpr, TableAlias, TableFactor, TableWithJoins, Value,
 };
 
 use super::grain::{PassThrough, unknown_column, view_source};
@@ -112,7 +112,6 @@ pub fn aggregate_sides(
         semantics: cx.semantics,
         found: Vec::new(),
         error: None,
-        depth: 0,
     };
     for item in &select.projection {
         match item {
@@ -135,18 +134,16 @@ pub fn aggregate_sides(
                         .extend(sides[i].source.columns.iter().map(|(c, _)| (i, c.clone())));
                 }
             }
-            other => {
-                let _ = other.visit(&mut uses);
-            }
+            other => crate::sql::visit_block_exprs(other, |e| uses.note(e)),
         }
     }
-    let _ = select.selection.visit(&mut uses);
-    let _ = select.group_by.visit(&mut uses);
-    let _ = select.having.visit(&mut uses);
-    let _ = select.qualify.visit(&mut uses);
-    let _ = select.named_window.visit(&mut uses);
+    crate::sql::visit_block_exprs(&select.selection, |e| uses.note(e));
+    crate::sql::visit_block_exprs(&select.group_by, |e| uses.note(e));
+    crate::sql::visit_block_exprs(&select.having, |e| uses.note(e));
+    crate::sql::visit_block_exprs(&select.qualify, |e| uses.note(e));
+    crate::sql::visit_block_exprs(&select.named_window, |e| uses.note(e));
     if let Some(ob) = order_by {
-        let _ = ob.visit(&mut uses);
+        crate::sql::visit_block_exprs(ob, |e| uses.note(e));
     }
     let mut keys: Vec<(usize, String)> = Vec::new();
     for twj in &select.from {
@@ -154,7 +151,7 @@ pub fn aggregate_sides(
             if let Some(constraint) = constraint(&join.join_operator) {
                 match constraint {
                     JoinConstraint::On(on) => {
-                        let _ = on.visit(&mut uses);
+                        crate::sql::visit_block_exprs(on, |e| uses.note(e));
                         for conjunct in crate::sql::split_and(on.clone()) {
                             keys.extend(equi_key(&conjunct, &sides));
                         }
@@ -495,23 +492,11 @@ struct Uses<'s, 'a> {
     semantics: &'s crate::bind::Semantics,
     found: Vec<(usize, String)>,
     error: Option<Error>,
-    depth: usize,
 }
 
-impl Visitor for Uses<'_, '_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if self.depth > 0 {
-            return ControlFlow::Continue(());
-        }
+impl Uses<'_, '_> {
+    /// Note the side column `expr` is, if it is one.
+    fn note(&mut self, expr: &Expr) -> ControlFlow<()> {
         match expr {
             Expr::Identifier(id) => {
                 let name = normalize(id);

@@ -249,8 +249,8 @@ fn walk_query(
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != position)
-                .any(|(_, c)| references_relation(&c.query, &name));
-            others || references_set_expr(&query.body, &name)
+                .any(|(_, c)| references_relation(c.query.as_ref(), &name));
+            others || references_relation(query.body.as_ref(), &name)
         };
         let Some(with) = &mut query.with else { break };
         if referenced {
@@ -270,9 +270,9 @@ fn walk_query(
     Ok(shape)
 }
 
-/// Does `query` read a relation named `name` (one unqualified part), anywhere?
-fn references_relation(query: &Query, name: &str) -> bool {
-    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+/// Does `node` read a relation named `name` (one unqualified part), anywhere?
+fn references_relation<N: datafusion::sql::sqlparser::ast::Visit>(node: &N, name: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::Visitor;
     struct V<'a>(&'a str, bool);
     impl Visitor for V<'_> {
         type Break = ();
@@ -287,27 +287,7 @@ fn references_relation(query: &Query, name: &str) -> bool {
         }
     }
     let mut v = V(name, false);
-    let _ = query.visit(&mut v);
-    v.1
-}
-
-fn references_set_expr(body: &SetExpr, name: &str) -> bool {
-    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
-    struct V<'a>(&'a str, bool);
-    impl Visitor for V<'_> {
-        type Break = ();
-        fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-            if let [ObjectNamePart::Identifier(ident)] = relation.0.as_slice()
-                && normalize(ident) == self.0
-            {
-                self.1 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut v = V(name, false);
-    let _ = body.visit(&mut v);
+    let _ = node.visit(&mut v);
     v.1
 }
 

@@ -12,7 +12,11 @@ pub mod naming;
 pub mod set_returning;
 pub mod subquery;
 
-use datafusion::sql::sqlparser::ast::{Expr, ObjectNamePart, Query, SetExpr, Statement};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, ObjectNamePart, Query, SetExpr, Statement, Visit, VisitMut, Visitor, VisitorMut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -88,14 +92,30 @@ pub fn is_aggregate_call(expr: &Expr) -> bool {
 /// Does `expr` contain an aggregate call of its own block (aggregates inside a nested
 /// subquery belong to that subquery)?
 pub fn contains_aggregate(expr: &Expr) -> bool {
-    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
-    use std::ops::ControlFlow;
-    /// Stops at nested queries: an aggregate inside a subquery aggregates that subquery.
-    struct V {
-        found: bool,
+    let mut found = false;
+    visit_block_exprs(expr, |e| {
+        found = is_aggregate_call(e);
+        if found {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
+}
+
+/// Call `f` on each expression of `node` that belongs to its own query block, before the
+/// expression's children: not those of nested queries (an aggregate or a column inside a
+/// subquery is that subquery's). `f` breaking stops the walk.
+pub(crate) fn visit_block_exprs<N: Visit + ?Sized>(
+    node: &N,
+    f: impl FnMut(&Expr) -> ControlFlow<()>,
+) {
+    struct V<F> {
+        f: F,
         depth: usize,
     }
-    impl Visitor for V {
+    impl<F: FnMut(&Expr) -> ControlFlow<()>> Visitor for V<F> {
         type Break = ();
         fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
             self.depth += 1;
@@ -106,19 +126,57 @@ pub fn contains_aggregate(expr: &Expr) -> bool {
             ControlFlow::Continue(())
         }
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if self.depth == 0 && is_aggregate_call(expr) {
-                self.found = true;
-                return ControlFlow::Break(());
+            if self.depth == 0 {
+                return (self.f)(expr);
             }
             ControlFlow::Continue(())
         }
     }
-    let mut v = V {
-        found: false,
-        depth: 0,
-    };
-    let _ = expr.visit(&mut v);
-    v.found
+    let _ = node.visit(&mut V { f, depth: 0 });
+}
+
+/// [`visit_block_exprs`] for changing them: `f` is called after an expression's children,
+/// so what it puts in place is not visited again.
+pub(crate) fn visit_block_exprs_mut<N: VisitMut + ?Sized>(
+    node: &mut N,
+    f: impl FnMut(&mut Expr) -> ControlFlow<()>,
+) {
+    struct V<F> {
+        f: F,
+        depth: usize,
+    }
+    impl<F: FnMut(&mut Expr) -> ControlFlow<()>> VisitorMut for V<F> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if self.depth == 0 {
+                return (self.f)(expr);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = node.visit(&mut V { f, depth: 0 });
+}
+
+/// Does `expr` refer to any column?
+pub(crate) fn has_column_refs(expr: &Expr) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
+        found = matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+        if found {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    found
 }
 
 /// The column name PostgreSQL gives an unnamed select item (its `FigureColname`).

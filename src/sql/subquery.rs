@@ -157,40 +157,22 @@ fn split_mixed_item(query: &Query) -> Option<Expr> {
 /// query) → `(SELECT 1 FROM t WHERE ...) IS NOT NULL` (`IS NULL` for `NOT EXISTS`), which
 /// [`scalar`] then reshapes. The engine runs `EXISTS` in `WHERE` itself.
 pub fn exists_in_select_list(item: &mut Expr) {
-    struct V {
-        depth: usize,
-    }
-    impl VisitorMut for V {
-        type Break = ();
-        fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-            self.depth += 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
-            self.depth -= 1;
-            ControlFlow::Continue(())
-        }
-        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-            if self.depth > 0 {
+    super::visit_block_exprs_mut(item, |expr| {
+        if let Expr::Exists { subquery, negated } = expr {
+            let mut query = subquery.as_ref().clone();
+            let Some(item) = single_item(&mut query) else {
                 return ControlFlow::Continue(());
-            }
-            if let Expr::Exists { subquery, negated } = expr {
-                let mut query = subquery.as_ref().clone();
-                let Some(item) = single_item(&mut query) else {
-                    return ControlFlow::Continue(());
-                };
-                *item = Expr::Value(Value::Number("1".into(), false).into());
-                let lookup = Box::new(Expr::Subquery(Box::new(query)));
-                *expr = if *negated {
-                    Expr::IsNull(lookup)
-                } else {
-                    Expr::IsNotNull(lookup)
-                };
-            }
-            ControlFlow::Continue(())
+            };
+            *item = Expr::Value(Value::Number("1".into(), false).into());
+            let lookup = Box::new(Expr::Subquery(Box::new(query)));
+            *expr = if *negated {
+                Expr::IsNull(lookup)
+            } else {
+                Expr::IsNotNull(lookup)
+            };
         }
-    }
-    let _ = item.visit(&mut V { depth: 0 });
+        ControlFlow::Continue(())
+    });
 }
 
 /// `(SELECT v FROM ... WHERE ...)` → `(SELECT max(v) FROM ... WHERE ...)`, with outer
