@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use std::ops::ControlFlow;
 
-use super::{Relation, RewriteContext, Scope, normalize, resolve_relation};
+use super::{Relation, RewriteContext, Scope, normalize, query_of, resolve_relation};
 use crate::error::{Error, Result};
 
 /// The alias of the stacked grouping sets.
@@ -278,21 +278,6 @@ pub fn expand(
         }
     }
     Ok(Some(query_of(SetExpr::Select(Box::new(top)))))
-}
-
-fn query_of(body: SetExpr) -> Query {
-    Query {
-        with: None,
-        body: Box::new(body),
-        order_by: None,
-        limit_clause: None,
-        fetch: None,
-        locks: vec![],
-        for_clause: None,
-        settings: None,
-        format_clause: None,
-        pipe_operators: vec![],
-    }
 }
 
 /// The names a block that reads one view refers to it by (its alias and the view's name).

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, OrderBy, Query, Select,
+    BinaryOperator, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, OrderBy, Select,
     SelectItem, SetExpr, TableAlias, TableFactor, TableWithJoins, Value,
 };
 
@@ -336,18 +336,7 @@ fn side_block(side: Side<'_>, original: TableFactor) -> TableFactor {
     };
     TableFactor::Derived {
         lateral: false,
-        subquery: Box::new(Query {
-            with: None,
-            body: Box::new(SetExpr::Select(Box::new(block))),
-            order_by: None,
-            limit_clause: None,
-            fetch: None,
-            locks: vec![],
-            for_clause: None,
-            settings: None,
-            format_clause: None,
-            pipe_operators: vec![],
-        }),
+        subquery: Box::new(super::query_of(SetExpr::Select(Box::new(block)))),
         alias: Some(TableAlias {
             explicit: true,
             name: q,

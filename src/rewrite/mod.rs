@@ -642,22 +642,29 @@ fn marker_query(index: usize) -> Box<Query> {
     {
         Ok(q) => q,
         // The marker text is fixed and always parses; an empty query is a safe fallback.
-        Err(_) => Box::new(Query {
-            with: None,
-            body: Box::new(SetExpr::Values(datafusion::sql::sqlparser::ast::Values {
+        Err(_) => Box::new(query_of(SetExpr::Values(
+            datafusion::sql::sqlparser::ast::Values {
                 explicit_row: false,
                 value_keyword: false,
                 rows: vec![],
-            })),
-            order_by: None,
-            limit_clause: None,
-            fetch: None,
-            locks: vec![],
-            for_clause: None,
-            settings: None,
-            format_clause: None,
-            pipe_operators: vec![],
-        }),
+            },
+        ))),
+    }
+}
+
+/// A query that is just `body` (no WITH, ORDER BY or LIMIT).
+pub(crate) fn query_of(body: SetExpr) -> Query {
+    Query {
+        with: None,
+        body: Box::new(body),
+        order_by: None,
+        limit_clause: None,
+        fetch: None,
+        locks: vec![],
+        for_clause: None,
+        settings: None,
+        format_clause: None,
+        pipe_operators: vec![],
     }
 }
 
