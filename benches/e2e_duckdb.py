@@ -66,6 +66,18 @@ QUERIES = [
         f"WHERE {OK} GROUP BY 1 ORDER BY r DESC LIMIT 10",
     ),
     (
+        "customers by region, Superset wrapper",
+        "SELECT region, SUM(customers) FROM (SELECT * FROM sales) AS virtual_table GROUP BY region ORDER BY 1",
+        f"SELECT s.region, COUNT(DISTINCT o.customer_id) FROM {LO} JOIN stores s ON o.store_id = s.store_id "
+        f"WHERE {OK} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "ROLLUP customers by region, channel",
+        "SELECT region, channel, customers FROM sales GROUP BY ROLLUP (region, channel)",
+        f"SELECT s.region, o.channel, COUNT(DISTINCT o.customer_id) FROM {LO} JOIN stores s ON o.store_id = s.store_id "
+        f"WHERE {OK} GROUP BY ROLLUP (1, 2)",
+    ),
+    (
         "revenue growth by month, 2024",
         "SELECT order_date__month, revenue, revenue_growth FROM sales_trends "
         "WHERE order_date >= '2024-01-01' ORDER BY 1",

@@ -26,6 +26,21 @@ const QUERIES: &[(&str, &str)] = &[
         "SELECT channel, order_count, avg_order_value, revenue FROM order_summary",
     ),
     (
+        "superset_virtual_dataset",
+        "SELECT region AS region, SUM(customers) AS \"SUM(customers)\", MAX(revenue_per_order) AS m \
+         FROM (SELECT * FROM sales) AS virtual_table GROUP BY region ORDER BY 2 DESC LIMIT 10000",
+    ),
+    (
+        "rollup",
+        "SELECT region, channel, customers, GROUPING(region, channel) FROM sales \
+         GROUP BY ROLLUP (region, channel)",
+    ),
+    (
+        "joined_views",
+        "SELECT s.region, SUM(s.revenue), SUM(t.revenue_target) FROM sales s JOIN sales_targets t \
+         ON s.region = t.region AND s.order_date__month = t.order_date__month GROUP BY s.region",
+    ),
+    (
         "bi_wrapper",
         "SELECT \"t\".\"region\", SUM(\"t\".\"revenue\") AS \"sum_revenue\" FROM \
          (SELECT region, revenue FROM sales WHERE revenue > 1000) \"t\" GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
