@@ -184,6 +184,9 @@ pub struct Pending {
     started: std::time::Instant,
     rows: u64,
     finished: bool,
+    /// The statement's span, entered again for the closing log line: the rows are
+    /// streamed (and this is dropped) after the statement's handler has returned.
+    span: tracing::Span,
 }
 
 impl Pending {
@@ -200,6 +203,7 @@ impl Pending {
             started,
             rows: 0,
             finished: false,
+            span: tracing::Span::current(),
         }
     }
 
@@ -238,6 +242,7 @@ impl Drop for Pending {
         } else {
             "interrupted"
         };
+        let _statement = self.span.enter();
         tracing::info!(
             user = %record.user,
             rows = self.rows,
@@ -245,6 +250,16 @@ impl Drop for Pending {
             outcome = record.outcome,
             "query finished"
         );
+        crate::telemetry::global().query(
+            &record.views,
+            !record.pushed.is_empty(),
+            record.outcome,
+            self.rows,
+            self.started.elapsed(),
+        );
+        if let Some(sqlstate) = &record.sqlstate {
+            crate::telemetry::global().error(sqlstate);
+        }
         self.audit.record(record);
     }
 }

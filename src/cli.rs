@@ -1,4 +1,6 @@
-//! The command line: `serve`, `check`, `demo`. Parsing only; each command calls the library.
+//! The command line: `serve`, `check`, `demo`, `config print`. Parsing only; each
+//! command calls the library. Flags are above the environment (`KPITABLES_*`) and the
+//! configuration file.
 
 use std::path::PathBuf;
 
@@ -34,6 +36,18 @@ pub enum Command {
         /// The model history's JSON-lines file (default from the config).
         #[arg(long)]
         history_file: Option<PathBuf>,
+        /// Address of the HTTP listener for /livez, /readyz and /metrics (default: off).
+        #[arg(long)]
+        http: Option<String>,
+        /// Log lines as text or json (default from the config: text).
+        #[arg(long)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Show the configuration.
+    Config {
+        /// What to show.
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Validate a model directory: print every problem with file, line and column, and exit
     /// non-zero if there is one.
@@ -68,4 +82,25 @@ pub enum Command {
         #[arg(long)]
         if_outdated: bool,
     },
+}
+
+/// `kpitables config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration (file, then environment, then flags) as TOML,
+    /// with passwords as `***`.
+    Print {
+        /// Server configuration file (default: the built-in demo configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the fields of its spans.
+    Json,
 }

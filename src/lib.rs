@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod activity;
 pub mod audit;
 pub mod bind;
 pub mod catalog;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod model;
 pub mod operators;
 pub mod rewrite;
@@ -31,6 +33,7 @@ pub mod serving;
 pub mod session;
 pub mod sources;
 pub mod sql;
+pub mod telemetry;
 pub mod temp;
 pub mod time_zone;
 pub mod types;

@@ -5,23 +5,51 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use kpitables::activity::Connections;
 use kpitables::catalog::Identity;
-use kpitables::cli::{Cli, Command};
-use kpitables::config::Config;
+use kpitables::cli::{Cli, Command, ConfigAction, LogFormatArg};
+use kpitables::config::{Config, LogFormat};
 use kpitables::engine::Engine;
 use kpitables::error::{Error, Result};
 use kpitables::{demo, model};
 
+/// Log to stderr as text or JSON lines (one object per line, with its spans' fields).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `serve` logs in the format of its configuration (read first); the rest as text.
+    let serving = match &cli.command {
+        Command::Serve {
+            config, log_format, ..
+        } => Some((config.clone(), *log_format)),
+        _ => None,
+    };
+    let format = match serving {
+        Some((_, Some(LogFormatArg::Json))) => LogFormat::Json,
+        Some((_, Some(LogFormatArg::Text))) => LogFormat::Text,
+        Some((config, None)) => Config::load(config.as_deref())
+            .map(|c| c.log_format)
+            .unwrap_or_default(),
+        None => LogFormat::Text,
+    };
+    init_logging(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(64 << 20)
@@ -44,12 +72,23 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Config {
+            action: ConfigAction::Print { config },
+        } => {
+            print!(
+                "{}",
+                kpitables::config::render(&Config::load(config.as_deref())?)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             listen,
             model,
             config,
             audit_file,
             history_file,
+            http,
+            log_format,
         } => {
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
@@ -64,6 +103,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(file) = history_file {
                 config.history_file = Some(file);
+            }
+            if let Some(http) = http {
+                config.http = Some(http);
+            }
+            if let Some(format) = log_format {
+                config.log_format = match format {
+                    LogFormatArg::Json => LogFormat::Json,
+                    LogFormatArg::Text => LogFormat::Text,
+                };
             }
             if demo_default {
                 ensure_demo_data(Path::new("data/demo"))?;
@@ -233,6 +281,7 @@ async fn serve(config: Config) -> Result<()> {
         config.audit_max_bytes,
         config.audit_keep,
     )?);
+    let connections = Connections::new(config.limits.clone());
     let served = Arc::new(
         kpitables::serving::Served::open(
             config.model.clone(),
@@ -240,6 +289,10 @@ async fn serve(config: Config) -> Result<()> {
             config.users.clone(),
             audit,
             config.history_file.clone(),
+            kpitables::serving::Options {
+                connections: Some(Arc::clone(&connections)),
+                query_memory: config.limits.query_memory_bytes,
+            },
         )
         .await?,
     );
@@ -254,22 +307,69 @@ async fn serve(config: Config) -> Result<()> {
         .map(|v| v.name.as_str())
         .collect();
     eprintln!(
-        "kpitables serving model {} ({} views: {}) on {} database \"{}\"",
+        "kpitables serving model {} ({} views: {}) on {} database \"{}\"{}",
         config.model.display(),
         views.len(),
         views.join(", "),
         config.listen,
-        config.database
+        config.database,
+        match config.tls.mode {
+            kpitables::config::TlsMode::Off => "",
+            kpitables::config::TlsMode::Allow => " (TLS allowed)",
+            kpitables::config::TlsMode::Require => " (TLS required)",
+        }
     );
     drop(views);
     drop(engine);
     Arc::clone(&served).watch();
-    tokio::select! {
-        result = kpitables::wire::serve(listener, served, &config) => result,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("shutting down");
-            Ok(())
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(address) = &config.http {
+        let http = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {address} (--http)"), e))?;
+        eprintln!("HTTP (/livez, /readyz, /metrics) on {address}");
+        let shared = kpitables::http::Shared {
+            served: Arc::clone(&served),
+            connections: Arc::clone(&connections),
+        };
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = kpitables::http::serve(http, shared, shutdown).await {
+                tracing::error!(error = %e, "the HTTP listener stopped");
+            }
+        });
+    }
+    let shutdown = async move {
+        terminated().await;
+        eprintln!("shutting down");
+        let _ = stop.send(true);
+    };
+    kpitables::wire::serve(listener, served, &config, connections, shutdown).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::activity::Connections;
 use crate::audit::Audit;
 use crate::catalog::Identity;
 use crate::config::User;
@@ -36,6 +37,7 @@ pub struct Served {
     model_dir: PathBuf,
     identity: Identity,
     users: Vec<User>,
+    options: Options,
     /// Content hash of the files last tried (served or failed), to reload on a change only.
     last_tried: std::sync::Mutex<String>,
 }
@@ -59,6 +61,34 @@ pub enum Reloaded {
     Kept,
 }
 
+/// What every engine the server opens is given besides the model.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The live sessions (`pg_stat_activity`, `pg_cancel_backend`, ...).
+    pub connections: Option<Arc<Connections>>,
+    /// Memory one query may use on the embedded engine.
+    pub query_memory: Option<usize>,
+}
+
+/// `engine` with the history, audit trail, sessions and limits of the server, and every
+/// user's scope.
+fn prepare(
+    engine: Engine,
+    history: &Arc<History>,
+    audit: &Arc<Audit>,
+    options: &Options,
+    users: &[User],
+) -> Result<Engine> {
+    let mut engine = engine
+        .with_history(Arc::clone(history))
+        .with_audit(Arc::clone(audit))
+        .with_query_memory(options.query_memory);
+    if let Some(connections) = &options.connections {
+        engine = engine.with_connections(Arc::clone(connections));
+    }
+    engine.with_users(users)
+}
+
 fn version_of(dir: &std::path::Path, id: String) -> Version {
     Version {
         id,
@@ -79,16 +109,20 @@ impl Served {
         users: Vec<User>,
         audit: Arc<Audit>,
         history_file: Option<PathBuf>,
+        options: Options,
     ) -> Result<Served> {
         let (history, last_served) = History::open(history_file)?;
         let history = Arc::new(history);
         let texts = dir_texts(&model_dir)?;
         let id = diff::version(&texts);
-        let engine = Engine::open(&model_dir, identity.clone())
-            .await?
-            .with_history(Arc::clone(&history))
-            .with_audit(Arc::clone(&audit))
-            .with_users(&users)?;
+        let engine = prepare(
+            Engine::open(&model_dir, identity.clone()).await?,
+            &history,
+            &audit,
+            &options,
+            &users,
+        )?;
+        crate::telemetry::global().reload(Some(&id));
         let changes = match last_served.map(load_texts) {
             Some(Ok(previous)) => diff::diff(&previous, &engine.semantics().model),
             Some(Err(e)) => {
@@ -105,8 +139,14 @@ impl Served {
             model_dir,
             identity,
             users,
+            options,
             last_tried: std::sync::Mutex::new(id),
         })
+    }
+
+    /// The live sessions, when the server tracks them.
+    pub fn connections(&self) -> Option<&Arc<Connections>> {
+        self.options.connections.as_ref()
     }
 
     /// The engine to run a statement on (the one current when it starts).
@@ -129,6 +169,7 @@ impl Served {
 
     /// Audit a statement of `session` that failed with `error`.
     pub fn record_failure(&self, session: &crate::session::Session, error: &Error) {
+        crate::telemetry::global().error(error.sqlstate());
         self.audit.record(crate::audit::Record {
             time: Utc::now(),
             user: session.user.clone(),
@@ -162,10 +203,13 @@ impl Served {
             *last = id.clone();
         }
         let opened = match Engine::open(&self.model_dir, self.identity.clone()).await {
-            Ok(engine) => engine
-                .with_history(Arc::clone(&self.history))
-                .with_audit(Arc::clone(&self.audit))
-                .with_users(&self.users),
+            Ok(engine) => prepare(
+                engine,
+                &self.history,
+                &self.audit,
+                &self.options,
+                &self.users,
+            ),
             Err(e) => Err(e),
         };
         match opened {
@@ -178,6 +222,7 @@ impl Served {
                     *current = Arc::new(engine);
                 }
                 tracing::info!(version = %id, changes = changes.len(), "model reloaded");
+                crate::telemetry::global().reload(Some(&id));
                 Ok(Reloaded::Replaced(changes.len()))
             }
             Err(Error::Model(issues)) => {
@@ -185,6 +230,7 @@ impl Served {
                     tracing::error!(%issue, "model not reloaded; the previous version keeps serving");
                 }
                 self.history.failed_load(id, issues);
+                crate::telemetry::global().reload(None);
                 Ok(Reloaded::Kept)
             }
             Err(e) => {
@@ -198,6 +244,7 @@ impl Served {
                         reason: e.to_string(),
                     }],
                 );
+                crate::telemetry::global().reload(None);
                 Ok(Reloaded::Kept)
             }
         }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::time_zone::TimeZone;
@@ -72,6 +73,8 @@ pub struct Session {
     /// The settings as the session started (server defaults, then the client's startup
     /// parameters): what `RESET` returns to.
     initial: BTreeMap<String, String>,
+    /// The largest `statement_timeout` the session may set (the server's limit).
+    max_statement_timeout: Option<Duration>,
 }
 
 impl Session {
@@ -106,7 +109,40 @@ impl Session {
             pid,
             initial: settings.clone(),
             settings: Mutex::new(settings),
+            max_statement_timeout: None,
         }
+    }
+
+    /// The server's `statement_timeout` limits: the default of the session (unless the
+    /// client's startup parameters set one) and the largest it may set.
+    pub fn with_statement_timeouts(
+        mut self,
+        default: Option<Duration>,
+        max: Option<Duration>,
+    ) -> Session {
+        let from_client = self.initial.get("statement_timeout").map(String::as_str) != Some("0");
+        if let Some(default) = default
+            && !from_client
+        {
+            let text = format!("{}ms", default.as_millis());
+            self.initial
+                .insert("statement_timeout".into(), text.clone());
+            if let Ok(mut settings) = self.settings.lock() {
+                settings.insert("statement_timeout".into(), text);
+            }
+        }
+        self.max_statement_timeout = max;
+        self
+    }
+
+    /// How long a statement may run: the session's `statement_timeout` (0: the server's
+    /// maximum, if it has one).
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        let text = self.get("statement_timeout").ok()?;
+        crate::config::parse_duration(&text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .or(self.max_statement_timeout)
     }
 
     /// The session's `TimeZone`: where `timestamptz` values are bucketed and printed.
@@ -152,6 +188,9 @@ impl Session {
             )));
         }
         let value = normalize_value(&name, value)?;
+        if name == "statement_timeout" {
+            self.check_statement_timeout(&value)?;
+        }
         let mut settings = self
             .settings
             .lock()
@@ -160,6 +199,23 @@ impl Session {
         Ok(known
             .filter(|(_, _, report)| *report)
             .map(|(n, _, _)| display_name(n).to_string()))
+    }
+
+    fn check_statement_timeout(&self, value: &str) -> Result<()> {
+        let timeout = crate::config::parse_duration(value).map_err(|_| {
+            Error::InvalidParameter(format!(
+                "invalid value for parameter \"statement_timeout\": \"{value}\""
+            ))
+        })?;
+        if let Some(max) = self.max_statement_timeout
+            && (timeout.is_zero() || timeout > max)
+        {
+            return Err(Error::InvalidParameter(format!(
+                "{value} is outside the valid range for parameter \"statement_timeout\" (1ms .. {}ms): the server's max_statement_timeout",
+                max.as_millis()
+            )));
+        }
+        Ok(())
     }
 
     /// Reset one setting (or all with `None`) to its value at the start of the session.

@@ -3,7 +3,8 @@
 # packages, a Python virtualenv, npm packages), generates the demo data, then runs the
 # Rust tests, the real-client tests (psql, psycopg 3, psycopg2, asyncpg, pgJDBC,
 # psqlODBC through pyodbc and isql, SQLAlchemy, pandas, node-postgres), the BI-tool
-# statement corpus, and the ground-truth metric tests (DuckDB on the same files).
+# statement corpus, the ground-truth metric tests (DuckDB on the same files), and the
+# service tests (TLS with each client, probes, /metrics, limits, signals).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -18,6 +19,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v mold >/dev/null || need_apt+=(mold)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
+# A CA and server certificates for the TLS tests (test_operations.py).
+command -v openssl >/dev/null || need_apt+=(openssl)
 # Real warehouses for the pushdown tests (test_pushdown.py starts its own servers).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)

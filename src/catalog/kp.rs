@@ -272,7 +272,8 @@ impl std::fmt::Debug for LiveTable {
 }
 
 impl LiveTable {
-    fn new(
+    /// A table of the columns of `empty` whose rows `fill` writes at each scan.
+    pub(crate) fn new(
         empty: CatalogTable,
         fill: impl Fn(&mut CatalogTable) + Send + Sync + 'static,
     ) -> crate::error::Result<LiveTable> {

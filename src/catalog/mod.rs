@@ -8,8 +8,10 @@
 //!
 //! Invariant: catalog content is a pure function of the bound model and the server
 //! identity; it never reads data sources. [`functions`] holds the SQL functions clients
-//! call on these catalogs.
+//! call on these catalogs. The live tables (`kp.changes`, `kp.audit`,
+//! `pg_stat_activity` in [`activity`]) read the server's own state when scanned.
 
+pub mod activity;
 pub mod functions;
 mod information_schema;
 pub mod kp;

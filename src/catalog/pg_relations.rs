@@ -90,49 +90,10 @@ pub fn conform(filled: Vec<CatalogTable>) -> Result<Vec<CatalogTable>> {
         .collect();
     let mut out = Vec::new();
     for shape in shapes()? {
-        let Some(ours) = filled.remove(&(shape.schema, shape.name)) else {
-            out.push(CatalogTable::new(shape.schema, shape.name, shape.columns));
-            continue;
-        };
-        let positions = shape
-            .columns
-            .iter()
-            .map(|(name, _)| ours.columns.iter().position(|(n, _)| n == name))
-            .collect::<Vec<_>>();
-        if let Some((extra, _)) = ours
-            .columns
-            .iter()
-            .find(|(n, _)| !shape.columns.iter().any(|(s, _)| s == n))
-        {
-            return Err(Error::Internal(format!(
-                "catalog {}.{} has column {extra}, which PostgreSQL does not",
-                shape.schema, shape.name
-            )));
+        match filled.remove(&(shape.schema, shape.name)) {
+            Some(ours) => out.push(conform_to(shape, &ours)?),
+            None => out.push(CatalogTable::new(shape.schema, shape.name, shape.columns)),
         }
-        let mut rows = Vec::with_capacity(ours.rows.len());
-        for row in &ours.rows {
-            let mut values = Vec::with_capacity(shape.columns.len());
-            for ((column, data_type), position) in shape.columns.iter().zip(&positions) {
-                let value = match position.and_then(|p| row.get(p)) {
-                    None | Some(ScalarValue::Null) => ScalarValue::try_from(data_type)?,
-                    Some(v) if v.data_type() == *data_type => v.clone(),
-                    Some(v) => v.cast_to(data_type).map_err(|e| {
-                        Error::Internal(format!(
-                            "catalog {}.{}.{column}: {e}",
-                            shape.schema, shape.name
-                        ))
-                    })?,
-                };
-                values.push(value);
-            }
-            rows.push(values);
-        }
-        out.push(CatalogTable {
-            schema: shape.schema,
-            name: shape.name,
-            columns: shape.columns,
-            rows,
-        });
     }
     if let Some(((schema, name), _)) = filled.into_iter().next() {
         return Err(Error::Internal(format!(
@@ -140,6 +101,58 @@ pub fn conform(filled: Vec<CatalogTable>) -> Result<Vec<CatalogTable>> {
         )));
     }
     Ok(out)
+}
+
+/// The shape of PostgreSQL's relation `schema.name`.
+pub fn shape(schema: &str, name: &str) -> Result<RelationShape> {
+    shapes()?
+        .into_iter()
+        .find(|s| s.schema == schema && s.name == name)
+        .ok_or_else(|| Error::Internal(format!("{schema}.{name} is not a PostgreSQL relation")))
+}
+
+/// `ours` with exactly the columns of `shape` (values cast by column name; the columns
+/// it does not fill are NULL).
+pub fn conform_to(shape: RelationShape, ours: &CatalogTable) -> Result<CatalogTable> {
+    let positions = shape
+        .columns
+        .iter()
+        .map(|(name, _)| ours.columns.iter().position(|(n, _)| n == name))
+        .collect::<Vec<_>>();
+    if let Some((extra, _)) = ours
+        .columns
+        .iter()
+        .find(|(n, _)| !shape.columns.iter().any(|(s, _)| s == n))
+    {
+        return Err(Error::Internal(format!(
+            "catalog {}.{} has column {extra}, which PostgreSQL does not",
+            shape.schema, shape.name
+        )));
+    }
+    let mut rows = Vec::with_capacity(ours.rows.len());
+    for row in &ours.rows {
+        let mut values = Vec::with_capacity(shape.columns.len());
+        for ((column, data_type), position) in shape.columns.iter().zip(&positions) {
+            let value = match position.and_then(|p| row.get(p)) {
+                None | Some(ScalarValue::Null) => ScalarValue::try_from(data_type)?,
+                Some(v) if v.data_type() == *data_type => v.clone(),
+                Some(v) => v.cast_to(data_type).map_err(|e| {
+                    Error::Internal(format!(
+                        "catalog {}.{}.{column}: {e}",
+                        shape.schema, shape.name
+                    ))
+                })?,
+            };
+            values.push(value);
+        }
+        rows.push(values);
+    }
+    Ok(CatalogTable {
+        schema: shape.schema,
+        name: shape.name,
+        columns: shape.columns,
+        rows,
+    })
 }
 
 #[cfg(test)]

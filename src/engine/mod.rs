@@ -115,6 +115,12 @@ pub struct Engine {
     audit: Option<Arc<crate::audit::Audit>>,
     /// Distinguishes engines opened by one process (each reload opens a new one).
     generation: u64,
+    /// The warehouse sources (readiness, pool metrics).
+    warehouses: Vec<Arc<dyn sources::Probe>>,
+    /// The server's live connections, for `pg_stat_activity`.
+    connections: Option<Arc<crate::activity::Connections>>,
+    /// Memory one query may use (embedded execution).
+    query_memory: Option<usize>,
 }
 
 /// The generation of the next engine opened.
@@ -135,6 +141,7 @@ impl Scope {
         identity: &Identity,
         history: Option<&Arc<History>>,
         audit: Option<&Arc<crate::audit::Audit>>,
+        connections: Option<&Arc<crate::activity::Connections>>,
     ) -> Result<Scope> {
         let restricted = access::restrict(semantics, user);
         let schemas = catalog::schemas(&restricted, identity)?;
@@ -142,6 +149,21 @@ impl Scope {
             for (name, table) in catalog::kp::history_tables(Arc::clone(history), &restricted)? {
                 schemas.kp.register_table(name.to_string(), table)?;
             }
+        }
+        let reader = catalog::activity::Reader {
+            user: user.name.clone(),
+            admin: user.admin,
+        };
+        if let Some(connections) = connections {
+            schemas.pg_catalog.deregister_table("pg_stat_activity")?;
+            schemas.pg_catalog.register_table(
+                "pg_stat_activity".into(),
+                catalog::activity::activity_table(
+                    Arc::clone(connections),
+                    reader.clone(),
+                    identity,
+                )?,
+            )?;
         }
         if let Some(audit) = audit
             && restricted.may_read_audit
@@ -174,6 +196,10 @@ impl Scope {
             ],
         )?;
         catalog::functions::register(&ctx, &restricted);
+        catalog::activity::register_sleep(&ctx);
+        if let Some(connections) = connections {
+            catalog::activity::register_functions(&ctx, connections, &reader);
+        }
         Ok(Scope {
             semantics: Arc::new(restricted),
             ctx,
@@ -220,6 +246,7 @@ fn nobody() -> User {
         password: String::new(),
         roles: Vec::new(),
         attributes: Default::default(),
+        admin: false,
     }
 }
 
@@ -254,8 +281,8 @@ impl Engine {
             crate::time_zone::LocalTime::default(),
         ));
         let has_warehouse = model.sources.iter().any(|s| s.kind.is_warehouse());
-        let schemas = sources::register_tables(&ctx, &model, model_dir).await?;
-        let mut semantics = bind::bind(model, &schemas)?;
+        let registered = sources::register_tables(&ctx, &model, model_dir).await?;
+        let mut semantics = bind::bind(model, &registered.schemas)?;
         let empty = HashSet::new();
         infer_types(&ctx, &mut semantics, &empty, &identity.database).await?;
         let mut catalog_tables = catalog::register(&ctx, &semantics, &identity)?;
@@ -272,6 +299,7 @@ impl Engine {
             &identity,
             None,
             None,
+            None,
         )?);
         Ok(Engine {
             ctx,
@@ -285,6 +313,9 @@ impl Engine {
             history: None,
             audit: None,
             generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            warehouses: registered.warehouses,
+            connections: None,
+            query_memory: None,
         })
     }
 
@@ -312,6 +343,7 @@ impl Engine {
             &self.identity,
             self.history.as_ref(),
             self.audit.as_ref(),
+            self.connections.as_ref(),
         )?);
         for user in users {
             let scope = Scope::new(
@@ -321,6 +353,7 @@ impl Engine {
                 &self.identity,
                 self.history.as_ref(),
                 self.audit.as_ref(),
+                self.connections.as_ref(),
             )?;
             self.scopes.insert(user.name.clone(), Arc::new(scope));
         }
@@ -344,6 +377,24 @@ impl Engine {
     /// The database name served.
     pub fn database(&self) -> &str {
         &self.database
+    }
+
+    /// The warehouse sources of the model.
+    pub fn warehouses(&self) -> &[Arc<dyn sources::Probe>] {
+        &self.warehouses
+    }
+
+    /// Show `connections` in `pg_stat_activity` (of the scopes prepared after this call)
+    /// and let `pg_cancel_backend` / `pg_terminate_backend` act on them.
+    pub fn with_connections(mut self, connections: Arc<crate::activity::Connections>) -> Engine {
+        self.connections = Some(connections);
+        self
+    }
+
+    /// Limit each query to `bytes` of memory on the embedded engine (53200 beyond).
+    pub fn with_query_memory(mut self, bytes: Option<usize>) -> Engine {
+        self.query_memory = bytes;
+        self
     }
 
     /// `plan` itself when this engine planned it; else (the model was reloaded since the
@@ -384,7 +435,10 @@ impl Engine {
     /// Compat rules, semantic rewrite and planning of one query statement.
     pub async fn plan(&self, statement: Statement, facts: &SessionFacts<'_>) -> Result<QueryPlan> {
         let original = Box::new(statement.clone());
-        let mut plan = self.plan_statement(statement, facts).await?;
+        let started = std::time::Instant::now();
+        let planned = self.plan_statement(statement, facts).await;
+        crate::telemetry::global().planned(started.elapsed());
+        let mut plan = planned?;
         plan.generation = self.generation;
         plan.statement = Some(original);
         Ok(plan)
@@ -468,8 +522,28 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+        let stream = datafusion::physical_plan::execute_stream(physical, self.task_context()?)?;
         Ok((catch_panics(stream), pushed))
+    }
+
+    /// The context a query runs in: with a memory pool of its own when the server limits
+    /// each query's memory (spilling to disk where an operator can; 53200 where it
+    /// cannot).
+    fn task_context(&self) -> Result<Arc<datafusion::execution::TaskContext>> {
+        let Some(limit) = self.query_memory else {
+            return Ok(self.ctx.task_ctx());
+        };
+        let shared = self.ctx.runtime_env();
+        let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(
+                datafusion::execution::memory_pool::GreedyMemoryPool::new(limit),
+            ));
+        builder.disk_manager = Some(Arc::clone(&shared.disk_manager));
+        builder.object_store_registry = Arc::clone(&shared.object_store_registry);
+        let runtime = builder.build_arc()?;
+        Ok(Arc::new(
+            datafusion::execution::TaskContext::from(&self.ctx.state()).with_runtime(runtime),
+        ))
     }
 
     /// The lines of `EXPLAIN`: the semantic rewrite, the optimized plan, and the exact

@@ -24,7 +24,7 @@ impl From<DataFusionError> for Error {
             DataFusionError::Plan(m) => classify_message(m, true),
             DataFusionError::Execution(m) => classify_message(m, false),
             DataFusionError::NotImplemented(m) => Error::unsupported(m, None),
-            DataFusionError::ResourcesExhausted(m) => Error::Engine(m),
+            DataFusionError::ResourcesExhausted(m) => Error::OutOfMemory(m),
             other => classify_message(other.to_string(), false),
         }
     }
@@ -44,7 +44,19 @@ fn source_error(err: &DataFusionError) -> Option<Error> {
             }),
             Error::Canceled => Some(Error::Canceled),
             Error::TooLarge(m) => Some(Error::TooLarge(m.clone())),
+            Error::StatementTimeout => Some(Error::StatementTimeout),
+            Error::Terminated(why) => Some(Error::Terminated(*why)),
+            Error::OutOfMemory(m) => Some(Error::OutOfMemory(m.clone())),
             Error::Internal(m) => Some(Error::Internal(m.clone())),
+            Error::Denied {
+                code,
+                message,
+                hint,
+            } => Some(Error::Denied {
+                code,
+                message: message.clone(),
+                hint: hint.clone(),
+            }),
             _ => None,
         }),
         DataFusionError::Context(_, inner) => source_error(inner),
@@ -93,6 +105,8 @@ fn classify_message(message: String, planning: bool) -> Error {
         )
     } else if let Some(undefined) = undefined_function(&message) {
         undefined
+    } else if lower.contains("resources exhausted") {
+        Error::OutOfMemory(clean)
     } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         Error::DivisionByZero
     } else if lower.contains("cannot cast")

@@ -163,6 +163,37 @@ pub enum Error {
     #[error("temporary tables of this session would exceed {0} MiB")]
     TempTablesFull(usize),
 
+    /// More connections than `max_connections`.
+    #[error("sorry, too many clients already")]
+    TooManyConnections,
+    /// More statements running for one user than `max_statements_per_user`.
+    #[error("too many statements running for user \"{user}\" (at most {limit} at once)")]
+    TooManyStatements {
+        /// The user.
+        user: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The statement ran past the session's `statement_timeout`.
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+    /// The query needed more memory than `query_memory` allows.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// The session was ended (administrator, idle timeout, shutdown): FATAL.
+    #[error("{}", .0.message())]
+    Terminated(crate::activity::Ending),
+    /// A plaintext connection where TLS is required.
+    #[error(
+        "connection requires TLS: no plaintext logins for user \"{user}\" to database \"{database}\""
+    )]
+    TlsRequired {
+        /// The user named in the startup message.
+        user: String,
+        /// The database named.
+        database: String,
+    },
+
     // ---- the session ----------------------------------------------------------
     /// The client asked for a database other than the one served.
     #[error("database \"{0}\" does not exist")]
@@ -285,6 +316,12 @@ impl Error {
             Error::TempTablesFull(_) => "53200",
             Error::TooComplex(_) => "54001",
             Error::TooLarge(_) => "54000",
+            Error::TooManyConnections => "53300",
+            Error::TooManyStatements { .. } => "53000",
+            Error::StatementTimeout => "57014",
+            Error::OutOfMemory(_) => "53200",
+            Error::Terminated(why) => why.sqlstate(),
+            Error::TlsRequired { .. } => "28000",
             Error::UnknownDatabase(_) => "3D000",
             Error::Model(_) => "F0000",
             Error::Config(_) => "F0000",
@@ -323,6 +360,25 @@ impl Error {
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
             Error::DuplicateTable(_) => Some("DROP TABLE it first, or choose another name".into()),
+            Error::TooManyConnections => Some(
+                "the server's max_connections is reached; close idle connections or raise [limits] max_connections"
+                    .into(),
+            ),
+            Error::TooManyStatements { .. } => Some(
+                "wait for your running statements to finish, or raise [limits] max_statements_per_user"
+                    .into(),
+            ),
+            Error::StatementTimeout => Some(
+                "the statement ran longer than statement_timeout; narrow the query or SET statement_timeout"
+                    .into(),
+            ),
+            Error::OutOfMemory(_) => Some(
+                "the query needed more memory than [limits] query_memory allows: filter it, ask for a coarser grain, or push it down to a warehouse"
+                    .into(),
+            ),
+            Error::TlsRequired { .. } => Some(
+                "connect with sslmode=require (or verify-full with the server's CA)".into(),
+            ),
             Error::TooLarge(_) => Some(
                 "a text, array or binary value may not exceed 2 GiB; aggregate fewer rows into one value"
                     .into(),
@@ -357,6 +413,17 @@ impl Error {
                 SourceFailure::Value(_) => None,
             },
             _ => None,
+        }
+    }
+
+    /// PostgreSQL's severity: FATAL for an error that ends the session.
+    pub fn severity(&self) -> &'static str {
+        match self {
+            Error::Terminated(_)
+            | Error::TooManyConnections
+            | Error::TlsRequired { .. }
+            | Error::UnknownDatabase(_) => "FATAL",
+            _ => "ERROR",
         }
     }
 

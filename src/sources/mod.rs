@@ -40,6 +40,26 @@ use crate::model::{FileFormat, Model, Source, SourceKind, Table};
 /// rewrite stage rejects every relation that is not a view or a catalog table.
 pub const BASE_SCHEMA: &str = "__kp_base";
 
+/// A warehouse source as operations see it (readiness probe, pool metrics).
+#[async_trait::async_trait]
+pub trait Probe: Send + Sync + std::fmt::Debug {
+    /// The model's name of the source.
+    fn source_name(&self) -> &str;
+    /// Check that the source answers a statement, within its connect timeout.
+    async fn ping(&self) -> Result<()>;
+    /// Connections in use and the pool's size.
+    fn pool(&self) -> (usize, usize);
+}
+
+/// What [`register_tables`] registered.
+#[derive(Debug, Default)]
+pub struct Registered {
+    /// Each table's schema, by table name.
+    pub schemas: Vec<(String, SchemaRef)>,
+    /// Each warehouse source.
+    pub warehouses: Vec<Arc<dyn Probe>>,
+}
+
 /// The source kind of each model table that lives in a warehouse, by table name.
 pub fn warehouse_tables(model: &Model) -> HashMap<String, SourceKind> {
     model
@@ -53,14 +73,15 @@ pub fn warehouse_tables(model: &Model) -> HashMap<String, SourceKind> {
         .collect()
 }
 
-/// Register every model table in `ctx` and return each table's schema, by table name.
+/// Register every model table in `ctx`; return each table's schema, by table name, and
+/// the warehouse sources.
 ///
 /// `model_dir` anchors relative source paths.
 pub async fn register_tables(
     ctx: &SessionContext,
     model: &Model,
     model_dir: &Path,
-) -> Result<Vec<(String, SchemaRef)>> {
+) -> Result<Registered> {
     let catalog = ctx
         .catalog(&ctx.state().config().options().catalog.default_catalog)
         .ok_or_else(|| Error::Internal("default catalog missing".into()))?;
@@ -72,6 +93,7 @@ pub async fn register_tables(
     let mut schemas = Vec::new();
     let mut issues = Vec::new();
     let mut warehouses: HashMap<String, Option<Arc<SQLFederationProvider>>> = HashMap::new();
+    let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
     for table in &model.tables {
         let Some(source) = model.source(table.source.get_ref()) else {
             continue;
@@ -84,7 +106,10 @@ pub async fn register_tables(
                     Some(known) => known.clone(),
                     None => {
                         let provider = match connect(source) {
-                            Ok(p) => Some(p),
+                            Ok((p, probe)) => {
+                                probes.push(probe);
+                                Some(p)
+                            }
                             Err(e) => {
                                 issues.push(model.files.issue(
                                     source.file,
@@ -135,7 +160,10 @@ pub async fn register_tables(
         }
     }
     if issues.is_empty() {
-        Ok(schemas)
+        Ok(Registered {
+            schemas,
+            warehouses: probes,
+        })
     } else {
         Err(Error::Model(issues))
     }
@@ -206,7 +234,7 @@ async fn register_file(
 
 /// The federation provider of a warehouse source: its connector (a connection pool;
 /// nothing is opened yet) behind the SQL federation planner.
-fn connect(source: &Source) -> Result<Arc<SQLFederationProvider>> {
+fn connect(source: &Source) -> Result<(Arc<SQLFederationProvider>, Arc<dyn Probe>)> {
     let password = match &source.password_env {
         Some(var) => Some(crate::config::secret(var).ok_or_else(|| Error::Source {
             source_name: source.name.get_ref().clone(),
@@ -217,14 +245,20 @@ fn connect(source: &Source) -> Result<Arc<SQLFederationProvider>> {
         None => None,
     };
     let settings = warehouse::Settings::new(source, password);
-    let executor: Arc<dyn SQLExecutor> = match source.kind {
-        SourceKind::Postgres => Arc::new(postgres::Postgres::new(settings)?),
-        SourceKind::Mysql => Arc::new(mysql::Mysql::new(settings)?),
+    let (executor, probe): (Arc<dyn SQLExecutor>, Arc<dyn Probe>) = match source.kind {
+        SourceKind::Postgres => {
+            let connector = Arc::new(postgres::Postgres::new(settings)?);
+            (connector.clone(), connector)
+        }
+        SourceKind::Mysql => {
+            let connector = Arc::new(mysql::Mysql::new(settings)?);
+            (connector.clone(), connector)
+        }
         SourceKind::Files => {
             return Err(Error::Internal("a files source has no connector".into()));
         }
     };
-    Ok(Arc::new(SQLFederationProvider::new(executor)))
+    Ok((Arc::new(SQLFederationProvider::new(executor)), probe))
 }
 
 /// Register a warehouse table: read its columns from the source and make it a federated

@@ -20,7 +20,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
 use super::text_rows::{BATCH_ROWS, TextRows};
-use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings};
+use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings, Usage};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
 
@@ -28,6 +28,7 @@ use crate::model::SourceKind;
 pub struct Mysql {
     settings: Arc<Settings>,
     pool: Pool,
+    usage: Arc<Usage>,
 }
 
 impl std::fmt::Debug for Mysql {
@@ -67,7 +68,24 @@ impl Mysql {
         Ok(Mysql {
             pool: Pool::new(builder),
             settings: Arc::new(settings),
+            usage: Arc::default(),
         })
+    }
+
+    /// Check that the source answers: `SELECT 1` on a pooled connection.
+    pub async fn ping(&self) -> Result<()> {
+        use mysql_async::prelude::Queryable;
+        let mut conn = connection(&self.settings, &self.pool).await?;
+        let answered =
+            tokio::time::timeout(self.settings.connect_timeout, conn.query_drop("SELECT 1"))
+                .await
+                .map_err(|_| {
+                    self.settings.error(SourceFailure::Connect(format!(
+                        "no answer within {} s",
+                        self.settings.connect_timeout.as_secs()
+                    )))
+                })?;
+        answered.map_err(|e| self.settings.error(failure(&e)))
     }
 
     /// The columns of `table`, read from `information_schema.columns`.
@@ -287,8 +305,10 @@ impl SQLExecutor for Mysql {
         let pool = self.pool.clone();
         let sql = query.to_string();
         let stream_schema = Arc::clone(&schema);
-        Ok(warehouse::spawn_stream(schema, move |sender| {
-            run(settings, pool, sql, stream_schema, sender)
+        let busy = self.usage.start();
+        Ok(warehouse::spawn_stream(schema, move |sender| async move {
+            let _busy = busy;
+            run(settings, pool, sql, stream_schema, sender).await
         }))
     }
 
@@ -304,5 +324,18 @@ impl SQLExecutor for Mysql {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(warehouse::table_schema(SourceKind::Mysql, &columns))
+    }
+}
+
+#[async_trait]
+impl super::Probe for Mysql {
+    fn source_name(&self) -> &str {
+        &self.settings.name
+    }
+    async fn ping(&self) -> Result<()> {
+        Mysql::ping(self).await
+    }
+    fn pool(&self) -> (usize, usize) {
+        (self.usage.in_flight(), self.settings.pool_size)
     }
 }

@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use super::text_rows::{BATCH_ROWS, TextRows};
-use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings};
+use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings, Usage};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
 
@@ -26,6 +26,7 @@ use crate::model::SourceKind;
 pub struct Postgres {
     settings: Arc<Settings>,
     pool: Pool,
+    usage: Arc<Usage>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -67,7 +68,27 @@ impl Postgres {
         Ok(Postgres {
             settings: Arc::new(settings),
             pool,
+            usage: Arc::default(),
         })
+    }
+
+    /// Check that the source answers: `SELECT 1` on a pooled connection.
+    pub async fn ping(&self) -> Result<()> {
+        let client = connection(&self.settings, &self.pool).await?;
+        let answered = tokio::time::timeout(
+            self.settings.connect_timeout,
+            client.simple_query("SELECT 1"),
+        )
+        .await
+        .map_err(|_| {
+            self.settings.error(SourceFailure::Connect(format!(
+                "no answer within {} s",
+                self.settings.connect_timeout.as_secs()
+            )))
+        })?;
+        answered
+            .map(|_| ())
+            .map_err(|e| self.settings.error(failure(&e)))
     }
 
     /// The columns of `table`, read from `information_schema.columns`.
@@ -241,8 +262,10 @@ impl SQLExecutor for Postgres {
         let pool = self.pool.clone();
         let sql = query.to_string();
         let stream_schema = Arc::clone(&schema);
-        Ok(warehouse::spawn_stream(schema, move |sender| {
-            run(settings, pool, sql, stream_schema, sender)
+        let busy = self.usage.start();
+        Ok(warehouse::spawn_stream(schema, move |sender| async move {
+            let _busy = busy;
+            run(settings, pool, sql, stream_schema, sender).await
         }))
     }
 
@@ -258,5 +281,22 @@ impl SQLExecutor for Postgres {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(warehouse::table_schema(SourceKind::Postgres, &columns))
+    }
+}
+
+#[async_trait]
+impl super::Probe for Postgres {
+    fn source_name(&self) -> &str {
+        &self.settings.name
+    }
+    async fn ping(&self) -> Result<()> {
+        Postgres::ping(self).await
+    }
+    fn pool(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (
+            status.size.saturating_sub(status.available),
+            status.max_size,
+        )
     }
 }

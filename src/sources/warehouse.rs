@@ -279,3 +279,35 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 }
+
+/// How much of a source's pool is in use: statements running on it now.
+#[derive(Debug, Default)]
+pub struct Usage {
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// One statement running on a source, counted until dropped.
+#[derive(Debug)]
+pub struct Busy(Arc<Usage>);
+
+impl Usage {
+    /// Count a statement that starts.
+    pub fn start(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    /// Statements running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -19,7 +19,9 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::config::Config;
+use crate::activity::Connections;
+use crate::config::{Config, TlsMode};
+use crate::error::Error;
 use crate::session::Session;
 use crate::time_zone::TimeZone;
 
@@ -99,6 +101,10 @@ pub struct Startup {
     inner: Inner,
     database: String,
     time_zone: DefaultZone,
+    connections: Arc<Connections>,
+    tls: TlsMode,
+    statement_timeout: Option<std::time::Duration>,
+    max_statement_timeout: Option<std::time::Duration>,
 }
 
 /// The ParameterStatus values sent once the client is in: PostgreSQL's, with the
@@ -144,6 +150,7 @@ impl Startup {
         credentials: Arc<Credentials>,
         manager: Arc<ConnectionManager>,
         time_zone: DefaultZone,
+        connections: Arc<Connections>,
     ) -> Startup {
         let inner = if config.allow_cleartext_passwords {
             Inner::Plain(Box::new(
@@ -166,6 +173,10 @@ impl Startup {
             inner,
             database: config.database.clone(),
             time_zone,
+            connections,
+            tls: config.tls.mode,
+            statement_timeout: config.limits.statement_timeout,
+            max_statement_timeout: config.limits.max_statement_timeout,
         }
     }
 }
@@ -190,6 +201,17 @@ impl StartupHandler for Startup {
                 .get("database")
                 .cloned()
                 .unwrap_or_else(|| user.clone());
+            if let Some(connection) = self.connections.by_peer(client.socket_addr()) {
+                client
+                    .session_extensions()
+                    .insert(super::ConnectionRef(connection));
+            }
+            // Before any authentication work: a full server, a plaintext login where TLS
+            // is required.
+            self.connections.check_room().map_err(super::user_error)?;
+            if self.tls == TlsMode::Require && !client.is_secure() {
+                return Err(super::user_error(Error::TlsRequired { user, database }));
+            }
             if database != self.database {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "FATAL".into(),
@@ -245,13 +267,21 @@ impl StartupHandler for Startup {
                 .get::<StartupParameters>()
                 .map(|p| p.0.clone())
                 .unwrap_or_default();
-            tracing::info!(user = %user, pid, "authenticated");
-            client.session_extensions().insert(Session::new(
-                user,
-                pid,
-                (self.time_zone)(),
-                &params,
-            ));
+            tracing::info!(user = %user, pid, tls = client.is_secure(), "authenticated");
+            if let Some(connection) = client.session_extensions().get::<super::ConnectionRef>() {
+                let application = params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default();
+                connection
+                    .0
+                    .logged_in(&user, pid, application, client.is_secure());
+            }
+            client.session_extensions().insert(
+                Session::new(user, pid, (self.time_zone)(), &params)
+                    .with_statement_timeouts(self.statement_timeout, self.max_statement_timeout),
+            );
         }
         Ok(())
     }

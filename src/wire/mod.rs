@@ -17,6 +17,8 @@ pub mod objects;
 mod prepare;
 mod run;
 mod temp;
+pub mod tls;
+mod watch;
 
 pub use prepare::Prepared;
 use prepare::prepare;
@@ -42,16 +44,22 @@ use pgwire::messages::response::TransactionStatus;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::activity::{Connection, Connections};
+use crate::config::{Config, TlsMode};
 use crate::error::{Error, Result};
 use crate::serving::Served;
 use crate::session::Session;
 use crate::sql::{self};
 use objects::SessionObjects;
+use watch::Watch;
 
 /// The error as PostgreSQL sends it.
 pub fn error_info(error: &Error) -> ErrorInfo {
-    let mut info = ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string());
+    let mut info = ErrorInfo::new(
+        error.severity().into(),
+        error.sqlstate().into(),
+        error.to_string(),
+    );
     info.hint = error.hint();
     info
 }
@@ -82,6 +90,33 @@ async fn guarded<T>(work: impl std::future::Future<Output = Result<T>>) -> Resul
 pub struct Handler {
     served: Arc<Served>,
     parser: Arc<Parser>,
+    connections: Arc<Connections>,
+}
+
+/// The registered connection of a client (put in its session extensions at startup).
+pub struct ConnectionRef(pub Arc<Connection>);
+
+fn connection<C: ClientInfo>(client: &C) -> Option<Arc<Connection>> {
+    client
+        .session_extensions()
+        .get::<ConnectionRef>()
+        .map(|c| Arc::clone(&c.0))
+}
+
+/// The text a session's statement shows in `pg_stat_activity`.
+fn statement_text(prepared: &Prepared) -> String {
+    match prepared {
+        Prepared::Query(plan)
+        | Prepared::Explain(plan)
+        | Prepared::Declare { plan, .. }
+        | Prepared::TempWrite { plan, .. } => plan
+            .statement
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        Prepared::Fetch { name, .. } => format!("FETCH FROM {name}"),
+        Prepared::Command(command) => format!("{command:?}"),
+    }
 }
 
 /// The extended protocol's statement parser.
@@ -116,29 +151,53 @@ impl SimpleQueryHandler for Handler {
         async {
             let mut responses = Vec::new();
             let mut status = client.transaction_status();
+            let conn = connection(client);
+            if let Some(ended) = conn.as_ref().and_then(|c| c.ended()) {
+                return Err(user_error(Error::Terminated(ended)));
+            }
+            let running = match self.connections.start_statement(&session.user) {
+                Ok(r) => r,
+                Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+            };
+            if let Some(c) = &conn {
+                c.statement_started(query, &session.get("application_name").unwrap_or_default());
+            }
+            let mut finished = watch::Finished::new(
+                conn.clone(),
+                Some(running),
+                !matches!(status, TransactionStatus::Idle),
+            );
+            let watch = Watch::new(conn.as_ref(), session.statement_timeout());
             let commands = match sql::parse_commands(query) {
                 Ok(s) => s,
                 Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
             };
             let objects = objects(client);
             for command in commands {
+                let mut stop = watch.clone();
                 let prepared = match command {
                     Ok(command) => {
-                        guarded(prepare(&self.served.engine(), &session, &objects, command)).await
+                        let engine = self.served.engine();
+                        tokio::select! {
+                            r = guarded(prepare(&engine, &session, &objects, command)) => r,
+                            e = stop.fired() => Err(e),
+                        }
                     }
                     Err(e) => Err(e),
                 };
                 let outcome = match prepared {
                     Ok(prepared) => {
-                        guarded(self.run(
-                            client,
-                            &session,
-                            &prepared,
-                            Vec::new(),
-                            &Format::UnifiedText,
-                            status,
-                        ))
-                        .await
+                        tokio::select! {
+                            r = guarded(self.run(
+                                client,
+                                &session,
+                                &prepared,
+                                Vec::new(),
+                                &Format::UnifiedText,
+                                status,
+                            )) => r,
+                            e = stop.fired() => Err(e),
+                        }
                     }
                     Err(e) if matches!(status, TransactionStatus::Error) => {
                         tracing::debug!(error = %e, "in failed transaction");
@@ -147,13 +206,25 @@ impl SimpleQueryHandler for Handler {
                     Err(e) => Err(e),
                 };
                 match outcome {
-                    Ok(response) => {
+                    Ok(mut response) => {
                         status = match &response {
                             Response::TransactionStart(_) => status.to_in_transaction_state(),
                             Response::TransactionEnd(_) => status.to_idle_state(),
                             _ => status,
                         };
+                        if let Response::Query(q) = &mut response {
+                            let rows = std::mem::replace(
+                                &mut q.data_rows,
+                                Box::pin(futures::stream::empty()),
+                            );
+                            q.data_rows = watch::watched(rows, watch.clone(), None);
+                        }
                         responses.push(response);
+                    }
+                    Err(e) if e.severity() == "FATAL" => {
+                        tracing::info!(sqlstate = e.sqlstate(), error = %e, "session ended");
+                        self.served.record_failure(&session, &e);
+                        return Err(user_error(e));
                     }
                     Err(e) => {
                         tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
@@ -162,6 +233,16 @@ impl SimpleQueryHandler for Handler {
                         break;
                     }
                 }
+            }
+            // The statement ends with the last result's rows (or now, without one).
+            finished.set_in_transaction(!matches!(status, TransactionStatus::Idle));
+            if let Some(Response::Query(q)) = responses
+                .iter_mut()
+                .rev()
+                .find(|r| matches!(r, Response::Query(_)))
+            {
+                let rows = std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+                q.data_rows = watch::watched(rows, Watch::new(None, None), Some(finished));
             }
             Ok(responses)
         }
@@ -299,20 +380,60 @@ impl ExtendedQueryHandler for Handler {
                 _ => Vec::new(),
             };
             let status = client.transaction_status();
-            guarded(self.run(
-                client,
-                &session,
-                prepared,
-                params,
-                &portal.result_column_format,
-                status,
-            ))
-            .await
-            .map_err(|e| {
+            let conn = connection(client);
+            if let Some(ended) = conn.as_ref().and_then(|c| c.ended()) {
+                return Err(user_error(Error::Terminated(ended)));
+            }
+            let failed = |e: Error| {
                 tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
                 self.served.record_failure(&session, &e);
                 user_error(e)
-            })
+            };
+            let running = self
+                .connections
+                .start_statement(&session.user)
+                .map_err(failed)?;
+            if let Some(c) = &conn {
+                c.statement_started(
+                    &statement_text(prepared),
+                    &session.get("application_name").unwrap_or_default(),
+                );
+            }
+            let mut finished = watch::Finished::new(
+                conn.clone(),
+                Some(running),
+                !matches!(status, TransactionStatus::Idle),
+            );
+            let watch = Watch::new(conn.as_ref(), session.statement_timeout());
+            let mut stop = watch.clone();
+            let outcome = tokio::select! {
+                r = guarded(self.run(
+                    client,
+                    &session,
+                    prepared,
+                    params,
+                    &portal.result_column_format,
+                    status,
+                )) => r,
+                e = stop.fired() => Err(e),
+            };
+            match outcome {
+                Ok(Response::Query(mut q)) => {
+                    let rows =
+                        std::mem::replace(&mut q.data_rows, Box::pin(futures::stream::empty()));
+                    q.data_rows = watch::watched(rows, watch, Some(finished));
+                    Ok(Response::Query(q))
+                }
+                Ok(other) => {
+                    match &other {
+                        Response::TransactionStart(_) => finished.set_in_transaction(true),
+                        Response::TransactionEnd(_) => finished.set_in_transaction(false),
+                        _ => {}
+                    }
+                    Ok(other)
+                }
+                Err(e) => Err(failed(e)),
+            }
         }
         .instrument(span)
         .await
@@ -341,8 +462,27 @@ impl PgWireServerHandlers for Factory {
     }
 }
 
-/// Accept connections on `listener` until the process is stopped.
-pub async fn serve(listener: TcpListener, served: Arc<Served>, config: &Config) -> Result<()> {
+/// Accept connections on `listener` until `shutdown` resolves; then stop accepting, let
+/// running statements finish for the configured grace period and end every session
+/// (57P01).
+pub async fn serve(
+    listener: TcpListener,
+    served: Arc<Served>,
+    config: &Config,
+    connections: Arc<Connections>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let tls = match config.tls.mode {
+        TlsMode::Off => None,
+        TlsMode::Allow | TlsMode::Require => match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => {
+                return Err(Error::Config(
+                    "[tls] needs cert and key to accept TLS".into(),
+                ));
+            }
+        },
+    };
     let manager = Arc::new(ConnectionManager::new());
     let credentials = Arc::new(auth::Credentials::new(config));
     let of_model = Arc::clone(&served);
@@ -351,30 +491,72 @@ pub async fn serve(listener: TcpListener, served: Arc<Served>, config: &Config) 
         handler: Arc::new(Handler {
             served: served.clone(),
             parser: Arc::new(Parser { served }),
+            connections: Arc::clone(&connections),
         }),
         startup: Arc::new(auth::Startup::new(
             config,
             credentials,
             manager.clone(),
             time_zone,
+            Arc::clone(&connections),
         )),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
     });
+    // Sessions waiting past an idle timeout are ended.
+    if connections.limits().idle_session_timeout.is_some()
+        || connections
+            .limits()
+            .idle_in_transaction_session_timeout
+            .is_some()
+    {
+        let idle = Arc::clone(&connections);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                idle.end_idle();
+            }
+        });
+    }
+    tokio::pin!(shutdown);
     loop {
-        let (socket, peer): (_, SocketAddr) = match listener.accept().await {
-            Ok(s) => s,
+        let (socket, peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = socket.set_nodelay(true);
+        // A second handle on the socket closes it from outside pgwire's loop.
+        let (socket, second) = match socket.into_std() {
+            Ok(std) => {
+                let second = std.try_clone().ok();
+                match tokio::net::TcpStream::from_std(std) {
+                    Ok(s) => (s, second),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 continue;
             }
         };
-        let _ = socket.set_nodelay(true);
+        let registered = connections.register(peer, second);
         let factory = factory.clone();
+        let tls = tls.clone();
         let span = tracing::info_span!("connection", %peer);
         tokio::spawn(
             async move {
                 tracing::debug!("connected");
-                if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
+                let _registered = registered;
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, factory).await {
                     tracing::debug!(error = %e, "connection ended with an I/O error");
                 }
                 tracing::debug!("disconnected");
@@ -382,4 +564,21 @@ pub async fn serve(listener: TcpListener, served: Arc<Served>, config: &Config) 
             .instrument(span),
         );
     }
+    drop(listener);
+    connections.begin_shutdown();
+    let grace = connections.limits().shutdown_grace;
+    tracing::info!(
+        sessions = connections.open(),
+        grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        "shutting down: no new connections; running statements may finish"
+    );
+    connections.drain(grace).await;
+    // Give the ended sessions a moment to send their last message.
+    for _ in 0..40 {
+        if connections.open() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    Ok(())
 }

@@ -66,8 +66,14 @@ class Kpitables:
         self.dsn = f"host=127.0.0.1 port={self.port} user=exec password=exec dbname=kpitables"
 
     def close(self):
+        # SIGTERM lets running statements finish for the shutdown grace (30 s by default).
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,19 @@ warehouse refuses, a client cancel.
 
 import datetime
 import decimal
+import json
 import re
 import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import psycopg
 import pytest
 
-from conftest import BIN, DATA, ROOT, Kpitables
+from conftest import BIN, DATA, ROOT, Kpitables, free_port
 from test_ground_truth import CASES, LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal
 from test_grain import GROUPING_CASES, JOIN_CASES, LITERAL_CASES, WRAPPER_CASES
 from test_metric_kinds import CASES as KIND_CASES
@@ -349,6 +352,72 @@ def test_client_cancel_cancels_the_warehouse_statement(wh, kp):
     finally:
         locker.close()
     assert kp.execute("SELECT count(DISTINCT category) FROM sales").fetchone()[0] == 8
+
+
+def test_an_administrator_cancels_and_terminates_the_warehouse_statement(wh):
+    """pg_cancel_backend and pg_terminate_backend from another session (the `ops`
+    administrator) stop the statement in the warehouse too."""
+    locker, running = hold_order_lines(wh)
+    admin = wh.kp.dsn.replace("user=exec password=exec", "user=ops password=ops")
+    query = "SELECT category, revenue FROM sales GROUP BY category"
+    try:
+        with psycopg.connect(admin, autocommit=True) as ops:
+            for signal, sqlstate in [("pg_cancel_backend", "57014"), ("pg_terminate_backend", "57P01")]:
+                errors = []
+                session = psycopg.connect(wh.kp.dsn, autocommit=True)
+
+                def ask():
+                    try:
+                        session.execute(query).fetchall()
+                    except psycopg.Error as e:
+                        errors.append(e)
+
+                t = threading.Thread(target=ask)
+                t.start()
+                try:
+                    assert wait_until(lambda: running() > 0)
+                    (pid,) = ops.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query = %s", (query,)
+                    ).fetchone()
+                    assert ops.execute(f"SELECT {signal}(%s)", (pid,)).fetchone() == (True,)
+                    t.join(timeout=60)
+                    assert not t.is_alive()
+                    assert errors and errors[0].sqlstate == sqlstate, errors
+                    assert wait_until(lambda: running() == 0)
+                finally:
+                    session.close()
+    finally:
+        locker.close()
+
+
+def test_readyz_follows_the_warehouse(wh, tmp_path):
+    """/readyz is 503, naming the source, while the warehouse is down, and 200 again
+    when it is back."""
+    http_port = free_port()
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(wh.model), "--http", f"127.0.0.1:{http_port}"], wh.env)
+
+    def readyz():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        status, body = readyz()
+        assert status == 200 and body["ready"] is True, body
+        assert [s["source"] for s in body["sources"]] == ["warehouse"] and body["sources"][0]["ready"] is True
+        wh.server.stop()
+        try:
+            status, body = readyz()
+            assert status == 503 and body["ready"] is False, body
+            (source,) = body["sources"]
+            assert source["source"] == "warehouse" and source["ready"] is False and source["error"], body
+        finally:
+            wh.server.start()
+        assert wait_until(lambda: readyz()[0] == 200)
+    finally:
+        k.close()
 
 
 def test_a_statement_past_query_timeout_is_cancelled_with_57014(wh, tmp_path):

@@ -1,0 +1,531 @@
+//! The live sessions of this server: who is connected and what each runs
+//! (`pg_stat_activity`, the open-sessions gauge), the limits on connections and on one
+//! user's running statements, and the levers an administrator, a timeout or a shutdown
+//! pulls: cancel a statement, end a session.
+//!
+//! A session is ended with PostgreSQL's FATAL error for the reason (57P01 administrator
+//! command, 57P05 idle-session timeout, 25P03 idle-in-transaction timeout): a running
+//! statement gets it as the error of its result; an idle plaintext session gets it on the
+//! socket before the socket closes (an idle TLS session is closed without it, its
+//! messages being encrypted by the TLS layer).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::config::Limits;
+use crate::error::{Error, Result};
+
+/// Why a session is being ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `pg_terminate_backend` or a server shutdown past its grace period.
+    Administrator,
+    /// `idle_session_timeout`.
+    IdleSession,
+    /// `idle_in_transaction_session_timeout`.
+    IdleInTransaction,
+}
+
+impl Ending {
+    /// The SQLSTATE PostgreSQL ends such a session with.
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            Ending::Administrator => "57P01",
+            Ending::IdleSession => "57P05",
+            Ending::IdleInTransaction => "25P03",
+        }
+    }
+
+    /// PostgreSQL's message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Ending::Administrator => "terminating connection due to administrator command",
+            Ending::IdleSession => "terminating connection due to idle-session timeout",
+            Ending::IdleInTransaction => {
+                "terminating connection due to idle-in-transaction timeout"
+            }
+        }
+    }
+}
+
+/// What a session is doing, as `pg_stat_activity.state` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Connected, not yet logged in.
+    Starting,
+    /// Waiting for a statement.
+    Idle,
+    /// Waiting inside a transaction block.
+    IdleInTransaction,
+    /// Running a statement.
+    Active,
+}
+
+impl State {
+    /// The `pg_stat_activity.state` text.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Idle => "idle",
+            State::IdleInTransaction => "idle in transaction",
+            State::Active => "active",
+        }
+    }
+}
+
+/// What `pg_stat_activity` shows of one session.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    /// The session's process id (what the client's cancel key names).
+    pub pid: i32,
+    /// The logged-in user (empty while starting).
+    pub user: String,
+    /// `application_name`.
+    pub application: String,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// When the connection was accepted.
+    pub backend_start: DateTime<Utc>,
+    /// When the current transaction block began.
+    pub xact_start: Option<DateTime<Utc>>,
+    /// When the current (or last) statement began.
+    pub query_start: Option<DateTime<Utc>>,
+    /// When the state last changed.
+    pub state_change: DateTime<Utc>,
+    /// The state.
+    pub state: State,
+    /// The current (or last) statement's text.
+    pub query: String,
+    /// TLS is in use.
+    pub tls: bool,
+}
+
+/// One connection.
+pub struct Connection {
+    id: u64,
+    activity: Mutex<Activity>,
+    /// Since when the session has been waiting for the client.
+    idle_since: Mutex<Instant>,
+    /// A second handle on the TCP socket, to close it from outside pgwire's loop.
+    socket: Option<std::net::TcpStream>,
+    /// Signals a running statement to stop (cancel) with the given error.
+    stop: watch::Sender<Option<Stop>>,
+    /// The session has been ended (its next message closes it).
+    ended: Mutex<Option<Ending>>,
+}
+
+/// Why a running statement is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `pg_cancel_backend`: 57014, the session goes on.
+    Cancel,
+    /// The session is ended for this reason (FATAL).
+    End(Ending),
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id).finish()
+    }
+}
+
+impl Connection {
+    /// What the session is doing now.
+    pub fn activity(&self) -> Activity {
+        self.activity
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Activity)) {
+        let mut guard = match self.activity.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut guard);
+    }
+
+    /// The session logged in as `user`, with process id `pid`.
+    pub fn logged_in(&self, user: &str, pid: i32, application: &str, tls: bool) {
+        self.update(|a| {
+            a.user = user.to_string();
+            a.pid = pid;
+            a.application = application.to_string();
+            a.tls = tls;
+            a.state = State::Idle;
+            a.state_change = Utc::now();
+        });
+        self.touch();
+    }
+
+    /// A statement starts (`application`: the session's `application_name` now).
+    pub fn statement_started(&self, query: &str, application: &str) {
+        let now = Utc::now();
+        self.update(|a| {
+            a.application = application.to_string();
+            a.state = State::Active;
+            a.query = query.to_string();
+            a.query_start = Some(now);
+            a.state_change = now;
+        });
+        // A new statement starts with no stop request of an earlier one.
+        self.stop.send_replace(None);
+    }
+
+    /// The statement ended; the session waits, in a transaction block or not.
+    pub fn statement_ended(&self, in_transaction: bool) {
+        let now = Utc::now();
+        self.update(|a| {
+            a.state = if in_transaction {
+                State::IdleInTransaction
+            } else {
+                State::Idle
+            };
+            match (in_transaction, a.xact_start) {
+                (true, None) => a.xact_start = a.query_start.or(Some(now)),
+                (false, _) => a.xact_start = None,
+                _ => {}
+            }
+            a.state_change = now;
+        });
+        self.touch();
+    }
+
+    fn touch(&self) {
+        if let Ok(mut since) = self.idle_since.lock() {
+            *since = Instant::now();
+        }
+    }
+
+    /// A receiver that changes when the running statement is told to stop.
+    pub fn stops(&self) -> watch::Receiver<Option<Stop>> {
+        self.stop.subscribe()
+    }
+
+    /// Why the session was ended, if it was.
+    pub fn ended(&self) -> Option<Ending> {
+        self.ended.lock().ok().and_then(|e| *e)
+    }
+
+    /// End the session: a running statement fails with the FATAL error; an idle session
+    /// is told (plaintext) and its socket closed.
+    pub fn end(&self, why: Ending) {
+        if let Ok(mut ended) = self.ended.lock() {
+            if ended.is_some() {
+                return;
+            }
+            *ended = Some(why);
+        }
+        let active = self.activity().state == State::Active;
+        self.stop.send_replace(Some(Stop::End(why)));
+        if !active {
+            self.close_idle(why);
+        }
+    }
+
+    /// Cancel the running statement (57014); false when none runs.
+    pub fn cancel(&self) -> bool {
+        if self.activity().state != State::Active {
+            return false;
+        }
+        self.stop.send_replace(Some(Stop::Cancel));
+        true
+    }
+
+    fn close_idle(&self, why: Ending) {
+        let Some(socket) = &self.socket else {
+            return;
+        };
+        if !self.activity().tls {
+            use std::io::Write;
+            let mut writer = socket;
+            let _ = writer.write_all(&fatal_message(why));
+        }
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// An ErrorResponse message with severity FATAL for `why`.
+fn fatal_message(why: Ending) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', why.sqlstate()),
+        (b'M', why.message()),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = vec![b'E'];
+    message.extend(
+        u32::try_from(body.len() + 4)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    message.extend(body);
+    message
+}
+
+/// Every live connection, and the limits.
+#[derive(Debug)]
+pub struct Connections {
+    limits: Limits,
+    next_id: AtomicU64,
+    open: AtomicUsize,
+    all: Mutex<HashMap<u64, Arc<Connection>>>,
+    running: Mutex<HashMap<String, usize>>,
+    closing: AtomicBool,
+}
+
+/// Keeps a connection registered; unregisters it when dropped.
+#[derive(Debug)]
+pub struct Registered {
+    connections: Arc<Connections>,
+    /// The connection.
+    pub connection: Arc<Connection>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.open.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut all) = self.connections.all.lock() {
+            all.remove(&self.connection.id);
+        }
+    }
+}
+
+/// A running statement, counted against its user's limit until dropped.
+#[derive(Debug)]
+pub struct Running {
+    connections: Arc<Connections>,
+    user: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.connections.running.lock()
+            && let Some(n) = running.get_mut(&self.user)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Connections {
+    /// An empty registry with `limits`.
+    pub fn new(limits: Limits) -> Arc<Connections> {
+        Arc::new(Connections {
+            limits,
+            next_id: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            all: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Register an accepted connection (`socket`: a second handle on its TCP socket).
+    pub fn register(
+        self: &Arc<Self>,
+        client: SocketAddr,
+        socket: Option<std::net::TcpStream>,
+    ) -> Registered {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now();
+        let connection = Arc::new(Connection {
+            id,
+            activity: Mutex::new(Activity {
+                pid: 0,
+                user: String::new(),
+                application: String::new(),
+                client,
+                backend_start: now,
+                xact_start: None,
+                query_start: None,
+                state_change: now,
+                state: State::Starting,
+                query: String::new(),
+                tls: false,
+            }),
+            idle_since: Mutex::new(Instant::now()),
+            socket,
+            stop: watch::channel(None).0,
+            ended: Mutex::new(None),
+        });
+        if let Ok(mut all) = self.all.lock() {
+            all.insert(id, Arc::clone(&connection));
+        }
+        Registered {
+            connections: Arc::clone(self),
+            connection,
+        }
+    }
+
+    /// 53300 when more connections are open than `max_connections` (checked at the
+    /// startup message, before any authentication work).
+    pub fn check_room(&self) -> Result<()> {
+        if self.open.load(Ordering::SeqCst) > self.limits.max_connections {
+            return Err(Error::TooManyConnections);
+        }
+        Ok(())
+    }
+
+    /// Count a statement of `user` against `max_statements_per_user` (53000 beyond).
+    pub fn start_statement(self: &Arc<Self>, user: &str) -> Result<Running> {
+        let mut running = match self.running.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let n = running.entry(user.to_string()).or_insert(0);
+        if *n >= self.limits.max_statements_per_user {
+            return Err(Error::TooManyStatements {
+                user: user.to_string(),
+                limit: self.limits.max_statements_per_user,
+            });
+        }
+        *n += 1;
+        Ok(Running {
+            connections: Arc::clone(self),
+            user: user.to_string(),
+        })
+    }
+
+    /// Every connection, in the order they were accepted.
+    pub fn list(&self) -> Vec<Arc<Connection>> {
+        let mut all: Vec<Arc<Connection>> = self
+            .all
+            .lock()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// The connection from `peer`.
+    pub fn by_peer(&self, peer: SocketAddr) -> Option<Arc<Connection>> {
+        self.list()
+            .into_iter()
+            .find(|c| c.activity().client == peer)
+    }
+
+    /// The number of open connections.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// The logged-in session with process id `pid`.
+    pub fn by_pid(&self, pid: i32) -> Option<Arc<Connection>> {
+        self.list()
+            .into_iter()
+            .find(|c| c.activity().pid == pid && c.activity().state != State::Starting)
+    }
+
+    /// Close sessions that waited too long (idle or idle in transaction); called
+    /// periodically.
+    pub fn end_idle(&self) {
+        for c in self.list() {
+            let state = c.activity().state;
+            let idle = c.idle_since.lock().map(|s| s.elapsed()).unwrap_or_default();
+            let limit = match state {
+                State::Idle => self
+                    .limits
+                    .idle_session_timeout
+                    .map(|l| (l, Ending::IdleSession)),
+                State::IdleInTransaction => self
+                    .limits
+                    .idle_in_transaction_session_timeout
+                    .map(|l| (l, Ending::IdleInTransaction)),
+                _ => None,
+            };
+            if let Some((limit, why)) = limit
+                && idle >= limit
+            {
+                tracing::info!(
+                    pid = c.activity().pid,
+                    reason = why.message(),
+                    "ending session"
+                );
+                c.end(why);
+            }
+        }
+    }
+
+    /// The server is shutting down: no new connection is accepted.
+    pub fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Is the server shutting down?
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no statement runs, for at most `grace`; then end every session
+    /// (57P01). Idle sessions are ended at once.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut active = 0;
+            for c in self.list() {
+                match c.activity().state {
+                    State::Active => active += 1,
+                    _ => c.end(Ending::Administrator),
+                }
+            }
+            if active == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for c in self.list() {
+            c.end(Ending::Administrator);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fatal_message_is_a_postgres_error_response() {
+        let m = fatal_message(Ending::Administrator);
+        assert_eq!(m[0], b'E');
+        let len = u32::from_be_bytes([m[1], m[2], m[3], m[4]]) as usize;
+        assert_eq!(len + 1, m.len());
+        let text = String::from_utf8_lossy(&m[5..]);
+        assert!(text.contains("C57P01"));
+        assert!(text.contains("terminating connection due to administrator command"));
+    }
+
+    #[test]
+    fn statements_per_user_are_limited() {
+        let connections = Connections::new(Limits {
+            max_statements_per_user: 2,
+            ..Limits::default()
+        });
+        let a = connections.start_statement("ann").expect("first");
+        let _b = connections.start_statement("ann").expect("second");
+        let refused = connections.start_statement("ann").expect_err("third");
+        assert_eq!(refused.sqlstate(), "53000");
+        assert!(connections.start_statement("bob").is_ok(), "another user");
+        drop(a);
+        assert!(connections.start_statement("ann").is_ok(), "room again");
+    }
+}
