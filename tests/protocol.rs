@@ -392,3 +392,51 @@ async fn cleartext_passwords_are_refused_unless_allowed() {
     let err = bad.err().expect("wrong password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_out_through_the_extended_protocol() {
+    use futures::StreamExt;
+    common::ensure_demo_data();
+    let server = common::start(&[]);
+    let client = connect(server.port).await;
+    // tokio-postgres sends COPY with Parse/Bind/Execute; the rows are those of the SELECT.
+    let stream = client
+        .copy_out("COPY (SELECT region, revenue FROM sales ORDER BY region) TO STDOUT (FORMAT csv, HEADER)")
+        .await
+        .expect("copy out");
+    let chunks: Vec<bytes::Bytes> = stream
+        .map(|chunk| chunk.expect("copy data"))
+        .collect()
+        .await;
+    let text = String::from_utf8(chunks.concat()).expect("utf-8");
+    let mut expected = String::from("region,revenue\n");
+    for message in client
+        .simple_query("SELECT region, revenue FROM sales ORDER BY region")
+        .await
+        .expect("select")
+    {
+        if let SimpleQueryMessage::Row(row) = message {
+            let region = row.get(0).expect("region");
+            let revenue = row.get(1).expect("revenue");
+            expected.push_str(&format!("{region},{revenue}\n"));
+        }
+    }
+    assert_eq!(text, expected);
+    assert_eq!(text.lines().count(), 6);
+    // The session goes on after a refused COPY form.
+    let refused = client
+        .copy_out("COPY sales TO '/tmp/kpitables-copy-test.csv'")
+        .await
+        .err()
+        .and_then(|e| e.code().cloned());
+    assert_eq!(
+        refused,
+        Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    let one: i64 = client
+        .query_one("SELECT count(DISTINCT region) FROM sales", &[])
+        .await
+        .expect("query after")
+        .get(0);
+    assert_eq!(one, 5);
+}

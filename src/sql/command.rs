@@ -105,6 +105,8 @@ pub enum Command {
         /// IF EXISTS.
         if_exists: bool,
     },
+    /// `COPY (query) TO STDOUT` / `COPY view [(columns)] TO STDOUT`.
+    CopyOut(Box<super::CopyOut>),
     /// A statement accepted with no effect on a read-only server (`SET TRANSACTION ...`);
     /// the command tag to answer with.
     Accepted(&'static str),
@@ -348,6 +350,20 @@ pub fn classify(statement: Statement) -> Result<Command> {
                 .unwrap_or_default(),
             params: parameters,
         },
+        Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => Command::CopyOut(Box::new(super::copy::classify(
+            source,
+            to,
+            target,
+            &options,
+            &legacy_options,
+        )?)),
         Statement::Insert(_)
         | Statement::Update(_)
         | Statement::Delete(_)
@@ -357,8 +373,7 @@ pub fn classify(statement: Statement) -> Result<Command> {
         | Statement::CreateView { .. }
         | Statement::CreateIndex(_)
         | Statement::Drop { .. }
-        | Statement::AlterTable { .. }
-        | Statement::Copy { .. } => return Err(Error::ReadOnly(verb(&statement))),
+        | Statement::AlterTable { .. } => return Err(Error::ReadOnly(verb(&statement))),
         other => {
             return Err(Error::unsupported(
                 format!("{} is not supported", verb(&other)),

@@ -7,6 +7,7 @@
 mod arrays;
 mod command;
 pub mod compat;
+mod copy;
 pub mod literals;
 pub mod naming;
 pub mod set_returning;
@@ -23,6 +24,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use crate::error::{Error, Result};
 
 pub use command::{Command, FetchCount, classify};
+pub use copy::{CopyFormat, CopyOptions, CopyOut, ForceQuote};
 
 /// Aggregate functions: a call of one of these without OVER is an aggregate.
 pub const AGGREGATES: &[&str] = &[

@@ -11,6 +11,7 @@
 //! the connection stays usable; nothing here panics on client input.
 
 pub mod auth;
+mod copy;
 pub mod encode;
 pub mod numeric;
 pub mod objects;
@@ -114,6 +115,13 @@ fn statement_text(prepared: &Prepared) -> String {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        Prepared::CopyOut { plan, .. } => format!(
+            "COPY ({}) TO STDOUT",
+            plan.statement
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
         Prepared::Fetch { name, .. } => format!("FETCH FROM {name}"),
         Prepared::Command(command) => format!("{command:?}"),
     }
@@ -186,6 +194,13 @@ impl SimpleQueryHandler for Handler {
                     Err(e) => Err(e),
                 };
                 let outcome = match prepared {
+                    // COPY writes its data as it runs, so nothing may wait before it.
+                    Ok(Prepared::CopyOut { .. }) if !responses.is_empty() => {
+                        Err(Error::unsupported(
+                            "COPY TO STDOUT must be the first statement of a query string",
+                            Some("send the COPY in a query of its own".into()),
+                        ))
+                    }
                     Ok(prepared) => {
                         tokio::select! {
                             r = guarded(self.run(
@@ -219,7 +234,11 @@ impl SimpleQueryHandler for Handler {
                             );
                             q.data_rows = watch::watched(rows, watch.clone(), None);
                         }
+                        let failed = matches!(response, Response::Error(_));
                         responses.push(response);
+                        if failed {
+                            break;
+                        }
                     }
                     Err(e) if e.severity() == "FATAL" => {
                         tracing::info!(sqlstate = e.sqlstate(), error = %e, "session ended");
@@ -301,7 +320,8 @@ impl QueryParser for Parser {
             Prepared::Query(plan)
             | Prepared::Explain(plan)
             | Prepared::Declare { plan, .. }
-            | Prepared::TempWrite { plan, .. } => (0..plan.param_types.len())
+            | Prepared::TempWrite { plan, .. }
+            | Prepared::CopyOut { plan, .. } => (0..plan.param_types.len())
                 .map(|i| encode::parameter_type(plan, &[], i))
                 .collect(),
             Prepared::Command(_) | Prepared::Fetch { .. } => Vec::new(),
@@ -376,7 +396,8 @@ impl ExtendedQueryHandler for Handler {
             let params = match prepared {
                 Prepared::Query(plan)
                 | Prepared::Declare { plan, .. }
-                | Prepared::TempWrite { plan, .. } => encode::parameters(portal, plan)?,
+                | Prepared::TempWrite { plan, .. }
+                | Prepared::CopyOut { plan, .. } => encode::parameters(portal, plan)?,
                 _ => Vec::new(),
             };
             let status = client.transaction_status();

@@ -49,6 +49,13 @@ pub enum Prepared {
         /// Its source query.
         plan: Arc<QueryPlan>,
     },
+    /// COPY ... TO STDOUT of a planned query.
+    CopyOut {
+        /// The query whose rows are copied.
+        plan: Arc<QueryPlan>,
+        /// How they are written.
+        options: crate::sql::CopyOptions,
+    },
     /// Anything else.
     Command(Command),
 }
@@ -84,6 +91,25 @@ pub(super) async fn prepare(
     Ok(match command {
         Command::Query(statement) => {
             Prepared::Query(Arc::new(engine.plan(*statement, &facts).await?))
+        }
+        Command::CopyOut(copy) => {
+            let crate::sql::CopyOut { query, options } = *copy;
+            let plan = engine.plan(*query, &facts).await?;
+            if let crate::sql::ForceQuote::Columns(names) = &options.force_quote {
+                let schema = plan.schema();
+                if let Some(missing) = names
+                    .iter()
+                    .find(|n| schema.fields().iter().all(|f| f.name() != *n))
+                {
+                    return Err(Error::Syntax(format!(
+                        "FORCE_QUOTE column \"{missing}\" not referenced by COPY"
+                    )));
+                }
+            }
+            Prepared::CopyOut {
+                plan: Arc::new(plan),
+                options,
+            }
         }
         Command::Explain(statement) => {
             Prepared::Explain(Arc::new(engine.plan(*statement, &facts).await?))

@@ -57,7 +57,9 @@ pub(super) fn result_fields(prepared: &Prepared, format: &Format) -> Vec<FieldIn
     match prepared {
         Prepared::Query(plan) => encode::fields(&plan.schema(), format),
         Prepared::Explain(_) => text_fields(&["QUERY PLAN"], format),
-        Prepared::Declare { .. } | Prepared::TempWrite { .. } => Vec::new(),
+        Prepared::Declare { .. } | Prepared::TempWrite { .. } | Prepared::CopyOut { .. } => {
+            Vec::new()
+        }
         Prepared::Fetch { schema, .. } => encode::fields(schema, format),
         Prepared::Command(Command::Show(Some(name))) => text_fields(&[display_name(name)], format),
         Prepared::Command(Command::Show(None)) => {
@@ -91,77 +93,22 @@ impl Handler {
             return Err(Error::InFailedTransaction);
         }
         match prepared {
-            Prepared::Query(plan) => {
-                let engine = self.served.engine();
-                let plan = &current(&engine, client, session, plan).await?;
-                let started = Instant::now();
-                tracing::info!(
-                    user = %session.user,
-                    views = ?plan.report.views,
-                    metrics = ?plan.report.metrics,
-                    "query"
-                );
-                tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
-                notify_deprecated(client, engine.semantics(), &plan.report).await;
-                let audit_started = chrono::Utc::now();
-                let (mut batches, pushed) = engine.execute_reporting(plan, params).await?;
-                for (source, sql) in &pushed {
-                    tracing::info!(source = %source, sql = %sql, "pushed down");
-                }
-                // Run the query up to its first batch here, where a cancel request can
-                // still interrupt it; the rest streams to the client.
-                let first = batches.next().await;
-                let fields = Arc::new(encode::fields(&plan.schema(), format));
-                let counted = stream::iter(first).chain(batches);
-                let rows = encode::rows(counted, fields.clone(), session.time_zone());
-                // A panic while a row is encoded ends the result with an error.
-                let rows = std::panic::AssertUnwindSafe(rows)
-                    .catch_unwind()
-                    .map(|row| match row {
-                        Ok(row) => row,
-                        Err(payload) => Err(super::user_error(Error::from_panic(payload.as_ref()))),
-                    });
-                let report = plan.report.clone();
-                let pending = Arc::new(std::sync::Mutex::new(crate::audit::Pending::new(
-                    Arc::clone(self.served.audit()),
-                    crate::audit::Record {
-                        time: audit_started,
-                        user: session.user.clone(),
-                        application: session.get("application_name").unwrap_or_default(),
-                        views: report.views.into_iter().collect(),
-                        metrics: report.metrics.into_iter().collect(),
-                        dimensions: report.dimensions.into_iter().collect(),
-                        filters: report.filters,
-                        rows: None,
-                        duration_ms: 0,
-                        pushed,
-                        outcome: "ok",
-                        sqlstate: None,
-                        message: None,
-                    },
-                    started,
-                )));
-                let at_end = Arc::clone(&pending);
-                let rows = rows
-                    .inspect(move |row| {
-                        if let Ok(mut pending) = pending.lock() {
-                            match row {
-                                Ok(_) => pending.row(),
-                                Err(e) => {
-                                    let (sqlstate, message) = error_parts(e);
-                                    pending.failed(sqlstate, message);
-                                }
-                            }
-                        }
-                    })
-                    .chain(stream::once(async move {
-                        if let Ok(mut pending) = at_end.lock() {
-                            pending.finished();
-                        }
-                        None
-                    })
-                    .filter_map(|x: Option<PgWireResult<pgwire::messages::data::DataRow>>| async move { x }));
-                Ok(Response::Query(QueryResponse::new(fields, rows)))
+            Prepared::Query(plan) => Ok(Response::Query(
+                self.query(client, session, plan, params, format).await?,
+            )),
+            Prepared::CopyOut { plan, options } => {
+                let format = if options.format == crate::sql::CopyFormat::Binary {
+                    Format::UnifiedBinary
+                } else {
+                    Format::UnifiedText
+                };
+                let rows = self.query(client, session, plan, params, &format).await?;
+                Ok(match super::copy::send(client, options, rows).await? {
+                    super::copy::Copied::Rows(n) => {
+                        Response::Execution(Tag::new("COPY").with_rows(n))
+                    }
+                    super::copy::Copied::Failed(info) => Response::Error(info),
+                })
             }
             Prepared::Explain(plan) => {
                 let engine = self.served.engine();
@@ -217,6 +164,97 @@ impl Handler {
                 self.command(client, session, command, format, status).await
             }
         }
+    }
+
+    /// Plan (again if the model was reloaded) and run a query; its rows stream in
+    /// `format`, each counted by the audit record written when the stream ends.
+    async fn query<C>(
+        &self,
+        client: &mut C,
+        session: &Session,
+        plan: &Arc<crate::engine::QueryPlan>,
+        params: Vec<datafusion::common::ScalarValue>,
+        format: &Format,
+    ) -> Result<QueryResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+    {
+        let engine = self.served.engine();
+        let plan = &current(&engine, client, session, plan).await?;
+        let started = Instant::now();
+        tracing::info!(
+            user = %session.user,
+            views = ?plan.report.views,
+            metrics = ?plan.report.metrics,
+            "query"
+        );
+        tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
+        notify_deprecated(client, engine.semantics(), &plan.report).await;
+        let audit_started = chrono::Utc::now();
+        let (mut batches, pushed) = engine.execute_reporting(plan, params).await?;
+        for (source, sql) in &pushed {
+            tracing::info!(source = %source, sql = %sql, "pushed down");
+        }
+        // Run the query up to its first batch here, where a cancel request can
+        // still interrupt it; the rest streams to the client.
+        let first = batches.next().await;
+        let fields = Arc::new(encode::fields(&plan.schema(), format));
+        let counted = stream::iter(first).chain(batches);
+        let rows = encode::rows(counted, fields.clone(), session.time_zone());
+        // A panic while a row is encoded ends the result with an error.
+        let rows = std::panic::AssertUnwindSafe(rows)
+            .catch_unwind()
+            .map(|row| match row {
+                Ok(row) => row,
+                Err(payload) => Err(super::user_error(Error::from_panic(payload.as_ref()))),
+            });
+        let report = plan.report.clone();
+        let pending = Arc::new(std::sync::Mutex::new(crate::audit::Pending::new(
+            Arc::clone(self.served.audit()),
+            crate::audit::Record {
+                time: audit_started,
+                user: session.user.clone(),
+                application: session.get("application_name").unwrap_or_default(),
+                views: report.views.into_iter().collect(),
+                metrics: report.metrics.into_iter().collect(),
+                dimensions: report.dimensions.into_iter().collect(),
+                filters: report.filters,
+                rows: None,
+                duration_ms: 0,
+                pushed,
+                outcome: "ok",
+                sqlstate: None,
+                message: None,
+            },
+            started,
+        )));
+        let at_end = Arc::clone(&pending);
+        let rows = rows
+            .inspect(move |row| {
+                if let Ok(mut pending) = pending.lock() {
+                    match row {
+                        Ok(_) => pending.row(),
+                        Err(e) => {
+                            let (sqlstate, message) = error_parts(e);
+                            pending.failed(sqlstate, message);
+                        }
+                    }
+                }
+            })
+            .chain(
+                stream::once(async move {
+                    if let Ok(mut pending) = at_end.lock() {
+                        pending.finished();
+                    }
+                    None
+                })
+                .filter_map(
+                    |x: Option<PgWireResult<pgwire::messages::data::DataRow>>| async move { x },
+                ),
+            );
+        Ok(QueryResponse::new(fields, rows))
     }
 
     async fn command<C>(
@@ -387,7 +425,8 @@ impl Handler {
             | Command::Explain(_)
             | Command::Declare { .. }
             | Command::Fetch { .. }
-            | Command::Execute { .. } => {
+            | Command::Execute { .. }
+            | Command::CopyOut(_) => {
                 return Err(Error::Internal("query reached the command path".into()));
             }
         })

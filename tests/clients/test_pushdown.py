@@ -226,6 +226,54 @@ def test_types_arrive_as_postgres_types(wh, kp):
     assert_rows_equal([row], expected)
 
 
+def copy_bytes(conn, sql):
+    out = bytearray()
+    with conn.cursor().copy(sql) as copy:
+        for block in copy:
+            out += block
+    return bytes(out)
+
+
+COPY_OPTIONS = ["", "(FORMAT csv, HEADER)", "(FORMAT csv, DELIMITER ';', NULL 'NULL', FORCE_QUOTE ({force}))",
+                "(FORMAT text, HEADER, DELIMITER '|', NULL '')", "(FORMAT binary)"]
+COPY_VALUES = ("SELECT 'a,b' AS x, 'say \"hi\"' AS y, CAST(NULL AS TEXT) AS z, '' AS w, "
+               "'tab' || chr(9) || 'here' AS t, 'new' || chr(10) || 'line' AS n, 'back\\slash|bar;semi' AS b, "
+               "'\\.' AS dot, 42 AS i, CAST(1.50 AS NUMERIC(10, 2)) AS d, DATE '2024-02-29' AS day")
+
+
+@pytest.mark.parametrize("wh", ["postgres"], indirect=True)
+@pytest.mark.parametrize("options", COPY_OPTIONS)
+def test_copy_is_postgresql_copy_byte_for_byte(wh, kp, options):
+    """COPY through kpitables (pushed down to PostgreSQL) gives the very bytes PostgreSQL's
+    own COPY gives for the hand-written query, in every format; so do literal values that
+    need quoting and escaping."""
+    ours = ("SELECT store_name, order_date, revenue, orders FROM sales "
+            "WHERE order_date = DATE '2024-11-11' ORDER BY store_name")
+    truth = (f"SELECT s.store_name, o.order_date, {REVENUE} AS revenue, {ORDERS_DISTINCT} AS orders "
+             f"FROM {LINES} WHERE o.order_date = DATE '2024-11-11' GROUP BY 1, 2 ORDER BY 1")
+    with psycopg.connect(wh.server.dsn, autocommit=True) as pg:
+        metric_options = options.format(force="store_name, orders")
+        expected = copy_bytes(pg, f"COPY ({truth}) TO STDOUT {metric_options}")
+        assert len(expected) > 100
+        assert copy_bytes(kp, f"COPY ({ours}) TO STDOUT {metric_options}") == expected
+        values_options = options.format(force="x, i, d, day")
+        assert copy_bytes(kp, f"COPY ({COPY_VALUES}) TO STDOUT {values_options}") == copy_bytes(
+            pg, f"COPY ({COPY_VALUES}) TO STDOUT {values_options}"
+        )
+
+
+def test_copy_is_pushed_down_and_follows_the_rules(wh):
+    """COPY runs the same statement in the warehouse as SELECT, under the reader's row
+    filter, and each line equals the hand-written query on the warehouse."""
+    dsn = wh.kp.dsn.replace("user=exec password=exec", "user=manager_east password=manager_east")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        data = copy_bytes(c, "COPY (SELECT category, revenue FROM sales ORDER BY category) TO STDOUT (FORMAT csv)")
+    got = [tuple(line.split(",")) for line in data.decode().splitlines()]
+    truth = wh.truth(f"SELECT p.category, {REVENUE} FROM {LINES} WHERE s.region = 'East' GROUP BY 1 ORDER BY 1")
+    assert_rows_equal([(c, decimal.Decimal(v)) for c, v in got], truth)
+    assert any("order_lines" in s and "East" in s for s in wh.statements()[-20:])
+
+
 def test_aggregation_happens_in_the_warehouse(wh, kp):
     """EXPLAIN shows the one statement sent; the warehouse's log shows it received exactly
     that statement, with the aggregation and grouping in it."""
