@@ -126,3 +126,291 @@ pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
     }
     Some(t.name.to_string())
 }
+
+/// A type's input, output, receive and send functions (`typinput`, `typoutput`,
+/// `typreceive`, `typsend`) as PostgreSQL 15 names them, each with its `pg_proc` OID:
+/// drivers choose how to decode a column by its receive function (ADBC reads
+/// `typreceive`), and compare these `regproc` columns with OIDs.
+pub fn io_functions(oid: u32) -> Option<[(&'static str, u32); 4]> {
+    IO_FUNCTIONS
+        .iter()
+        .find(|(o, _)| *o == oid)
+        .map(|(_, functions)| *functions)
+}
+
+/// The `pg_proc` OID of a function a `regproc` column names (`-` is 0, as PostgreSQL
+/// shows a missing function).
+pub fn regproc_oid(name: &str) -> Option<u32> {
+    if name == "-" {
+        return Some(0);
+    }
+    IO_FUNCTIONS
+        .iter()
+        .flat_map(|(_, functions)| functions.iter())
+        .chain(ARRAY_IO.iter())
+        .find(|(n, _)| *n == name)
+        .map(|(_, oid)| *oid)
+}
+
+/// Read from a PostgreSQL 15 server: `SELECT oid, typinput, typinput::oid, ... FROM pg_type`.
+const IO_FUNCTIONS: &[(u32, [(&str, u32); 4])] = &[
+    (
+        16,
+        [
+            ("boolin", 1242),
+            ("boolout", 1243),
+            ("boolrecv", 2436),
+            ("boolsend", 2437),
+        ],
+    ),
+    (
+        17,
+        [
+            ("byteain", 1244),
+            ("byteaout", 31),
+            ("bytearecv", 2412),
+            ("byteasend", 2413),
+        ],
+    ),
+    (
+        18,
+        [
+            ("charin", 1245),
+            ("charout", 33),
+            ("charrecv", 2434),
+            ("charsend", 2435),
+        ],
+    ),
+    (
+        19,
+        [
+            ("namein", 34),
+            ("nameout", 35),
+            ("namerecv", 2422),
+            ("namesend", 2423),
+        ],
+    ),
+    (
+        20,
+        [
+            ("int8in", 460),
+            ("int8out", 461),
+            ("int8recv", 2408),
+            ("int8send", 2409),
+        ],
+    ),
+    (
+        21,
+        [
+            ("int2in", 38),
+            ("int2out", 39),
+            ("int2recv", 2404),
+            ("int2send", 2405),
+        ],
+    ),
+    (
+        23,
+        [
+            ("int4in", 42),
+            ("int4out", 43),
+            ("int4recv", 2406),
+            ("int4send", 2407),
+        ],
+    ),
+    (
+        24,
+        [
+            ("regprocin", 44),
+            ("regprocout", 45),
+            ("regprocrecv", 2444),
+            ("regprocsend", 2445),
+        ],
+    ),
+    (
+        25,
+        [
+            ("textin", 46),
+            ("textout", 47),
+            ("textrecv", 2414),
+            ("textsend", 2415),
+        ],
+    ),
+    (
+        26,
+        [
+            ("oidin", 1798),
+            ("oidout", 1799),
+            ("oidrecv", 2418),
+            ("oidsend", 2419),
+        ],
+    ),
+    (
+        114,
+        [
+            ("json_in", 321),
+            ("json_out", 322),
+            ("json_recv", 323),
+            ("json_send", 324),
+        ],
+    ),
+    (
+        700,
+        [
+            ("float4in", 200),
+            ("float4out", 201),
+            ("float4recv", 2424),
+            ("float4send", 2425),
+        ],
+    ),
+    (
+        701,
+        [
+            ("float8in", 214),
+            ("float8out", 215),
+            ("float8recv", 2426),
+            ("float8send", 2427),
+        ],
+    ),
+    (
+        705,
+        [
+            ("unknownin", 109),
+            ("unknownout", 110),
+            ("unknownrecv", 2416),
+            ("unknownsend", 2417),
+        ],
+    ),
+    (
+        1042,
+        [
+            ("bpcharin", 1044),
+            ("bpcharout", 1045),
+            ("bpcharrecv", 2430),
+            ("bpcharsend", 2431),
+        ],
+    ),
+    (
+        1043,
+        [
+            ("varcharin", 1046),
+            ("varcharout", 1047),
+            ("varcharrecv", 2432),
+            ("varcharsend", 2433),
+        ],
+    ),
+    (
+        1082,
+        [
+            ("date_in", 1084),
+            ("date_out", 1085),
+            ("date_recv", 2468),
+            ("date_send", 2469),
+        ],
+    ),
+    (
+        1083,
+        [
+            ("time_in", 1143),
+            ("time_out", 1144),
+            ("time_recv", 2470),
+            ("time_send", 2471),
+        ],
+    ),
+    (
+        1114,
+        [
+            ("timestamp_in", 1312),
+            ("timestamp_out", 1313),
+            ("timestamp_recv", 2474),
+            ("timestamp_send", 2475),
+        ],
+    ),
+    (
+        1184,
+        [
+            ("timestamptz_in", 1150),
+            ("timestamptz_out", 1151),
+            ("timestamptz_recv", 2476),
+            ("timestamptz_send", 2477),
+        ],
+    ),
+    (
+        1186,
+        [
+            ("interval_in", 1160),
+            ("interval_out", 1161),
+            ("interval_recv", 2478),
+            ("interval_send", 2479),
+        ],
+    ),
+    (
+        1700,
+        [
+            ("numeric_in", 1701),
+            ("numeric_out", 1702),
+            ("numeric_recv", 2460),
+            ("numeric_send", 2461),
+        ],
+    ),
+    (
+        2205,
+        [
+            ("regclassin", 2218),
+            ("regclassout", 2219),
+            ("regclassrecv", 2452),
+            ("regclasssend", 2453),
+        ],
+    ),
+    (
+        2206,
+        [
+            ("regtypein", 2220),
+            ("regtypeout", 2221),
+            ("regtyperecv", 2454),
+            ("regtypesend", 2455),
+        ],
+    ),
+    (
+        2278,
+        [
+            ("void_in", 2298),
+            ("void_out", 2299),
+            ("void_recv", 3120),
+            ("void_send", 3121),
+        ],
+    ),
+    (
+        2950,
+        [
+            ("uuid_in", 2952),
+            ("uuid_out", 2953),
+            ("uuid_recv", 2961),
+            ("uuid_send", 2962),
+        ],
+    ),
+    (
+        3802,
+        [
+            ("jsonb_in", 3806),
+            ("jsonb_out", 3804),
+            ("jsonb_recv", 3805),
+            ("jsonb_send", 3803),
+        ],
+    ),
+];
+
+/// The I/O functions of every array type.
+const ARRAY_IO: [(&str, u32); 4] = [
+    ("array_in", 750),
+    ("array_out", 751),
+    ("array_recv", 2400),
+    ("array_send", 2401),
+];
+
+/// [`io_functions`] for any type of [`ALL`]: arrays share PostgreSQL's array functions.
+pub fn io_functions_of(pg: &PgType) -> Option<[(&'static str, u32); 4]> {
+    if pg.category == 'A' {
+        return Some(ARRAY_IO);
+    }
+    io_functions(pg.oid)
+}

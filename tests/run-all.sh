@@ -42,7 +42,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 VENV=$CACHE/venv
-if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb, pyodbc, sqlalchemy, pandas, pymysql' 2>/dev/null; then
+if [ ! -x "$VENV/bin/pytest" ] || ! "$VENV/bin/python" -c 'import psycopg, psycopg2, asyncpg, duckdb, pyodbc, sqlalchemy, pandas, pymysql, polars, connectorx, adbc_driver_postgresql, pyarrow' 2>/dev/null; then
   step "creating the Python test environment in $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip

@@ -180,6 +180,54 @@ fn text_list(items: &[&str]) -> ScalarValue {
     ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
 }
 
+fn text_list_type_of() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+/// The elements of a one-dimensional array literal as PostgreSQL writes it
+/// (`{a,"b c",NULL,"x\"y"}`); None when it is not one.
+pub(crate) fn array_literal(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if inner.trim().is_empty() {
+        return Some(items);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut item = String::new();
+        let quoted = chars.next_if_eq(&'"').is_some();
+        if quoted {
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => item.push(chars.next()?),
+                    c => item.push(c),
+                }
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                if c == '\\' {
+                    item.push(chars.next()?);
+                } else if c == '{' || c == '"' {
+                    return None;
+                } else {
+                    item.push(c);
+                }
+            }
+            item = item.trim_end().to_string();
+        }
+        let null = !quoted && item.eq_ignore_ascii_case("NULL");
+        items.push((!null).then_some(item));
+        match chars.next() {
+            None => return Some(items),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 /// Register every catalog function in `ctx`.
 pub fn register(ctx: &SessionContext, semantics: &Semantics) {
     let data = Arc::new(FunctionData::new(semantics));
@@ -341,6 +389,31 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
             }
             let name = a.first().and_then(text).unwrap_or_default();
             ScalarValue::Int64(type_oid_by_name(&name).map(i64::from))
+        }),
+        (
+            "kp_text_array",
+            any(1),
+            text_list_type.clone(),
+            |_, a| match a.first().and_then(text) {
+                Some(literal) => match array_literal(&literal) {
+                    Some(items) => {
+                        let values: Vec<ScalarValue> =
+                            items.into_iter().map(ScalarValue::Utf8).collect();
+                        ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
+                    }
+                    None => {
+                        ScalarValue::try_from(&text_list_type_of()).unwrap_or(ScalarValue::Null)
+                    }
+                },
+                None => ScalarValue::try_from(&text_list_type_of()).unwrap_or(ScalarValue::Null),
+            },
+        ),
+        ("kp_regproc_oid", any(1), DataType::Int64, |_, a| {
+            let name = a.first().and_then(text);
+            ScalarValue::Int64(
+                name.and_then(|n| crate::types::regproc_oid(&n))
+                    .map(i64::from),
+            )
         }),
         ("kp_expandarray", any(1), expandarray_type(), |_, a| {
             expandarray(a.first())
@@ -674,6 +747,27 @@ mod tests {
 
     fn s(v: &str) -> ScalarValue {
         ScalarValue::Utf8(Some(v.to_string()))
+    }
+
+    #[test]
+    fn array_literals_as_postgresql_writes_them() {
+        let some = |v: &str| Some(v.to_string());
+        assert_eq!(array_literal("{r,v}"), Some(vec![some("r"), some("v")]));
+        assert_eq!(
+            array_literal(r#"{ a , "b c",NULL,"NULL","x\"y",z\,w}"#),
+            Some(vec![
+                some("a"),
+                some("b c"),
+                None,
+                some("NULL"),
+                some("x\"y"),
+                some("z,w")
+            ])
+        );
+        assert_eq!(array_literal("{}"), Some(vec![]));
+        assert_eq!(array_literal("r,v"), None);
+        assert_eq!(array_literal("{{1,2}}"), None);
+        assert_eq!(array_literal("{\"open}"), None);
     }
 
     #[test]

@@ -160,6 +160,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_regproc_columns_are_those_of_postgres() {
+        let mut found: Vec<&str> = RELATIONS
+            .split([' ', '\t', '\n'])
+            .filter_map(|c| c.strip_suffix(":regproc"))
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        assert_eq!(found, crate::sql::compat::REGPROC_COLUMNS);
+    }
+
+    #[test]
     fn every_postgres_catalog_relation_is_described() {
         let shapes = shapes().unwrap();
         assert_eq!(shapes.len(), 208);

@@ -261,6 +261,7 @@ fn pg_type() -> CatalogTable {
     );
     for pg in types::ALL {
         let internal = internal_type_name(pg.oid);
+        let io = types::io_functions_of(pg);
         let elem = types::ALL
             .iter()
             .find(|e| e.array_oid == pg.oid)
@@ -280,10 +281,10 @@ fn pg_type() -> CatalogTable {
             i8v(0),
             i8v(elem),
             i8v(i64::from(pg.array_oid)),
-            tv(format!("{internal}in")),
-            tv(format!("{internal}out")),
-            tv(format!("{internal}recv")),
-            tv(format!("{internal}send")),
+            tv(io.map_or("-", |f| f[0].0)),
+            tv(io.map_or("-", |f| f[1].0)),
+            tv(io.map_or("-", |f| f[2].0)),
+            tv(io.map_or("-", |f| f[3].0)),
             tv("i"),
             tv(if pg.len < 0 { "x" } else { "p" }),
             bv(false),

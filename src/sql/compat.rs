@@ -5,7 +5,9 @@
 //! - `OPERATOR(pg_catalog.~)` → `~` (and the other operators psql spells that way);
 //! - `expr COLLATE "C"` → `expr` (collations are not modelled);
 //! - casts to `oid`, `name`, `"char"`, `regtype`, `regproc`, `regnamespace` → the engine's
-//!   types; `'name'::regclass` → the relation's OID;
+//!   types; `'name'::regclass` → the relation's OID; a `regproc` catalog column compared
+//!   with a number or cast to `oid` → the function's OID (`kp_regproc_oid`);
+//! - `x = ANY($1)` → the parameter read as an array literal (`{r,v}`, `kp_text_array`);
 //! - `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`;
 //! - session functions (`current_user`, `session_user`, `current_database()`,
 //!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values;
@@ -162,6 +164,95 @@ impl Compat<'_, '_> {
     }
 }
 
+/// The `regproc` columns of PostgreSQL 15's catalogs (the catalog's test checks them
+/// against `pg_relations.tsv`). They hold function names; compared with a number or
+/// cast to `oid` they are the function's OID, as in PostgreSQL.
+pub const REGPROC_COLUMNS: &[&str] = &[
+    "aggcombinefn",
+    "aggdeserialfn",
+    "aggfinalfn",
+    "aggfnoid",
+    "aggmfinalfn",
+    "aggminvtransfn",
+    "aggmtransfn",
+    "aggserialfn",
+    "aggtransfn",
+    "amhandler",
+    "amproc",
+    "conproc",
+    "oprcode",
+    "oprjoin",
+    "oprrest",
+    "prosupport",
+    "prsend",
+    "prsheadline",
+    "prslextype",
+    "prsstart",
+    "prstoken",
+    "rngcanonical",
+    "rngsubdiff",
+    "tmplinit",
+    "tmpllexize",
+    "trffromsql",
+    "trftosql",
+    "typanalyze",
+    "typinput",
+    "typmodin",
+    "typmodout",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typsubscript",
+];
+
+fn is_regproc_column(expr: &Expr) -> bool {
+    let ident = match expr {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(i) => i,
+            None => return false,
+        },
+        _ => return false,
+    };
+    REGPROC_COLUMNS.contains(&ident.value.to_lowercase().as_str())
+}
+
+fn is_number(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::Nested(inner) => is_number(inner),
+        Expr::UnaryOp { expr, .. } => is_number(expr),
+        _ => false,
+    }
+}
+
+/// `typreceive != 0` → `kp_regproc_oid(typreceive) != 0`.
+fn regproc_compared_with_oid(expr: &mut Expr) {
+    let Expr::BinaryOp { left, op, right } = expr else {
+        return;
+    };
+    if !matches!(
+        op,
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::Gt
+            | BinaryOperator::LtEq
+            | BinaryOperator::GtEq
+    ) {
+        return;
+    }
+    let wrap = |column: &mut Box<Expr>| {
+        let taken = std::mem::replace(column.as_mut(), Expr::Value(Value::Null.into()));
+        **column = Expr::Function(call("kp_regproc_oid", vec![taken]));
+    };
+    if is_regproc_column(left) && is_number(right) {
+        wrap(left);
+    } else if is_regproc_column(right) && is_number(left) {
+        wrap(right);
+    }
+}
+
 fn custom_type_name(data_type: &DataType) -> Option<String> {
     match data_type {
         DataType::Regclass => Some("regclass".into()),
@@ -306,6 +397,14 @@ impl VisitorMut for Compat<'_, '_> {
                         *op = plain;
                     }
                 }
+                regproc_compared_with_oid(expr);
+            }
+            Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } if matches!(right.as_ref(), Expr::Value(v) if matches!(v.value, Value::Placeholder(_))) =>
+            {
+                // `x = ANY($1)`: the parameter is an array literal sent as text
+                // (`{r,v}`), as drivers send it without a declared type.
+                let taken = std::mem::replace(right.as_mut(), Expr::Value(Value::Null.into()));
+                **right = Expr::Function(call("kp_text_array", vec![taken]));
             }
             Expr::CompoundFieldAccess { root, access_chain }
                 if matches!(
@@ -366,7 +465,11 @@ impl VisitorMut for Compat<'_, '_> {
                 let Some(name) = custom_type_name(data_type) else {
                     return ControlFlow::Continue(());
                 };
-                if name == "regproc" {
+                if name == "oid" && is_regproc_column(inner) {
+                    // `typreceive::oid` is the function's OID, as in PostgreSQL.
+                    let column = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
+                    *expr = Expr::Function(call("kp_regproc_oid", vec![column]));
+                } else if name == "regproc" {
                     let taken = std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()));
                     *expr = taken;
                 } else if name == "regtype" || name == "regclass" {
@@ -496,6 +599,16 @@ mod tests {
         assert_eq!(
             rewrite("SELECT pg_catalog.format_type(1, 2) AS t"),
             "SELECT format_type(1, 2) AS t"
+        );
+    }
+
+    #[test]
+    fn regproc_columns_compare_with_oids() {
+        assert_eq!(
+            rewrite(
+                "SELECT oid FROM pg_type WHERE (typreceive != 0 OR 0 <> t.typsend) AND typreceive::TEXT != 'array_recv' AND typinput::oid > 0"
+            ),
+            "SELECT oid FROM pg_type WHERE (kp_regproc_oid(typreceive) <> 0 OR 0 <> kp_regproc_oid(t.typsend)) AND typreceive::TEXT <> 'array_recv' AND kp_regproc_oid(typinput) > 0"
         );
     }
 

@@ -6,7 +6,12 @@
 //!   as in PostgreSQL 10 and later.
 //! * In FROM, a function the engine has no table function for is a one-row relation
 //!   whose single column is named after the alias (`FROM string_to_array(s, ',') AS p`);
-//!   `generate_subscripts` there returns its subscripts.
+//!   `generate_subscripts` there returns its subscripts. `UNNEST(a) AS u` names its one
+//!   column `u`.
+//! * `FROM t CROSS JOIN UNNEST(t.a) AS u` (and `FROM t, UNNEST(t.a) AS u`), where the
+//!   function reads the table before it (PostgreSQL's implicit LATERAL), becomes
+//!   `FROM (SELECT t.*, UNNEST(t.a) AS u FROM t) AS t`: one row per element, as the
+//!   engine runs it in a select list.
 
 use std::ops::ControlFlow;
 
@@ -144,8 +149,171 @@ fn rewrite_projections(body: &mut SetExpr) {
     }
 }
 
+/// The name `UNNEST(...) AS u [(c)]` gives its one column.
+fn unnest_column(factor: &TableFactor) -> Option<Ident> {
+    let TableFactor::UNNEST {
+        alias: Some(alias),
+        array_exprs,
+        with_offset: false,
+        with_ordinality: false,
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    if array_exprs.len() != 1 || alias.columns.len() > 1 {
+        return None;
+    }
+    Some(
+        alias
+            .columns
+            .first()
+            .map_or_else(|| alias.name.clone(), |c| c.name.clone()),
+    )
+}
+
+/// Whether `node` names a column qualified by `alias` (`alias.column`).
+fn mentions<N: datafusion::sql::sqlparser::ast::Visit>(node: &N, alias: &str) -> bool {
+    let outcome = datafusion::sql::sqlparser::ast::visit_expressions(node, |x| {
+        if let Expr::CompoundIdentifier(parts) = x
+            && parts.len() >= 2
+            && parts[parts.len() - 2].value.eq_ignore_ascii_case(alias)
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    outcome.is_break()
+}
+
+/// Whether `expr` reads columns, each unqualified or qualified by `alias`.
+fn reads_columns_of(expr: &Expr, alias: &str) -> bool {
+    let mut reads = false;
+    let outcome = datafusion::sql::sqlparser::ast::visit_expressions(expr, |x| {
+        match x {
+            Expr::Identifier(_) => reads = true,
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                if !parts[0].value.eq_ignore_ascii_case(alias) {
+                    return ControlFlow::Break(());
+                }
+                reads = true;
+            }
+            Expr::CompoundIdentifier(_) => return ControlFlow::Break(()),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
+    reads && outcome.is_continue()
+}
+
+/// `t CROSS JOIN UNNEST(t.a) AS u` → `(SELECT t.*, UNNEST(t.a) AS u FROM t) AS t`, when
+/// the array reads `t` and the select names no `u.column` (`u` no longer exists after).
+fn lateral_unnest(
+    relation: &mut TableFactor,
+    unnest: &TableFactor,
+    select: &datafusion::sql::sqlparser::ast::Select,
+) -> bool {
+    let Some(column) = unnest_column(unnest) else {
+        return false;
+    };
+    let TableFactor::UNNEST {
+        alias: Some(unnest_alias),
+        array_exprs,
+        ..
+    } = unnest
+    else {
+        return false;
+    };
+    let own = match relation {
+        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
+            a.name.clone()
+        }
+        TableFactor::Table {
+            name, alias: None, ..
+        } => match name.0.last().and_then(ObjectNamePart::as_ident) {
+            Some(i) => i.clone(),
+            None => return false,
+        },
+        _ => return false,
+    };
+    let array = &array_exprs[0];
+    if !reads_columns_of(array, &own.value) || mentions(select, &unnest_alias.name.value) {
+        return false;
+    }
+    let sql = format!("SELECT {own}.*, UNNEST({array}) AS {column} FROM {relation}");
+    let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, &sql) else {
+        return false;
+    };
+    let Some(Statement::Query(subquery)) = statements.pop() else {
+        return false;
+    };
+    *relation = TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(TableAlias {
+            explicit: true,
+            name: own,
+            columns: Vec::new(),
+            at: None,
+        }),
+        sample: None,
+    };
+    true
+}
+
+/// Apply [`lateral_unnest`] to each FROM item of a select.
+fn rewrite_lateral_unnests(body: &mut SetExpr) {
+    let SetExpr::Select(select) = body else {
+        return;
+    };
+    let original = select.as_ref().clone();
+    for from in &mut select.from {
+        if let Some(first) = from.joins.first()
+            && matches!(
+                first.join_operator,
+                datafusion::sql::sqlparser::ast::JoinOperator::CrossJoin(
+                    datafusion::sql::sqlparser::ast::JoinConstraint::None
+                )
+            )
+        {
+            let unnest = first.relation.clone();
+            if lateral_unnest(&mut from.relation, &unnest, &original) {
+                from.joins.remove(0);
+            }
+        }
+    }
+    let mut i = 1;
+    while i < select.from.len() {
+        let (before, after) = select.from.split_at_mut(i);
+        let previous = &mut before[i - 1];
+        let current = &after[0];
+        if previous.joins.is_empty()
+            && current.joins.is_empty()
+            && lateral_unnest(&mut previous.relation, &current.relation, &original)
+        {
+            select.from.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// A function in FROM that the engine has no table function for → a derived table.
 fn rewrite_from_function(factor: &mut TableFactor) {
+    if let Some(column) = unnest_column(factor)
+        && let TableFactor::UNNEST {
+            alias: Some(alias), ..
+        } = factor
+        && alias.columns.is_empty()
+    {
+        alias
+            .columns
+            .push(datafusion::sql::sqlparser::ast::TableAliasColumnDef {
+                name: column,
+                data_type: None,
+            });
+        return;
+    }
     let TableFactor::Table {
         name,
         alias,
@@ -217,6 +385,7 @@ impl VisitorMut for SetReturning {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        rewrite_lateral_unnests(query.body.as_mut());
         rewrite_projections(query.body.as_mut());
         ControlFlow::Continue(())
     }
@@ -252,6 +421,27 @@ mod tests {
         assert_eq!(
             rewritten("SELECT (information_schema._pg_expandarray(i.indkey)).n FROM i"),
             "SELECT unnest(generate_series(1, cardinality(i.indkey))) FROM i"
+        );
+    }
+
+    #[test]
+    fn an_unnest_over_the_table_before_it_is_a_select_list_unnest() {
+        assert_eq!(
+            rewritten("SELECT k FROM t CROSS JOIN UNNEST(t.keys) AS k JOIN c ON c.n = k"),
+            "SELECT k FROM (SELECT t.*, UNNEST(t.keys) AS k FROM t) AS t JOIN c ON c.n = k"
+        );
+        assert_eq!(
+            rewritten("SELECT k FROM pg_catalog.t AS con CROSS JOIN UNNEST(keys) AS k"),
+            "SELECT k FROM (SELECT con.*, UNNEST(keys) AS k FROM pg_catalog.t AS con) AS con"
+        );
+        assert_eq!(
+            rewritten("SELECT x.k FROM pg_catalog.t AS con, UNNEST(con.keys) AS x(k)"),
+            "SELECT x.k FROM pg_catalog.t AS con, UNNEST(con.keys) AS x (k)",
+            "a qualified reference to the unnest keeps it where it is"
+        );
+        assert_eq!(
+            rewritten("SELECT u FROM UNNEST(ARRAY[1, 2]) AS u"),
+            "SELECT u FROM UNNEST(ARRAY[1, 2]) AS u (u)"
         );
     }
 
