@@ -266,6 +266,16 @@ fn rewrite_lateral_unnests(body: &mut SetExpr) {
     let SetExpr::Select(select) = body else {
         return;
     };
+    // Most selects have no UNNEST in FROM: only those pay for the copy below.
+    let candidate = select.from.iter().enumerate().any(|(i, from)| {
+        from.joins
+            .first()
+            .is_some_and(|j| matches!(j.relation, TableFactor::UNNEST { .. }))
+            || (i > 0 && matches!(from.relation, TableFactor::UNNEST { .. }))
+    });
+    if !candidate {
+        return;
+    }
     let original = select.as_ref().clone();
     for from in &mut select.from {
         if let Some(first) = from.joins.first()

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from conftest import BIN, DATA, ROOT, Kpitables, free_port
+from test_copy import copy_bytes
 from test_ground_truth import CASES, LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal
 from test_grain import GROUPING_CASES, JOIN_CASES, LITERAL_CASES, WRAPPER_CASES
 from test_metric_kinds import CASES as KIND_CASES
@@ -224,14 +225,6 @@ def test_types_arrive_as_postgres_types(wh, kp):
         "AND o.order_date = DATE '2024-11-11' GROUP BY s.store_name, o.order_date ORDER BY 1 LIMIT 1"
     )
     assert_rows_equal([row], expected)
-
-
-def copy_bytes(conn, sql):
-    out = bytearray()
-    with conn.cursor().copy(sql) as copy:
-        for block in copy:
-            out += block
-    return bytes(out)
 
 
 COPY_OPTIONS = ["", "(FORMAT csv, HEADER)", "(FORMAT csv, DELIMITER ';', NULL 'NULL', FORCE_QUOTE ({force}))",
