@@ -1,4 +1,5 @@
-//! Parse + semantic rewrite + logical planning of typical metric queries (no execution).
+//! Parse + semantic rewrite + logical planning of typical metric queries (no execution),
+//! and the cost of each stage of a statement with and without the plan cache.
 //!
 //! Run: `cargo bench --bench rewrite` (needs the demo data: `kpitables demo`).
 
@@ -11,6 +12,7 @@ use kpitables::session::Session;
 use kpitables::sql::compat::SessionFacts;
 
 const QUERIES: &[(&str, &str)] = &[
+    ("select_1", "SELECT 1"),
     ("total", "SELECT revenue FROM sales"),
     (
         "by_region",
@@ -81,13 +83,60 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let statement = kpitables::sql::parse(sql).expect("parse").remove(0);
                 runtime
-                    .block_on(engine.plan(statement, &facts))
+                    .block_on(engine.plan_uncached(statement, &facts))
                     .expect("plan")
             })
         });
     }
     group.finish();
+
+    // What each stage of one statement costs, and what the plan cache spares: a hit
+    // costs the parse and the lookup; every execution still builds a physical plan
+    // (from the kept optimized plan when the statement has no parameters).
+    let mut group = c.benchmark_group("stages");
+    for (name, sql) in QUERIES.iter().filter(|(n, _)| STAGED.contains(n)) {
+        let statement = kpitables::sql::parse(sql).expect("parse").remove(0);
+        let plan = runtime
+            .block_on(engine.plan_uncached(statement.clone(), &facts))
+            .expect("plan");
+        group.bench_function(format!("{name}/parse"), |b| {
+            b.iter(|| kpitables::sql::parse(sql).expect("parse"))
+        });
+        group.bench_function(format!("{name}/rewrite_and_plan"), |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(engine.plan_uncached(statement.clone(), &facts))
+                    .expect("plan")
+            })
+        });
+        group.bench_function(format!("{name}/cache_hit"), |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(engine.plan(statement.clone(), &facts))
+                    .expect("plan")
+            })
+        });
+        group.bench_function(format!("{name}/optimize"), |b| {
+            b.iter(|| engine.optimize(&plan).expect("optimize"))
+        });
+        group.bench_function(format!("{name}/physical_plan_from_kept"), |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(engine.physical_plan(&plan, Vec::new()))
+                    .expect("physical plan")
+            })
+        });
+    }
+    group.finish();
 }
+
+/// The queries whose stages are measured one by one.
+const STAGED: &[&str] = &[
+    "by_region",
+    "month_filter",
+    "superset_virtual_dataset",
+    "select_1",
+];
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

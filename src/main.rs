@@ -292,6 +292,7 @@ async fn serve(config: Config) -> Result<()> {
             kpitables::serving::Options {
                 connections: Some(Arc::clone(&connections)),
                 query_memory: config.limits.query_memory_bytes,
+                plan_cache_entries: Some(config.limits.plan_cache_entries),
             },
         )
         .await?,

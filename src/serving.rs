@@ -68,6 +68,8 @@ pub struct Options {
     pub connections: Option<Arc<Connections>>,
     /// Memory one query may use on the embedded engine.
     pub query_memory: Option<usize>,
+    /// Plans each engine keeps (`None`: the default).
+    pub plan_cache_entries: Option<usize>,
 }
 
 /// `engine` with the history, audit trail, sessions and limits of the server, and every
@@ -83,6 +85,9 @@ fn prepare(
         .with_history(Arc::clone(history))
         .with_audit(Arc::clone(audit))
         .with_query_memory(options.query_memory);
+    if let Some(entries) = options.plan_cache_entries {
+        engine = engine.with_plan_cache(entries);
+    }
     if let Some(connections) = &options.connections {
         engine = engine.with_connections(Arc::clone(connections));
     }

@@ -67,6 +67,7 @@ pub struct Telemetry {
     errors: Family<SqlstateLabels, Counter>,
     denied: Counter,
     planning_seconds: Histogram,
+    plan_cache: Family<OutcomeLabels, Counter>,
     reloads: Family<OutcomeLabels, Counter>,
     model: Family<VersionLabels, Gauge>,
     sessions: Family<StateLabels, Gauge>,
@@ -133,6 +134,12 @@ impl Telemetry {
             "Time to rewrite and plan a statement",
             planning_seconds.clone(),
         );
+        let plan_cache = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "kpitables_plan_cache_lookups",
+            "Statements planned, by what the plan cache did (hit, miss: planned and kept, uncacheable)",
+            plan_cache.clone(),
+        );
         let reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "kpitables_model_reloads",
@@ -171,6 +178,7 @@ impl Telemetry {
             errors,
             denied,
             planning_seconds,
+            plan_cache,
             reloads,
             model,
             sessions,
@@ -227,6 +235,15 @@ impl Telemetry {
     /// A statement was rewritten and planned in `duration`.
     pub fn planned(&self, duration: Duration) {
         self.planning_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// What the plan cache did for a statement.
+    pub fn plan_cache(&self, outcome: crate::engine::plan_cache::CacheUse) {
+        self.plan_cache
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.outcome().to_string(),
+            })
+            .inc();
     }
 
     /// A model load: `version` when it is served now, or a failure.

@@ -28,6 +28,7 @@ pub(super) const VARIABLES: &[&str] = &[
     "KPITABLES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
     "KPITABLES_QUERY_MEMORY",
     "KPITABLES_SHUTDOWN_GRACE",
+    "KPITABLES_PLAN_CACHE_ENTRIES",
 ];
 
 pub(super) fn apply(raw: &mut RawConfig, vars: &dyn Fn(&str) -> Option<String>) -> Result<()> {
@@ -88,6 +89,7 @@ pub(super) fn apply(raw: &mut RawConfig, vars: &dyn Fn(&str) -> Option<String>) 
                 raw.limits.query_memory = Some(setting);
             }
             "KPITABLES_SHUTDOWN_GRACE" => raw.limits.shutdown_grace = Some(duration()?),
+            "KPITABLES_PLAN_CACHE_ENTRIES" => raw.limits.plan_cache_entries = Some(number()?),
             _ => {}
         }
     }

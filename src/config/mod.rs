@@ -108,6 +108,8 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, how long running statements may go on before their sessions
     /// are ended (57P01).
     pub shutdown_grace: Duration,
+    /// Plans kept per model version by the plan cache (0: none).
+    pub plan_cache_entries: usize,
 }
 
 impl Default for Limits {
@@ -121,6 +123,7 @@ impl Default for Limits {
             idle_in_transaction_session_timeout: None,
             query_memory_bytes: Some(4 << 30),
             shutdown_grace: Duration::from_secs(30),
+            plan_cache_entries: crate::engine::plan_cache::DEFAULT_ENTRIES,
         }
     }
 }
@@ -200,6 +203,7 @@ struct RawLimits {
     idle_in_transaction_session_timeout: Option<values::Setting>,
     query_memory: Option<values::Setting>,
     shutdown_grace: Option<values::Setting>,
+    plan_cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,6 +381,9 @@ fn limits(raw: RawLimits, origin: &str) -> Result<Limits> {
             Some(defaults.shutdown_grace),
         )?
         .unwrap_or_default(),
+        plan_cache_entries: raw
+            .plan_cache_entries
+            .unwrap_or(defaults.plan_cache_entries),
     })
 }
 

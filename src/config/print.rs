@@ -96,6 +96,7 @@ pub fn render(config: &Config) -> String {
         .map_or_else(|| "0".to_string(), |b| quoted(&format!("{}MB", b >> 20)));
     let _ = writeln!(out, "query_memory = {memory}");
     let _ = writeln!(out, "shutdown_grace = {}", duration(Some(l.shutdown_grace)));
+    let _ = writeln!(out, "plan_cache_entries = {}", l.plan_cache_entries);
     for user in &config.users {
         let _ = writeln!(
             out,

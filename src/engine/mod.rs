@@ -29,6 +29,7 @@ use datafusion_federation::FederatedQueryPlanner;
 use datafusion_federation::sql::VirtualExecutionPlan;
 
 mod column_types;
+pub mod plan_cache;
 mod row_by_row;
 mod statement_errors;
 
@@ -44,7 +45,8 @@ use crate::model;
 use crate::model::history::History;
 use crate::rewrite::{self, RewriteContext, RewriteReport};
 use crate::sources;
-use crate::sql::compat::{self, SessionFacts};
+use crate::sql::compat::{self, SessionFacts, SessionRead};
+use plan_cache::{CacheUse, PlanCache};
 
 /// A statement planned and ready to execute (possibly many times, with parameters).
 #[derive(Debug, Clone)]
@@ -64,6 +66,15 @@ pub struct QueryPlan {
     pub generation: u64,
     /// The statement as the client sent it, to plan again on a reloaded model.
     pub statement: Option<Box<Statement>>,
+    /// The session facts the compatibility rules wrote into the statement (a cached plan
+    /// serves another session only when they hold for it).
+    pub session_reads: Vec<SessionRead>,
+    /// Why the plan may not be cached, when it may not.
+    pub uncacheable: Option<&'static str>,
+    /// The optimized plan, once executed without parameters, when optimizing again would
+    /// give the same plan (no function whose value depends on the time of execution).
+    /// Shared by every copy of the plan (and so by every hit of the plan cache).
+    optimized: Arc<std::sync::OnceLock<LogicalPlan>>,
 }
 
 /// Field metadata key for the OID of the view a result column comes from.
@@ -121,6 +132,8 @@ pub struct Engine {
     connections: Option<Arc<crate::activity::Connections>>,
     /// Memory one query may use (embedded execution).
     query_memory: Option<usize>,
+    /// Plans of this engine's statements (see [`plan_cache`]).
+    plans: PlanCache,
 }
 
 /// The generation of the next engine opened.
@@ -316,7 +329,19 @@ impl Engine {
             warehouses: registered.warehouses,
             connections: None,
             query_memory: None,
+            plans: PlanCache::new(plan_cache::DEFAULT_ENTRIES),
         })
+    }
+
+    /// Keep up to `entries` plans (0: plan every statement anew).
+    pub fn with_plan_cache(mut self, entries: usize) -> Engine {
+        self.plans = PlanCache::new(entries);
+        self
+    }
+
+    /// Plans kept in the plan cache.
+    pub fn cached_plans(&self) -> usize {
+        self.plans.len()
     }
 
     /// Show `audit` in `kp.audit` to the users whose rules allow it (scopes prepared
@@ -429,11 +454,54 @@ impl Engine {
                 ),
             });
         }
-        Ok(Arc::new(fresh))
+        Ok(fresh)
     }
 
-    /// Compat rules, semantic rewrite and planning of one query statement.
-    pub async fn plan(&self, statement: Statement, facts: &SessionFacts<'_>) -> Result<QueryPlan> {
+    /// Compat rules, semantic rewrite and planning of one query statement, or the plan
+    /// the plan cache kept for it.
+    pub async fn plan(
+        &self,
+        statement: Statement,
+        facts: &SessionFacts<'_>,
+    ) -> Result<Arc<QueryPlan>> {
+        Ok(self.plan_and_tell(statement, facts).await?.0)
+    }
+
+    /// [`Engine::plan`], also telling what the plan cache did.
+    pub async fn plan_and_tell(
+        &self,
+        statement: Statement,
+        facts: &SessionFacts<'_>,
+    ) -> Result<(Arc<QueryPlan>, CacheUse)> {
+        let telemetry = crate::telemetry::global();
+        let over_temp_tables = facts.temp_tables.is_some();
+        if !over_temp_tables && let Some(plan) = self.plans.get(facts.session, &statement) {
+            telemetry.plan_cache(CacheUse::Hit);
+            return Ok((plan, CacheUse::Hit));
+        }
+        let plan = Arc::new(self.plan_uncached(statement, facts).await?);
+        let cache_use = match plan.uncacheable {
+            Some(why) => CacheUse::Uncacheable(why),
+            None if over_temp_tables => CacheUse::Uncacheable("the session has temporary tables"),
+            None if !self.plans.enabled() => CacheUse::Uncacheable("plan_cache_entries = 0"),
+            None => {
+                if let Some(statement) = &plan.statement {
+                    self.plans.put(facts.session, statement, Arc::clone(&plan));
+                }
+                CacheUse::Miss
+            }
+        };
+        telemetry.plan_cache(cache_use);
+        Ok((plan, cache_use))
+    }
+
+    /// Compat rules, semantic rewrite and planning of one query statement, without the
+    /// plan cache (what a miss costs).
+    pub async fn plan_uncached(
+        &self,
+        statement: Statement,
+        facts: &SessionFacts<'_>,
+    ) -> Result<QueryPlan> {
         let original = Box::new(statement.clone());
         let started = std::time::Instant::now();
         let planned = self.plan_statement(statement, facts).await;
@@ -449,7 +517,7 @@ impl Engine {
         mut statement: Statement,
         facts: &SessionFacts<'_>,
     ) -> Result<QueryPlan> {
-        compat::apply(&mut statement, facts);
+        let session_reads = compat::apply(&mut statement, facts);
         compat::check_supported(&statement)?;
         let temp_names: HashSet<String> = facts
             .temp_tables
@@ -481,17 +549,22 @@ impl Engine {
                 &overlay
             }
         };
-        match plan_statement(ctx, statement.clone(), &cx).await {
+        let mut plan = match plan_statement(ctx, statement.clone(), &cx).await {
             Err(e) if row_by_row::applies_to(&e) && !row_by_row::reads_view(&statement, &cx) => {
-                row_by_row::plan(ctx, &statement, &cx)
-                    .await
-                    .map_err(|fallback| {
-                        tracing::debug!(error = %fallback, "row-by-row answer failed");
-                        e
-                    })
+                let mut plan =
+                    row_by_row::plan(ctx, &statement, &cx)
+                        .await
+                        .map_err(|fallback| {
+                            tracing::debug!(error = %fallback, "row-by-row answer failed");
+                            e
+                        })?;
+                plan.uncacheable = Some("answered row by row while planning");
+                plan
             }
-            other => other,
-        }
+            other => other?,
+        };
+        plan.session_reads = session_reads;
+        Ok(plan)
     }
 
     /// Execute a plan with parameter values for `$1..$n`.
@@ -510,13 +583,17 @@ impl Engine {
         plan: &QueryPlan,
         params: Vec<ScalarValue>,
     ) -> Result<(SendableRecordBatchStream, Vec<(String, String)>)> {
-        let logical = if params.is_empty() {
-            plan.plan.clone()
-        } else {
-            plan.plan.clone().with_param_values(params)?
-        };
-        let frame = self.ctx.execute_logical_plan(logical).await?;
-        let physical = frame.create_physical_plan().await?;
+        if params.is_empty()
+            && let Some(batch) = constant_row(&plan.plan)?
+        {
+            // `SELECT 1` and the like: no optimizer, no physical plan.
+            let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                batch.schema(),
+                futures::stream::iter([Ok(batch)]),
+            );
+            return Ok((Box::pin(stream), Vec::new()));
+        }
+        let physical = self.physical_plan(plan, params).await?;
         let pushed = if self.has_warehouse {
             pushed_down(&physical)
         } else {
@@ -524,6 +601,42 @@ impl Engine {
         };
         let stream = datafusion::physical_plan::execute_stream(physical, self.task_context()?)?;
         Ok((catch_panics(stream), pushed))
+    }
+
+    /// The optimized logical plan of `plan` (what the optimizer does at each execution
+    /// the plan cache cannot spare).
+    pub fn optimize(&self, plan: &QueryPlan) -> Result<LogicalPlan> {
+        Ok(self.ctx.state().optimize(&plan.plan)?)
+    }
+
+    /// The physical plan of `plan` with `params` in place: optimized once and kept with
+    /// the plan when it has no parameters and optimizing again would give the same plan;
+    /// optimized with the values in place otherwise (so they reach the warehouse
+    /// statement and the file pruning).
+    pub async fn physical_plan(
+        &self,
+        plan: &QueryPlan,
+        params: Vec<ScalarValue>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let state = self.ctx.state();
+        if !(params.is_empty() && plan.placeholders_free()) {
+            let logical = plan.plan.clone().with_param_values(params)?;
+            return Ok(state.create_physical_plan(&logical).await?);
+        }
+        let optimized = match plan.optimized.get() {
+            Some(optimized) => optimized.clone(),
+            None => {
+                let optimized = state.optimize(&plan.plan)?;
+                if reoptimizes_the_same(&plan.plan) {
+                    let _ = plan.optimized.set(optimized.clone());
+                }
+                optimized
+            }
+        };
+        Ok(state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await?)
     }
 
     /// The context a query runs in: with a memory pool of its own when the server limits
@@ -548,8 +661,9 @@ impl Engine {
 
     /// The lines of `EXPLAIN`: the semantic rewrite, the optimized plan, and the exact
     /// SQL statement each warehouse source would receive.
-    pub async fn explain(&self, plan: &QueryPlan) -> Result<Vec<String>> {
-        let mut lines = vec!["Semantic rewrite (SQL over base tables):".to_string()];
+    pub async fn explain(&self, plan: &QueryPlan, cache_use: CacheUse) -> Result<Vec<String>> {
+        let mut lines = vec![cache_use.describe()];
+        lines.push("Semantic rewrite (SQL over base tables):".to_string());
         lines.extend(plan.rewritten_sql.lines().map(|l| format!("  {l}")));
         let optimized = self.ctx.state().optimize(&plan.plan)?;
         lines.push("Optimized plan:".to_string());
@@ -688,5 +802,82 @@ async fn plan_statement(
         origins,
         generation: 0,
         statement: None,
+        session_reads: Vec::new(),
+        uncacheable: None,
+        optimized: Arc::default(),
     })
+}
+
+impl QueryPlan {
+    /// Whether the plan has no `$n` placeholder.
+    fn placeholders_free(&self) -> bool {
+        self.param_types.is_empty()
+    }
+}
+
+/// Whether optimizing `plan`'s analyzed form again would give the same plan: no function
+/// whose value depends on when it runs (`now()`, `current_date`, `random()` are folded or
+/// evaluated by the optimizer at each execution).
+fn reoptimizes_the_same(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    let mut same = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    same = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(if same {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    same
+}
+
+/// The one row of a plan that only projects constants over no table (`SELECT 1`,
+/// `SELECT 'x' AS a, NULL`), computed without the optimizer and the physical planner.
+fn constant_row(
+    plan: &LogicalPlan,
+) -> Result<Option<datafusion::arrow::record_batch::RecordBatch>> {
+    use datafusion::logical_expr::{Expr, Projection};
+    let LogicalPlan::Projection(Projection {
+        expr,
+        input,
+        schema,
+        ..
+    }) = plan
+    else {
+        return Ok(None);
+    };
+    if !matches!(input.as_ref(), LogicalPlan::EmptyRelation(e) if e.produce_one_row) {
+        return Ok(None);
+    }
+    let mut columns = Vec::with_capacity(expr.len());
+    for (e, field) in expr.iter().zip(schema.fields()) {
+        let e = match e {
+            Expr::Alias(alias) => alias.expr.as_ref(),
+            other => other,
+        };
+        let Expr::Literal(value, _) = e else {
+            return Ok(None);
+        };
+        let array = value.to_array_of_size(1)?;
+        if array.data_type() != field.data_type() {
+            return Ok(None);
+        }
+        columns.push(array);
+    }
+    let schema = Arc::new(schema.as_arrow().clone());
+    datafusion::arrow::record_batch::RecordBatch::try_new(schema, columns)
+        .map(Some)
+        .map_err(|e| Error::Engine(e.to_string()))
 }

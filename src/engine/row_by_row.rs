@@ -409,6 +409,9 @@ pub async fn plan(
         generation: 0,
         statement: None,
         origins: Vec::new(),
+        session_reads: Vec::new(),
+        uncacheable: Some("answered row by row while planning"),
+        optimized: Arc::default(),
     })
 }
 

@@ -41,13 +41,39 @@ pub struct SessionFacts<'a> {
     pub temp_tables: Option<std::sync::Arc<dyn datafusion::catalog::SchemaProvider>>,
 }
 
-/// Apply every compatibility rule to `statement`.
-pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) {
+/// A session fact a compatibility rule put into a statement as a value: a plan built
+/// with it is right for another session only if that session has the same value (the
+/// user and the database are part of the plan cache's key; these are the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRead {
+    /// `pg_backend_pid()`.
+    Pid(i32),
+    /// `current_setting(name)` and its value (`None`: no such setting).
+    Setting(String, Option<String>),
+}
+
+impl SessionRead {
+    /// Whether `session` has the value this read found.
+    pub fn holds(&self, session: &Session) -> bool {
+        match self {
+            SessionRead::Pid(pid) => session.pid == *pid,
+            SessionRead::Setting(name, value) => session.get(name).ok() == *value,
+        }
+    }
+}
+
+/// Apply every compatibility rule to `statement`; returns the session facts the rules
+/// wrote into it.
+pub fn apply(statement: &mut Statement, facts: &SessionFacts<'_>) -> Vec<SessionRead> {
     let _ = statement.visit(&mut super::naming::Naming);
     let _ = statement.visit(&mut super::set_returning::SetReturning);
     let _ = statement.visit(&mut super::literals::Literals);
-    let mut v = Compat { facts };
+    let mut v = Compat {
+        facts,
+        reads: Vec::new(),
+    };
     let _ = statement.visit(&mut v);
+    v.reads
 }
 
 /// After [`apply`]: a clear error for a form the rules could not bring into one the engine
@@ -83,6 +109,7 @@ pub fn check_supported(statement: &Statement) -> crate::error::Result<()> {
 
 struct Compat<'a, 'b> {
     facts: &'a SessionFacts<'b>,
+    reads: Vec<SessionRead>,
 }
 
 fn string(s: impl Into<String>) -> Expr {
@@ -140,7 +167,7 @@ fn no_args(f: &Function) -> bool {
 }
 
 impl Compat<'_, '_> {
-    fn session_function(&self, f: &Function) -> Option<Expr> {
+    fn session_function(&mut self, f: &Function) -> Option<Expr> {
         let name = last_name(&f.name);
         let session = self.facts.session;
         match name.as_str() {
@@ -151,12 +178,18 @@ impl Compat<'_, '_> {
                 Some(string(self.facts.database))
             }
             "current_schema" if no_args(f) => Some(string("public")),
-            "pg_backend_pid" if no_args(f) => Some(number(i64::from(session.pid))),
+            "pg_backend_pid" if no_args(f) => {
+                self.reads.push(SessionRead::Pid(session.pid));
+                Some(number(i64::from(session.pid)))
+            }
             "current_setting" => {
                 let setting = first_string_arg(f)?;
-                Some(match session.get(&setting) {
-                    Ok(v) => string(v),
-                    Err(_) => Expr::Value(Value::Null.into()),
+                let value = session.get(&setting).ok();
+                self.reads
+                    .push(SessionRead::Setting(setting, value.clone()));
+                Some(match value {
+                    Some(v) => string(v),
+                    None => Expr::Value(Value::Null.into()),
                 })
             }
             _ => None,

@@ -108,7 +108,7 @@ fn connection<C: ClientInfo>(client: &C) -> Option<Arc<Connection>> {
 fn statement_text(prepared: &Prepared) -> String {
     match prepared {
         Prepared::Query(plan)
-        | Prepared::Explain(plan)
+        | Prepared::Explain { plan, .. }
         | Prepared::Declare { plan, .. }
         | Prepared::TempWrite { plan, .. } => plan
             .statement
@@ -318,7 +318,7 @@ impl QueryParser for Parser {
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
         Ok(match stmt {
             Prepared::Query(plan)
-            | Prepared::Explain(plan)
+            | Prepared::Explain { plan, .. }
             | Prepared::Declare { plan, .. }
             | Prepared::TempWrite { plan, .. }
             | Prepared::CopyOut { plan, .. } => (0..plan.param_types.len())

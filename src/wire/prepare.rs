@@ -10,6 +10,7 @@ use pgwire::api::ClientInfo;
 use super::objects;
 
 use super::objects::SessionObjects;
+use crate::engine::plan_cache::CacheUse;
 use crate::engine::{Engine, QueryPlan};
 use crate::error::{Error, Result};
 use crate::session::Session;
@@ -22,7 +23,12 @@ pub enum Prepared {
     /// A query, planned.
     Query(Arc<QueryPlan>),
     /// EXPLAIN of a query.
-    Explain(Arc<QueryPlan>),
+    Explain {
+        /// The query, planned.
+        plan: Arc<QueryPlan>,
+        /// What the plan cache did for it.
+        cache: CacheUse,
+    },
     /// DECLARE of a cursor over a planned query.
     Declare {
         /// Cursor name.
@@ -89,9 +95,7 @@ pub(super) async fn prepare(
         temp_tables: objects.temp.provider()?,
     };
     Ok(match command {
-        Command::Query(statement) => {
-            Prepared::Query(Arc::new(engine.plan(*statement, &facts).await?))
-        }
+        Command::Query(statement) => Prepared::Query(engine.plan(*statement, &facts).await?),
         Command::CopyOut(copy) => {
             let crate::sql::CopyOut { query, options } = *copy;
             let plan = engine.plan(*query, &facts).await?;
@@ -106,17 +110,15 @@ pub(super) async fn prepare(
                     )));
                 }
             }
-            Prepared::CopyOut {
-                plan: Arc::new(plan),
-                options,
-            }
+            Prepared::CopyOut { plan, options }
         }
         Command::Explain(statement) => {
-            Prepared::Explain(Arc::new(engine.plan(*statement, &facts).await?))
+            let (plan, cache) = engine.plan_and_tell(*statement, &facts).await?;
+            Prepared::Explain { plan, cache }
         }
         Command::Declare { name, query, hold } => Prepared::Declare {
             name,
-            plan: Arc::new(engine.plan(*query, &facts).await?),
+            plan: engine.plan(*query, &facts).await?,
             hold,
         },
         Command::Fetch {
@@ -130,7 +132,7 @@ pub(super) async fn prepare(
         },
         Command::Execute { name, params } => {
             let statement = bind_parameters(objects.prepared(&name)?, &name, &params)?;
-            Prepared::Query(Arc::new(engine.plan(statement, &facts).await?))
+            Prepared::Query(engine.plan(statement, &facts).await?)
         }
         Command::Prepare { name, query } => {
             // Planned now so that a bad query fails at PREPARE, as in PostgreSQL;
@@ -146,14 +148,14 @@ pub(super) async fn prepare(
             if !objects.temp.contains(name) {
                 return Err(Error::ReadOnly("INSERT".into()));
             }
-            let plan = Arc::new(engine.plan((**source).clone(), &facts).await?);
+            let plan = engine.plan((**source).clone(), &facts).await?;
             Prepared::TempWrite { command, plan }
         }
         Command::CreateTemp {
             query: Some(ref query),
             ..
         } => {
-            let plan = Arc::new(engine.plan((**query).clone(), &facts).await?);
+            let plan = engine.plan((**query).clone(), &facts).await?;
             Prepared::TempWrite { command, plan }
         }
         other => Prepared::Command(other),

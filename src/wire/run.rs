@@ -56,7 +56,7 @@ pub(super) fn text_rows(fields: Vec<FieldInfo>, rows: Vec<Vec<Option<String>>>) 
 pub(super) fn result_fields(prepared: &Prepared, format: &Format) -> Vec<FieldInfo> {
     match prepared {
         Prepared::Query(plan) => encode::fields(&plan.schema(), format),
-        Prepared::Explain(_) => text_fields(&["QUERY PLAN"], format),
+        Prepared::Explain { .. } => text_fields(&["QUERY PLAN"], format),
         Prepared::Declare { .. } | Prepared::TempWrite { .. } | Prepared::CopyOut { .. } => {
             Vec::new()
         }
@@ -110,10 +110,10 @@ impl Handler {
                     super::copy::Copied::Failed(info) => Response::Error(info),
                 })
             }
-            Prepared::Explain(plan) => {
+            Prepared::Explain { plan, cache } => {
                 let engine = self.served.engine();
                 let plan = &current(&engine, client, session, plan).await?;
-                let lines = engine.explain(plan).await?;
+                let lines = engine.explain(plan, *cache).await?;
                 Ok(text_rows(
                     text_fields(&["QUERY PLAN"], format),
                     lines.into_iter().map(|l| vec![Some(l)]).collect(),

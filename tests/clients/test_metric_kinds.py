@@ -102,6 +102,14 @@ CASES = [
             WHERE cur.p BETWEEN DATE '2024-03-01' AND DATE '2024-03-10' ORDER BY 1""",
     ),
     (
+        "same day last year across February 29: the earlier year's days are read, 2024-02-29 has none",
+        "SELECT order_date, revenue, revenue_yoy_growth FROM sales_trends WHERE order_date BETWEEN '2024-02-27' AND '2024-03-01' ORDER BY 1",
+        f"""WITH d AS ({per_period('day')})
+            SELECT cur.p, cur.r, {growth('cur.r', 'prev.r')}
+            FROM d cur LEFT JOIN d prev ON prev.p + INTERVAL '1 year' = cur.p
+            WHERE cur.p BETWEEN DATE '2024-02-27' AND DATE '2024-03-01' ORDER BY 1""",
+    ),
+    (
         "previous ISO week, with the grain written as date_trunc",
         "SELECT date_trunc('week', order_date) AS week, revenue_growth FROM sales_trends WHERE order_date >= '2024-01-01' AND order_date < '2024-04-01' GROUP BY 1 ORDER BY 1",
         f"""WITH w AS ({per_period('week')})

@@ -15,6 +15,7 @@
 //! [`translate`]. The SQL text is assembled only from model identifiers and expressions
 //! printed from their syntax trees, then parsed back.
 
+mod bounds;
 mod combine;
 mod row_count;
 pub mod translate;
@@ -260,7 +261,13 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             }
             Transform::Shift { time, interval } => {
                 let shift = Some((time.as_str(), interval.as_str()));
-                let (grain, filters) = spec.translate_for(semantics, shift, fact)?;
+                let (grain, mut filters) = spec.translate_for(semantics, shift, fact)?;
+                // The exact condition is on the shifted time; this range on the column
+                // itself lets the engine or the warehouse read only the earlier periods.
+                filters.extend(
+                    bounds::Bounds::of(&spec.view_filters, time)
+                        .for_shift(semantics, fact, time, interval)?,
+                );
                 let mut part =
                     grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
                 part.primary = false;

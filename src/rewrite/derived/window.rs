@@ -16,7 +16,8 @@ use crate::model::{Aggregation, TimeGrain, Window};
 /// A cumulative metric: each period of the grain (`b`, the periods the filters select)
 /// joined with the rows of its window (`r`, pre-aggregated per value of the time
 /// dimension; filters on the time dimension do not apply to it, so a window reaches
-/// back before the first period shown):
+/// back before the first period shown; a range implied by them, wide enough for every
+/// period's window, does, see `bounds`):
 /// ```sql
 /// SELECT b.__g.., <aggregate of r.__v> AS __m<j>
 /// FROM (SELECT <grain> FROM .. WHERE <filters> GROUP BY <grain>) AS b
@@ -74,12 +75,18 @@ pub(super) fn window_part(
         .enumerate()
         .filter(|(i, _)| *i != index)
         .collect();
-    let row_filters: Vec<InnerExpr> = spec
+    let mut row_filters: Vec<InnerExpr> = spec
         .filters
         .iter()
         .filter(|f| !on_time(f))
         .cloned()
         .collect();
+    // Time filters do not apply to the window's rows, but no period asked reads a row
+    // outside this range: reading only it spares the rest of the history.
+    row_filters.extend(
+        super::bounds::Bounds::of(&spec.view_filters, time)
+            .for_window(semantics, fact, time, window, grain)?,
+    );
     let mut needed: BTreeSet<String> = others
         .iter()
         .map(|(_, e)| *e)
