@@ -2,9 +2,11 @@
 """End-to-end: the same metric questions asked of kpitables (over the wire, embedded
 DataFusion) and hand-written for DuckDB on the same Parquet/CSV files.
 
-Prints the median of each over N runs and the ratio kpitables / DuckDB.
+Prints the median of each over N runs and the ratio kpitables / DuckDB, for the demo
+(retail, 1.6 M order lines) and for TPC-H at scale factor 1 (6 M line items, the model in
+semantic/tpch; the files are generated with `tpchgen-cli` from PyPI when missing).
 
-    python3 benches/e2e_duckdb.py [--runs 7] [--bin target/release/kpitables]
+    python3 benches/e2e_duckdb.py [--runs 7] [--bin target/release/kpitables] [--no-tpch]
 
 Needs the demo data (`kpitables demo`) and the Python packages of tests/clients.
 """
@@ -99,6 +101,63 @@ QUERIES = [
 ]
 
 
+TPCH = ROOT / "data" / "tpch-sf1"
+TPCH_TABLES = ["lineitem", "orders", "customer", "nation", "region"]
+LOC = "lineitem l JOIN orders o ON l.l_orderkey = o.o_orderkey"
+LOCNR = (f"{LOC} JOIN customer c ON o.o_custkey = c.c_custkey "
+         "JOIN nation n ON c.c_nationkey = n.n_nationkey JOIN region r ON n.n_regionkey = r.r_regionkey")
+REV = "l.l_extendedprice * (1 - l.l_discount)"
+TPCH_QUERIES = [
+    (
+        "TPC-H Q1: pricing summary",
+        "SELECT return_flag, line_status, quantity, base_price, revenue, avg_discount, line_items "
+        "FROM lineitems WHERE ship_date <= '1998-09-02' ORDER BY 1, 2",
+        "SELECT l_returnflag, l_linestatus, SUM(l_quantity), SUM(l_extendedprice), "
+        "SUM(l_extendedprice * (1 - l_discount)), AVG(l_discount), COUNT(l_orderkey) "
+        "FROM lineitem WHERE l_shipdate <= DATE '1998-09-02' GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "TPC-H Q5-like: revenue by nation, Asia 1994",
+        "SELECT nation, revenue FROM lineitems WHERE region = 'ASIA' "
+        "AND order_date >= '1994-01-01' AND order_date < '1995-01-01' ORDER BY revenue DESC",
+        f"SELECT n.n_name, SUM({REV}) AS r FROM {LOCNR} WHERE r.r_name = 'ASIA' "
+        "AND o.o_orderdate >= DATE '1994-01-01' AND o.o_orderdate < DATE '1995-01-01' GROUP BY 1 ORDER BY r DESC",
+    ),
+    (
+        "TPC-H: revenue by ship mode, priority",
+        "SELECT ship_mode, order_priority, revenue FROM lineitems "
+        "WHERE ship_date >= '1994-01-01' AND ship_date < '1995-01-01' ORDER BY 1, 2",
+        f"SELECT l.l_shipmode, o.o_orderpriority, SUM({REV}) FROM {LOC} "
+        "WHERE l.l_shipdate >= DATE '1994-01-01' AND l.l_shipdate < DATE '1995-01-01' GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "TPC-H: orders by month, priority, 1995",
+        "SELECT order_date__month, order_priority, orders FROM tpch_orders "
+        "WHERE order_date >= '1995-01-01' AND order_date < '1996-01-01' ORDER BY 1, 2",
+        "SELECT date_trunc('month', o_orderdate), o_orderpriority, COUNT(o_orderkey) FROM orders "
+        "WHERE o_orderdate >= DATE '1995-01-01' AND o_orderdate < DATE '1996-01-01' GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "TPC-H: revenue growth by month, 1996",
+        "SELECT order_date__month, revenue, revenue_growth FROM lineitems "
+        "WHERE order_date >= '1996-01-01' AND order_date < '1997-01-01' ORDER BY 1",
+        f"WITH m AS (SELECT date_trunc('month', o.o_orderdate) AS p, SUM({REV}) AS r FROM {LOC} "
+        "WHERE o.o_orderdate >= DATE '1995-12-01' AND o.o_orderdate < DATE '1997-01-01' GROUP BY 1) "
+        "SELECT cur.p, cur.r, (cur.r - prev.r) / prev.r FROM m cur LEFT JOIN m prev "
+        "ON prev.p = cur.p - INTERVAL '1 month' WHERE cur.p >= DATE '1996-01-01' ORDER BY 1",
+    ),
+    (
+        "TPC-H: trailing 28-day revenue, March 1997",
+        "SELECT order_date, revenue_trailing_28d FROM lineitems "
+        "WHERE order_date BETWEEN '1997-03-01' AND '1997-03-31' ORDER BY 1",
+        f"SELECT o.o_orderdate, SUM(SUM({REV})) OVER (ORDER BY o.o_orderdate "
+        "RANGE BETWEEN INTERVAL '27 days' PRECEDING AND CURRENT ROW) "
+        f"FROM {LOC} WHERE o.o_orderdate BETWEEN DATE '1997-02-02' AND DATE '1997-03-31' "
+        "GROUP BY 1 ORDER BY 1 OFFSET 27",
+    ),
+]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,10 +174,53 @@ def median_seconds(fn, runs):
     return statistics.median(times)
 
 
+def serve(binary, model=None):
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", *(["--model", str(model)] if model else [])],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(1200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.25)
+    conn = psycopg.connect(f"host=127.0.0.1 port={port} user=analyst password=analyst dbname=kpitables", autocommit=True)
+    return server, conn
+
+
+def same_answer(name, ours, truth):
+    """The same rows (numbers to 9 significant digits: the engines sum floats in another
+    order)."""
+    def norm(rows):
+        out = []
+        for row in rows:
+            out.append(tuple(f"{float(v):.9g}" if isinstance(v, (int, float)) or type(v).__name__ == "Decimal" else str(v)
+                             for v in row))
+        return sorted(out)
+    a, b = norm(ours), norm(truth)
+    assert a == b, f"{name}: different answers\n{a[:3]}\n{b[:3]}"
+
+
+def compare(conn, duck, queries, runs):
+    print(f"{'query':44} {'kpitables ms':>13} {'duckdb ms':>10} {'ratio':>7}")
+    ratios = []
+    for name, ours, truth in queries:
+        same_answer(name, conn.execute(ours).fetchall(), duck.execute(truth).fetchall())
+        kp = median_seconds(lambda: conn.execute(ours).fetchall(), runs)
+        dk = median_seconds(lambda: duck.execute(truth).fetchall(), runs)
+        ratios.append(kp / dk)
+        print(f"{name:44} {kp * 1000:13.1f} {dk * 1000:10.1f} {kp / dk:7.2f}")
+    print(f"geometric mean ratio kpitables/duckdb: {statistics.geometric_mean(ratios):.2f}")
+    return ratios
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--bin", default=os.environ.get("KPITABLES_BIN", str(ROOT / "target" / "release" / "kpitables")))
+    parser.add_argument("--no-tpch", action="store_true", help="only the demo questions")
     args = parser.parse_args()
     if not (DATA / "_SUCCESS").exists():
         sys.exit("no demo data: run `kpitables demo` first")
@@ -127,35 +229,31 @@ def main():
     for name in ["order_lines", "orders", "stores", "products"]:
         duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
     duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
-
-    port = free_port()
-    server = subprocess.Popen(
-        [args.bin, "serve", "--listen", f"127.0.0.1:{port}"], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    print(f"binary: {args.bin}; runs per query: {args.runs}; DuckDB {duckdb.__version__} (threads: default)\n")
+    print("demo (semantic/demo)")
+    server, conn = serve(args.bin)
     try:
-        for _ in range(1200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.25)
-        conn = psycopg.connect(f"host=127.0.0.1 port={port} user=analyst password=analyst dbname=kpitables", autocommit=True)
-        print(f"binary: {args.bin}; runs per query: {args.runs}; DuckDB {duckdb.__version__} (threads: default)")
-        print(f"{'query':34} {'kpitables ms':>13} {'duckdb ms':>10} {'ratio':>7}")
-        ratios = []
-        for name, ours, truth in QUERIES:
-            a = sorted(map(str, conn.execute(ours).fetchall()))
-            b = sorted(map(str, duck.execute(truth).fetchall()))
-            assert len(a) == len(b), f"{name}: different answers"
-            kp = median_seconds(lambda: conn.execute(ours).fetchall(), args.runs)
-            dk = median_seconds(lambda: duck.execute(truth).fetchall(), args.runs)
-            ratios.append(kp / dk)
-            print(f"{name:34} {kp * 1000:13.1f} {dk * 1000:10.1f} {kp / dk:7.2f}")
-        print(f"geometric mean ratio kpitables/duckdb: {statistics.geometric_mean(ratios):.2f}")
+        ratios = compare(conn, duck, QUERIES, args.runs)
     finally:
         server.terminate()
         server.wait()
+    if args.no_tpch:
+        return
+    if not all((TPCH / f"{t}.parquet").exists() for t in TPCH_TABLES):
+        subprocess.run([os.path.join(os.path.dirname(sys.executable), "tpchgen-cli"), "parquet", "-s", "1",
+                        f"--tables={','.join(TPCH_TABLES)}", f"--output-dir={TPCH}"], check=True)
+    tpch = duckdb.connect()
+    for name in TPCH_TABLES:
+        tpch.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{TPCH / (name + '.parquet')}')")
+    print("\nTPC-H scale factor 1 (semantic/tpch)")
+    server, conn = serve(args.bin, ROOT / "semantic" / "tpch")
+    try:
+        ratios += compare(conn, tpch, TPCH_QUERIES, args.runs)
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"\ngeometric mean over both: {statistics.geometric_mean(ratios):.2f}; "
+          f"worst: {max(ratios):.2f}")
 
 
 if __name__ == "__main__":

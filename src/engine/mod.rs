@@ -593,13 +593,16 @@ impl Engine {
             );
             return Ok((Box::pin(stream), Vec::new()));
         }
-        let physical = self.physical_plan(plan, params).await?;
+        // One copy of the session state (its function registries) per execution.
+        let state = self.ctx.state();
+        let physical = self.physical_plan_in(&state, plan, params).await?;
         let pushed = if self.has_warehouse {
             pushed_down(&physical)
         } else {
             Vec::new()
         };
-        let stream = datafusion::physical_plan::execute_stream(physical, self.task_context()?)?;
+        let stream =
+            datafusion::physical_plan::execute_stream(physical, self.task_context(&state)?)?;
         Ok((catch_panics(stream), pushed))
     }
 
@@ -618,7 +621,15 @@ impl Engine {
         plan: &QueryPlan,
         params: Vec<ScalarValue>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let state = self.ctx.state();
+        self.physical_plan_in(&self.ctx.state(), plan, params).await
+    }
+
+    async fn physical_plan_in(
+        &self,
+        state: &datafusion::execution::SessionState,
+        plan: &QueryPlan,
+        params: Vec<ScalarValue>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if !(params.is_empty() && plan.placeholders_free()) {
             let logical = plan.plan.clone().with_param_values(params)?;
             return Ok(state.create_physical_plan(&logical).await?);
@@ -635,16 +646,19 @@ impl Engine {
         };
         Ok(state
             .query_planner()
-            .create_physical_plan(&optimized, &state)
+            .create_physical_plan(&optimized, state)
             .await?)
     }
 
     /// The context a query runs in: with a memory pool of its own when the server limits
     /// each query's memory (spilling to disk where an operator can; 53200 where it
     /// cannot).
-    fn task_context(&self) -> Result<Arc<datafusion::execution::TaskContext>> {
+    fn task_context(
+        &self,
+        state: &datafusion::execution::SessionState,
+    ) -> Result<Arc<datafusion::execution::TaskContext>> {
         let Some(limit) = self.query_memory else {
-            return Ok(self.ctx.task_ctx());
+            return Ok(Arc::new(datafusion::execution::TaskContext::from(state)));
         };
         let shared = self.ctx.runtime_env();
         let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
@@ -655,7 +669,7 @@ impl Engine {
         builder.object_store_registry = Arc::clone(&shared.object_store_registry);
         let runtime = builder.build_arc()?;
         Ok(Arc::new(
-            datafusion::execution::TaskContext::from(&self.ctx.state()).with_runtime(runtime),
+            datafusion::execution::TaskContext::from(state).with_runtime(runtime),
         ))
     }
 
@@ -867,8 +881,19 @@ fn constant_row(
             Expr::Alias(alias) => alias.expr.as_ref(),
             other => other,
         };
-        let Expr::Literal(value, _) = e else {
-            return Ok(None);
+        // A literal, or a cast of one (the compat rules type integer literals as
+        // PostgreSQL does: `CAST(1 AS INTEGER)`); a cast that fails is left to the engine,
+        // which reports it.
+        let value = match e {
+            Expr::Literal(value, _) => value.clone(),
+            Expr::Cast(cast) => match cast.expr.as_ref() {
+                Expr::Literal(value, _) => match value.cast_to(cast.field.data_type()) {
+                    Ok(value) => value,
+                    Err(_) => return Ok(None),
+                },
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
         };
         let array = value.to_array_of_size(1)?;
         if array.data_type() != field.data_type() {

@@ -131,3 +131,45 @@ def pytest_sessionfinish(session, exitstatus):
     if _SKIPPED and session.exitstatus == 0:
         print(f"\n{len(_SKIPPED)} test(s) skipped, which fails the run: {_SKIPPED}")
         session.exitstatus = 1
+
+
+class LoadedWarehouse:
+    """A warehouse server started by the harness (warehouses.py) with the demo loaded by
+    `kpitables demo --into`, and the model that command wrote for it."""
+
+    def __init__(self, kind, tmp):
+        from warehouses import MariaDB, Postgres
+
+        self.kind = kind
+        self.server = Postgres() if kind == "postgres" else MariaDB()
+        self.env = {"KPITABLES_WAREHOUSE_PASSWORD": self.server.password} if kind == "mariadb" else {}
+        self.model = tmp / "model"
+        try:
+            loaded = subprocess.run(
+                [BIN, "demo", "--out", str(DATA), "--into", self.server.url, "--model-out", str(self.model)],
+                cwd=ROOT, capture_output=True, text=True,
+            )
+            assert loaded.returncode == 0, loaded.stderr
+        except Exception:
+            self.server.close()
+            raise
+
+
+@pytest.fixture(scope="session")
+def warehouses(tmp_path_factory):
+    """`warehouses(kind)`: the PostgreSQL or MariaDB warehouse of this test session, started
+    and loaded once at its first use and shared by every module that reads the demo from
+    a warehouse (test_pushdown, test_federation). A test that stops one starts it again;
+    a test that changes one of its tables changes it back."""
+    started = {}
+
+    def get(kind):
+        if kind not in started:
+            started[kind] = LoadedWarehouse(kind, tmp_path_factory.mktemp(f"{kind}-warehouse"))
+        return started[kind]
+
+    try:
+        yield get
+    finally:
+        for w in started.values():
+            w.server.close()

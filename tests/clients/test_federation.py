@@ -4,58 +4,41 @@ gets its part of the query pushed down; kpitables joins the parts. Answers are c
 with hand-written SQL on the PostgreSQL server, which holds a full copy of the demo."""
 
 import re
-import subprocess
 
 import psycopg
 import pytest
 
-from conftest import BIN, DATA, ROOT, Kpitables
+from conftest import Kpitables
 from test_ground_truth import LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal
-from warehouses import MariaDB, Postgres
 
 FACTS = {"order_lines", "orders"}
 
 
-def load(url, model_out):
-    done = subprocess.run(
-        [BIN, "demo", "--out", str(DATA), "--into", url, "--model-out", str(model_out)],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
-def two(tmp_path_factory):
+def two(tmp_path_factory, warehouses):
+    """A model over the session's two warehouses (each loaded with the whole demo by
+    conftest.warehouses): the facts read from PostgreSQL, the dimensions from MariaDB."""
     tmp = tmp_path_factory.mktemp("federation")
-    pg, maria = Postgres(), None
-    k = None
+    pg, maria = warehouses("postgres"), warehouses("mariadb")
+    model = tmp / "model"
+    model.mkdir()
+    for name in ["dimensions.toml", "metrics.toml", "segments.toml", "views.toml"]:
+        (model / name).write_text((pg.model / name).read_text())
+    pg_source = (pg.model / "sources.toml").read_text().replace('name = "warehouse"', 'name = "pg"')
+    maria_source = (maria.model / "sources.toml").read_text().replace('name = "warehouse"', 'name = "maria"')
+    (model / "sources.toml").write_text(pg_source + "\n" + maria_source)
+    blocks = (pg.model / "tables.toml").read_text().split("[[tables]]")
+    tables = [blocks[0]]
+    for block in blocks[1:]:
+        table = re.search(r'name = "(\w+)"', block).group(1)
+        source = "pg" if table in FACTS else "maria"
+        tables.append(block.replace('source = "warehouse"', f'source = "{source}"'))
+    (model / "tables.toml").write_text("[[tables]]".join(tables))
+    k = Kpitables(tmp / "kpitables.log", ["--model", str(model)], maria.env)
     try:
-        maria = MariaDB()
-        load(pg.url, tmp / "pg-model")
-        load(maria.url, tmp / "maria-model")
-        model = tmp / "model"
-        model.mkdir()
-        for name in ["dimensions.toml", "metrics.toml", "segments.toml", "views.toml"]:
-            (model / name).write_text((tmp / "pg-model" / name).read_text())
-        pg_source = (tmp / "pg-model" / "sources.toml").read_text().replace('name = "warehouse"', 'name = "pg"')
-        maria_source = (tmp / "maria-model" / "sources.toml").read_text().replace('name = "warehouse"', 'name = "maria"')
-        (model / "sources.toml").write_text(pg_source + "\n" + maria_source)
-        blocks = (tmp / "pg-model" / "tables.toml").read_text().split("[[tables]]")
-        tables = [blocks[0]]
-        for block in blocks[1:]:
-            table = re.search(r'name = "(\w+)"', block).group(1)
-            source = "pg" if table in FACTS else "maria"
-            tables.append(block.replace('source = "warehouse"', f'source = "{source}"'))
-        (model / "tables.toml").write_text("[[tables]]".join(tables))
-        k = Kpitables(tmp / "kpitables.log", ["--model", str(model)],
-                      {"KPITABLES_WAREHOUSE_PASSWORD": maria.password})
-        yield pg, k
+        yield pg.server, k
     finally:
-        if k is not None:
-            k.close()
-        if maria is not None:
-            maria.close()
-        pg.close()
+        k.close()
 
 
 def truth(pg, sql):

@@ -1,8 +1,9 @@
 """Step 3: metric queries pushed down to real warehouses.
 
 For each warehouse (a PostgreSQL and a MariaDB server started by the harness, see
-warehouses.py) the demo is loaded with `kpitables demo --into URL --model-out DIR`, and
-kpitables serves that model. Every metric question of the step-1 suite is then asked
+warehouses.py, started and loaded once per test session by conftest.warehouses) the demo
+is loaded with `kpitables demo --into URL --model-out DIR`, and kpitables serves that
+model. Every metric question of the step-1 suite is then asked
 through kpitables and compared with a hand-written SQL query run directly on the same
 server. Other tests read what the warehouse received (its statement log) and check
 failures: the warehouse stopped and started again mid-session, a statement the
@@ -14,7 +15,6 @@ import decimal
 import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -23,14 +23,13 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import BIN, DATA, ROOT, Kpitables, free_port
+from conftest import Kpitables, free_port
 from test_copy import copy_bytes
 from test_ground_truth import CASES, LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal
 from test_grain import GROUPING_CASES, JOIN_CASES, LITERAL_CASES, WRAPPER_CASES
 from test_metric_kinds import CASES as KIND_CASES
 from test_time_zones import CASES as ZONE_CASES
 from test_time_zones import ask, truth_sql, zoned_model
-from warehouses import MariaDB, Postgres
 
 GRAINS = {
     "year": "CAST(DATE_FORMAT({x}, '%Y-01-01') AS DATETIME)",
@@ -56,29 +55,26 @@ def mysql_sql(sql: str) -> str:
 
 
 class Warehouse:
-    """One started warehouse, the demo loaded into it, and kpitables serving it."""
+    """The session's warehouse of one kind (conftest.warehouses: started and loaded once),
+    and kpitables serving it for this module."""
 
-    def __init__(self, kind, tmp):
-        self.kind = kind
-        self.server = Postgres() if kind == "postgres" else MariaDB()
-        try:
-            model = tmp / "model"
-            env = {}
-            if kind == "mariadb":
-                env["KPITABLES_WAREHOUSE_PASSWORD"] = self.server.password
-            self.env = env
-            loaded = subprocess.run(
-                [BIN, "demo", "--out", str(DATA), "--into", self.server.url, "--model-out", str(model)],
-                cwd=ROOT, capture_output=True, text=True,
-            )
-            assert loaded.returncode == 0, loaded.stderr
-            self.model = model
-            self.kp = Kpitables(tmp / "kpitables.log", ["--model", str(model)], env)
-        except Exception:
-            self.server.close()
-            raise
+    def __init__(self, loaded, tmp):
+        self.kind = loaded.kind
+        self.server = loaded.server
+        self.env = loaded.env
+        self.model = loaded.model
+        self.kp = Kpitables(tmp / "kpitables.log", ["--model", str(self.model)], self.env)
+        # Ground truth of the demo tables, which no test changes: a query asked again (the
+        # same wrapper's truth for every BI shape) is answered from the first run.
+        self._truths = {}
 
     def truth(self, sql, params=()):
+        key = (sql, tuple(params))
+        if key not in self._truths:
+            self._truths[key] = self._truth(sql, params)
+        return self._truths[key]
+
+    def _truth(self, sql, params=()):
         if self.kind == "postgres":
             with psycopg.connect(self.server.dsn, autocommit=True, options="-c TimeZone=UTC") as c:
                 return c.execute(sql, params or None).fetchall()
@@ -102,15 +98,12 @@ class Warehouse:
         return self.server.statements()
 
     def close(self):
-        try:
-            self.kp.close()
-        finally:
-            self.server.close()
+        self.kp.close()
 
 
 @pytest.fixture(scope="module", params=["postgres", "mariadb"])
-def wh(request, tmp_path_factory):
-    w = Warehouse(request.param, tmp_path_factory.mktemp(request.param))
+def wh(request, tmp_path_factory, warehouses):
+    w = Warehouse(warehouses(request.param), tmp_path_factory.mktemp(request.param))
     try:
         yield w
     finally:
