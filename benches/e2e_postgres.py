@@ -92,13 +92,18 @@ def pgbouncer(pg_port, work):
         argv = ["pgbouncer", str(ini)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=shop"
+    wait_connectable(dsn)
+    return proc, port, dsn
+
+
+def wait_connectable(dsn):
+    """Readiness wait: until a connection to `dsn` succeeds (at most a minute)."""
     for _ in range(600):
         try:
             psycopg.connect(dsn).close()
-            break
+            return
         except psycopg.OperationalError:
             time.sleep(0.1)
-    return proc, port, dsn
 
 
 def rss_kib(pid):
@@ -190,12 +195,7 @@ def main():
                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                     env={**os.environ, "KPITABLES_MAX_STATEMENTS_PER_USER": "64"})
             dsn = f"host=127.0.0.1 port={port} user=analyst password=analyst dbname=kpitables"
-            for _ in range(600):
-                try:
-                    psycopg.connect(dsn).close()
-                    break
-                except psycopg.OperationalError:
-                    time.sleep(0.1)
+            wait_connectable(dsn)
             return proc, port, dsn
 
         kp, port, ours_dsn = serve()
