@@ -31,9 +31,11 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || need_apt+=(libpostgresql-jdbc-java)
 command -v isql >/dev/null || need_apt+=(unixodbc)
 [ -f /usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so ] || need_apt+=(odbc-postgresql)
-# LibreOffice Calc, its ODBC database driver and its Python bridge (test_libreoffice.py).
+# LibreOffice Calc, its ODBC database driver and its Python bridge (test_libreoffice.py);
+# Base's document format (libdbaxml), to register a data source for Calc's Data > Import.
 command -v soffice >/dev/null || need_apt+=(libreoffice-calc-nogui)
 [ -f /usr/lib/libreoffice/program/libodbclo.so ] || need_apt+=(libreoffice-base-drivers)
+[ -f /usr/lib/libreoffice/program/libdbaxmllo.so ] || need_apt+=(libreoffice-base)
 /usr/bin/python3 -c 'import uno' 2>/dev/null || need_apt+=(python3-uno)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]}"

@@ -11,7 +11,10 @@ pub mod diff;
 pub mod history;
 pub mod lineage;
 pub mod load;
+mod time;
 pub mod validate;
+
+pub use time::{TimeGrain, WeekStart, Window};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -242,85 +245,6 @@ pub enum DimensionKind {
     Time,
 }
 
-/// The first day of a week.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeekStart {
-    /// ISO weeks.
-    #[default]
-    Monday,
-    /// Tuesday.
-    Tuesday,
-    /// Wednesday.
-    Wednesday,
-    /// Thursday.
-    Thursday,
-    /// Friday.
-    Friday,
-    /// Saturday.
-    Saturday,
-    /// Sunday, as in North American calendars.
-    Sunday,
-}
-
-impl WeekStart {
-    /// Days from this week start forward to the next Monday (0 for Monday).
-    pub fn days_to_monday(self) -> u32 {
-        match self {
-            WeekStart::Monday => 0,
-            WeekStart::Tuesday => 6,
-            WeekStart::Wednesday => 5,
-            WeekStart::Thursday => 4,
-            WeekStart::Friday => 3,
-            WeekStart::Saturday => 2,
-            WeekStart::Sunday => 1,
-        }
-    }
-}
-
-/// Time grains of a time dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeGrain {
-    /// Calendar day.
-    Day,
-    /// ISO week, starting Monday.
-    Week,
-    /// Calendar month.
-    Month,
-    /// Calendar quarter.
-    Quarter,
-    /// Calendar year.
-    Year,
-    /// Quarter of the fiscal year (dimensions with `fiscal_year_start_month`).
-    FiscalQuarter,
-    /// Fiscal year.
-    FiscalYear,
-}
-
-impl TimeGrain {
-    /// Every grain, finest first.
-    pub const ALL: [TimeGrain; 5] = [
-        TimeGrain::Day,
-        TimeGrain::Week,
-        TimeGrain::Month,
-        TimeGrain::Quarter,
-        TimeGrain::Year,
-    ];
-
-    /// The name used in `date_trunc` and in `<dimension>__<grain>` columns.
-    pub fn name(self) -> &'static str {
-        match self {
-            TimeGrain::Day => "day",
-            TimeGrain::Week => "week",
-            TimeGrain::Month => "month",
-            TimeGrain::Quarter => "quarter",
-            TimeGrain::Year => "year",
-            TimeGrain::FiscalQuarter => "fiscal_quarter",
-            TimeGrain::FiscalYear => "fiscal_year",
-        }
-    }
-}
-
 /// A governed metric. Its kind follows from the keys it sets (see [`Metric::kind`]):
 /// `agg` (atomic), `base` (derived, period-over-period with `compare`, cumulative with
 /// `window`) or `formula` (composite).
@@ -452,50 +376,6 @@ pub enum Show {
     /// (this − earlier) / earlier; NULL when the earlier value is 0 or missing.
     #[default]
     Growth,
-}
-
-/// The window of a cumulative metric, ending with each period of the query's grain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// From the start of the period (`month_to_date`, `quarter_to_date`, `year_to_date`).
-    ToDate(TimeGrain),
-    /// Since the beginning of the data (running total): `all_time`.
-    AllTime,
-    /// The last `n` days, weeks or months: `"7 days"`, `"4 weeks"`, `"3 months"`.
-    Trailing(u32, TimeGrain),
-}
-
-impl Window {
-    /// Parse a window as written in the model.
-    pub fn parse(text: &str) -> std::result::Result<Window, String> {
-        let text = text.trim();
-        match text {
-            "month_to_date" => return Ok(Window::ToDate(TimeGrain::Month)),
-            "quarter_to_date" => return Ok(Window::ToDate(TimeGrain::Quarter)),
-            "year_to_date" => return Ok(Window::ToDate(TimeGrain::Year)),
-            "week_to_date" => return Ok(Window::ToDate(TimeGrain::Week)),
-            "fiscal_quarter_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalQuarter)),
-            "fiscal_year_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalYear)),
-            "all_time" => return Ok(Window::AllTime),
-            _ => {}
-        }
-        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, all_time, or a trailing window such as \"7 days\", \"4 weeks\" or \"3 months\"";
-        let mut words = text.split_whitespace();
-        let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
-            return Err(usage.to_string());
-        };
-        let n: u32 = n.parse().map_err(|_| usage.to_string())?;
-        if n == 0 || n > 10_000 {
-            return Err("a trailing window has 1 to 10000 units".to_string());
-        }
-        let grain = match unit.trim_end_matches('s') {
-            "day" => TimeGrain::Day,
-            "week" => TimeGrain::Week,
-            "month" => TimeGrain::Month,
-            _ => return Err(usage.to_string()),
-        };
-        Ok(Window::Trailing(n, grain))
-    }
 }
 
 /// Aggregations of atomic metrics.

@@ -149,6 +149,25 @@ CASES = [
             GROUP BY cur.p, cur.r ORDER BY 1""",
     ),
     (
+        "month- and year-to-date by day with the day's month and week beside it: the windows run across them",
+        "SELECT order_date__month, order_date__week, order_date, revenue_mtd, revenue_ytd FROM sales_trends WHERE order_date BETWEEN '2024-02-26' AND '2024-03-05' ORDER BY 3",
+        f"""WITH daily AS ({DAILY})
+            SELECT date_trunc('month', d.day), date_trunc('week', d.day), d.day,
+                   SUM(CASE WHEN x.day >= date_trunc('month', d.day) THEN x.r END),
+                   SUM(x.r)
+            FROM daily d JOIN daily x ON x.day <= d.day AND x.day >= date_trunc('year', d.day)
+            WHERE d.day BETWEEN DATE '2024-02-26' AND DATE '2024-03-05'
+            GROUP BY d.day ORDER BY 3""",
+    ),
+    (
+        "previous period with the month before the day: the period is the finest grain, the day",
+        "SELECT order_date__month, order_date, revenue, revenue_previous_period FROM sales_trends WHERE order_date BETWEEN '2024-02-28' AND '2024-03-02' ORDER BY 2",
+        f"""WITH d AS ({per_period('day')})
+            SELECT date_trunc('month', cur.p), cur.p, cur.r, prev.r
+            FROM d cur LEFT JOIN d prev ON prev.p = cur.p - INTERVAL '1 day'
+            WHERE cur.p BETWEEN DATE '2024-02-28' AND DATE '2024-03-02' ORDER BY 2""",
+    ),
+    (
         "trailing 7 days by region, filtered on channel",
         "SELECT order_date, region, revenue_trailing_7d FROM sales_trends WHERE channel = 'online' AND order_date BETWEEN '2023-12-30' AND '2024-01-02' ORDER BY 1, 2",
         f"""WITH daily AS (SELECT o.order_date AS day, s.region AS g, {REVENUE} AS r FROM {LINES}
@@ -289,6 +308,27 @@ def test_a_period_metric_without_its_time_dimension_is_a_clear_error(conn):
     assert "order_date" in str(err.value)
     assert "order_date__month" in (err.value.diag.message_hint or "")
     # The session keeps working.
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT order_date__week, order_date__month, revenue_ytd FROM sales_trends",
+        "SELECT order_date__month, EXTRACT(dow FROM order_date) AS dow, revenue_trailing_7d FROM sales_trends GROUP BY 1, 2",
+    ],
+)
+def test_a_window_over_periods_split_by_another_grain_is_refused(conn, query):
+    """A week beside a month, or a weekday beside a month, splits the periods a to-date or
+    trailing value accumulates over: no governed number, so 0A000 rather than a window cut
+    at each split."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(query).fetchall()
+    assert err.value.sqlstate == "0A000"
+    assert "splits those periods" in str(err.value)
+    assert "whole periods" in (err.value.diag.message_hint or "")
     assert conn.execute("SELECT 1").fetchone() == (1,)
 
 

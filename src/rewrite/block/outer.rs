@@ -9,14 +9,14 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     DataType as SqlType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Value,
-    VisitorMut, visit_expressions_mut,
+    VisitorMut, visit_expressions, visit_expressions_mut,
 };
 
 use super::{COLLAPSING, counts_rows, function_name, is_aggregate, refs};
 use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result};
 use crate::model::{Compare, Show, TimeGrain};
-use crate::rewrite::derived::{Physical, Transform};
+use crate::rewrite::derived::{Period, Physical, Transform};
 
 /// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
 /// them: one per combination of its dimensions. It becomes the marker aggregate
@@ -205,24 +205,35 @@ impl Outer<'_> {
             }
             Definition::Cumulative { base, time, window } => {
                 let (index, grain) = self.time_grain(name, time)?;
+                let dependent = self.period_labels(name, time, index, grain)?;
                 let windowed = Transform::Window {
                     time: time.clone(),
                     window: *window,
-                    index,
-                    grain,
+                    period: Period {
+                        index,
+                        grain,
+                        dependent,
+                    },
                 };
                 self.metric(base, &windowed)
             }
         }
     }
 
-    /// Where the block's grain has time dimension `time`, and at which grain; an error
-    /// naming `metric` when it has none.
+    /// Where the block's grain has time dimension `time` at its finest grain (the periods
+    /// of a metric computed per period), and that grain; an error naming `metric` when it
+    /// has none.
     fn time_grain(&self, metric: &str, time: &str) -> Result<(usize, TimeGrain)> {
+        let mut finest: Option<(usize, TimeGrain)> = None;
         for (i, g) in self.grain.iter().enumerate() {
-            if let Some(grain) = time_grain_of(g, time, self.view) {
-                return Ok((i, grain));
+            if let Some(grain) = time_grain_of(g, time, self.view)
+                && finest.is_none_or(|(_, f)| grain.rank() < f.rank())
+            {
+                finest = Some((i, grain));
             }
+        }
+        if let Some(found) = finest {
+            return Ok(found);
         }
         Err(Error::unsupported(
             format!(
@@ -233,6 +244,67 @@ impl Outer<'_> {
             )),
         ))
     }
+
+    /// The other grain expressions on time dimension `time` when the periods are the
+    /// grain expression at `index` (grain `grain`): each must be a function of the period
+    /// (a coarser grain the period nests in, or any expression of the day when the
+    /// periods are days), so that a window accumulating over periods runs across it. A
+    /// week beside a month (or `EXTRACT(dow ..)` beside a month) splits periods, and a
+    /// to-date or trailing value per such piece is no governed number: 0A000.
+    fn period_labels(
+        &self,
+        metric: &str,
+        time: &str,
+        index: usize,
+        grain: TimeGrain,
+    ) -> Result<Vec<usize>> {
+        let mut labels = Vec::new();
+        for (i, g) in self.grain.iter().enumerate() {
+            if i == index {
+                continue;
+            }
+            let (on_time, only_time) = time_references(g, time, self.view);
+            if !on_time {
+                continue;
+            }
+            let labels_period = match time_grain_of(g, time, self.view) {
+                Some(other) => grain.nests_in(other),
+                None => grain == TimeGrain::Day && only_time,
+            };
+            if !labels_period {
+                return Err(Error::unsupported(
+                    format!(
+                        "metric \"{metric}\" accumulates per {} of \"{time}\", and this query also groups by {g}, which splits those periods",
+                        grain.name()
+                    ),
+                    Some(format!(
+                        "group by one grain of \"{time}\", or add grains that contain whole periods (a day with its week or month, a month with its quarter or year)"
+                    )),
+                ));
+            }
+            labels.push(i);
+        }
+        Ok(labels)
+    }
+}
+
+/// Whether `expr` reads time dimension `time` (itself or one of its grain columns), and
+/// whether it reads no other column of the view.
+fn time_references(expr: &Expr, time: &str, view: &BoundView) -> (bool, bool) {
+    let (mut on_time, mut only_time) = (false, true);
+    let _ = visit_expressions(expr, |e| {
+        if let Expr::Identifier(id) = e {
+            match view.column(&id.value).map(|c| &c.kind) {
+                Some(ColumnKind::Dimension(d) | ColumnKind::TimeGrain(d, _)) if d == time => {
+                    on_time = true
+                }
+                Some(_) => only_time = false,
+                None => {}
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    (on_time, only_time)
 }
 
 /// The grain at which `expr` (a grain expression of the block) buckets time dimension

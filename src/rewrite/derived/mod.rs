@@ -67,11 +67,22 @@ pub enum Transform {
         time: String,
         /// The window.
         window: Window,
-        /// Position of the time dimension's grain expression in the block's grain.
-        index: usize,
-        /// The grain of that expression.
-        grain: TimeGrain,
+        /// Where the block's grain has the periods.
+        period: Period,
     },
+}
+
+/// The periods of a time dimension in a block's grain, for a metric computed per period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Period {
+    /// Position of the finest grain expression of the time dimension in the block's grain.
+    pub index: usize,
+    /// The grain of that expression.
+    pub grain: TimeGrain,
+    /// Other grain expressions on the time dimension, each a function of the period (a
+    /// coarser grain it nests in, such as the month of a day): they label a period and
+    /// never split a window.
+    pub dependent: Vec<usize>,
 }
 
 /// One metric column `__m<j>` of the derived table: an aggregate metric under a
@@ -276,12 +287,11 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
             Transform::Window {
                 time,
                 window,
-                index,
-                grain,
+                period,
             } => {
                 for &j in js {
                     parts.push(window_part(
-                        spec, semantics, fact, j, defs[j], time, *window, *index, *grain,
+                        spec, semantics, fact, j, defs[j], time, *window, period,
                     )?);
                 }
             }

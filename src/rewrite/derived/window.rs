@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 
 use super::translate::{is_zoned, local_time_sql};
 use super::{
-    DerivedSpec, InnerExpr, Part, aggregate_value, from_clause, interval, truncate_sql,
+    DerivedSpec, InnerExpr, Part, Period, aggregate_value, from_clause, interval, truncate_sql,
     write_filters,
 };
 use crate::bind::{AggregateDef, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{Aggregation, TimeGrain, Window};
+use crate::model::{Aggregation, Window};
 
 /// A cumulative metric: each period of the grain (`b`, the periods the filters select)
 /// joined with the rows of its window (`r`, pre-aggregated per value of the time
@@ -26,6 +26,8 @@ use crate::model::{Aggregation, TimeGrain, Window};
 ///   ON b.__g<k> = r.__g<k> .. AND r.__t < <period end> AND r.__t >= <window start>
 /// GROUP BY b.__g..
 /// ```
+/// `<other grain>` leaves out the grain expressions that depend on the period (the month
+/// of a day): they are in `b` and label the period, and a window runs across them.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn window_part(
     spec: &DerivedSpec<'_>,
@@ -35,9 +37,9 @@ pub(super) fn window_part(
     def: &AggregateDef,
     time: &str,
     window: Window,
-    index: usize,
-    grain: TimeGrain,
+    period: &Period,
 ) -> Result<Part> {
+    let (index, grain) = (period.index, period.grain);
     let dim = semantics
         .dimensions
         .get(time)
@@ -73,7 +75,7 @@ pub(super) fn window_part(
         .grain
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != index)
+        .filter(|(i, _)| *i != index && !period.dependent.contains(i))
         .collect();
     let mut row_filters: Vec<InnerExpr> = spec
         .filters
@@ -138,8 +140,8 @@ pub(super) fn window_part(
     let _ = write!(rows, " GROUP BY {}", keys.join(", "));
 
     // The window of each period.
-    let period = format!("b.\"__g{index}\"");
-    let end = format!("({period} + INTERVAL '{}')", interval(1, grain));
+    let start_of_period = format!("b.\"__g{index}\"");
+    let end = format!("({start_of_period} + INTERVAL '{}')", interval(1, grain));
     let start = match window {
         Window::AllTime => None,
         Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),

@@ -1,0 +1,179 @@
+//! The vocabulary of time in the model: week starts, time grains (and how they nest),
+//! and the windows of cumulative metrics.
+
+use serde::Deserialize;
+
+/// The first day of a week.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeekStart {
+    /// ISO weeks.
+    #[default]
+    Monday,
+    /// Tuesday.
+    Tuesday,
+    /// Wednesday.
+    Wednesday,
+    /// Thursday.
+    Thursday,
+    /// Friday.
+    Friday,
+    /// Saturday.
+    Saturday,
+    /// Sunday, as in North American calendars.
+    Sunday,
+}
+
+impl WeekStart {
+    /// Days from this week start forward to the next Monday (0 for Monday).
+    pub fn days_to_monday(self) -> u32 {
+        match self {
+            WeekStart::Monday => 0,
+            WeekStart::Tuesday => 6,
+            WeekStart::Wednesday => 5,
+            WeekStart::Thursday => 4,
+            WeekStart::Friday => 3,
+            WeekStart::Saturday => 2,
+            WeekStart::Sunday => 1,
+        }
+    }
+}
+
+/// Time grains of a time dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeGrain {
+    /// Calendar day.
+    Day,
+    /// ISO week, starting Monday.
+    Week,
+    /// Calendar month.
+    Month,
+    /// Calendar quarter.
+    Quarter,
+    /// Calendar year.
+    Year,
+    /// Quarter of the fiscal year (dimensions with `fiscal_year_start_month`).
+    FiscalQuarter,
+    /// Fiscal year.
+    FiscalYear,
+}
+
+impl TimeGrain {
+    /// Every grain, finest first.
+    pub const ALL: [TimeGrain; 5] = [
+        TimeGrain::Day,
+        TimeGrain::Week,
+        TimeGrain::Month,
+        TimeGrain::Quarter,
+        TimeGrain::Year,
+    ];
+
+    /// Finer grains first: day, week, month, (fiscal) quarter, (fiscal) year.
+    pub fn rank(self) -> u8 {
+        match self {
+            TimeGrain::Day => 0,
+            TimeGrain::Week => 1,
+            TimeGrain::Month => 2,
+            TimeGrain::Quarter | TimeGrain::FiscalQuarter => 3,
+            TimeGrain::Year | TimeGrain::FiscalYear => 4,
+        }
+    }
+
+    /// Whether each period of this grain lies within one period of `coarser` (a day in
+    /// its month, a month in its quarter and fiscal quarter; a week in no month).
+    /// Calendar quarters are not taken to nest in fiscal periods (they do only for some
+    /// fiscal start months).
+    pub fn nests_in(self, coarser: TimeGrain) -> bool {
+        use TimeGrain::*;
+        self == coarser
+            || matches!(
+                (self, coarser),
+                (Day, _)
+                    | (Month, Quarter | Year | FiscalQuarter | FiscalYear)
+                    | (Quarter, Year)
+                    | (FiscalQuarter, FiscalYear)
+            )
+    }
+
+    /// The name used in `date_trunc` and in `<dimension>__<grain>` columns.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeGrain::Day => "day",
+            TimeGrain::Week => "week",
+            TimeGrain::Month => "month",
+            TimeGrain::Quarter => "quarter",
+            TimeGrain::Year => "year",
+            TimeGrain::FiscalQuarter => "fiscal_quarter",
+            TimeGrain::FiscalYear => "fiscal_year",
+        }
+    }
+}
+
+/// The window of a cumulative metric, ending with each period of the query's grain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// From the start of the period (`month_to_date`, `quarter_to_date`, `year_to_date`).
+    ToDate(TimeGrain),
+    /// Since the beginning of the data (running total): `all_time`.
+    AllTime,
+    /// The last `n` days, weeks or months: `"7 days"`, `"4 weeks"`, `"3 months"`.
+    Trailing(u32, TimeGrain),
+}
+
+impl Window {
+    /// Parse a window as written in the model.
+    pub fn parse(text: &str) -> std::result::Result<Window, String> {
+        let text = text.trim();
+        match text {
+            "month_to_date" => return Ok(Window::ToDate(TimeGrain::Month)),
+            "quarter_to_date" => return Ok(Window::ToDate(TimeGrain::Quarter)),
+            "year_to_date" => return Ok(Window::ToDate(TimeGrain::Year)),
+            "week_to_date" => return Ok(Window::ToDate(TimeGrain::Week)),
+            "fiscal_quarter_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalQuarter)),
+            "fiscal_year_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalYear)),
+            "all_time" => return Ok(Window::AllTime),
+            _ => {}
+        }
+        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, all_time, or a trailing window such as \"7 days\", \"4 weeks\" or \"3 months\"";
+        let mut words = text.split_whitespace();
+        let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+            return Err(usage.to_string());
+        };
+        let n: u32 = n.parse().map_err(|_| usage.to_string())?;
+        if n == 0 || n > 10_000 {
+            return Err("a trailing window has 1 to 10000 units".to_string());
+        }
+        let grain = match unit.trim_end_matches('s') {
+            "day" => TimeGrain::Day,
+            "week" => TimeGrain::Week,
+            "month" => TimeGrain::Month,
+            _ => return Err(usage.to_string()),
+        };
+        Ok(Window::Trailing(n, grain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimeGrain::*;
+
+    #[test]
+    fn days_nest_in_every_grain_and_weeks_in_no_month() {
+        for g in [Day, Week, Month, Quarter, Year, FiscalQuarter, FiscalYear] {
+            assert!(Day.nests_in(g));
+            assert!(g.nests_in(g));
+        }
+        assert!(!Week.nests_in(Month));
+        assert!(!Week.nests_in(Year));
+        assert!(Month.nests_in(Quarter) && Month.nests_in(FiscalYear));
+        assert!(!Quarter.nests_in(FiscalYear));
+        assert!(!Year.nests_in(Quarter));
+        assert!(FiscalQuarter.nests_in(FiscalYear));
+    }
+
+    #[test]
+    fn ranks_order_finer_first() {
+        assert!(Day.rank() < Week.rank() && Week.rank() < Month.rank());
+        assert!(Month.rank() < Quarter.rank() && Quarter.rank() < Year.rank());
+    }
+}
