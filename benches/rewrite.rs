@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kpitables::catalog::Identity;
 use kpitables::engine::Engine;
 use kpitables::session::Session;
-use kpitables::sql::compat::SessionFacts;
+use kpitables::sql::session_values::SessionFacts;
 
 const QUERIES: &[(&str, &str)] = &[
     ("select_1", "SELECT 1"),

@@ -12,7 +12,7 @@ use kpitables::engine::Engine;
 use kpitables::error::Error;
 use kpitables::model::load::{SourceTexts, load_texts};
 use kpitables::session::Session;
-use kpitables::sql::compat::SessionFacts;
+use kpitables::sql::session_values::SessionFacts;
 
 fn issues(files: &[(&str, &str)]) -> Vec<String> {
     let texts = SourceTexts {

@@ -18,22 +18,20 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     SchemaProvider,
 };
-use datafusion::common::ScalarValue;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_federation::FederatedQueryPlanner;
-use datafusion_federation::sql::VirtualExecutionPlan;
 
 mod column_types;
+mod execute;
 pub mod plan_cache;
 mod row_by_row;
 mod statement_errors;
 
 use column_types::infer_types;
+pub use execute::pushed_down;
 use statement_errors::{outer_view_column, with_argument_types};
 
 use crate::access;
@@ -45,7 +43,8 @@ use crate::model;
 use crate::model::history::History;
 use crate::rewrite::{self, RewriteContext, RewriteReport};
 use crate::sources;
-use crate::sql::compat::{self, SessionFacts, SessionRead};
+use crate::sql::compat;
+use crate::sql::session_values::{SessionFacts, SessionRead};
 use plan_cache::{CacheUse, PlanCache};
 
 /// A statement planned and ready to execute (possibly many times, with parameters).
@@ -71,8 +70,10 @@ pub struct QueryPlan {
     pub session_reads: Vec<SessionRead>,
     /// Why the plan may not be cached, when it may not.
     pub uncacheable: Option<&'static str>,
-    /// The optimized plan, once executed without parameters, when optimizing again would
-    /// give the same plan (no function whose value depends on the time of execution).
+    /// Whether optimizing the plan again gives the same plan (no function whose value
+    /// depends on the time of execution), decided once when it is planned.
+    optimizes_once: bool,
+    /// The optimized plan, once executed without parameters, when `optimizes_once`.
     /// Shared by every copy of the plan (and so by every hit of the plan cache).
     optimized: Arc<std::sync::OnceLock<LogicalPlan>>,
 }
@@ -566,196 +567,6 @@ impl Engine {
         plan.session_reads = session_reads;
         Ok(plan)
     }
-
-    /// Execute a plan with parameter values for `$1..$n`.
-    pub async fn execute(
-        &self,
-        plan: &QueryPlan,
-        params: Vec<ScalarValue>,
-    ) -> Result<SendableRecordBatchStream> {
-        Ok(self.execute_reporting(plan, params).await?.0)
-    }
-
-    /// [`Engine::execute`], also returning the statement sent to each warehouse source
-    /// as `(source, SQL)`.
-    pub async fn execute_reporting(
-        &self,
-        plan: &QueryPlan,
-        params: Vec<ScalarValue>,
-    ) -> Result<(SendableRecordBatchStream, Vec<(String, String)>)> {
-        if params.is_empty()
-            && let Some(batch) = constant_row(&plan.plan)?
-        {
-            // `SELECT 1` and the like: no optimizer, no physical plan.
-            let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                batch.schema(),
-                futures::stream::iter([Ok(batch)]),
-            );
-            return Ok((Box::pin(stream), Vec::new()));
-        }
-        // One copy of the session state (its function registries) per execution.
-        let state = self.ctx.state();
-        let physical = self.physical_plan_in(&state, plan, params).await?;
-        let pushed = if self.has_warehouse {
-            pushed_down(&physical)
-        } else {
-            Vec::new()
-        };
-        let stream =
-            datafusion::physical_plan::execute_stream(physical, self.task_context(&state)?)?;
-        Ok((catch_panics(stream), pushed))
-    }
-
-    /// The optimized logical plan of `plan` (what the optimizer does at each execution
-    /// the plan cache cannot spare).
-    pub fn optimize(&self, plan: &QueryPlan) -> Result<LogicalPlan> {
-        Ok(self.ctx.state().optimize(&plan.plan)?)
-    }
-
-    /// The physical plan of `plan` with `params` in place: optimized once and kept with
-    /// the plan when it has no parameters and optimizing again would give the same plan;
-    /// optimized with the values in place otherwise (so they reach the warehouse
-    /// statement and the file pruning).
-    pub async fn physical_plan(
-        &self,
-        plan: &QueryPlan,
-        params: Vec<ScalarValue>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.physical_plan_in(&self.ctx.state(), plan, params).await
-    }
-
-    async fn physical_plan_in(
-        &self,
-        state: &datafusion::execution::SessionState,
-        plan: &QueryPlan,
-        params: Vec<ScalarValue>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !(params.is_empty() && plan.placeholders_free()) {
-            let logical = plan.plan.clone().with_param_values(params)?;
-            return Ok(state.create_physical_plan(&logical).await?);
-        }
-        let optimized = match plan.optimized.get() {
-            Some(optimized) => optimized.clone(),
-            None => {
-                let optimized = state.optimize(&plan.plan)?;
-                if reoptimizes_the_same(&plan.plan) {
-                    let _ = plan.optimized.set(optimized.clone());
-                }
-                optimized
-            }
-        };
-        Ok(state
-            .query_planner()
-            .create_physical_plan(&optimized, state)
-            .await?)
-    }
-
-    /// The context a query runs in: with a memory pool of its own when the server limits
-    /// each query's memory (spilling to disk where an operator can; 53200 where it
-    /// cannot).
-    fn task_context(
-        &self,
-        state: &datafusion::execution::SessionState,
-    ) -> Result<Arc<datafusion::execution::TaskContext>> {
-        let Some(limit) = self.query_memory else {
-            return Ok(Arc::new(datafusion::execution::TaskContext::from(state)));
-        };
-        let shared = self.ctx.runtime_env();
-        let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(
-                datafusion::execution::memory_pool::GreedyMemoryPool::new(limit),
-            ));
-        builder.disk_manager = Some(Arc::clone(&shared.disk_manager));
-        builder.object_store_registry = Arc::clone(&shared.object_store_registry);
-        let runtime = builder.build_arc()?;
-        Ok(Arc::new(
-            datafusion::execution::TaskContext::from(state).with_runtime(runtime),
-        ))
-    }
-
-    /// The lines of `EXPLAIN`: the semantic rewrite, the optimized plan, and the exact
-    /// SQL statement each warehouse source would receive.
-    pub async fn explain(&self, plan: &QueryPlan, cache_use: CacheUse) -> Result<Vec<String>> {
-        let mut lines = vec![cache_use.describe()];
-        lines.push("Semantic rewrite (SQL over base tables):".to_string());
-        lines.extend(plan.rewritten_sql.lines().map(|l| format!("  {l}")));
-        let optimized = self.ctx.state().optimize(&plan.plan)?;
-        lines.push("Optimized plan:".to_string());
-        lines.extend(
-            optimized
-                .display_indent()
-                .to_string()
-                .lines()
-                .map(|l| format!("  {l}")),
-        );
-        if self.has_warehouse {
-            let physical = self.ctx.state().create_physical_plan(&plan.plan).await?;
-            let pushed = pushed_down(&physical);
-            if pushed.is_empty() {
-                lines.push("Pushed down: nothing (the engine answers from its own tables)".into());
-            }
-            for (source, sql) in pushed {
-                lines.push(format!("Sent to source \"{source}\":"));
-                lines.extend(sql.lines().map(|l| format!("  {l}")));
-            }
-        }
-        Ok(lines)
-    }
-}
-
-/// `stream` with a panic while it is polled (in the engine, in Arrow) turned into its last
-/// item, an error: the statement fails, the session goes on.
-fn catch_panics(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
-    use futures::StreamExt;
-    let schema = stream.schema();
-    let caught = std::panic::AssertUnwindSafe(stream)
-        .catch_unwind()
-        .map(|item| match item {
-            Ok(batch) => batch,
-            Err(payload) => Err(datafusion::error::DataFusionError::External(Box::new(
-                Error::from_panic(payload.as_ref()),
-            ))),
-        });
-    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, caught))
-}
-
-/// Each warehouse statement of a physical plan, as `(source, SQL)`, in plan order.
-pub fn pushed_down(plan: &Arc<dyn ExecutionPlan>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Some(remote) = plan.downcast_ref::<VirtualExecutionPlan>() {
-        let line = displayable(plan.as_ref()).one_line().to_string();
-        // The plan node prints the statement after each rewrite stage; the last one is
-        // what the source receives.
-        let sql = [
-            " rewritten_sql_query=",
-            " rewritten_ast_analyzer=",
-            " rewritten_executor_sql=",
-            " rewritten_logical_sql=",
-            " base_sql=",
-        ]
-        .iter()
-        .find_map(|marker| line.rsplit_once(marker).map(|(_, sql)| sql))
-        .map(|sql| cut_at_next_marker(sql).trim().to_string())
-        .unwrap_or(line.clone());
-        out.push((remote.executor().name().to_string(), sql));
-    }
-    for child in plan.children() {
-        out.extend(pushed_down(child));
-    }
-    out
-}
-
-fn cut_at_next_marker(sql: &str) -> &str {
-    [
-        " rewritten_logical_sql=",
-        " rewritten_executor_sql=",
-        " rewritten_ast_analyzer=",
-        " rewritten_sql_query=",
-    ]
-    .iter()
-    .filter_map(|m| sql.find(m))
-    .min()
-    .map_or(sql, |i| &sql[..i])
 }
 
 async fn plan_statement(
@@ -808,6 +619,7 @@ async fn plan_statement(
             param_types[index - 1] = data_type;
         }
     }
+    let optimizes_once = execute::reoptimizes_the_same(&plan);
     Ok(QueryPlan {
         plan,
         rewritten_sql,
@@ -818,91 +630,7 @@ async fn plan_statement(
         statement: None,
         session_reads: Vec::new(),
         uncacheable: None,
+        optimizes_once,
         optimized: Arc::default(),
     })
-}
-
-impl QueryPlan {
-    /// Whether the plan has no `$n` placeholder.
-    fn placeholders_free(&self) -> bool {
-        self.param_types.is_empty()
-    }
-}
-
-/// Whether optimizing `plan`'s analyzed form again would give the same plan: no function
-/// whose value depends on when it runs (`now()`, `current_date`, `random()` are folded or
-/// evaluated by the optimizer at each execution).
-fn reoptimizes_the_same(plan: &LogicalPlan) -> bool {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::{Expr, Volatility};
-    let mut same = true;
-    let _ = plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|expr| {
-            expr.apply(|e| {
-                if let Expr::ScalarFunction(f) = e
-                    && f.func.signature().volatility != Volatility::Immutable
-                {
-                    same = false;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })?;
-        Ok(if same {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    same
-}
-
-/// The one row of a plan that only projects constants over no table (`SELECT 1`,
-/// `SELECT 'x' AS a, NULL`), computed without the optimizer and the physical planner.
-fn constant_row(
-    plan: &LogicalPlan,
-) -> Result<Option<datafusion::arrow::record_batch::RecordBatch>> {
-    use datafusion::logical_expr::{Expr, Projection};
-    let LogicalPlan::Projection(Projection {
-        expr,
-        input,
-        schema,
-        ..
-    }) = plan
-    else {
-        return Ok(None);
-    };
-    if !matches!(input.as_ref(), LogicalPlan::EmptyRelation(e) if e.produce_one_row) {
-        return Ok(None);
-    }
-    let mut columns = Vec::with_capacity(expr.len());
-    for (e, field) in expr.iter().zip(schema.fields()) {
-        let e = match e {
-            Expr::Alias(alias) => alias.expr.as_ref(),
-            other => other,
-        };
-        // A literal, or a cast of one (the compat rules type integer literals as
-        // PostgreSQL does: `CAST(1 AS INTEGER)`); a cast that fails is left to the engine,
-        // which reports it.
-        let value = match e {
-            Expr::Literal(value, _) => value.clone(),
-            Expr::Cast(cast) => match cast.expr.as_ref() {
-                Expr::Literal(value, _) => match value.cast_to(cast.field.data_type()) {
-                    Ok(value) => value,
-                    Err(_) => return Ok(None),
-                },
-                _ => return Ok(None),
-            },
-            _ => return Ok(None),
-        };
-        let array = value.to_array_of_size(1)?;
-        if array.data_type() != field.data_type() {
-            return Ok(None);
-        }
-        columns.push(array);
-    }
-    let schema = Arc::new(schema.as_arrow().clone());
-    datafusion::arrow::record_batch::RecordBatch::try_new(schema, columns)
-        .map(Some)
-        .map_err(|e| Error::Engine(e.to_string()))
 }

@@ -411,6 +411,8 @@ pub async fn plan(
         origins: Vec::new(),
         session_reads: Vec::new(),
         uncacheable: Some("answered row by row while planning"),
+        // A scan of rows computed once: nothing in it depends on the time of execution.
+        optimizes_once: true,
         optimized: Arc::default(),
     })
 }

@@ -10,7 +10,8 @@
 //! - `x = ANY($1)` → the parameter read as an array literal (`{r,v}`, `kp_text_array`);
 //! - `ARRAY(SELECT f(x) FROM unnest(arr) x)` → `array_transform(arr, x -> f(x))`;
 //! - session functions (`current_user`, `session_user`, `current_database()`,
-//!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values;
+//!   `current_schema()`, `current_setting('x')`, `pg_backend_pid()`) → the session's values
+//!   ([`super::session_values`]);
 //! - `LIKE ... ESCAPE` with another character than `\` → a regular expression match;
 //!   `(composite).field` → `get_field`; `FETCH FIRST n ROWS ONLY` → `LIMIT n`; functions
 //!   the engine has under another form (`date(x)`, `age`, `to_regtype`, ...).
@@ -22,45 +23,13 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Query, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut,
+    AccessExpr, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArguments, Query,
+    SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut,
 };
 
 use super::arrays::{array_of_query, array_of_unnest};
+use super::session_values::{SessionFacts, SessionRead, session_value};
 use super::{call, last_name, strip_function_schema};
-use crate::session::Session;
-
-/// Session facts that replace session functions.
-#[derive(Debug, Clone)]
-pub struct SessionFacts<'a> {
-    /// The session.
-    pub session: &'a Session,
-    /// The database name.
-    pub database: &'a str,
-    /// The session's temporary tables, when it has any (see [`crate::temp`]).
-    pub temp_tables: Option<std::sync::Arc<dyn datafusion::catalog::SchemaProvider>>,
-}
-
-/// A session fact a compatibility rule put into a statement as a value: a plan built
-/// with it is right for another session only if that session has the same value (the
-/// user and the database are part of the plan cache's key; these are the rest).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionRead {
-    /// `pg_backend_pid()`.
-    Pid(i32),
-    /// `current_setting(name)` and its value (`None`: no such setting).
-    Setting(String, Option<String>),
-}
-
-impl SessionRead {
-    /// Whether `session` has the value this read found.
-    pub fn holds(&self, session: &Session) -> bool {
-        match self {
-            SessionRead::Pid(pid) => session.pid == *pid,
-            SessionRead::Setting(name, value) => session.get(name).ok() == *value,
-        }
-    }
-}
 
 /// Apply every compatibility rule to `statement`; returns the session facts the rules
 /// wrote into it.
@@ -112,11 +81,11 @@ struct Compat<'a, 'b> {
     reads: Vec<SessionRead>,
 }
 
-fn string(s: impl Into<String>) -> Expr {
+pub(super) fn string(s: impl Into<String>) -> Expr {
     Expr::Value(Value::SingleQuotedString(s.into()).into())
 }
 
-fn number(n: i64) -> Expr {
+pub(super) fn number(n: i64) -> Expr {
     Expr::Value(Value::Number(n.to_string(), false).into())
 }
 
@@ -143,58 +112,6 @@ fn equivalent_function(f: &Function) -> Option<Expr> {
         _ => return None,
     };
     super::parse_expr(&sql)
-}
-
-fn first_string_arg(f: &Function) -> Option<String> {
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    match list.args.first() {
-        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-            Value::SingleQuotedString(s) => Some(s.clone()),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn no_args(f: &Function) -> bool {
-    match &f.args {
-        FunctionArguments::None => true,
-        FunctionArguments::List(l) => l.args.is_empty(),
-        FunctionArguments::Subquery(_) => false,
-    }
-}
-
-impl Compat<'_, '_> {
-    fn session_function(&mut self, f: &Function) -> Option<Expr> {
-        let name = last_name(&f.name);
-        let session = self.facts.session;
-        match name.as_str() {
-            "current_user" | "session_user" | "user" | "current_role" if no_args(f) => {
-                Some(string(&session.user))
-            }
-            "current_database" | "current_catalog" if no_args(f) => {
-                Some(string(self.facts.database))
-            }
-            "current_schema" if no_args(f) => Some(string("public")),
-            "pg_backend_pid" if no_args(f) => {
-                self.reads.push(SessionRead::Pid(session.pid));
-                Some(number(i64::from(session.pid)))
-            }
-            "current_setting" => {
-                let setting = first_string_arg(f)?;
-                let value = session.get(&setting).ok();
-                self.reads
-                    .push(SessionRead::Setting(setting, value.clone()));
-                Some(match value {
-                    Some(v) => string(v),
-                    None => Expr::Value(Value::Null.into()),
-                })
-            }
-            _ => None,
-        }
-    }
 }
 
 /// The `regproc` columns of PostgreSQL 15's catalogs (the catalog's test checks them
@@ -401,7 +318,7 @@ impl VisitorMut for Compat<'_, '_> {
             }
             Expr::Function(f) => {
                 strip_function_schema(&mut f.name);
-                if let Some(value) = self.session_function(f) {
+                if let Some(value) = session_value(f, self.facts, &mut self.reads) {
                     *expr = value;
                 } else if let Some(equivalent) = equivalent_function(f) {
                     *expr = equivalent;
@@ -616,7 +533,8 @@ mod tests {
     use super::*;
 
     fn rewrite(sql: &str) -> String {
-        let session = Session::new("ann", 7, crate::time_zone::TimeZone::default(), &[]);
+        let session =
+            crate::session::Session::new("ann", 7, crate::time_zone::TimeZone::default(), &[]);
         let facts = SessionFacts {
             session: &session,
             database: "kpitables",

@@ -10,6 +10,7 @@ pub mod compat;
 mod copy;
 pub mod literals;
 pub mod naming;
+pub mod session_values;
 pub mod set_returning;
 pub mod subquery;
 

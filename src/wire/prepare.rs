@@ -14,7 +14,7 @@ use crate::engine::plan_cache::CacheUse;
 use crate::engine::{Engine, QueryPlan};
 use crate::error::{Error, Result};
 use crate::session::Session;
-use crate::sql::compat::SessionFacts;
+use crate::sql::session_values::SessionFacts;
 use crate::sql::{Command, FetchCount};
 
 /// A statement after Parse: planned once, executed on every Bind/Execute.

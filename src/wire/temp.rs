@@ -17,7 +17,7 @@ use crate::engine::{Engine, QueryPlan};
 use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::sql::Command;
-use crate::sql::compat::SessionFacts;
+use crate::sql::session_values::SessionFacts;
 
 /// Every row of `plan`, in its result schema (PostgreSQL's column names, the planned
 /// types), every column nullable (as a table's columns are).
