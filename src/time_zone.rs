@@ -25,7 +25,7 @@ use datafusion::logical_expr::{
 };
 
 /// A time zone: a named zone with its daylight-saving rules, or a fixed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TimeZone {
     /// An IANA zone.
     Named(chrono_tz::Tz),

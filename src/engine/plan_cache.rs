@@ -4,7 +4,8 @@
 //! statement and every EXPLAIN of it finds the same plan).
 //!
 //! ```text
-//! key:   (user, TimeZone, the statement's syntax tree as the client sent it)
+//! key:   (user, TimeZone, the statement's syntax tree as the client sent it), looked up
+//!        by borrowed parts (a hit copies nothing)
 //! entry: the QueryPlan (rewritten SQL, analyzed logical plan, parameter types, origins)
 //!        + the session facts the compat rules read while planning it (pg_backend_pid,
 //!          current_setting('x')): a hit needs them to hold for the asking session too
@@ -16,6 +17,8 @@
 //! is ever reused. Not cached: statements over the session's temporary tables, answers
 //! computed row by row while planning (they hold values), and failures.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +27,7 @@ use lru::LruCache;
 
 use super::QueryPlan;
 use crate::session::Session;
+use crate::time_zone::TimeZone;
 
 /// Default number of plans kept per engine.
 pub const DEFAULT_ENTRIES: usize = 1000;
@@ -65,12 +69,73 @@ impl CacheUse {
     }
 }
 
-#[derive(Debug, Hash, PartialEq, Eq)]
+/// A kept plan's key.
+#[derive(Debug)]
 struct Key {
     user: String,
-    time_zone: String,
+    time_zone: TimeZone,
     statement: Statement,
 }
+
+/// A key's parts, owned ([`Key`]) or borrowed ([`Lookup`]): plans are looked up by
+/// borrowed parts, so a lookup copies neither the user name nor the syntax tree.
+trait KeyParts {
+    fn parts(&self) -> (&str, TimeZone, &Statement);
+}
+
+impl KeyParts for Key {
+    fn parts(&self) -> (&str, TimeZone, &Statement) {
+        (&self.user, self.time_zone, &self.statement)
+    }
+}
+
+/// The key of a lookup, borrowed from the session and the statement.
+struct Lookup<'a> {
+    user: &'a str,
+    time_zone: TimeZone,
+    statement: &'a Statement,
+}
+
+impl KeyParts for Lookup<'_> {
+    fn parts(&self) -> (&str, TimeZone, &Statement) {
+        (self.user, self.time_zone, self.statement)
+    }
+}
+
+impl<'a> Borrow<dyn KeyParts + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+// Key and its borrowed form hash and compare by the same parts.
+impl Hash for dyn KeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for Key {}
 
 /// The plans of one engine.
 #[derive(Debug)]
@@ -89,7 +154,7 @@ impl PlanCache {
     fn key(session: &Session, statement: &Statement) -> Key {
         Key {
             user: session.user.clone(),
-            time_zone: session.time_zone().to_string(),
+            time_zone: session.time_zone(),
             statement: statement.clone(),
         }
     }
@@ -98,9 +163,13 @@ impl PlanCache {
     /// was planned with hold for this session.
     pub fn get(&self, session: &Session, statement: &Statement) -> Option<Arc<QueryPlan>> {
         let entries = self.entries.as_ref()?;
-        let key = PlanCache::key(session, statement);
+        let lookup = Lookup {
+            user: &session.user,
+            time_zone: session.time_zone(),
+            statement,
+        };
         let mut entries = entries.lock().ok()?;
-        let plan = entries.get(&key)?;
+        let plan = entries.get(&lookup as &dyn KeyParts)?;
         plan.session_reads
             .iter()
             .all(|read| read.holds(session))
