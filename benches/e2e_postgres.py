@@ -15,7 +15,7 @@ and pgbouncer in front of it, loads the demo with `kpitables demo --into`, and p
 4. a result of 500 k+ rows in text and binary format, direct and through kpitables,
    with kpitables' RSS before, at its peak and after.
 
-    python3 benches/e2e_postgres.py [--runs 20] [--latency-runs 500] [--seconds 10] [--bin PATH]
+    python3 benches/e2e_postgres.py [--runs 20] [--latency-runs 500] [--seconds 10] [--bin PATH] [--pool-size 8]
 
 Needs the demo data (`kpitables demo`), the PostgreSQL server, pgbouncer and pgbench, and
 the Python packages of tests/clients (tests/run-all.sh installs all but pgbouncer:
@@ -174,6 +174,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--latency-runs", type=int, default=500)
     parser.add_argument("--bin", default=os.environ.get("KPITABLES_BIN", str(ROOT / "target" / "debug" / "kpitables")))
+    parser.add_argument("--pool-size", type=int, default=8,
+                        help="the warehouse source's pool_size (8, the model's default; the bench's pgbouncer has 32)")
     args = parser.parse_args()
 
     parser_args = args
@@ -186,6 +188,10 @@ def main():
         model = work / "model"
         subprocess.run([args.bin, "demo", "--out", str(ROOT / "data" / "demo"), "--into", pg.url,
                         "--model-out", str(model)], check=True, cwd=ROOT)
+        sources = model / "sources.toml"
+        sources.write_text(sources.read_text().replace('name = "warehouse"\n',
+                                                       f'name = "warehouse"\npool_size = {args.pool_size}\n', 1))
+        assert f"pool_size = {args.pool_size}" in sources.read_text()
         def serve():
             """A kpitables server over the loaded model, and its DSN (pgbench's 32 clients
             are one user: the per-user limit, 16 by default, is raised)."""
