@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `demo`, `config print`. Parsing only; each
+//! The command line: `serve`, `check`, `demo`, `alerts run`, `config print`. Parsing only; each
 //! command calls the library. Flags are above the environment (`KPITABLES_*`) and the
 //! configuration file.
 
@@ -42,6 +42,19 @@ pub enum Command {
         /// Log lines as text or json (default from the config: text).
         #[arg(long)]
         log_format: Option<LogFormatArg>,
+        /// The alert state file (default from the config: none, states kept in memory).
+        #[arg(long)]
+        alert_state_file: Option<PathBuf>,
+        /// Evaluate alerts as if the server had started at this time (RFC 3339; the
+        /// alerts' clock then runs on from it): for trying rules on old data, and tests.
+        #[arg(long)]
+        alerts_clock: Option<String>,
+    },
+    /// Alert rules of a model.
+    Alerts {
+        /// What to do.
+        #[command(subcommand)]
+        action: AlertsAction,
     },
     /// Show the configuration.
     Config {
@@ -82,6 +95,45 @@ pub enum Command {
         #[arg(long)]
         if_outdated: bool,
     },
+}
+
+/// `kpitables alerts ...`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsAction {
+    /// Evaluate every alert rule once, move each instance's state, send what is due and
+    /// print what happened.
+    Run {
+        /// Model directory (default from the config: semantic/demo).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Server configuration file, for the users rules run as (default: the built-in
+        /// demo configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Evaluate as of this time (RFC 3339, `2024-06-30T09:00:00+08:00`; a date means
+        /// its midnight in the model's time zone); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the messages that would be sent (bodies included); send nothing and
+        /// keep no state.
+        #[arg(long)]
+        dry_run: bool,
+        /// The state file (default from the config's alert_state_file: none).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print text (default) or one JSON document.
+        #[arg(long, default_value = "text")]
+        format: ReportFormat,
+    },
+}
+
+/// `--format` of `alerts run`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
 }
 
 /// `kpitables config ...`.

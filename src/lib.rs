@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod activity;
+pub mod alerts;
 pub mod audit;
 pub mod bind;
 pub mod catalog;
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod notify;
 pub mod operators;
 pub mod rewrite;
 pub mod serving;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use kpitables::activity::Connections;
 use kpitables::catalog::Identity;
-use kpitables::cli::{Cli, Command, ConfigAction, LogFormatArg};
+use kpitables::cli::{AlertsAction, Cli, Command, ConfigAction, LogFormatArg, ReportFormat};
 use kpitables::config::{Config, LogFormat};
 use kpitables::engine::Engine;
 use kpitables::error::{Error, Result};
@@ -89,6 +89,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             history_file,
             http,
             log_format,
+            alert_state_file,
+            alerts_clock,
         } => {
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
@@ -113,11 +115,70 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     LogFormatArg::Text => LogFormat::Text,
                 };
             }
+            if let Some(file) = alert_state_file {
+                config.alert_state_file = Some(file);
+            }
             if demo_default {
                 ensure_demo_data(Path::new("data/demo"))?;
             }
-            serve(config).await?;
+            serve(config, alerts_clock).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Alerts {
+            action:
+                AlertsAction::Run {
+                    model,
+                    config,
+                    at,
+                    dry_run,
+                    state,
+                    format,
+                },
+        } => {
+            let demo_default = model.is_none() && config.is_none();
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(model) = model {
+                config.model = model;
+            }
+            if demo_default {
+                ensure_demo_data(Path::new("data/demo"))?;
+            }
+            let identity = Identity {
+                database: config.database.clone(),
+                roles: config.users.iter().map(|u| u.name.clone()).collect(),
+            };
+            let engine = Arc::new(
+                Engine::open(&config.model, identity)
+                    .await?
+                    .with_users(&config.users)?,
+            );
+            let at = match at {
+                Some(text) => {
+                    kpitables::alerts::period::parse_at(&text, engine.semantics().time_zone)
+                        .map_err(Error::Config)?
+                }
+                None => chrono::Utc::now(),
+            };
+            let state = state.or(config.alert_state_file.clone());
+            let alerts = kpitables::alerts::Alerts::open(state.as_deref(), None, at)?;
+            let options = kpitables::alerts::RunOptions {
+                dry_run,
+                only_due: false,
+            };
+            let report = alerts.run(&engine, at, options).await;
+            match format {
+                ReportFormat::Text => print!("{}", report.to_text()),
+                ReportFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| Error::Internal(e.to_string()))?
+                ),
+            }
+            Ok(if report.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Check {
             dir,
@@ -271,7 +332,7 @@ fn ensure_demo_data(dir: &Path) -> Result<()> {
     generate(dir).map(|_| ())
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
     let identity = Identity {
         database: config.database.clone(),
         roles: config.users.iter().map(|u| u.name.clone()).collect(),
@@ -282,6 +343,22 @@ async fn serve(config: Config) -> Result<()> {
         config.audit_keep,
     )?);
     let connections = Connections::new(config.limits.clone());
+    let hub = kpitables::notify::Hub::new();
+    // The alerts' clock: real time, or real time moved to start at --alerts-clock.
+    let offset = match &alerts_clock {
+        Some(text) => {
+            let start = kpitables::alerts::period::parse_at(text, Default::default())
+                .map_err(Error::Config)?;
+            start.signed_duration_since(chrono::Utc::now())
+        }
+        None => chrono::Duration::zero(),
+    };
+    let clock = move || chrono::Utc::now() + offset;
+    let alerts = Arc::new(kpitables::alerts::Alerts::open(
+        config.alert_state_file.as_deref(),
+        Some(Arc::clone(&hub)),
+        clock(),
+    )?);
     let served = Arc::new(
         kpitables::serving::Served::open(
             config.model.clone(),
@@ -293,6 +370,7 @@ async fn serve(config: Config) -> Result<()> {
                 connections: Some(Arc::clone(&connections)),
                 query_memory: config.limits.query_memory_bytes,
                 plan_cache_entries: Some(config.limits.plan_cache_entries),
+                alerts: Some(Arc::clone(&alerts)),
             },
         )
         .await?,
@@ -323,6 +401,7 @@ async fn serve(config: Config) -> Result<()> {
     drop(views);
     drop(engine);
     Arc::clone(&served).watch();
+    kpitables::alerts::schedule(Arc::clone(&alerts), Arc::clone(&served), clock);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = &config.http {
         let http = tokio::net::TcpListener::bind(address)
@@ -348,7 +427,7 @@ async fn serve(config: Config) -> Result<()> {
         eprintln!("shutting down");
         let _ = stop.send(true);
     };
-    kpitables::wire::serve(listener, served, &config, connections, shutdown).await
+    kpitables::wire::serve(listener, served, &config, connections, hub, shutdown).await
 }
 
 /// Resolves on SIGTERM or SIGINT.

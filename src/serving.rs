@@ -70,6 +70,8 @@ pub struct Options {
     pub query_memory: Option<usize>,
     /// Plans each engine keeps (`None`: the default).
     pub plan_cache_entries: Option<usize>,
+    /// The alerts' state and events (`kp.alerts`, `kp.alert_events`).
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 /// `engine` with the history, audit trail, sessions and limits of the server, and every
@@ -90,6 +92,9 @@ fn prepare(
     }
     if let Some(connections) = &options.connections {
         engine = engine.with_connections(Arc::clone(connections));
+    }
+    if let Some(alerts) = &options.alerts {
+        engine = engine.with_alerts(Arc::clone(alerts));
     }
     engine.with_users(users)
 }

@@ -73,6 +73,15 @@ pub struct Telemetry {
     sessions: Family<StateLabels, Gauge>,
     source_in_use: Family<SourceLabels, Gauge>,
     source_size: Family<SourceLabels, Gauge>,
+    alert_evaluations: Family<OutcomeLabels, Counter>,
+    alert_transitions: Family<StateLabels, Counter>,
+    alert_deliveries: Family<DeliveryLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    channel_kind: String,
+    outcome: String,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -170,8 +179,29 @@ impl Telemetry {
             "Connections a warehouse source's pool may open, by source",
             source_size.clone(),
         );
+        let alert_evaluations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "kpitables_alert_evaluations",
+            "Alert rule evaluations, by outcome (ok, error)",
+            alert_evaluations.clone(),
+        );
+        let alert_transitions = Family::<StateLabels, Counter>::default();
+        registry.register(
+            "kpitables_alert_transitions",
+            "Alert instances changing state, by the state entered (pending, firing, resolved, ok)",
+            alert_transitions.clone(),
+        );
+        let alert_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "kpitables_alert_deliveries",
+            "Attempts to deliver an alert message, by channel kind and outcome (delivered, failed)",
+            alert_deliveries.clone(),
+        );
         Telemetry {
             registry,
+            alert_evaluations,
+            alert_transitions,
+            alert_deliveries,
             queries,
             query_seconds,
             rows,
@@ -235,6 +265,34 @@ impl Telemetry {
     /// A statement was rewritten and planned in `duration`.
     pub fn planned(&self, duration: Duration) {
         self.planning_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// An alert rule was evaluated (`ok` or `error`).
+    pub fn alert_evaluation(&self, outcome: &str) {
+        self.alert_evaluations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// An alert instance entered `state`.
+    pub fn alert_transition(&self, state: &str) {
+        self.alert_transitions
+            .get_or_create(&StateLabels {
+                state: state.into(),
+            })
+            .inc();
+    }
+
+    /// An attempt to deliver an alert message to a channel of `kind`.
+    pub fn alert_delivery(&self, kind: &str, outcome: &str) {
+        self.alert_deliveries
+            .get_or_create(&DeliveryLabels {
+                channel_kind: kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// What the plan cache did for a statement.

@@ -70,3 +70,26 @@ async fn model_reference_examples_form_a_valid_model() {
         assert!(view.column(metric).is_some(), "{metric} is offered");
     }
 }
+
+/// The examples of `docs/alerts.md` are valid rules, channels and quality checks on the
+/// demo model (in place of the demo's own alert rules).
+#[test]
+fn alerts_examples_are_valid_on_the_demo_model() {
+    let root = common::root();
+    let markdown = std::fs::read_to_string(root.join("docs/alerts.md")).expect("read docs");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(root.join("semantic/demo"))
+        .expect("demo model")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && !p.ends_with("alerts.toml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read model file");
+            (p.display().to_string(), text)
+        })
+        .collect();
+    files.sort();
+    files.push(("alerts.md".into(), toml_blocks(&markdown)));
+    let loaded = load_texts(SourceTexts { files }).expect("the examples load");
+    assert_eq!(loaded.alerts.len(), 2);
+    assert_eq!(loaded.channels.len(), 5);
+    assert!(loaded.tables.iter().any(|t| t.quality.is_some()));
+}

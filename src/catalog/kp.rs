@@ -32,16 +32,23 @@ use DataType::{Boolean as B, Utf8 as T};
 pub const SCHEMA: &str = "kp";
 
 /// The tables whose rows are read when queried (registered per reader by the engine).
-pub const LIVE_TABLES: [&str; 3] = ["changes", "model_errors", "audit"];
+pub const LIVE_TABLES: [&str; 6] = [
+    "changes",
+    "model_errors",
+    "audit",
+    "alerts",
+    "alert_events",
+    "quality",
+];
 
-fn text_array() -> DataType {
+pub(super) fn text_array() -> DataType {
     DataType::List(std::sync::Arc::new(Field::new_list_field(
         DataType::Utf8,
         true,
     )))
 }
 
-fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> ScalarValue {
+pub(super) fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> ScalarValue {
     let values: Vec<ScalarValue> = values.into_iter().map(tv).collect();
     ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
 }
@@ -50,7 +57,7 @@ fn bv(v: bool) -> ScalarValue {
     ScalarValue::Boolean(Some(v))
 }
 
-fn or_null(value: &str) -> ScalarValue {
+pub(super) fn or_null(value: &str) -> ScalarValue {
     if value.is_empty() { null() } else { tv(value) }
 }
 
@@ -312,11 +319,11 @@ impl TableProvider for LiveTable {
     }
 }
 
-fn at(time: &chrono::DateTime<chrono::Utc>) -> ScalarValue {
+pub(super) fn at(time: &chrono::DateTime<chrono::Utc>) -> ScalarValue {
     ScalarValue::TimestampMicrosecond(Some(time.timestamp_micros()), Some("UTC".into()))
 }
 
-fn timestamptz() -> DataType {
+pub(super) fn timestamptz() -> DataType {
     DataType::Timestamp(
         datafusion::arrow::datatypes::TimeUnit::Microsecond,
         Some("UTC".into()),

@@ -12,6 +12,7 @@
 //! `pg_stat_activity` in [`activity`]) read the server's own state when scanned.
 
 pub mod activity;
+pub mod alerts;
 pub mod functions;
 mod information_schema;
 pub mod kp;

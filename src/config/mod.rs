@@ -157,6 +157,8 @@ pub struct Config {
     pub audit_keep: usize,
     /// The model history's JSON-lines file (none: the history of this run only).
     pub history_file: Option<PathBuf>,
+    /// The alert state file (none: alert states last as long as the process).
+    pub alert_state_file: Option<PathBuf>,
 }
 
 /// The file's contents before validation; environment variables are applied to it.
@@ -180,6 +182,7 @@ struct RawConfig {
     audit_max_bytes: Option<u64>,
     audit_keep: Option<usize>,
     history_file: Option<PathBuf>,
+    alert_state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +298,7 @@ impl Config {
             audit_max_bytes: raw.audit_max_bytes.unwrap_or(64 * 1024 * 1024),
             audit_keep: raw.audit_keep.unwrap_or(5),
             history_file: raw.history_file.map(under_base),
+            alert_state_file: raw.alert_state_file.map(under_base),
         })
     }
 

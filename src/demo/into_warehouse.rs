@@ -57,6 +57,10 @@ const MODEL_FILES: &[(&str, &str)] = &[
         "access.toml",
         include_str!("../../semantic/demo/access.toml"),
     ),
+    (
+        "alerts.toml",
+        include_str!("../../semantic/demo/alerts.toml"),
+    ),
 ];
 const DEMO_TABLES: &str = include_str!("../../semantic/demo/tables.toml");
 

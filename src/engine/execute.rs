@@ -56,6 +56,17 @@ impl Engine {
         Ok((catch_panics(stream), pushed))
     }
 
+    /// Run a statement the server itself wrote over the base tables (`__kp_base`),
+    /// outside every user's scope: the data quality checks. Never client SQL. Warehouse
+    /// tables are read through federation like any query (pushed down).
+    pub async fn query_base(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let frame = self.ctx.sql(sql).await?;
+        Ok(frame.collect().await?)
+    }
+
     /// The optimized logical plan of `plan` (what the optimizer does at each execution
     /// the plan cache cannot spare).
     pub fn optimize(&self, plan: &QueryPlan) -> Result<LogicalPlan> {

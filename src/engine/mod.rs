@@ -121,16 +121,12 @@ pub struct Engine {
     scopes: HashMap<String, Arc<Scope>>,
     /// What a user without a scope sees: the model for no roles.
     default_scope: Arc<Scope>,
-    /// The served model's history, for `kp.changes` and `kp.model_errors`.
-    history: Option<Arc<History>>,
-    /// The audit trail, for `kp.audit`.
-    audit: Option<Arc<crate::audit::Audit>>,
+    /// What the live catalog tables read.
+    live: Live,
     /// Distinguishes engines opened by one process (each reload opens a new one).
     generation: u64,
     /// The warehouse sources (readiness, pool metrics).
     warehouses: Vec<Arc<dyn sources::Probe>>,
-    /// The server's live connections, for `pg_stat_activity`.
-    connections: Option<Arc<crate::activity::Connections>>,
     /// Memory one query may use (embedded execution).
     query_memory: Option<usize>,
     /// Plans of this engine's statements (see [`plan_cache`]).
@@ -139,6 +135,20 @@ pub struct Engine {
 
 /// The generation of the next engine opened.
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// What the live catalog tables read (each is registered for a user's scope when the
+/// engine has it).
+#[derive(Clone, Default)]
+struct Live {
+    /// The served model's history, for `kp.changes` and `kp.model_errors`.
+    history: Option<Arc<History>>,
+    /// The audit trail, for `kp.audit`.
+    audit: Option<Arc<crate::audit::Audit>>,
+    /// The server's live connections, for `pg_stat_activity`.
+    connections: Option<Arc<crate::activity::Connections>>,
+    /// The alerts' state and events, for `kp.alerts` and `kp.alert_events`.
+    alerts: Option<Arc<crate::alerts::Alerts>>,
+}
 
 /// The model as one user may see it, and a session context whose catalogs (and catalog
 /// functions) are built from it; tables and functions are the engine's.
@@ -153,13 +163,11 @@ impl Scope {
         semantics: &Semantics,
         user: &User,
         identity: &Identity,
-        history: Option<&Arc<History>>,
-        audit: Option<&Arc<crate::audit::Audit>>,
-        connections: Option<&Arc<crate::activity::Connections>>,
+        live: &Live,
     ) -> Result<Scope> {
         let restricted = access::restrict(semantics, user);
         let schemas = catalog::schemas(&restricted, identity)?;
-        if let Some(history) = history {
+        if let Some(history) = &live.history {
             for (name, table) in catalog::kp::history_tables(Arc::clone(history), &restricted)? {
                 schemas.kp.register_table(name.to_string(), table)?;
             }
@@ -168,7 +176,14 @@ impl Scope {
             user: user.name.clone(),
             admin: user.admin,
         };
-        if let Some(connections) = connections {
+        if let Some(alerts) = &live.alerts {
+            for (name, table) in
+                catalog::alerts::tables(Arc::clone(alerts), &restricted, &user.name)?
+            {
+                schemas.kp.register_table(name.to_string(), table)?;
+            }
+        }
+        if let Some(connections) = &live.connections {
             schemas.pg_catalog.deregister_table("pg_stat_activity")?;
             schemas.pg_catalog.register_table(
                 "pg_stat_activity".into(),
@@ -179,7 +194,7 @@ impl Scope {
                 )?,
             )?;
         }
-        if let Some(audit) = audit
+        if let Some(audit) = &live.audit
             && restricted.may_read_audit
         {
             schemas
@@ -211,7 +226,7 @@ impl Scope {
         )?;
         catalog::functions::register(&ctx, &restricted);
         catalog::activity::register_sleep(&ctx);
-        if let Some(connections) = connections {
+        if let Some(connections) = &live.connections {
             catalog::activity::register_functions(&ctx, connections, &reader);
         }
         Ok(Scope {
@@ -311,9 +326,7 @@ impl Engine {
             &semantics,
             &nobody(),
             &identity,
-            None,
-            None,
-            None,
+            &Live::default(),
         )?);
         Ok(Engine {
             ctx,
@@ -324,11 +337,9 @@ impl Engine {
             identity,
             scopes: HashMap::new(),
             default_scope,
-            history: None,
-            audit: None,
+            live: Live::default(),
             generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             warehouses: registered.warehouses,
-            connections: None,
             query_memory: None,
             plans: PlanCache::new(plan_cache::DEFAULT_ENTRIES),
         })
@@ -348,15 +359,43 @@ impl Engine {
     /// Show `audit` in `kp.audit` to the users whose rules allow it (scopes prepared
     /// after this call).
     pub fn with_audit(mut self, audit: Arc<crate::audit::Audit>) -> Engine {
-        self.audit = Some(audit);
+        self.live.audit = Some(audit);
         self
     }
 
     /// Show `history` in `kp.changes` and `kp.model_errors` (of the scopes prepared
     /// after this call).
     pub fn with_history(mut self, history: Arc<History>) -> Engine {
-        self.history = Some(history);
+        self.live.history = Some(history);
         self
+    }
+
+    /// Show `alerts` in `kp.alerts` and `kp.alert_events` (of the scopes prepared after
+    /// this call).
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Engine {
+        self.live.alerts = Some(alerts);
+        self
+    }
+
+    /// The alerts' state and data quality results, when the server has them.
+    pub fn alerts(&self) -> Option<&Arc<crate::alerts::Alerts>> {
+        self.live.alerts.as_ref()
+    }
+
+    /// The tables that have data quality checks.
+    pub fn quality_tables(&self) -> Vec<String> {
+        self.semantics
+            .model
+            .tables
+            .iter()
+            .filter(|t| t.quality.is_some())
+            .map(|t| t.name.get_ref().clone())
+            .collect()
+    }
+
+    /// Whether `user` is a configured user (has a scope of its own).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.scopes.contains_key(user)
     }
 
     /// Prepare what each of `users` sees (the model restricted by the access rules for
@@ -367,20 +406,10 @@ impl Engine {
             &self.semantics,
             &nobody(),
             &self.identity,
-            self.history.as_ref(),
-            self.audit.as_ref(),
-            self.connections.as_ref(),
+            &self.live,
         )?);
         for user in users {
-            let scope = Scope::new(
-                &self.ctx,
-                &self.semantics,
-                user,
-                &self.identity,
-                self.history.as_ref(),
-                self.audit.as_ref(),
-                self.connections.as_ref(),
-            )?;
+            let scope = Scope::new(&self.ctx, &self.semantics, user, &self.identity, &self.live)?;
             self.scopes.insert(user.name.clone(), Arc::new(scope));
         }
         Ok(self)
@@ -413,7 +442,7 @@ impl Engine {
     /// Show `connections` in `pg_stat_activity` (of the scopes prepared after this call)
     /// and let `pg_cancel_backend` / `pg_terminate_backend` act on them.
     pub fn with_connections(mut self, connections: Arc<crate::activity::Connections>) -> Engine {
-        self.connections = Some(connections);
+        self.live.connections = Some(connections);
         self
     }
 

@@ -269,6 +269,14 @@ fn format_issues(issues: &[ModelIssue]) -> String {
     out
 }
 
+/// SQLSTATEs of the warnings sent as NoticeResponse (not errors: the statement runs).
+pub mod warnings {
+    /// `deprecated_feature`: the query computes a deprecated metric.
+    pub const DEPRECATED: &str = "01P01";
+    /// `warning`: the query reads a table failing a data quality check.
+    pub const DATA_QUALITY: &str = "01000";
+}
+
 impl Error {
     /// The PostgreSQL SQLSTATE code of this error. This is the only SQLSTATE table.
     pub fn sqlstate(&self) -> &str {

@@ -194,6 +194,16 @@ fn merge(model: &mut Model, file: ModelFile, index: usize) {
         a.file = index;
         a
     }));
+    model.alerts.extend(file.alerts.into_iter().map(|mut a| {
+        a.file = index;
+        a
+    }));
+    model
+        .channels
+        .extend(file.channels.into_iter().map(|mut c| {
+            c.file = index;
+            c
+        }));
     if let Some(mut settings) = file.model {
         settings.file = index;
         model.settings.push(settings);

@@ -7,10 +7,12 @@
 //! Invariant: once [`load::load_dir`] returns `Ok`, every name a model item refers to
 //! exists, names are unique per kind and every expression parses.
 
+pub mod alerts;
 pub mod diff;
 pub mod history;
 pub mod lineage;
 pub mod load;
+pub mod quality;
 mod time;
 pub mod validate;
 
@@ -38,6 +40,10 @@ pub struct Model {
     pub settings: Vec<ModelSettings>,
     /// Access rules by role.
     pub access: Vec<AccessRule>,
+    /// Alert rules.
+    pub alerts: Vec<alerts::AlertRule>,
+    /// Where alerts are sent.
+    pub channels: Vec<alerts::Channel>,
     /// Files the model was read from (path and text), indexed by the `file` field of
     /// every item; used to report positions.
     pub files: load::SourceTexts,
@@ -71,6 +77,12 @@ pub struct ModelFile {
     /// `[[access]]` rules.
     #[serde(default)]
     pub access: Vec<AccessRule>,
+    /// `[[alerts]]` rules.
+    #[serde(default)]
+    pub alerts: Vec<alerts::AlertRule>,
+    /// `[[channels]]` of alerts.
+    #[serde(default)]
+    pub channels: Vec<alerts::Channel>,
 }
 
 /// Settings of the whole model (`[model]`, in one file of the directory).
@@ -163,6 +175,8 @@ pub struct Table {
     /// others without a join path, such as targets per month and region.
     #[serde(default)]
     pub dimensions: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Data quality checks (`[tables.quality]`).
+    pub quality: Option<quality::Quality>,
     /// Free text.
     #[serde(default)]
     pub description: String,

@@ -111,6 +111,38 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         "view",
         model.views.iter().map(|v| (v.file, &v.name)),
     );
+    duplicates(
+        &mut c,
+        "alert",
+        model.alerts.iter().map(|a| (a.file, &a.name)),
+    );
+    duplicates(
+        &mut c,
+        "channel",
+        model.channels.iter().map(|a| (a.file, &a.name)),
+    );
+    for rule in &model.alerts {
+        c.name(rule.file, "alert", &rule.name);
+        for (span, reason) in super::alerts::check(model, rule) {
+            let issue = c.texts.issue(rule.file, Some(span.start), reason);
+            c.issues.push(issue);
+        }
+    }
+    for table in &model.tables {
+        if let Some(quality) = &table.quality {
+            for (span, reason) in quality.check() {
+                let issue = c.texts.issue(table.file_index, Some(span.start), reason);
+                c.issues.push(issue);
+            }
+        }
+    }
+    for channel in &model.channels {
+        c.name(channel.file, "channel", &channel.name);
+        for (span, reason) in super::alerts::check_channel(channel) {
+            let issue = c.texts.issue(channel.file, Some(span.start), reason);
+            c.issues.push(issue);
+        }
+    }
 
     let zones = model
         .settings

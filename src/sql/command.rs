@@ -107,6 +107,17 @@ pub enum Command {
     },
     /// `COPY (query) TO STDOUT` / `COPY view [(columns)] TO STDOUT`.
     CopyOut(Box<super::CopyOut>),
+    /// `LISTEN channel`.
+    Listen(String),
+    /// `UNLISTEN channel` / `UNLISTEN *` (None).
+    Unlisten(Option<String>),
+    /// `NOTIFY channel [, 'payload']`.
+    Notify {
+        /// The channel.
+        channel: String,
+        /// The payload (empty when not given).
+        payload: String,
+    },
     /// A statement accepted with no effect on a read-only server (`SET TRANSACTION ...`);
     /// the command tag to answer with.
     Accepted(&'static str),
@@ -285,6 +296,14 @@ pub fn classify(statement: Statement) -> Result<Command> {
         Statement::Savepoint { name } => Command::Savepoint(ident_name(&name)),
         Statement::ReleaseSavepoint { name } => Command::Release(ident_name(&name)),
         Statement::Discard { object_type } => Command::Discard(object_type.to_string()),
+        Statement::LISTEN { channel } => Command::Listen(ident_name(&channel)),
+        Statement::UNLISTEN { channel } => {
+            Command::Unlisten(Some(ident_name(&channel)).filter(|c| c != "*"))
+        }
+        Statement::NOTIFY { channel, payload } => Command::Notify {
+            channel: ident_name(&channel),
+            payload: payload.unwrap_or_default(),
+        },
         Statement::Deallocate { name, .. } => Command::Deallocate(
             (!name.value.eq_ignore_ascii_case("all") || name.quote_style.is_some())
                 .then(|| ident_name(&name)),

@@ -17,6 +17,7 @@ pub mod numeric;
 pub mod objects;
 mod prepare;
 mod run;
+mod socket_loop;
 mod temp;
 pub mod tls;
 mod watch;
@@ -92,6 +93,18 @@ pub struct Handler {
     served: Arc<Served>,
     parser: Arc<Parser>,
     connections: Arc<Connections>,
+    hub: Arc<crate::notify::Hub>,
+}
+
+/// The connection's mailbox for `LISTEN` (put in its session extensions when it
+/// connects).
+pub struct Listening(pub Arc<crate::notify::Mailbox>);
+
+fn mailbox<C: ClientInfo>(client: &C) -> Option<Arc<crate::notify::Mailbox>> {
+    client
+        .session_extensions()
+        .get::<Listening>()
+        .map(|l| Arc::clone(&l.0))
 }
 
 /// The registered connection of a client (put in its session extensions at startup).
@@ -491,6 +504,7 @@ pub async fn serve(
     served: Arc<Served>,
     config: &Config,
     connections: Arc<Connections>,
+    hub: Arc<crate::notify::Hub>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let tls = match config.tls.mode {
@@ -513,6 +527,7 @@ pub async fn serve(
             served: served.clone(),
             parser: Arc::new(Parser { served }),
             connections: Arc::clone(&connections),
+            hub: Arc::clone(&hub),
         }),
         startup: Arc::new(auth::Startup::new(
             config,
@@ -573,11 +588,12 @@ pub async fn serve(
         let factory = factory.clone();
         let tls = tls.clone();
         let span = tracing::info_span!("connection", %peer);
+        let (mailbox, notes) = hub.mailbox();
         tokio::spawn(
             async move {
                 tracing::debug!("connected");
                 let _registered = registered;
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, factory).await {
+                if let Err(e) = socket_loop::process(socket, tls, factory, mailbox, notes).await {
                     tracing::debug!(error = %e, "connection ended with an I/O error");
                 }
                 tracing::debug!("disconnected");

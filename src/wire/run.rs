@@ -192,6 +192,7 @@ impl Handler {
         );
         tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
         notify_deprecated(client, engine.semantics(), &plan.report).await;
+        notify_quality(client, &engine, &plan.report).await;
         let audit_started = chrono::Utc::now();
         let (mut batches, pushed) = engine.execute_reporting(plan, params).await?;
         for (source, sql) in &pushed {
@@ -398,6 +399,25 @@ impl Handler {
                 Response::Execution(Tag::new("MOVE").with_rows(rows))
             }
             Command::Accepted(tag) => Response::Execution(Tag::new(tag)),
+            Command::Listen(channel) => {
+                if let Some(mailbox) = super::mailbox(client) {
+                    mailbox.listen(&session.user, session.pid, channel);
+                }
+                Response::Execution(Tag::new("LISTEN"))
+            }
+            Command::Unlisten(channel) => {
+                if let Some(mailbox) = super::mailbox(client) {
+                    mailbox.unlisten(channel.as_deref());
+                }
+                Response::Execution(Tag::new("UNLISTEN"))
+            }
+            Command::Notify { channel, payload } => {
+                if payload.len() > crate::notify::MAX_PAYLOAD {
+                    return Err(Error::InvalidParameter("payload string too long".into()));
+                }
+                self.hub.publish(channel, payload, session.pid, |_| true);
+                Response::Execution(Tag::new("NOTIFY"))
+            }
             Command::CreateTemp {
                 name,
                 columns,
@@ -452,10 +472,56 @@ async fn notify_deprecated<C>(
         if let Some(replacement) = &metric.replaced_by {
             message.push_str(&format!("; use \"{}\" instead", replacement.get_ref()));
         }
-        let mut info = ErrorInfo::new("WARNING".into(), "01P01".into(), message);
+        let mut info = ErrorInfo::new(
+            "WARNING".into(),
+            crate::error::warnings::DEPRECATED.into(),
+            message,
+        );
         if !metric.owner.is_empty() {
             info.detail = Some(format!("owner: {}", metric.owner));
         }
+        let _ = client
+            .feed(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await;
+    }
+}
+
+/// A NoticeResponse (WARNING) for each failing data quality check of a table the
+/// query's metrics read, naming the table and the check.
+async fn notify_quality<C>(
+    client: &mut C,
+    engine: &crate::engine::Engine,
+    report: &crate::rewrite::RewriteReport,
+) where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+{
+    let Some(alerts) = engine.alerts() else {
+        return;
+    };
+    if report.metrics.is_empty() || alerts.failing_checks(&engine.quality_tables()).is_empty() {
+        return;
+    }
+    let model = &engine.semantics().model;
+    let tables: Vec<String> = report
+        .metrics
+        .iter()
+        .flat_map(|m| crate::model::lineage::of(model, m).tables)
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    for check in alerts.failing_checks(&tables) {
+        let mut info = ErrorInfo::new(
+            "WARNING".into(),
+            crate::error::warnings::DATA_QUALITY.into(),
+            check.warning(),
+        );
+        info.detail = Some(format!(
+            "checked at {}",
+            check
+                .checked_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+        info.hint = Some("see kp.quality; the numbers may be incomplete or out of date".into());
         let _ = client
             .feed(PgWireBackendMessage::NoticeResponse(info.into()))
             .await;

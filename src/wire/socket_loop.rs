@@ -1,0 +1,115 @@
+//! The message loop of one connection: pgwire's `process_socket` loop (TLS negotiation,
+//! startup timeout, one message at a time through pgwire's `process_message`), plus the
+//! delivery of `LISTEN` notifications. A notification waits until the session is at
+//! rest (ReadyForQuery sent after a Query or Sync, no transaction open), then goes out as
+//! a NotificationResponse, as PostgreSQL delivers them between transactions; psql shows
+//! it after its next command, psycopg's `notifies()` and node-postgres' `notification`
+//! event as it arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::messages::response::{NotificationResponse, TransactionStatus};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::notify::{Mailbox, Note};
+
+/// How long a client may take to finish startup and authentication (pgwire's value).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serve one connection until it ends.
+pub(super) async fn process<H>(
+    tcp: TcpStream,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    handlers: H,
+    mailbox: Arc<Mailbox>,
+    mut notes: UnboundedReceiver<Note>,
+) -> std::io::Result<()>
+where
+    H: PgWireServerHandlers,
+{
+    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_timeout);
+    let negotiated = tokio::select! {
+        _ = &mut startup_timeout => return Ok(()),
+        socket = negotiate_tls(tcp, tls) => socket?,
+    };
+    let Some(mut socket) = negotiated else {
+        return Ok(());
+    };
+    socket
+        .session_extensions()
+        .insert(super::Listening(mailbox));
+    let startup_handler = handlers.startup_handler();
+    let simple_query_handler = handlers.simple_query_handler();
+    let extended_query_handler = handlers.extended_query_handler();
+    let copy_handler = handlers.copy_handler();
+    let cancel_handler = handlers.cancel_handler();
+    let error_handler = handlers.error_handler();
+    // Whether the last message ended a statement cycle (Query, Sync, or startup).
+    let mut at_rest = false;
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let deliverable = at_rest
+            && matches!(socket.state(), PgWireConnectionState::ReadyForQuery)
+            && matches!(socket.transaction_status(), TransactionStatus::Idle);
+        let msg = tokio::select! {
+            biased;
+            _ = &mut startup_timeout, if starting => None,
+            msg = socket.next() => msg,
+            Some(note) = notes.recv(), if deliverable => {
+                let message = NotificationResponse::new(note.pid, note.channel, note.payload);
+                socket
+                    .send(PgWireBackendMessage::NotificationResponse(message))
+                    .await?;
+                continue;
+            }
+        };
+        let Some(Ok(msg)) = msg else {
+            break;
+        };
+        // A Terminate ('X') means the client is disconnecting: close the connection.
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let is_extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(is_extended_query) => is_extended_query,
+            _ => msg.is_extended_query(),
+        };
+        at_rest = !msg.is_extended_query() || matches!(msg, PgWireFrontendMessage::Sync(_));
+        // `process_message` closes a CancelRequest's dedicated connection.
+        let is_cancel_request = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        if let Err(mut e) = process_message(
+            msg,
+            &mut socket,
+            startup_handler.clone(),
+            simple_query_handler.clone(),
+            extended_query_handler.clone(),
+            copy_handler.clone(),
+            cancel_handler.clone(),
+        )
+        .await
+        {
+            error_handler.on_error(&socket, &mut e);
+            // A FATAL error ends the session, as in PostgreSQL.
+            let is_fatal = e.is_fatal();
+            process_error(&mut socket, e, is_extended_query).await?;
+            if is_fatal {
+                break;
+            }
+        }
+        if is_cancel_request {
+            break;
+        }
+    }
+    Ok(())
+}
