@@ -401,7 +401,9 @@ async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
     drop(views);
     drop(engine);
     Arc::clone(&served).watch();
-    kpitables::alerts::schedule(Arc::clone(&alerts), Arc::clone(&served), clock);
+    if config.alerts {
+        kpitables::alerts::schedule(Arc::clone(&alerts), Arc::clone(&served), clock);
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = &config.http {
         let http = tokio::net::TcpListener::bind(address)

@@ -29,6 +29,7 @@ pub(super) const VARIABLES: &[&str] = &[
     "KPITABLES_QUERY_MEMORY",
     "KPITABLES_SHUTDOWN_GRACE",
     "KPITABLES_PLAN_CACHE_ENTRIES",
+    "KPITABLES_ALERTS",
 ];
 
 pub(super) fn apply(raw: &mut RawConfig, vars: &dyn Fn(&str) -> Option<String>) -> Result<()> {
@@ -90,6 +91,13 @@ pub(super) fn apply(raw: &mut RawConfig, vars: &dyn Fn(&str) -> Option<String>) 
             }
             "KPITABLES_SHUTDOWN_GRACE" => raw.limits.shutdown_grace = Some(duration()?),
             "KPITABLES_PLAN_CACHE_ENTRIES" => raw.limits.plan_cache_entries = Some(number()?),
+            "KPITABLES_ALERTS" => {
+                raw.alerts = Some(match value.to_ascii_lowercase().as_str() {
+                    "on" | "true" | "1" => true,
+                    "off" | "false" | "0" => false,
+                    _ => return Err(bad("use on or off")),
+                })
+            }
             _ => {}
         }
     }

@@ -159,6 +159,9 @@ pub struct Config {
     pub history_file: Option<PathBuf>,
     /// The alert state file (none: alert states last as long as the process).
     pub alert_state_file: Option<PathBuf>,
+    /// Whether this server evaluates alert rules and data quality checks (one replica
+    /// should; the others set it off).
+    pub alerts: bool,
 }
 
 /// The file's contents before validation; environment variables are applied to it.
@@ -183,6 +186,7 @@ struct RawConfig {
     audit_keep: Option<usize>,
     history_file: Option<PathBuf>,
     alert_state_file: Option<PathBuf>,
+    alerts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +303,7 @@ impl Config {
             audit_keep: raw.audit_keep.unwrap_or(5),
             history_file: raw.history_file.map(under_base),
             alert_state_file: raw.alert_state_file.map(under_base),
+            alerts: raw.alerts.unwrap_or(true),
         })
     }
 

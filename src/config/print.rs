@@ -53,6 +53,7 @@ pub fn render(config: &Config) -> String {
     }
     let _ = writeln!(out, "audit_max_bytes = {}", config.audit_max_bytes);
     let _ = writeln!(out, "audit_keep = {}", config.audit_keep);
+    let _ = writeln!(out, "alerts = {}", config.alerts);
     if let Some(f) = &config.alert_state_file {
         let _ = writeln!(out, "alert_state_file = {}", path(f));
     }
