@@ -44,6 +44,23 @@ def runs(binary, model, n, env=None):
     return {r: statistics.median(v) for r, v in per_rule.items()}, statistics.median(wall)
 
 
+def without_quality(model, tmp):
+    """A copy of `model` whose tables have no quality checks (what they cost is the
+    difference of the whole runs)."""
+    import re
+    import shutil
+
+    copy = pathlib.Path(tmp) / "no-quality"
+    shutil.copytree(model, copy)
+    tables = copy / "tables.toml"
+    tables.write_text(re.sub(r"^quality = .*$", "", tables.read_text(), flags=re.M))
+    sources = copy / "sources.toml"
+    sources.write_text(sources.read_text().replace('"../../data/demo"', f'"{ROOT / "data" / "demo"}"'))
+    alerts = copy / "alerts.toml"
+    alerts.write_text(alerts.read_text().split("[[alerts]]\nname = \"orders_table_quality\"")[0])
+    return copy
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
@@ -55,18 +72,25 @@ def main():
     pg = Postgres()
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            _, embedded_plain = runs(args.bin, without_quality(ROOT / "semantic" / "demo", tmp), args.runs)
             model = pathlib.Path(tmp) / "model"
             subprocess.run(
                 [args.bin, "demo", "--out", str(ROOT / "data" / "demo"), "--into", pg.url, "--model-out", str(model)],
                 cwd=ROOT, check=True, capture_output=True,
             )
             postgres, postgres_wall = runs(args.bin, model, args.runs)
+            (pathlib.Path(tmp) / "no-quality").rename(pathlib.Path(tmp) / "no-quality-files")
+            _, postgres_plain = runs(args.bin, without_quality(model, tmp), args.runs)
     finally:
         pg.close()
     print(f"{'rule':32} {'embedded ms':>12} {'PostgreSQL ms':>14}")
     for rule in embedded:
         print(f"{rule:32} {embedded[rule]:12.1f} {postgres.get(rule, float('nan')):14.1f}")
     print(f"{'whole run (process, wall)':32} {embedded_wall:12.1f} {postgres_wall:14.1f}")
+    print(
+        f"{'the orders quality checks (diff)':32} {embedded_wall - embedded_plain:12.1f}"
+        f" {postgres_wall - postgres_plain:14.1f}"
+    )
 
 
 if __name__ == "__main__":

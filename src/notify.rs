@@ -4,7 +4,8 @@
 //! Each connection has a [`Mailbox`]; the wire layer delivers what arrives in it as a
 //! NotificationResponse whenever the session is idle outside a transaction (PostgreSQL
 //! delivers between transactions too). A notification published with a visibility test
-//! (an alert's) reaches only the listening users who may see it.
+//! (an alert's) reaches only the listening users who may see it. Clients may not
+//! `NOTIFY kp_alerts` (42501): its payloads are the server's.
 //!
 //! Invariant: knows no wire or engine types; publishing never blocks.
 
@@ -59,7 +60,7 @@ impl Mailbox {
         }
     }
 
-    /// The channels listened on (`pg_listening_channels()`).
+    /// The channels listened on.
     pub fn channels(&self) -> Vec<String> {
         self.channels
             .lock()

@@ -412,6 +412,13 @@ impl Handler {
                 Response::Execution(Tag::new("UNLISTEN"))
             }
             Command::Notify { channel, payload } => {
+                if channel == crate::notify::ALERTS_CHANNEL {
+                    return Err(Error::Denied {
+                        code: "42501",
+                        message: format!("permission denied to notify channel \"{channel}\""),
+                        hint: "kp_alerts carries kpitables' alert transitions only; notify another channel".into(),
+                    });
+                }
                 if payload.len() > crate::notify::MAX_PAYLOAD {
                     return Err(Error::InvalidParameter("payload string too long".into()));
                 }

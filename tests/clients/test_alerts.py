@@ -660,6 +660,10 @@ def test_the_server_evaluates_on_schedule_and_tells_only_who_may_see(tmp_path, d
                 sender.execute("NOTIFY reports, 'ready'")
                 [note] = list(listeners["exec"].notifies(timeout=5, stop_after=1))
                 assert (note.channel, note.payload, note.pid) == ("reports", "ready", pid)
+                # kp_alerts is the server's: a client cannot forge an alert.
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="kp_alerts"):
+                    sender.execute("NOTIFY kp_alerts, 'forged'")
+                assert sender.execute("SELECT 1").fetchone() == (1,)
             # /metrics counts evaluations, transitions and deliveries.
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10).read().decode()
             assert re.search(r'kpitables_alert_evaluations_total\{outcome="ok"\} [1-9]', metrics)
