@@ -382,17 +382,6 @@ impl Engine {
         self.live.alerts.as_ref()
     }
 
-    /// The tables that have data quality checks.
-    pub fn quality_tables(&self) -> Vec<String> {
-        self.semantics
-            .model
-            .tables
-            .iter()
-            .filter(|t| t.quality.is_some())
-            .map(|t| t.name.get_ref().clone())
-            .collect()
-    }
-
     /// Whether `user` is a configured user (has a scope of its own).
     pub fn has_user(&self, user: &str) -> bool {
         self.scopes.contains_key(user)

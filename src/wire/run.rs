@@ -505,7 +505,7 @@ async fn notify_quality<C>(
     let Some(alerts) = engine.alerts() else {
         return;
     };
-    if report.metrics.is_empty() || alerts.failing_checks(&engine.quality_tables()).is_empty() {
+    if report.metrics.is_empty() || !alerts.any_check_failing() {
         return;
     }
     let model = &engine.semantics().model;
