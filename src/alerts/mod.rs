@@ -156,7 +156,11 @@ impl Alerts {
     /// Whether any data quality check fails now (what a query looks at first).
     pub fn any_check_failing(&self) -> bool {
         let results = self.quality.lock().unwrap_or_else(|p| p.into_inner());
-        results.checks.values().flatten().any(|c| c.status == "fail")
+        results
+            .checks
+            .values()
+            .flatten()
+            .any(|c| c.status == "fail")
     }
 
     /// The failing data quality checks of `tables`.
