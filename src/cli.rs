@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `demo`, `alerts run`, `config print`. Parsing only; each
+//! The command line: `serve`, `check`, `demo`, `alerts run`, `import metricflow`,
+//! `config print`. Parsing only; each
 //! command calls the library. Flags are above the environment (`KPITABLES_*`) and the
 //! configuration file.
 
@@ -49,6 +50,27 @@ pub enum Command {
         /// alerts' clock then runs on from it): for trying rules on old data, and tests.
         #[arg(long)]
         alerts_clock: Option<String>,
+        /// When --model is a dbt MetricFlow project: where the rows of its dbt models are
+        /// (postgres://..., mysql://..., or a directory of Parquet/CSV files; default:
+        /// the project's seeds).
+        #[arg(long)]
+        source: Option<String>,
+        /// With --source postgres://...: the schema of the tables.
+        #[arg(long, requires = "source")]
+        schema: Option<String>,
+        /// With a warehouse --source: the environment variable holding its password.
+        #[arg(long, requires = "source")]
+        password_env: Option<String>,
+        /// When --model is a MetricFlow project: serve what maps, log what does not
+        /// (default: refuse the model and list what does not map).
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// Import a model written for another semantic layer.
+    Import {
+        /// What to import.
+        #[command(subcommand)]
+        what: ImportWhat,
     },
     /// Alert rules of a model.
     Alerts {
@@ -94,6 +116,35 @@ pub enum Command {
         /// data of this version.
         #[arg(long)]
         if_outdated: bool,
+    },
+}
+
+/// `kpitables import ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImportWhat {
+    /// A dbt project's MetricFlow semantic models, metrics and saved queries: writes a
+    /// kpitables model directory and reports every item it could not map (exit code 1
+    /// unless --allow-partial).
+    Metricflow {
+        /// The dbt project (or a directory of MetricFlow YAML files).
+        dir: PathBuf,
+        /// The model directory to write (created; its *.toml files are replaced).
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the rows of the dbt models are: postgres://user@host:port/db,
+        /// mysql://user@host:port/db (no password in the URL), or a directory of Parquet/CSV
+        /// files named after the dbt models (default: the project's seeds directory).
+        #[arg(long)]
+        source: Option<String>,
+        /// With a postgres source: the schema of the tables.
+        #[arg(long, requires = "source")]
+        schema: Option<String>,
+        /// With a warehouse source: the environment variable holding its password.
+        #[arg(long, requires = "source")]
+        password_env: Option<String>,
+        /// Write what maps even when some items do not (they are still reported).
+        #[arg(long)]
+        allow_partial: bool,
     },
 }
 

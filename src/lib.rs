@@ -27,6 +27,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod model;
 pub mod notify;
 pub mod operators;

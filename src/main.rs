@@ -7,10 +7,13 @@ use std::sync::Arc;
 use clap::Parser;
 use kpitables::activity::Connections;
 use kpitables::catalog::Identity;
-use kpitables::cli::{AlertsAction, Cli, Command, ConfigAction, LogFormatArg, ReportFormat};
+use kpitables::cli::{
+    AlertsAction, Cli, Command, ConfigAction, ImportWhat, LogFormatArg, ReportFormat,
+};
 use kpitables::config::{Config, LogFormat};
 use kpitables::engine::Engine;
 use kpitables::error::{Error, Result};
+use kpitables::import::metricflow::{Options as ImportOptions, Source};
 use kpitables::{demo, model};
 
 /// Log to stderr as text or JSON lines (one object per line, with its spans' fields).
@@ -91,7 +94,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             log_format,
             alert_state_file,
             alerts_clock,
+            source,
+            schema,
+            password_env,
+            allow_partial,
         } => {
+            let source = source
+                .map(|s| Source::parse(&s, schema))
+                .transpose()
+                .map_err(Error::Config)?;
+            kpitables::import::metricflow::set_serve_options(ImportOptions {
+                source,
+                password_env,
+                allow_partial,
+            });
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
@@ -180,6 +196,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Import {
+            what:
+                ImportWhat::Metricflow {
+                    dir,
+                    out,
+                    source,
+                    schema,
+                    password_env,
+                    allow_partial,
+                },
+        } => {
+            let source = source
+                .map(|s| Source::parse(&s, schema))
+                .transpose()
+                .map_err(Error::Config)?;
+            let options = ImportOptions {
+                source,
+                password_env,
+                allow_partial,
+            };
+            import_metricflow(&dir, &out, &options)
+        }
         Command::Check {
             dir,
             with_data,
@@ -226,6 +264,55 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 summary.order_lines
             );
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `kpitables import metricflow`: write the model, print the report (what maps, notes,
+/// what does not and why); exit 1 when something does not map, unless allowed.
+fn import_metricflow(dir: &Path, out: &Path, options: &ImportOptions) -> Result<ExitCode> {
+    let import = kpitables::import::metricflow::import(dir, out, options)?;
+    print!("{}", import.report);
+    let complete = import.report.unmapped.is_empty();
+    if !complete && !options.allow_partial {
+        eprintln!(
+            "error: {} item(s) cannot be mapped; nothing written (--allow-partial writes the rest)",
+            import.report.unmapped.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::io(format!("cannot create {}", out.display()), e))?;
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))?;
+            }
+        }
+    }
+    for (name, text) in &import.files {
+        let path = out.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    let report = out.join("metricflow-import.txt");
+    std::fs::write(&report, import.report.to_string())
+        .map_err(|e| Error::io(format!("cannot write {}", report.display()), e))?;
+    // The written model must load: check it as `kpitables check` would.
+    match kpitables::model::load::load_dir(out) {
+        Ok(_) => {
+            println!(
+                "model written to {} (report in {})",
+                out.display(),
+                report.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: the generated model does not load:\n{e}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

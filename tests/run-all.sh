@@ -61,6 +61,17 @@ if ! "$SUPERSET_VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(n
 fi
 export KPITABLES_SUPERSET_VENV=$SUPERSET_VENV
 
+# dbt-metricflow and dbt-duckdb in a virtualenv of their own (tests/clients/test_metricflow.py:
+# MetricFlow's own answers to the questions kpitables answers over an imported project).
+MF_VENV=$CACHE/mf-venv
+if ! "$MF_VENV/bin/python" -c 'import dbt_metricflow, dbt.adapters.duckdb' 2>/dev/null; then
+  step "installing dbt-metricflow in $MF_VENV"
+  python3 -m venv "$MF_VENV"
+  "$MF_VENV/bin/pip" install -q --upgrade pip
+  "$MF_VENV/bin/pip" install -q -r tests/clients/metricflow/requirements.txt -c tests/clients/metricflow/constraints.txt
+fi
+export KPITABLES_MF_VENV=$MF_VENV
+
 if [ ! -d tests/clients/node_modules/pg ]; then
   step "installing node-postgres"
   (cd tests/clients && npm install --no-audit --no-fund --silent)

@@ -277,14 +277,26 @@ impl Semantics {
     }
 }
 
-/// Give each time dimension whose values are timestamps (not dates) a `__day` grain
-/// column after its own column (a date is its own day). Called once the dimensions'
+/// Give each time dimension whose values are timestamps (not dates), and each that asks
+/// for it (`day_column`), a `__day` grain column after its own column (a date is its own
+/// day). Called once the dimensions'
 /// types are known.
 pub fn add_day_grains(semantics: &mut Semantics) {
+    let asked: BTreeSet<&str> = semantics
+        .model
+        .dimensions
+        .iter()
+        .filter(|d| d.day_column)
+        .map(|d| d.name.get_ref().as_str())
+        .collect();
     let timestamps: BTreeSet<String> = semantics
         .dimensions
         .values()
-        .filter(|d| d.kind == DimensionKind::Time && matches!(d.data_type, DataType::Timestamp(..)))
+        .filter(|d| {
+            d.kind == DimensionKind::Time
+                && (matches!(d.data_type, DataType::Timestamp(..))
+                    || asked.contains(d.name.as_str()))
+        })
         .map(|d| d.name.clone())
         .collect();
     for view in &mut semantics.views {

@@ -16,7 +16,7 @@ pub mod quality;
 mod time;
 pub mod validate;
 
-pub use time::{TimeGrain, WeekStart, Window};
+pub use time::{TimeGrain, WeekStart, Window, dimension_of_column, grain_suffix};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -227,6 +227,10 @@ pub struct Dimension {
     /// Sensitive values are masked for every role whose access rule does not `unmask`
     /// the dimension.
     pub mask: Option<Mask>,
+    /// Time dimensions over dates: also offer the day grain as `<name>__day` (as
+    /// MetricFlow names it); instants always have it.
+    #[serde(default)]
+    pub day_column: bool,
     /// Business label (any language).
     #[serde(default)]
     pub label: String,
@@ -289,6 +293,10 @@ pub struct Metric {
     pub show: Option<Show>,
     /// Cumulative: the window, e.g. `month_to_date` or `7 days` (see [`Window`]).
     pub window: Option<Spanned<String>>,
+    /// Cumulative: the grains of the time dimension the metric may be queried at (default
+    /// all); a query at another grain is refused. An import from MetricFlow sets `["day"]`
+    /// where MetricFlow would take the first day's value of a longer period.
+    pub grains: Option<Spanned<Vec<String>>>,
     /// Business label (any language), e.g. "销售额".
     #[serde(default)]
     pub label: String,

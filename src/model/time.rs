@@ -109,6 +109,23 @@ impl TimeGrain {
     }
 }
 
+/// The time dimension and grain a column name such as `order_date__month` or
+/// `customer__ds__week` names, when it ends in a grain; `None` for other names.
+pub fn grain_suffix(column: &str) -> Option<(&str, TimeGrain)> {
+    let (dimension, grain) = column.rsplit_once("__")?;
+    let grain = TimeGrain::ALL
+        .into_iter()
+        .chain([TimeGrain::FiscalQuarter, TimeGrain::FiscalYear])
+        .find(|g| g.name() == grain)?;
+    Some((dimension, grain))
+}
+
+/// The dimension a view column belongs to: `customer__ds` for `customer__ds__month`,
+/// the name itself for a column that is not a grain column.
+pub fn dimension_of_column(column: &str) -> &str {
+    grain_suffix(column).map_or(column, |(d, _)| d)
+}
+
 /// The window of a cumulative metric, ending with each period of the query's grain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {

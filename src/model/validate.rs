@@ -34,12 +34,19 @@ impl Checker<'_> {
                 name,
                 format!("{kind} name \"{n}\" must be lower-case letters, digits and _ (starting with a letter or _)"),
             );
-        } else if n.contains("__") {
-            self.at(
-                file,
-                name,
-                format!("{kind} name \"{n}\" must not contain \"__\": it is reserved for time grain columns such as order_date__month"),
-            );
+        } else if n.contains("__")
+            && (kind != "dimension" || super::time::grain_suffix(n).is_some())
+        {
+            let reason = if kind == "dimension" {
+                format!(
+                    "dimension name \"{n}\" must not end in a time grain (\"__day\", \"__month\", ...): those names are the grain columns of time dimensions"
+                )
+            } else {
+                format!(
+                    "{kind} name \"{n}\" must not contain \"__\": it is reserved for time grain columns such as order_date__month (only dimension names may use it, as MetricFlow's customer__country)"
+                )
+            };
+            self.at(file, name, reason);
         }
     }
 
@@ -472,9 +479,9 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         MetricKind::Derived => &["base", "filter"],
         MetricKind::Composite => &["formula"],
         MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show"],
-        MetricKind::Cumulative => &["base", "time", "window"],
+        MetricKind::Cumulative => &["base", "time", "window", "grains"],
     };
-    let set: [(&str, Option<usize>); 10] = [
+    let set: [(&str, Option<usize>); 11] = [
         ("table", metric.table.as_ref().map(|s| s.span().start)),
         ("agg", metric.agg.map(|_| metric.name.span().start)),
         ("expr", metric.expr.as_ref().map(|s| s.span().start)),
@@ -485,6 +492,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         ("compare", metric.compare.map(|_| metric.name.span().start)),
         ("show", metric.show.map(|_| metric.name.span().start)),
         ("window", metric.window.as_ref().map(|s| s.span().start)),
+        ("grains", metric.grains.as_ref().map(|s| s.span().start)),
     ];
     for (key, at) in set {
         if let Some(at) = at
@@ -572,6 +580,29 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
                 && let Err(reason) = Window::parse(window.get_ref())
             {
                 c.at(f, window, reason);
+            }
+            if let Some(grains) = &metric.grains {
+                let known = [
+                    "day",
+                    "week",
+                    "month",
+                    "quarter",
+                    "year",
+                    "fiscal_quarter",
+                    "fiscal_year",
+                ];
+                for g in grains.get_ref() {
+                    if !known.contains(&g.as_str()) {
+                        c.at(
+                            f,
+                            grains,
+                            format!(
+                                "unknown grain \"{g}\" in `grains` (one of {})",
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
             }
         }
     }

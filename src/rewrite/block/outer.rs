@@ -205,6 +205,7 @@ impl Outer<'_> {
             }
             Definition::Cumulative { base, time, window } => {
                 let (index, grain) = self.time_grain(name, time)?;
+                self.allowed_grain(name, time, grain)?;
                 let dependent = self.period_labels(name, time, index, grain)?;
                 let windowed = Transform::Window {
                     time: time.clone(),
@@ -242,6 +243,40 @@ impl Outer<'_> {
             Some(format!(
                 "add \"{time}\" or one of its grains (such as \"{time}__month\") to the select list or GROUP BY"
             )),
+        ))
+    }
+
+    /// A cumulative metric restricted to some grains (`grains` in the model) refuses the
+    /// others: a number it cannot give as its definition means is never returned.
+    fn allowed_grain(&self, metric: &str, time: &str, grain: TimeGrain) -> Result<()> {
+        let Some(grains) = self
+            .semantics
+            .model
+            .metrics
+            .iter()
+            .find(|m| m.name.get_ref() == metric)
+            .and_then(|m| m.grains.as_ref())
+        else {
+            return Ok(());
+        };
+        if grains.get_ref().iter().any(|g| g == grain.name()) {
+            return Ok(());
+        }
+        let columns: Vec<String> = grains
+            .get_ref()
+            .iter()
+            .map(|g| match g.as_str() {
+                "day" => format!("\"{time}\""),
+                g => format!("\"{time}__{g}\""),
+            })
+            .collect();
+        Err(Error::unsupported(
+            format!(
+                "metric \"{metric}\" is defined at the {} grain of \"{time}\" only, and this query asks for the {} grain",
+                grains.get_ref().join(", "),
+                grain.name()
+            ),
+            Some(format!("group by {} instead", columns.join(" or "))),
         ))
     }
 

@@ -441,7 +441,10 @@ fn base_table(
         .chain(&spec.aggregates)
     {
         for d in &e.dimensions {
-            if let Some(dim) = semantics.dimensions.get(d.split("__").next().unwrap_or(d)) {
+            if let Some(dim) = semantics
+                .dimensions
+                .get(crate::model::dimension_of_column(d))
+            {
                 candidates.push(dim.table.clone());
             }
         }

@@ -45,44 +45,47 @@ pub(super) fn window_part(
         .get(time)
         .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
     let names = [spec.metrics[j].metric.as_str()];
+    // A fact that carries dimensions in its own columns (the time dimension among them)
+    // has its periods and rows on those columns.
+    let carried = semantics.table_dimensions.get(fact);
+    let translated;
+    let (grain_exprs, filters) = if carried.is_some() {
+        translated = spec.translate_for(semantics, None, fact)?;
+        (&translated.0, &translated.1)
+    } else {
+        (&spec.grain, &spec.filters)
+    };
+    let time_expr = carried.and_then(|c| c.get(time)).unwrap_or(&dim.expr);
 
     // b: the periods.
-    let needed: BTreeSet<String> = spec
-        .grain
+    let needed: BTreeSet<String> = grain_exprs
         .iter()
-        .chain(&spec.filters)
+        .chain(filters)
         .flat_map(|e| e.tables.iter().cloned())
         .collect();
     let from = from_clause(fact, &needed, spec, &names, semantics)?;
-    let items: Vec<String> = spec
-        .grain
+    let items: Vec<String> = grain_exprs
         .iter()
         .enumerate()
         .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
         .collect();
-    let keys: Vec<String> = spec.grain.iter().map(|g| g.expr.to_string()).collect();
+    let keys: Vec<String> = grain_exprs.iter().map(|g| g.expr.to_string()).collect();
     let mut periods = format!("SELECT {} FROM {from}", items.join(", "));
-    write_filters(&mut periods, &spec.filters);
+    write_filters(&mut periods, filters);
     let _ = write!(periods, " GROUP BY {}", keys.join(", "));
 
     // r: the rows, per value of the time dimension.
     let on_time = |e: &InnerExpr| {
         e.dimensions
             .iter()
-            .any(|d| d == time || d.split("__").next() == Some(time))
+            .any(|d| d == time || crate::model::dimension_of_column(d) == time)
     };
-    let others: Vec<(usize, &InnerExpr)> = spec
-        .grain
+    let others: Vec<(usize, &InnerExpr)> = grain_exprs
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != index && !period.dependent.contains(i))
         .collect();
-    let mut row_filters: Vec<InnerExpr> = spec
-        .filters
-        .iter()
-        .filter(|f| !on_time(f))
-        .cloned()
-        .collect();
+    let mut row_filters: Vec<InnerExpr> = filters.iter().filter(|f| !on_time(f)).cloned().collect();
     // Time filters do not apply to the window's rows, but no period asked reads a row
     // outside this range: reading only it spares the rest of the history.
     row_filters.extend(
@@ -95,10 +98,10 @@ pub(super) fn window_part(
         .chain(&row_filters)
         .flat_map(|e| e.tables.iter().cloned())
         .collect();
-    needed.extend(dim.expr.tables.iter().cloned());
+    needed.extend(time_expr.tables.iter().cloned());
     needed.extend(def.tables.iter().cloned());
     let from = from_clause(fact, &needed, spec, &names, semantics)?;
-    let mut time_sql = dim.expr.expr.to_string();
+    let mut time_sql = time_expr.expr.to_string();
     if is_zoned(dim) {
         time_sql = local_time_sql(&time_sql, spec.time_zone);
     }

@@ -1,0 +1,406 @@
+"""Step 10: dbt MetricFlow projects served by kpitables.
+
+MetricFlow's own sample project (shipped by the PyPI package dbt-metricflow under
+dbt_metricflow/cli/sample_dbt_models/) is imported with `kpitables import metricflow`
+and served on its seed files (embedded engine) and from PostgreSQL. A set of its
+questions (metrics x group-bys x grains x filters) is answered three ways and compared:
+
+- kpitables, as SQL over the generated views, with MetricFlow's column names;
+- a hand-written SQL query over the seed CSVs in DuckDB (the ground truth);
+- MetricFlow itself (`mf query`'s engine through dbt-duckdb, one process for all).
+
+What the import cannot map is reported per item and makes it fail unless
+--allow-partial; serving the project directory directly imports it at load.
+"""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+
+import duckdb
+import psycopg
+import pytest
+
+from conftest import BIN, ROOT, Kpitables
+
+MF_VENV = pathlib.Path(os.environ.get("KPITABLES_MF_VENV", pathlib.Path.home() / ".cache/kpitables/mf-venv"))
+MF_PYTHON = MF_VENV / "bin" / "python"
+HERE = pathlib.Path(__file__).parent
+
+
+def package_dir() -> pathlib.Path:
+    out = subprocess.run(
+        [str(MF_PYTHON), "-c", "import dbt_metricflow.cli as c, pathlib; print(pathlib.Path(c.__file__).parent)"],
+        capture_output=True, text=True, check=True,
+    )
+    return pathlib.Path(out.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The tutorial project `mf tutorial` generates: dbt project, sample models and seeds,
+    built with `dbt build` into a DuckDB file (for MetricFlow's own answers)."""
+    cli = package_dir()
+    root = tmp_path_factory.mktemp("mf") / "mf_tutorial_project"
+    shutil.copytree(cli / "mf_tutorial_project", root)
+    shutil.copytree(cli / "sample_dbt_models" / "sample_models", root / "models" / "sample_models")
+    shutil.copytree(cli / "sample_dbt_models" / "seeds", root / "seeds")
+    profiles = root / "profiles.yml"
+    profiles.write_text(profiles.read_text().replace("$db_file_path", f"'{root / 'mf_tutorial.duckdb'}'"))
+    built = subprocess.run(
+        [str(MF_VENV / "bin" / "dbt"), "build", "--profiles-dir", str(root), "--project-dir", str(root)],
+        cwd=root, capture_output=True, text=True,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    return root
+
+
+def run_import(project_dir, out, *extra):
+    return subprocess.run(
+        [BIN, "import", "metricflow", str(project_dir), "--out", str(out), *extra],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def seeds_server(project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mf-model") / "model"
+    done = run_import(project, out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    k = Kpitables(out.parent / "kpitables.log", args=["--model", str(out)])
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.fixture(scope="module")
+def pg_server(project, warehouses, tmp_path_factory):
+    """The seeds loaded into a schema of the session's PostgreSQL warehouse, imported with
+    --source postgres://... --schema."""
+    pg = warehouses("postgres").server
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("DROP SCHEMA IF EXISTS mf_sample CASCADE")
+        c.execute("CREATE SCHEMA mf_sample")
+        c.execute("CREATE TABLE mf_sample.countries_seed (country text PRIMARY KEY, region text)")
+        c.execute("CREATE TABLE mf_sample.customers_seed (id_customer text PRIMARY KEY, country text, ds date)")
+        c.execute(
+            "CREATE TABLE mf_sample.transactions_seed (id_transaction text PRIMARY KEY, id_order text, "
+            "id_customer text, transaction_amount_usd double precision, transaction_type_name text, ds date)"
+        )
+        for table in ["countries_seed", "customers_seed", "transactions_seed"]:
+            with c.cursor().copy(f"COPY mf_sample.{table} FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+                copy.write((project / "seeds" / f"{table}.csv").read_bytes())
+    out = tmp_path_factory.mktemp("mf-pg-model") / "model"
+    done = run_import(project, out, "--source", pg.url, "--schema", "mf_sample")
+    assert done.returncode == 0, done.stdout + done.stderr
+    k = Kpitables(out.parent / "kpitables.log", args=["--model", str(out)])
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.fixture(scope="module")
+def truth(project):
+    db = duckdb.connect()
+    for table in ["countries", "customers", "transactions"]:
+        db.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM read_csv('{project / 'seeds' / (table + '_seed.csv')}', header = true)"
+        )
+    return db
+
+
+# MetricFlow questions: metrics, group-by names, where (MetricFlow templates), and the
+# same question as hand-written SQL over the seeds. `view` is the kpitables view that
+# offers the metrics together (one per semantic model; all_metrics for mixed ones).
+NA = "c.country IN (SELECT country FROM countries WHERE region = 'NA')"
+QUESTIONS = [
+    dict(
+        view="transactions",
+        metrics=["transactions"],
+        group_by=["metric_time__day"],
+        truth="SELECT ds, count(*) FROM transactions GROUP BY 1",
+    ),
+    dict(
+        view="transactions",
+        metrics=["transactions", "quick_buy_transactions", "quick_buy_amount_usd"],
+        group_by=["metric_time__month", "customer__customer_country"],
+        truth="""SELECT date_trunc('month', t.ds), c.country, count(*),
+                 sum(CASE WHEN transaction_type_name = 'quick-buy' THEN 1 ELSE 0 END),
+                 sum(CASE WHEN transaction_type_name = 'quick-buy' THEN transaction_amount_usd ELSE 0 END)
+                 FROM transactions t LEFT JOIN customers c USING (id_customer) GROUP BY 1, 2""",
+    ),
+    dict(
+        view="transactions",
+        metrics=["cancellation_rate", "revenue_usd", "transaction_amount"],
+        group_by=["customer__country__region"],
+        truth="""SELECT r.region,
+                 sum(CASE WHEN transaction_type_name = 'cancellation' THEN transaction_amount_usd ELSE 0 END)
+                   / sum(transaction_amount_usd),
+                 sum(transaction_amount_usd)
+                   - sum(CASE WHEN transaction_type_name = 'cancellation' THEN transaction_amount_usd ELSE 0 END)
+                   + sum(CASE WHEN transaction_type_name = 'alteration' THEN transaction_amount_usd ELSE 0 END),
+                 sum(transaction_amount_usd)
+                 FROM transactions t LEFT JOIN customers c USING (id_customer)
+                 LEFT JOIN countries r ON r.country = c.country GROUP BY 1""",
+    ),
+    dict(
+        view="transactions",
+        metrics=["cancellations_mx", "transaction_usd_na", "cancellations"],
+        group_by=["metric_time__week"],
+        truth=f"""SELECT date_trunc('week', t.ds),
+                 sum(CASE WHEN c.country = 'MX' THEN
+                       CASE WHEN transaction_type_name = 'cancellation' THEN transaction_amount_usd ELSE 0 END END),
+                 sum(CASE WHEN {NA} THEN transaction_amount_usd END),
+                 sum(CASE WHEN transaction_type_name = 'cancellation' THEN transaction_amount_usd ELSE 0 END)
+                 FROM transactions t LEFT JOIN customers c USING (id_customer) GROUP BY 1""",
+    ),
+    dict(
+        view="transactions",
+        metrics=["transactions", "alterations"],
+        group_by=["transaction__is_large", "transaction__quick_buy_transaction"],
+        where=["{{ Dimension('country__region', entity_path=['customer']) }} = 'NA'"],
+        sql_where="customer__country__region = 'NA'",
+        truth=f"""SELECT transaction_amount_usd >= 30,
+                 CASE WHEN transaction_type_name = 'quick-buy' THEN 'Quick Buy' ELSE 'Not Quick Buy' END,
+                 count(*),
+                 sum(CASE WHEN transaction_type_name = 'alteration' THEN transaction_amount_usd ELSE 0 END)
+                 FROM transactions t LEFT JOIN customers c USING (id_customer) WHERE {NA} GROUP BY 1, 2""",
+    ),
+    dict(
+        view="customers",
+        metrics=["new_customers"],
+        group_by=["metric_time__month", "customer__customer_country", "country__region"],
+        truth="""SELECT date_trunc('month', c.ds), c.country, r.region, count(*)
+                 FROM customers c LEFT JOIN countries r USING (country) GROUP BY 1, 2, 3""",
+    ),
+    dict(
+        view="all_metrics",
+        metrics=["transactions", "new_customers"],
+        group_by=["metric_time__month"],
+        truth="""SELECT coalesce(t.m, c.m), t.n, c.n FROM
+                 (SELECT date_trunc('month', ds) AS m, count(*) AS n FROM transactions GROUP BY 1) t
+                 FULL JOIN (SELECT date_trunc('month', ds) AS m, count(*) AS n FROM customers GROUP BY 1) c
+                 ON t.m = c.m""",
+    ),
+    dict(
+        view="transactions",
+        metrics=["transactions"],
+        group_by=["customer"],
+        where=["{{ TimeDimension('metric_time', 'day') }} >= '2022-03-20'"],
+        sql_where="metric_time >= '2022-03-20'",
+        truth="SELECT id_customer, count(*) FROM transactions WHERE ds >= DATE '2022-03-20' GROUP BY 1",
+    ),
+]
+
+# Cumulative metrics at day grain: MetricFlow answers every day of its time spine that
+# has data in the window; kpitables the days with data.
+CUMULATIVE = dict(
+    view="transactions",
+    metrics=["cumulative_transactions", "cumulative_transactions_in_last_7_days"],
+    group_by=["metric_time__day"],
+    truth="""SELECT d.ds,
+             (SELECT count(*) FROM transactions t WHERE t.ds <= d.ds),
+             (SELECT count(*) FROM transactions t WHERE t.ds <= d.ds AND t.ds > d.ds - INTERVAL 7 DAY)
+             FROM (SELECT DISTINCT ds FROM transactions) d""",
+)
+
+
+def normalize(value):
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()[:10]
+    if isinstance(value, str) and len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        return value[:10]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) or type(value).__name__ == "Decimal":
+        return round(float(value), 6)
+    return value
+
+
+def rows(result):
+    return sorted((tuple(normalize(v) for v in r) for r in result), key=repr)
+
+
+def same(actual, expected):
+    assert len(actual) == len(expected), (actual, expected)
+    for a, e in zip(actual, expected):
+        for x, y in zip(a, e):
+            if isinstance(x, float) and isinstance(y, float):
+                assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6), (a, e)
+            else:
+                assert x == y, (a, e)
+
+
+def ask(server, q):
+    columns = ", ".join(q["group_by"] + q["metrics"])
+    keys = ", ".join(str(i + 1) for i in range(len(q["group_by"])))
+    sql = f"SELECT {columns} FROM {q['view']}"
+    if q.get("sql_where"):
+        sql += f" WHERE {q['sql_where']}"
+    sql += f" GROUP BY {keys}"
+    with psycopg.connect(server.dsn, autocommit=True) as c:
+        return rows(c.execute(sql).fetchall())
+
+
+@pytest.fixture(scope="module")
+def metricflow(project):
+    """MetricFlow's answers to QUESTIONS and CUMULATIVE, from one process."""
+    questions = [
+        {"metrics": q["metrics"], "group_by": q["group_by"], "where": q.get("where")}
+        for q in QUESTIONS + [CUMULATIVE]
+    ]
+    done = subprocess.run(
+        [str(MF_PYTHON), str(HERE / "metricflow" / "mf_answers.py"), str(project)],
+        input=json.dumps(questions), capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout)
+    for q, a in zip(questions, answers):
+        assert "error" not in a, (q, a)
+    return answers
+
+
+@pytest.mark.parametrize("index", range(len(QUESTIONS)))
+def test_sample_questions_match_duckdb_and_metricflow(index, seeds_server, pg_server, truth, metricflow):
+    q = QUESTIONS[index]
+    expected = rows(truth.execute(q["truth"]).fetchall())
+    assert expected, "the question has rows"
+    # MetricFlow's answer is the same number set (its semantics, our ground truth).
+    answer = metricflow[index]
+    assert answer["columns"] == q["group_by"] + q["metrics"]
+    same(rows(answer["rows"]), expected)
+    # kpitables on the seed files and on PostgreSQL.
+    same(ask(seeds_server, q), expected)
+    same(ask(pg_server, q), expected)
+
+
+def test_cumulative_metrics_by_day(seeds_server, pg_server, truth, metricflow):
+    expected = rows(truth.execute(CUMULATIVE["truth"]).fetchall())
+    ours = ask(seeds_server, CUMULATIVE)
+    same(ours, expected)
+    same(ask(pg_server, CUMULATIVE), expected)
+    # MetricFlow has the same value on each of those days, and more days: those of its
+    # time spine after the data (nothing new in them).
+    theirs = {r[0]: r for r in rows(metricflow[len(QUESTIONS)]["rows"])}
+    for r in ours:
+        same([theirs[r[0]]], [r])
+    data_days = {r[0] for r in ours}
+    assert all(day not in data_days for day in set(theirs) - data_days)
+    assert len(theirs) > len(ours)
+
+
+def test_cumulative_metrics_refuse_coarser_grains(seeds_server):
+    with psycopg.connect(seeds_server.dsn, autocommit=True) as c:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("SELECT metric_time__week, cumulative_transactions FROM transactions GROUP BY 1")
+        assert "day grain" in str(e.value) or "day" in str(e.value)
+        assert e.value.diag.message_hint and "metric_time" in e.value.diag.message_hint
+        # The session keeps working.
+        assert c.execute("SELECT count(*) FROM (SELECT metric_time FROM transactions) t").fetchone()[0] > 0
+
+
+def test_saved_queries_are_views(seeds_server, truth):
+    with psycopg.connect(seeds_server.dsn, autocommit=True) as c:
+        got = rows(c.execute(
+            "SELECT metric_time, customer__customer_country, transactions, quick_buy_transactions "
+            "FROM core_transaction_metrics"
+        ).fetchall())
+        columns = [r[0] for r in c.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'core_transaction_metrics' "
+            "ORDER BY ordinal_position"
+        ).fetchall()]
+    expected = rows(truth.execute(
+        """SELECT t.ds, c.country, count(*), sum(CASE WHEN transaction_type_name = 'quick-buy' THEN 1 ELSE 0 END)
+           FROM transactions t LEFT JOIN customers c USING (id_customer) GROUP BY 1, 2"""
+    ).fetchall())
+    same(got, expected)
+    # MetricFlow's names: metric_time__day beside the other grains.
+    assert columns[:3] == ["metric_time", "metric_time__day", "metric_time__week"]
+    assert "customer__customer_country" in columns
+
+
+def test_metadata_is_kept(seeds_server):
+    with psycopg.connect(seeds_server.dsn, autocommit=True) as c:
+        label, description = c.execute(
+            "SELECT label, description FROM kp.metrics WHERE name = 'transaction_amount'"
+        ).fetchone()
+        assert label == "Transaction Amount (USD)"
+        assert description == "The total USD value of the transaction."
+        assert c.execute("SELECT label FROM kp.metrics WHERE name = 'cancellations_mx'").fetchone()[0] == "Cancellations in Mexico"
+
+
+def test_report_lists_what_cannot_be_mapped(project, tmp_path):
+    """A conversion metric and a percentile measure cannot be mapped: the import names
+    each with file, line and reason and fails; --allow-partial writes the rest."""
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("target", "*.duckdb", "logs"))
+    (copy / "models" / "sample_models" / "extra.yml").write_text(
+        """semantic_models:
+  - name: transaction_stats
+    model: ref('transactions')
+    defaults:
+      agg_time_dimension: ds
+    entities:
+      - name: transaction_stat
+        type: primary
+        expr: id_transaction
+    measures:
+      - name: p90_amount
+        agg: percentile
+        expr: transaction_amount_usd
+        agg_params:
+          percentile: 0.9
+    dimensions:
+      - name: ds
+        type: time
+        type_params:
+          time_granularity: day
+metrics:
+  - name: p90_transaction_amount
+    type: simple
+    type_params:
+      measure: p90_amount
+  - name: buy_conversion
+    type: conversion
+    type_params:
+      conversion_type_params:
+        base_measure: transactions
+        conversion_measure: transactions
+        entity: customer
+"""
+    )
+    out = tmp_path / "model"
+    failed = run_import(copy, out)
+    assert failed.returncode == 1
+    assert not out.exists()
+    report = failed.stdout
+    assert "models/sample_models/extra.yml:22: metric p90_transaction_amount:" in report, report
+    assert "agg_params" in report
+    assert "models/sample_models/extra.yml:26: metric buy_conversion: conversion metrics are not mapped" in report
+    assert "2 item(s) cannot be mapped" in failed.stderr
+    partial = run_import(copy, out, "--allow-partial")
+    assert partial.returncode == 0, partial.stdout + partial.stderr
+    assert "not mapped (2)" in (out / "metricflow-import.txt").read_text()
+    metrics = (out / "metrics.toml").read_text()
+    assert "p90_transaction_amount" not in metrics and 'name = "revenue_usd"' in metrics
+    # Serving the project directly refuses it with the same reasons, at their lines.
+    check = subprocess.run([BIN, "check", str(copy)], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode != 0
+    assert "extra.yml:26" in check.stdout + check.stderr
+
+
+def test_serve_the_project_directly(project, truth, tmp_path):
+    """`kpitables serve --model <dbt project>` imports at load, rows from its seeds."""
+    k = Kpitables(tmp_path / "kpitables.log", args=["--model", str(project)])
+    try:
+        q = QUESTIONS[2]
+        same(ask(k, q), rows(truth.execute(q["truth"]).fetchall()))
+    finally:
+        k.close()
