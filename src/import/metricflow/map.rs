@@ -1388,16 +1388,13 @@ fn replace_names(expr: &str, names: &HashMap<String, String>) -> String {
 
 /// The data file of a dbt model in a directory of files.
 fn data_file(dir: &Path, name: &str) -> Option<String> {
-    for candidate in [
+    [
         format!("{name}.parquet"),
         format!("{name}.csv"),
         name.to_string(),
-    ] {
-        if dir.join(&candidate).exists() {
-            return Some(candidate);
-        }
-    }
-    None
+    ]
+    .into_iter()
+    .find(|candidate| dir.join(candidate).exists())
 }
 
 /// `path` relative to `base` when both resolve (else `path` made absolute).
