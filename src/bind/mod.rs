@@ -157,8 +157,9 @@ impl BoundMetric {
                 show,
             } => {
                 let compare = match compare {
-                    Compare::PreviousPeriod => "the previous period",
-                    Compare::SamePeriodLastYear => "the same period last year",
+                    Compare::PreviousPeriod => "the previous period".to_string(),
+                    Compare::SamePeriodLastYear => "the same period last year".to_string(),
+                    Compare::Offset(n, g) => format!("{n} {}(s) earlier", g.name()),
                 };
                 let show = match show {
                     Show::Value => "value",

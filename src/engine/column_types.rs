@@ -96,13 +96,18 @@ async fn column_type(
             _ => None,
         })
         .and_then(|m| m.time.clone());
-    let sql = match &time {
-        Some(t) => format!("SELECT \"{t}\", \"{column}\" FROM \"{view}\""),
-        None => format!("SELECT \"{column}\" FROM \"{view}\""),
+    // A metric defined at some grains only (`grains`) is probed at the first that works.
+    let probes: Vec<String> = match &time {
+        Some(t) => std::iter::once(format!("\"{t}\""))
+            .chain(
+                ["week", "month", "quarter", "year"]
+                    .iter()
+                    .map(|g| format!("\"{t}__{g}\"")),
+            )
+            .map(|c| format!("SELECT {c}, \"{column}\" FROM \"{view}\""))
+            .collect(),
+        None => vec![format!("SELECT \"{column}\" FROM \"{view}\"")],
     };
-    let statement = crate::sql::parse(&sql)?
-        .pop()
-        .ok_or_else(|| Error::Internal("empty type probe".into()))?;
     let no_temp_tables = HashSet::new();
     let cx = RewriteContext {
         semantics,
@@ -111,14 +116,34 @@ async fn column_type(
         temp_tables: &no_temp_tables,
         time_zone: semantics.time_zone,
     };
-    let plan = plan_statement(ctx, statement, &cx).await.map_err(|e| {
-        Error::Model(vec![crate::error::ModelIssue {
-            file: String::from("<model>"),
-            line: 0,
-            column: 0,
-            reason: format!("view \"{view}\" column \"{column}\" cannot be computed: {e}"),
-        }])
-    })?;
+    let mut first_error = None;
+    let mut planned = None;
+    for sql in &probes {
+        let statement = crate::sql::parse(sql)?
+            .pop()
+            .ok_or_else(|| Error::Internal("empty type probe".into()))?;
+        match plan_statement(ctx, statement, &cx).await {
+            Ok(plan) => {
+                planned = Some(plan);
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let plan = match (planned, first_error) {
+        (Some(plan), _) => plan,
+        (None, e) => {
+            let e = e.map_or_else(|| "no probe".to_string(), |e| e.to_string());
+            return Err(Error::Model(vec![crate::error::ModelIssue {
+                file: String::from("<model>"),
+                line: 0,
+                column: 0,
+                reason: format!("view \"{view}\" column \"{column}\" cannot be computed: {e}"),
+            }]));
+        }
+    };
     let schema = plan.schema();
     Ok(schema
         .fields()

@@ -293,9 +293,9 @@ pub struct Metric {
     pub show: Option<Show>,
     /// Cumulative: the window, e.g. `month_to_date` or `7 days` (see [`Window`]).
     pub window: Option<Spanned<String>>,
-    /// Cumulative: the grains of the time dimension the metric may be queried at (default
-    /// all); a query at another grain is refused. An import from MetricFlow sets `["day"]`
-    /// where MetricFlow would take the first day's value of a longer period.
+    /// Cumulative and period-over-period: the grains of the time dimension the metric may
+    /// be queried at (default all); a query at another grain is refused. An import from
+    /// MetricFlow sets them where MetricFlow's answer at other grains differs.
     pub grains: Option<Spanned<Vec<String>>>,
     /// Business label (any language), e.g. "销售额".
     #[serde(default)]
@@ -378,13 +378,50 @@ impl Metric {
 
 /// The earlier period a period-over-period metric compares with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String")]
 pub enum Compare {
     /// The period just before, at the query's grain (环比): the previous day, week,
     /// month, quarter or year.
     PreviousPeriod,
     /// The same period one year earlier (同比); at week grain, 52 weeks earlier.
     SamePeriodLastYear,
+    /// A fixed offset whatever the grain (`"7 days"`, `"1 month"`, MetricFlow's
+    /// `offset_window`): each period against the rows that lie this long before its rows.
+    Offset(u32, TimeGrain),
+}
+
+impl TryFrom<String> for Compare {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Compare, String> {
+        match text.as_str() {
+            "previous_period" => return Ok(Compare::PreviousPeriod),
+            "same_period_last_year" => return Ok(Compare::SamePeriodLastYear),
+            _ => {}
+        }
+        let wrong = || {
+            format!(
+                "unknown compare \"{text}\": previous_period, same_period_last_year, or an offset such as \"7 days\" or \"1 month\""
+            )
+        };
+        let mut words = text.split_whitespace();
+        let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+            return Err(wrong());
+        };
+        let n: u32 = n.parse().map_err(|_| wrong())?;
+        let grain = match unit.trim_end_matches('s') {
+            "day" => TimeGrain::Day,
+            "week" => TimeGrain::Week,
+            "month" => TimeGrain::Month,
+            "quarter" => TimeGrain::Quarter,
+            "year" => TimeGrain::Year,
+            _ => return Err(wrong()),
+        };
+        if n == 0 {
+            return Err(wrong());
+        }
+        Ok(Compare::Offset(n, grain))
+    }
 }
 
 /// What a period-over-period column shows.

@@ -478,7 +478,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         MetricKind::Atomic => &["table", "agg", "expr", "filter"],
         MetricKind::Derived => &["base", "filter"],
         MetricKind::Composite => &["formula"],
-        MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show"],
+        MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show", "grains"],
         MetricKind::Cumulative => &["base", "time", "window", "grains"],
     };
     let set: [(&str, Option<usize>); 11] = [

@@ -404,3 +404,216 @@ def test_serve_the_project_directly(project, truth, tmp_path):
         same(ask(k, q), rows(truth.execute(q["truth"]).fetchall()))
     finally:
         k.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A project of our own (tests/clients/metricflow/shop/) with every metric type MetricFlow
+# has that kpitables maps: simple metrics of every aggregation, filters through one and
+# two joins, ratios (one with a filtered numerator), derived metrics (with offset_window
+# by a month and by 7 days), cumulative metrics (trailing, to date, all time), a saved
+# query with a where. Conversion metrics are reported as not mapped (see
+# test_report_lists_what_cannot_be_mapped).
+
+
+def write_shop_seeds(seeds: pathlib.Path):
+    """Deterministic shop rows: 4 regions, 40 customers, 600 orders in 2024 H1."""
+    import csv
+    import datetime
+    import random
+
+    rng = random.Random(20241203)
+    seeds.mkdir(parents=True, exist_ok=True)
+    with open(seeds / "regions_seed.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["region_id", "region_name", "country"])
+        w.writerows([(1, "North", "NO"), (2, "South", "ZA"), (3, "East", "CN"), (4, "West", "US")])
+    start = datetime.date(2023, 6, 1)
+    with open(seeds / "customers_seed.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["customer_id", "region_id", "segment", "signed_up_at"])
+        for c in range(1, 41):
+            w.writerow([c, rng.randint(1, 4), rng.choice(["consumer", "smb", "enterprise"]),
+                        start + datetime.timedelta(days=rng.randint(0, 300))])
+    with open(seeds / "orders_seed.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["order_id", "customer_id", "ordered_at", "channel", "amount", "discount"])
+        for o in range(1, 601):
+            day = datetime.date(2024, 1, 1) + datetime.timedelta(days=rng.randint(0, 181))
+            w.writerow([o, rng.randint(1, 40), day, rng.choice(["web", "store", "phone"]),
+                        f"{rng.randint(500, 30000) / 100:.2f}", rng.choice([0, 0, 0, 5, 10])])
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shop") / "shop"
+    shutil.copytree(HERE / "metricflow" / "shop", root)
+    write_shop_seeds(root / "seeds")
+    profiles = root / "profiles.yml"
+    profiles.write_text(profiles.read_text().replace("$db_file_path", f"'{root / 'shop.duckdb'}'"))
+    built = subprocess.run(
+        [str(MF_VENV / "bin" / "dbt"), "build", "--profiles-dir", str(root), "--project-dir", str(root)],
+        cwd=root, capture_output=True, text=True,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    out = root.parent / "model"
+    done = run_import(root, out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not mapped (0)" in done.stdout
+    k = Kpitables(root.parent / "kpitables.log", args=["--model", str(out)])
+    db = duckdb.connect()
+    for table in ["orders", "customers", "regions"]:
+        db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_csv('{root / 'seeds' / (table + '_seed.csv')}', header = true)")
+    try:
+        yield root, k, db
+    finally:
+        k.close()
+
+
+OC = "orders o LEFT JOIN customers c USING (customer_id) LEFT JOIN regions r USING (region_id)"
+DISCOUNTED = "sum(CASE WHEN discount > 0 THEN 1 ELSE 0 END)"
+SHOP_QUESTIONS = [
+    dict(
+        view="orders",
+        metrics=["revenue", "orders", "buyers", "average_order", "largest_order", "smallest_order",
+                 "discounted_orders"],
+        group_by=["metric_time__month", "customer__segment"],
+        truth=f"""SELECT date_trunc('month', ordered_at), c.segment, sum(amount), count(order_id),
+                  count(DISTINCT o.customer_id), avg(amount), max(amount), min(amount), {DISCOUNTED}
+                  FROM {OC} GROUP BY 1, 2""",
+    ),
+    dict(
+        view="orders",
+        metrics=["enterprise_revenue", "north_revenue", "revenue_per_buyer", "online_share",
+                 "revenue_minus_discounted"],
+        group_by=["customer__region__region_name"],
+        truth=f"""SELECT r.region_name, sum(amount) FILTER (WHERE c.segment = 'enterprise'),
+                  sum(amount) FILTER (WHERE r.region_name = 'North' AND channel <> 'phone'),
+                  sum(amount) / count(DISTINCT o.customer_id),
+                  sum(amount) FILTER (WHERE channel = 'web') / sum(amount),
+                  sum(amount) - {DISCOUNTED}
+                  FROM {OC} GROUP BY 1""",
+    ),
+    dict(
+        view="orders",
+        metrics=["revenue", "revenue_month_over_month"],
+        group_by=["metric_time__month"],
+        more_periods=True,
+        truth="""WITH m AS (SELECT date_trunc('month', ordered_at) AS m, sum(amount) AS r FROM orders GROUP BY 1)
+                 SELECT m.m, m.r, (m.r - p.r) / p.r FROM m LEFT JOIN m p ON p.m = m.m - INTERVAL 1 MONTH""",
+    ),
+    dict(
+        view="orders",
+        metrics=["orders", "orders_week_ago"],
+        group_by=["metric_time__week"],
+        more_periods=True,
+        truth="""WITH w AS (SELECT date_trunc('week', ordered_at) AS w, count(*) AS n FROM orders GROUP BY 1)
+                 SELECT w.w, w.n, p.n FROM w LEFT JOIN w p ON p.w = w.w - INTERVAL 7 DAY""",
+    ),
+    dict(
+        view="orders",
+        metrics=["orders_week_ago"],
+        group_by=["metric_time__day"],
+        more_periods=True,
+        truth="""WITH d AS (SELECT ordered_at AS d, count(*) AS n FROM orders GROUP BY 1)
+                 SELECT d.d, p.n FROM d LEFT JOIN d p ON p.d = d.d - INTERVAL 7 DAY""",
+    ),
+    dict(
+        view="orders",
+        metrics=["revenue_trailing_7_days", "revenue_month_to_date"],
+        group_by=["metric_time__day"],
+        more_periods=True,
+        truth="""SELECT d.d,
+                 (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at > d.d - INTERVAL 7 DAY),
+                 (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at >= date_trunc('month', d.d))
+                 FROM (SELECT DISTINCT ordered_at AS d FROM orders) d""",
+    ),
+    dict(
+        view="customers",
+        metrics=["signups_all_time"],
+        group_by=["metric_time__day", "customer__segment"],
+        more_periods=True,
+        truth="""SELECT d.d, d.s, (SELECT count(*) FROM customers WHERE segment = d.s AND signed_up_at <= d.d)
+                 FROM (SELECT DISTINCT signed_up_at AS d, segment AS s FROM customers) d""",
+    ),
+    dict(
+        view="all_metrics",
+        metrics=["revenue", "signups"],
+        group_by=["metric_time__quarter"],
+        truth="""SELECT coalesce(o.q, c.q), o.r, c.n FROM
+                 (SELECT date_trunc('quarter', ordered_at) AS q, sum(amount) AS r FROM orders GROUP BY 1) o
+                 FULL JOIN (SELECT date_trunc('quarter', signed_up_at) AS q, count(*) AS n FROM customers GROUP BY 1) c
+                 ON o.q = c.q""",
+    ),
+    dict(
+        view="orders",
+        metrics=["revenue", "largest_order"],
+        group_by=["order__channel", "order__is_large"],
+        where=["{{ TimeDimension('metric_time', 'day') }} >= '2024-03-01'",
+               "{{ Dimension('customer__segment') }} = 'smb'"],
+        sql_where="metric_time >= '2024-03-01' AND customer__segment = 'smb'",
+        truth=f"""SELECT channel, amount >= 100, sum(amount), max(amount) FROM {OC}
+                  WHERE ordered_at >= DATE '2024-03-01' AND c.segment = 'smb' GROUP BY 1, 2""",
+    ),
+]
+
+
+def test_own_project_every_metric_type(shop):
+    """Each question on the shop project: kpitables equals DuckDB by hand, and so does
+    MetricFlow (which has more periods for offsets and cumulative metrics: those of its
+    time spine; on ours it agrees)."""
+    root, k, db = shop
+    questions = [{"metrics": q["metrics"], "group_by": q["group_by"], "where": q.get("where")}
+                 for q in SHOP_QUESTIONS]
+    questions.append({"saved_query": "web_revenue_by_region"})
+    done = subprocess.run(
+        [str(MF_PYTHON), str(HERE / "metricflow" / "mf_answers.py"), str(root)],
+        input=json.dumps(questions), capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout)
+    for q, answer in zip(SHOP_QUESTIONS, answers):
+        assert "error" not in answer, (q, answer)
+        expected = rows(db.execute(q["truth"]).fetchall())
+        assert expected
+        same(ask(k, q), expected)
+        keys = len(q["group_by"])
+        # MetricFlow orders the metric columns its own way: take them by name.
+        order = [answer["columns"].index(c) for c in q["group_by"] + q["metrics"]]
+        theirs = rows([[r[i] for i in order] for r in answer["rows"]])
+        if q.get("more_periods"):
+            # MetricFlow also answers periods without rows of their own (days of its time
+            # spine inside the window or offset): compare on the periods with data.
+            # It leaves out a period whose only metric is an offset with nothing earlier.
+            ours = {r[:keys] for r in expected}
+            extra = [r for r in theirs if r[:keys] not in ours]
+            theirs = [r for r in theirs if r[:keys] in ours]
+            assert extra, "MetricFlow answers spine periods too"
+            answered = {r[:keys] for r in theirs}
+            left_out = [r for r in expected if r[:keys] not in answered]
+            assert all(v is None for r in left_out for v in r[keys:]), left_out[:3]
+            expected = [r for r in expected if r[:keys] in answered]
+        same(theirs, expected)
+    # The saved query: a view with its where applied.
+    expected = rows(db.execute(
+        f"""SELECT date_trunc('month', ordered_at), r.region_name, sum(amount), count(*) FROM {OC}
+            WHERE channel = 'web' GROUP BY 1, 2"""
+    ).fetchall())
+    with psycopg.connect(k.dsn, autocommit=True) as c:
+        got = rows(c.execute(
+            "SELECT metric_time__month, customer__region__region_name, revenue, orders "
+            "FROM web_revenue_by_region GROUP BY 1, 2"
+        ).fetchall())
+    same(got, expected)
+    same(rows(answers[-1]["rows"]), expected)
+
+
+def test_offsets_refuse_grains_metricflow_answers_otherwise(shop):
+    _, k, _ = shop
+    with psycopg.connect(k.dsn, autocommit=True) as c:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("SELECT metric_time, revenue_month_over_month FROM orders GROUP BY 1")
+        assert "month grain" in str(e.value)
+        assert 'metric_time__month' in e.value.diag.message_hint
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute("SELECT metric_time__month, orders_week_ago FROM orders GROUP BY 1")
+        assert c.execute("SELECT count(*) FROM (SELECT metric_time__month, revenue FROM orders GROUP BY 1) t").fetchone()[0] == 6

@@ -173,7 +173,9 @@ impl Outer<'_> {
                 show,
             } => {
                 let (_, grain) = self.time_grain(name, time)?;
+                self.allowed_grain(name, time, grain)?;
                 let interval = match (compare, grain) {
+                    (Compare::Offset(n, unit), _) => crate::rewrite::derived::interval(*n, *unit),
                     (Compare::PreviousPeriod, g) => crate::rewrite::derived::interval(1, g),
                     (Compare::SamePeriodLastYear, TimeGrain::Week) => {
                         crate::rewrite::derived::interval(52, TimeGrain::Week)
@@ -246,8 +248,8 @@ impl Outer<'_> {
         ))
     }
 
-    /// A cumulative metric restricted to some grains (`grains` in the model) refuses the
-    /// others: a number it cannot give as its definition means is never returned.
+    /// A cumulative or period-over-period metric restricted to some grains (`grains` in
+    /// the model) refuses the others: a number it cannot give as its definition means is never returned.
     fn allowed_grain(&self, metric: &str, time: &str, grain: TimeGrain) -> Result<()> {
         let Some(grains) = self
             .semantics

@@ -3,7 +3,7 @@ the virtualenv that has dbt-metricflow and dbt-duckdb; tests/clients/test_metric
 
 Usage: python mf_answers.py PROJECT_DIR < questions.json > answers.json
 Each question is {"metrics": [...], "group_by": [...], "where": [...] or null,
-"order": [...]}; each answer is {"columns": [...], "rows": [[...], ...]} or
+"order": [...]} or {"saved_query": name}; each answer is {"columns": [...], "rows": [[...], ...]} or
 {"error": "..."}.
 """
 
@@ -35,12 +35,15 @@ def main():
     answers = []
     for q in questions:
         try:
-            request = MetricFlowQueryRequest.create(
-                metric_names=q["metrics"],
-                group_by_names=q.get("group_by") or None,
-                where_constraints=q.get("where") or None,
-                order_by_names=q.get("order") or None,
-            )
+            if q.get("saved_query"):
+                request = MetricFlowQueryRequest.create(saved_query_name=q["saved_query"])
+            else:
+                request = MetricFlowQueryRequest.create(
+                    metric_names=q["metrics"],
+                    group_by_names=q.get("group_by") or None,
+                    where_constraints=q.get("where") or None,
+                    order_by_names=q.get("order") or None,
+                )
             table = cfg.mf.query(mf_request=request).result_df
             answers.append({
                 "columns": list(table.column_names),

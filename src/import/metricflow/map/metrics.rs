@@ -1,0 +1,581 @@
+//! MetricFlow metrics → kpitables metrics: simple (atomic), ratio and derived
+//! (composite, with derived metrics for filtered inputs and period-over-period metrics
+//! for offsets), cumulative; measures' aggregations.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::{Mapped, Mapper, and, item, parenthesize};
+use crate::import::metricflow::write::Block;
+use crate::import::metricflow::yaml::Metric;
+
+impl<'a> Mapper<'a> {
+    pub(super) fn metric_filter(
+        &self,
+        fact: usize,
+        metric: &Metric,
+    ) -> Result<Option<String>, String> {
+        match &metric.filter {
+            None => Ok(None),
+            Some(f) => {
+                let parts: Result<Vec<String>, String> = f
+                    .conditions()
+                    .iter()
+                    .map(|c| self.fact_filter(fact, c))
+                    .collect();
+                Ok(Some(and(parts?)))
+            }
+        }
+    }
+
+    /// Map MetricFlow metric `name` (memoized); the error is the reason it is not mapped.
+    pub(super) fn metric(&mut self, name: &str, depth: usize) -> Result<Mapped, String> {
+        if let Some(done) = self.mapped.get(name) {
+            return done.clone();
+        }
+        if depth > 32 {
+            return Err(format!("metric {name} is defined from itself"));
+        }
+        let Some(&(file, metric)) = self.metrics.get(name) else {
+            return Err(format!("unknown metric {name}"));
+        };
+        let result = self.map_metric(name, file, metric, depth);
+        let line = metric.name.referenced.line();
+        match &result {
+            Ok(m) => {
+                let detail = if m.ours == name {
+                    format!("{} metric", metric.kind.to_ascii_lowercase())
+                } else {
+                    format!("as {}", m.ours)
+                };
+                self.report
+                    .mapped
+                    .push(item("metric", name, file, line, detail));
+            }
+            Err(reason) => {
+                self.report
+                    .unmapped
+                    .push(item("metric", name, file, line, reason.clone()));
+            }
+        }
+        self.mapped.insert(name.to_string(), result.clone());
+        result
+    }
+
+    pub(super) fn describe(block: Block, metric: &Metric) -> Block {
+        let owner = metric
+            .config
+            .as_ref()
+            .and_then(|c| c.meta.as_ref())
+            .or(metric.meta.as_ref())
+            .and_then(|m| m.owner.as_deref());
+        block
+            .opt("label", metric.label.as_deref())
+            .opt("description", metric.description.as_deref())
+            .opt("owner", owner)
+    }
+
+    pub(super) fn map_metric(
+        &mut self,
+        name: &str,
+        file: &str,
+        metric: &'a Metric,
+        depth: usize,
+    ) -> Result<Mapped, String> {
+        let p = &metric.type_params;
+        if p.join_to_timespine.is_some() || p.fill_nulls_with.is_some() {
+            return Err("join_to_timespine / fill_nulls_with (filling periods without data) are not mapped: kpitables has no time spine".into());
+        }
+        let kind = metric.kind.to_ascii_lowercase();
+        let comment = format!("MetricFlow {kind} metric {name} ({file})");
+        match kind.as_str() {
+            "simple" => {
+                let measure = p
+                    .measure
+                    .as_ref()
+                    .ok_or("a simple metric needs type_params.measure")?;
+                let (fact, atomic) = self.atomic(measure.name())?;
+                let mut filters = Vec::new();
+                if let crate::import::metricflow::yaml::MeasureInput::Full(full) = measure {
+                    if full.join_to_timespine.is_some() || full.fill_nulls_with.is_some() {
+                        return Err("join_to_timespine / fill_nulls_with on the measure are not mapped: kpitables has no time spine".into());
+                    }
+                    if let Some(f) = &full.filter {
+                        for c in f.conditions() {
+                            filters.push(self.fact_filter(fact, &c)?);
+                        }
+                    }
+                }
+                if let Some(f) = self.metric_filter(fact, metric)? {
+                    filters.push(f);
+                }
+                self.taken.insert(name.to_string());
+                let mut block = Block::new("metrics")
+                    .comment(comment)
+                    .str("name", name)
+                    .str("table", &self.sms[fact].name)
+                    .str("agg", atomic.0);
+                if let Some(expr) = &atomic.1 {
+                    block = block.str("expr", expr);
+                }
+                if !filters.is_empty() {
+                    block = block.str("filter", &and(filters.clone()));
+                } else {
+                    self.measure_metric
+                        .entry(measure.name().to_string())
+                        .or_insert_with(|| name.to_string());
+                }
+                let measure_description = self
+                    .measures
+                    .get(measure.name())
+                    .and_then(|(_, m)| m.description.clone());
+                let block = Self::describe(block, metric);
+                let block = if metric.description.is_none() {
+                    block.opt("description", measure_description.as_deref())
+                } else {
+                    block
+                };
+                self.metric_blocks.push(block);
+                Ok(Mapped {
+                    ours: name.to_string(),
+                    models: BTreeSet::from([fact]),
+                    filterable: true,
+                })
+            }
+            "ratio" => {
+                let num = p.numerator.as_ref().ok_or("a ratio metric needs a numerator")?;
+                let den = p.denominator.as_ref().ok_or("a ratio metric needs a denominator")?;
+                let n = self.input(name, &num.full(), metric, "numerator", depth)?;
+                let d = self.input(name, &den.full(), metric, "denominator", depth)?;
+                self.taken.insert(name.to_string());
+                let block = Block::new("metrics")
+                    .comment(comment)
+                    .str("name", name)
+                    .str("formula", &format!("{} / {}", n.ours, d.ours));
+                self.metric_blocks.push(Self::describe(block, metric));
+                Ok(Mapped {
+                    ours: name.to_string(),
+                    models: n.models.union(&d.models).copied().collect(),
+                    filterable: false,
+                })
+            }
+            "derived" => {
+                let expr = p
+                    .expr
+                    .as_ref()
+                    .map(|e| e.sql())
+                    .ok_or("a derived metric needs type_params.expr")?;
+                let mut names: HashMap<String, String> = HashMap::new();
+                let mut models = BTreeSet::new();
+                for (k, input) in p.metrics.iter().enumerate() {
+                    let full = input.full();
+                    let mapped = self.input(name, &full, metric, &format!("input_{}", k + 1), depth)?;
+                    models.extend(mapped.models.iter().copied());
+                    names.insert(full.alias.clone().unwrap_or(full.name.clone()), mapped.ours);
+                }
+                let formula = replace_names(&expr, &names);
+                self.taken.insert(name.to_string());
+                let block = Block::new("metrics")
+                    .comment(comment)
+                    .str("name", name)
+                    .str("formula", &formula);
+                self.metric_blocks.push(Self::describe(block, metric));
+                Ok(Mapped {
+                    ours: name.to_string(),
+                    models,
+                    filterable: false,
+                })
+            }
+            "cumulative" => {
+                let measure = p
+                    .measure
+                    .as_ref()
+                    .ok_or("a cumulative metric needs type_params.measure")?;
+                let params = p.cumulative_type_params.as_ref();
+                let window = params.and_then(|c| c.window.clone()).or(p.window.clone());
+                let to_date = params
+                    .and_then(|c| c.grain_to_date.clone())
+                    .or(p.grain_to_date.clone());
+                let period_agg = params
+                    .and_then(|c| c.period_agg.clone())
+                    .unwrap_or_else(|| "first".into())
+                    .to_ascii_lowercase();
+                let window = match (window, to_date) {
+                    (Some(w), None) => trailing(&w)?,
+                    (None, Some(g)) => format!("{}_to_date", g.to_ascii_lowercase()),
+                    (None, None) => "all_time".to_string(),
+                    (Some(_), Some(_)) => return Err("both window and grain_to_date".into()),
+                };
+                let (fact, _) = self.atomic(measure.name())?;
+                if self.sms[fact].agg_time.is_none() {
+                    return Err(format!("semantic model {} has no agg_time_dimension", self.sms[fact].name));
+                }
+                let base = self.measure_base(name, measure.name(), fact, metric)?;
+                self.taken.insert(name.to_string());
+                let block = Block::new("metrics")
+                    .comment(format!(
+                        "{comment}\nMetricFlow's period_agg is {period_agg}: a week's or month's value is its {} day's; kpitables answers at day grain only and refuses coarser grains",
+                        if period_agg == "last" { "last" } else { "first" }
+                    ))
+                    .str("name", name)
+                    .str("base", &base)
+                    .str("time", "metric_time")
+                    .str("window", &window)
+                    .list("grains", &["day".to_string()]);
+                self.metric_blocks.push(Self::describe(block, metric));
+                self.report.notes.push(item(
+                    "metric",
+                    name,
+                    file,
+                    metric.name.referenced.line(),
+                    format!("cumulative ({window}): queryable by metric_time (day); a coarser grain is refused (MetricFlow's period_agg {period_agg} takes one day's value per period); days without any data in the window have no row"),
+                ));
+                Ok(Mapped {
+                    ours: name.to_string(),
+                    models: BTreeSet::from([fact]),
+                    filterable: false,
+                })
+            }
+            "conversion" => Err("conversion metrics are not mapped: kpitables has no conversion metric kind yet (a base event followed by a conversion event of the same entity within a window)".into()),
+            other => Err(format!("unknown metric type \"{other}\"")),
+        }
+    }
+
+    /// The atomic aggregation of measure `name`: its semantic model, and (agg, expr).
+    pub(super) fn atomic(
+        &self,
+        name: &str,
+    ) -> Result<(usize, (&'static str, Option<String>)), String> {
+        let &(fact, measure) = self
+            .measures
+            .get(name)
+            .ok_or_else(|| format!("unknown measure {name}"))?;
+        let sm = &self.sms[fact];
+        if !sm.ok {
+            return Err(format!("its semantic model {} is not mapped", sm.name));
+        }
+        if measure.agg_params.is_some() || measure.non_additive_dimension.is_some() {
+            return Err(format!(
+                "measure {name}: agg_params and non_additive_dimension (semi-additive measures) are not mapped"
+            ));
+        }
+        if let Some(t) = &measure.agg_time_dimension {
+            let own = sm
+                .def
+                .defaults
+                .as_ref()
+                .and_then(|d| d.agg_time_dimension.as_ref());
+            if own != Some(t) {
+                return Err(format!(
+                    "measure {name} is aggregated on time dimension {t}, not its semantic model's {}: one table carries one metric_time in kpitables",
+                    own.map_or("(none)", String::as_str)
+                ));
+            }
+        }
+        let expr = measure
+            .expr
+            .as_ref()
+            .map_or(measure.name.value.clone(), |e| e.sql());
+        let agg = match measure.agg.to_ascii_lowercase().as_str() {
+            "sum" => ("sum", Some(expr)),
+            "count" => ("count", Some(expr)),
+            "count_distinct" => ("count_distinct", Some(expr)),
+            "average" | "avg" => ("avg", Some(expr)),
+            "min" => ("min", Some(expr)),
+            "max" => ("max", Some(expr)),
+            "sum_boolean" => (
+                "sum",
+                Some(format!(
+                    "CASE WHEN {} THEN 1 ELSE 0 END",
+                    parenthesize(&expr)
+                )),
+            ),
+            other => {
+                return Err(format!(
+                    "measure {name}: aggregation {other} is not mapped (kpitables has sum, count, count_distinct, avg, min, max)"
+                ));
+            }
+        };
+        Ok((fact, agg))
+    }
+
+    /// A kpitables metric aggregating measure `measure` with the metric's filter, for a
+    /// cumulative metric's base: the simple metric of the measure when there is one.
+    pub(super) fn measure_base(
+        &mut self,
+        owner: &str,
+        measure: &str,
+        fact: usize,
+        metric: &Metric,
+    ) -> Result<String, String> {
+        let filter = self.metric_filter(fact, metric)?;
+        if filter.is_none()
+            && let Some(existing) = self.measure_metric.get(measure)
+        {
+            return Ok(existing.clone());
+        }
+        // A simple metric of the same measure may be mapped later: map them now.
+        let simple: Vec<String> = self
+            .metrics
+            .iter()
+            .filter(|(_, (_, m))| {
+                m.kind.eq_ignore_ascii_case("simple")
+                    && m.filter.is_none()
+                    && m.type_params
+                        .measure
+                        .as_ref()
+                        .is_some_and(|x| x.name() == measure)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for s in simple {
+            let _ = self.metric(&s, 1);
+        }
+        if filter.is_none()
+            && let Some(existing) = self.measure_metric.get(measure)
+        {
+            return Ok(existing.clone());
+        }
+        let (_, (agg, expr)) = self.atomic(measure)?;
+        let helper = self.fresh(&format!("{owner}_base"));
+        let mut block = Block::new("metrics")
+            .comment(format!("measure {measure}, the base of {owner}"))
+            .str("name", &helper)
+            .str("table", &self.sms[fact].name)
+            .str("agg", agg);
+        if let Some(e) = &expr {
+            block = block.str("expr", e);
+        }
+        if let Some(f) = &filter {
+            block = block.str("filter", f);
+        }
+        self.metric_blocks.push(block);
+        Ok(helper)
+    }
+
+    /// An input of a ratio or derived metric: the input metric itself, or a helper that
+    /// adds the input's (and the outer metric's) filter.
+    pub(super) fn input(
+        &mut self,
+        owner: &str,
+        input: &crate::import::metricflow::yaml::MetricInputFull,
+        outer: &Metric,
+        role: &str,
+        depth: usize,
+    ) -> Result<Mapped, String> {
+        if input.offset_to_grain.is_some() {
+            return Err(format!(
+                "input {}: offset_to_grain (the value at the start of the period) is not mapped yet",
+                input.name
+            ));
+        }
+        let offset = input.offset_window.as_deref().map(offset).transpose()?;
+        let base = self
+            .metric(&input.name, depth + 1)
+            .map_err(|e| format!("input {} is not mapped ({e})", input.name))?;
+        let mut conditions: Vec<String> = Vec::new();
+        if let Some(f) = &input.filter {
+            conditions.extend(f.conditions());
+        }
+        if let Some(f) = &outer.filter {
+            conditions.extend(f.conditions());
+        }
+        let filtered = if conditions.is_empty() {
+            base
+        } else {
+            if !base.filterable || base.models.len() != 1 {
+                return Err(format!(
+                    "a filter on input {} (a {} metric) is not mapped: kpitables adds filters to atomic and derived metrics",
+                    input.name,
+                    self.metrics
+                        .get(&input.name)
+                        .map_or("", |(_, m)| m.kind.as_str())
+                ));
+            }
+            let fact = base.models.iter().next().copied().unwrap_or(0);
+            let translated: Result<Vec<String>, String> = conditions
+                .iter()
+                .map(|c| self.fact_filter(fact, c))
+                .collect();
+            let helper = self.fresh(&format!("{owner}_{role}"));
+            self.metric_blocks.push(
+                Block::new("metrics")
+                    .comment(format!("{} filtered, the {role} of {owner}", input.name))
+                    .str("name", &helper)
+                    .str("base", &base.ours)
+                    .str("filter", &and(translated?)),
+            );
+            Mapped {
+                ours: helper,
+                models: base.models,
+                filterable: true,
+            }
+        };
+        let Some((compare, grains)) = offset else {
+            return Ok(filtered);
+        };
+        if filtered
+            .models
+            .iter()
+            .any(|&m| self.sms[m].agg_time.is_none())
+        {
+            return Err(format!(
+                "input {} with offset_window: its semantic model has no agg_time_dimension",
+                input.name
+            ));
+        }
+        let helper = self.fresh(&format!("{owner}_{role}_offset"));
+        self.metric_blocks.push(
+            Block::new("metrics")
+                .comment(format!(
+                    "{} {compare} earlier (offset_window), the {role} of {owner}; MetricFlow's answer at other grains differs, so only these",
+                    input.name
+                ))
+                .str("name", &helper)
+                .str("base", &filtered.ours)
+                .str("time", "metric_time")
+                .str("compare", &compare)
+                .str("show", "value")
+                .list("grains", &grains),
+        );
+        self.report.notes.push(item(
+            "metric",
+            owner,
+            self.metrics.get(owner).map_or("", |(f, _)| f),
+            self.metrics
+                .get(owner)
+                .map_or(0, |(_, m)| m.name.referenced.line()),
+            format!(
+                "input {} offset by {compare}: queryable by metric_time at the {} grain (MetricFlow joins periods at the query's grain; at the others its answer differs); periods that only the earlier data has have no row",
+                input.name,
+                grains.join(", ")
+            ),
+        ));
+        Ok(Mapped {
+            ours: helper,
+            models: filtered.models,
+            filterable: false,
+        })
+    }
+}
+
+/// `7 days` → `7 days`; `1 week` → `1 weeks`; years and quarters in months.
+fn trailing(window: &str) -> Result<String, String> {
+    let mut words = window.split_whitespace();
+    let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!("window \"{window}\" is not \"<count> <unit>\""));
+    };
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("window \"{window}\": \"{n}\" is not a count"))?;
+    let unit = unit.to_ascii_lowercase();
+    let unit = unit.trim_end_matches('s');
+    Ok(match unit {
+        "day" => format!("{n} days"),
+        "week" => format!("{n} weeks"),
+        "month" => format!("{n} months"),
+        "quarter" => format!("{} months", n * 3),
+        "year" => format!("{} months", n * 12),
+        other => return Err(format!("window \"{window}\": unit {other} is not mapped")),
+    })
+}
+
+/// An `offset_window` as a kpitables `compare` offset, and the grains at which
+/// MetricFlow's answer (periods joined at the query's grain: `month - INTERVAL 1 month`)
+/// equals the rows moved by the offset: a week's worth of days at day and week grain,
+/// months at the month grains they divide.
+fn offset(window: &str) -> Result<(String, Vec<String>), String> {
+    let mut words = window.split_whitespace();
+    let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!(
+            "offset_window \"{window}\" is not \"<count> <unit>\""
+        ));
+    };
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("offset_window \"{window}\": \"{n}\" is not a count"))?;
+    let unit = unit.to_ascii_lowercase();
+    let months = match unit.trim_end_matches('s') {
+        "day" => {
+            let grains = if n % 7 == 0 {
+                vec!["day", "week"]
+            } else {
+                vec!["day"]
+            };
+            return Ok((
+                format!("{n} days"),
+                grains.into_iter().map(String::from).collect(),
+            ));
+        }
+        "week" => return Ok((format!("{n} weeks"), vec!["day".into(), "week".into()])),
+        "month" => n,
+        "quarter" => n * 3,
+        "year" => n * 12,
+        other => {
+            return Err(format!(
+                "offset_window \"{window}\": unit {other} is not mapped"
+            ));
+        }
+    };
+    let mut grains = vec!["month".to_string()];
+    if months % 3 == 0 {
+        grains.push("quarter".into());
+    }
+    if months % 12 == 0 {
+        grains.push("year".into());
+    }
+    Ok((format!("{months} months"), grains))
+}
+
+/// Replace whole-word names in a derived metric's expression (outside string literals).
+fn replace_names(expr: &str, names: &HashMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let mut in_string = false;
+    let flush = |word: &mut String, out: &mut String| {
+        if !word.is_empty() {
+            out.push_str(names.get(word.as_str()).unwrap_or(word));
+            word.clear();
+        }
+    };
+    for c in expr.chars() {
+        if in_string {
+            out.push(c);
+            if c == '\'' {
+                in_string = false;
+            }
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            if c == '\'' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn windows_and_names() {
+        assert_eq!(trailing("7 days").unwrap(), "7 days");
+        assert_eq!(trailing("1 year").unwrap(), "12 months");
+        assert!(trailing("7").is_err());
+        let names = HashMap::from([("a".to_string(), "x_input_1".to_string())]);
+        assert_eq!(
+            replace_names("a - 'a' + ab * a", &names),
+            "x_input_1 - 'a' + ab * x_input_1"
+        );
+        assert_eq!(
+            and(vec!["a = 1".into(), "b = 2".into()]),
+            "(a = 1) AND (b = 2)"
+        );
+    }
+}
