@@ -498,7 +498,7 @@ fn offset(window: &str) -> Result<(String, Vec<String>), String> {
     let unit = unit.to_ascii_lowercase();
     let months = match unit.trim_end_matches('s') {
         "day" => {
-            let grains = if n % 7 == 0 {
+            let grains = if n.is_multiple_of(7) {
                 vec!["day", "week"]
             } else {
                 vec!["day"]
@@ -519,10 +519,10 @@ fn offset(window: &str) -> Result<(String, Vec<String>), String> {
         }
     };
     let mut grains = vec!["month".to_string()];
-    if months % 3 == 0 {
+    if months.is_multiple_of(3) {
         grains.push("quarter".into());
     }
-    if months % 12 == 0 {
+    if months.is_multiple_of(12) {
         grains.push("year".into());
     }
     Ok((format!("{months} months"), grains))
