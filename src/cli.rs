@@ -50,21 +50,10 @@ pub enum Command {
         /// alerts' clock then runs on from it): for trying rules on old data, and tests.
         #[arg(long)]
         alerts_clock: Option<String>,
-        /// When --model is a dbt MetricFlow project: where the rows of its dbt models are
-        /// (postgres://..., mysql://..., or a directory of Parquet/CSV files; default:
-        /// the project's seeds).
-        #[arg(long)]
-        source: Option<String>,
-        /// With --source postgres://...: the schema of the tables.
-        #[arg(long, requires = "source")]
-        schema: Option<String>,
-        /// With a warehouse --source: the environment variable holding its password.
-        #[arg(long, requires = "source")]
-        password_env: Option<String>,
-        /// When --model is a MetricFlow project: serve what maps, log what does not
-        /// (default: refuse the model and list what does not map).
-        #[arg(long)]
-        allow_partial: bool,
+        /// When --model is a dbt MetricFlow project: where its rows are, and whether to
+        /// serve what maps when some items do not (they are logged).
+        #[command(flatten)]
+        metricflow: MetricflowArgs,
     },
     /// Import a model written for another semantic layer.
     Import {
@@ -131,21 +120,29 @@ pub enum ImportWhat {
         /// The model directory to write (created; its *.toml files are replaced).
         #[arg(long)]
         out: PathBuf,
-        /// Where the rows of the dbt models are: postgres://user@host:port/db,
-        /// mysql://user@host:port/db (no password in the URL), or a directory of Parquet/CSV
-        /// files named after the dbt models (default: the project's seeds directory).
-        #[arg(long)]
-        source: Option<String>,
-        /// With a postgres source: the schema of the tables.
-        #[arg(long, requires = "source")]
-        schema: Option<String>,
-        /// With a warehouse source: the environment variable holding its password.
-        #[arg(long, requires = "source")]
-        password_env: Option<String>,
-        /// Write what maps even when some items do not (they are still reported).
-        #[arg(long)]
-        allow_partial: bool,
+        /// Where the rows are; whether to write what maps when some items do not.
+        #[command(flatten)]
+        metricflow: MetricflowArgs,
     },
+}
+
+/// How a dbt MetricFlow project is imported (`import metricflow`, `serve --model`).
+#[derive(Debug, clap::Args)]
+pub struct MetricflowArgs {
+    /// Where the rows of the dbt models are: postgres://user@host:port/db,
+    /// mysql://user@host:port/db (no password in the URL), or a directory of Parquet/CSV
+    /// files named after the dbt models (default: the project's seeds directory).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// With a postgres source: the schema of the tables.
+    #[arg(long, requires = "source")]
+    pub schema: Option<String>,
+    /// With a warehouse source: the environment variable holding its password.
+    #[arg(long, requires = "source")]
+    pub password_env: Option<String>,
+    /// Use what maps even when some items do not (they are still reported).
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 /// `kpitables alerts ...`.

@@ -8,7 +8,8 @@ use clap::Parser;
 use kpitables::activity::Connections;
 use kpitables::catalog::Identity;
 use kpitables::cli::{
-    AlertsAction, Cli, Command, ConfigAction, ImportWhat, LogFormatArg, ReportFormat,
+    AlertsAction, Cli, Command, ConfigAction, ImportWhat, LogFormatArg, MetricflowArgs,
+    ReportFormat,
 };
 use kpitables::config::{Config, LogFormat};
 use kpitables::engine::Engine;
@@ -94,20 +95,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             log_format,
             alert_state_file,
             alerts_clock,
-            source,
-            schema,
-            password_env,
-            allow_partial,
+            metricflow,
         } => {
-            let source = source
-                .map(|s| Source::parse(&s, schema))
-                .transpose()
-                .map_err(Error::Config)?;
-            kpitables::import::metricflow::set_serve_options(ImportOptions {
-                source,
-                password_env,
-                allow_partial,
-            });
+            kpitables::import::metricflow::set_serve_options(import_options(metricflow)?);
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
@@ -201,23 +191,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ImportWhat::Metricflow {
                     dir,
                     out,
-                    source,
-                    schema,
-                    password_env,
-                    allow_partial,
+                    metricflow,
                 },
-        } => {
-            let source = source
-                .map(|s| Source::parse(&s, schema))
-                .transpose()
-                .map_err(Error::Config)?;
-            let options = ImportOptions {
-                source,
-                password_env,
-                allow_partial,
-            };
-            import_metricflow(&dir, &out, &options)
-        }
+        } => import_metricflow(&dir, &out, &import_options(metricflow)?),
         Command::Check {
             dir,
             with_data,
@@ -266,6 +242,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The import options of the `--source`, `--schema`, `--password-env` and
+/// `--allow-partial` flags.
+fn import_options(args: MetricflowArgs) -> Result<ImportOptions> {
+    let source = args
+        .source
+        .map(|s| Source::parse(&s, args.schema))
+        .transpose()
+        .map_err(Error::Config)?;
+    Ok(ImportOptions {
+        source,
+        password_env: args.password_env,
+        allow_partial: args.allow_partial,
+    })
 }
 
 /// `kpitables import metricflow`: write the model, print the report (what maps, notes,

@@ -48,14 +48,20 @@ def project(tmp_path_factory):
     shutil.copytree(cli / "mf_tutorial_project", root)
     shutil.copytree(cli / "sample_dbt_models" / "sample_models", root / "models" / "sample_models")
     shutil.copytree(cli / "sample_dbt_models" / "seeds", root / "seeds")
+    dbt_build(root)
+    return root
+
+
+def dbt_build(root: pathlib.Path):
+    """Point the project's DuckDB profile at a file in it and `dbt build` (seeds, models,
+    the semantic manifest MetricFlow reads)."""
     profiles = root / "profiles.yml"
-    profiles.write_text(profiles.read_text().replace("$db_file_path", f"'{root / 'mf_tutorial.duckdb'}'"))
+    profiles.write_text(profiles.read_text().replace("$db_file_path", f"'{root / 'warehouse.duckdb'}'"))
     built = subprocess.run(
         [str(MF_VENV / "bin" / "dbt"), "build", "--profiles-dir", str(root), "--project-dir", str(root)],
         cwd=root, capture_output=True, text=True,
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    return root
 
 
 def run_import(project_dir, out, *extra):
@@ -448,13 +454,7 @@ def shop(tmp_path_factory):
     root = tmp_path_factory.mktemp("shop") / "shop"
     shutil.copytree(HERE / "metricflow" / "shop", root)
     write_shop_seeds(root / "seeds")
-    profiles = root / "profiles.yml"
-    profiles.write_text(profiles.read_text().replace("$db_file_path", f"'{root / 'shop.duckdb'}'"))
-    built = subprocess.run(
-        [str(MF_VENV / "bin" / "dbt"), "build", "--profiles-dir", str(root), "--project-dir", str(root)],
-        cwd=root, capture_output=True, text=True,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
+    dbt_build(root)
     out = root.parent / "model"
     done = run_import(root, out)
     assert done.returncode == 0, done.stdout + done.stderr
