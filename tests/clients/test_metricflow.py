@@ -71,16 +71,20 @@ def run_import(project_dir, out, *extra):
     )
 
 
-@pytest.fixture(scope="module")
-def seeds_server(project, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mf-model") / "model"
-    done = run_import(project, out)
+def imported_server(project_dir, out, *extra):
+    """Import `project_dir` into `out` (which must map completely) and serve it."""
+    done = run_import(project_dir, out, *extra)
     assert done.returncode == 0, done.stdout + done.stderr
     k = Kpitables(out.parent / "kpitables.log", args=["--model", str(out)])
     try:
         yield k
     finally:
         k.close()
+
+
+@pytest.fixture(scope="module")
+def seeds_server(project, tmp_path_factory):
+    yield from imported_server(project, tmp_path_factory.mktemp("mf-model") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +105,7 @@ def pg_server(project, warehouses, tmp_path_factory):
             with c.cursor().copy(f"COPY mf_sample.{table} FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
                 copy.write((project / "seeds" / f"{table}.csv").read_bytes())
     out = tmp_path_factory.mktemp("mf-pg-model") / "model"
-    done = run_import(project, out, "--source", pg.url, "--schema", "mf_sample")
-    assert done.returncode == 0, done.stdout + done.stderr
-    k = Kpitables(out.parent / "kpitables.log", args=["--model", str(out)])
-    try:
-        yield k
-    finally:
-        k.close()
+    yield from imported_server(project, out, "--source", pg.url, "--schema", "mf_sample")
 
 
 @pytest.fixture(scope="module")

@@ -290,14 +290,7 @@ impl<'a> Mapper<'a> {
                     .trim_end_matches("}}")
                     .trim(),
             )?;
-            let qualified = match &reference {
-                Reference::Dimension { path, name, .. }
-                    if path.is_empty() && name == "metric_time" =>
-                {
-                    "metric_time".to_string()
-                }
-                r => r.qualified(),
-            };
+            let qualified = view_column(&reference);
             if !available.contains(&qualified) {
                 return Err(format!(
                     "group_by {g}: {qualified} is not a dimension every metric of the query reaches"
@@ -317,14 +310,7 @@ impl<'a> Mapper<'a> {
             let mut parts = Vec::new();
             for c in w.conditions() {
                 parts.push(template::render(&c, |r| {
-                    let column = match r {
-                        Reference::Dimension { path, name, .. }
-                            if path.is_empty() && name == "metric_time" =>
-                        {
-                            "metric_time".to_string()
-                        }
-                        r => r.qualified(),
-                    };
+                    let column = view_column(r);
                     if !available.contains(&column) {
                         return Err(format!(
                             "where: {column} is not a dimension of the query's metrics"
@@ -348,5 +334,16 @@ impl<'a> Mapper<'a> {
             view = view.list("apply_segments", &[segment_name]);
         }
         Ok((view, segment))
+    }
+}
+
+/// The view column a saved query's reference names: `metric_time` or the qualified
+/// dimension (the grain is chosen by the query, not the view).
+fn view_column(reference: &Reference) -> String {
+    match reference {
+        Reference::Dimension { path, name, .. } if path.is_empty() && name == "metric_time" => {
+            "metric_time".to_string()
+        }
+        r => r.qualified(),
     }
 }
