@@ -191,6 +191,10 @@ pub fn dependencies(semantics: &Semantics, name: &str) -> BTreeSet<String> {
             Definition::PeriodOverPeriod { base, .. } | Definition::Cumulative { base, .. } => {
                 out.insert(base.clone());
             }
+            Definition::Conversion(c) => {
+                out.insert(c.base.clone());
+                out.insert(c.conversion.clone());
+            }
             Definition::Aggregate(_) => {}
         }
     }

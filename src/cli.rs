@@ -134,7 +134,7 @@ pub struct MetricflowArgs {
     /// files named after the dbt models (default: the project's seeds directory).
     #[arg(long)]
     pub source: Option<String>,
-    /// With a postgres source: the schema of the tables.
+    /// With a warehouse source: the schema (PostgreSQL) or database (MySQL) of the tables.
     #[arg(long, requires = "source")]
     pub schema: Option<String>,
     /// With a warehouse source: the environment variable holding its password.

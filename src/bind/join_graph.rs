@@ -52,7 +52,8 @@ pub(super) fn check_join_graph(
     }
 }
 
-/// The fact tables of the aggregates metric `name` is computed from.
+/// The fact tables of the aggregates metric `name` is computed from: the tables whose
+/// rows are grouped by a view's dimensions and filtered by its filters.
 pub(crate) fn aggregate_tables(
     name: &str,
     metrics: &HashMap<String, BoundMetric>,
@@ -76,6 +77,10 @@ pub(crate) fn aggregate_tables(
         }
         Definition::PeriodOverPeriod { base, .. } | Definition::Cumulative { base, .. } => {
             aggregate_tables(base, metrics, out, depth + 1);
+        }
+        // Conversions are grouped and filtered on their base events.
+        Definition::Conversion(c) => {
+            aggregate_tables(&c.base, metrics, out, depth + 1);
         }
     }
 }

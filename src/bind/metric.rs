@@ -278,6 +278,49 @@ fn bind_metric_inner(
                 time,
             ))
         }
+        MetricKind::Conversion => {
+            let mut names = Vec::new();
+            for reference in [metric.base.as_ref()?, metric.conversion.as_ref()?] {
+                let target = bind_reference(b, file, reference, dimensions, bound, stack)?;
+                if target.aggregate().is_none() {
+                    b.issue(
+                        file,
+                        reference,
+                        format!(
+                            "conversion metric \"{name}\" counts events of \"{}\", which is {}: the base and conversion metrics must be atomic or derived",
+                            target.name,
+                            target.kind.as_str()
+                        ),
+                    );
+                    return None;
+                }
+                names.push(target.name.clone());
+            }
+            let window = match metric.window.as_ref().map(|w| Window::parse(w.get_ref())) {
+                None => None,
+                Some(Ok(Window::Trailing(n, g))) => Some((n, g)),
+                Some(_) => return None,
+            };
+            let conversion = names.pop()?;
+            let base = names.pop()?;
+            Some((
+                Definition::Conversion(Box::new(super::ConversionDef {
+                    base,
+                    conversion,
+                    entity: metric.entity.as_ref()?.get_ref().clone(),
+                    time: metric.time.as_ref()?.get_ref().clone(),
+                    conversion_time: metric
+                        .conversion_time
+                        .as_ref()
+                        .or(metric.time.as_ref())?
+                        .get_ref()
+                        .clone(),
+                    window,
+                    calculation: metric.calculation.unwrap_or_default(),
+                })),
+                None,
+            ))
+        }
         MetricKind::PeriodOverPeriod | MetricKind::Cumulative => {
             let base_name = metric.base.as_ref()?;
             let time = metric.time.as_ref()?.get_ref().clone();

@@ -17,8 +17,8 @@ use toml::Spanned;
 
 use crate::error::{Error, ModelIssue, Result, did_you_mean};
 use crate::model::{
-    Aggregation, Compare, DimensionKind, MetricKind, Model, Show, Status, TimeGrain, WeekStart,
-    Window,
+    Aggregation, Calculation, Compare, DimensionKind, MetricKind, Model, Show, Status, TimeGrain,
+    WeekStart, Window,
 };
 use crate::time_zone::TimeZone;
 
@@ -119,6 +119,29 @@ pub enum Definition {
         /// The window.
         window: Window,
     },
+    /// Base events followed by conversion events of the same entity.
+    Conversion(Box<ConversionDef>),
+}
+
+/// A conversion metric: each conversion event is credited to the latest base event of
+/// the same entity at or before it (within the window), and the conversion metric is
+/// aggregated over the credited events, grouped by the base events' dimensions.
+#[derive(Debug, Clone)]
+pub struct ConversionDef {
+    /// The metric of the base events (an aggregate).
+    pub base: String,
+    /// The metric of the conversion events (an aggregate).
+    pub conversion: String,
+    /// The dimension a base event and its conversions share.
+    pub entity: String,
+    /// The time dimension of the base events.
+    pub time: String,
+    /// The time dimension of the conversion events.
+    pub conversion_time: String,
+    /// How long after a base event a conversion counts; `None`: any time after.
+    pub window: Option<(u32, TimeGrain)>,
+    /// What the metric shows.
+    pub calculation: Calculation,
 }
 
 /// An aggregation of a table's rows.
@@ -167,6 +190,20 @@ impl BoundMetric {
                     Show::Growth => "growth",
                 };
                 format!("{show} of {base} against {compare} of {time}")
+            }
+            Definition::Conversion(c) => {
+                let within = c
+                    .window
+                    .map(|(n, g)| format!(" within {n} {}(s)", g.name()))
+                    .unwrap_or_default();
+                let what = match c.calculation {
+                    Calculation::ConversionRate => "rate",
+                    Calculation::Conversions => "count",
+                };
+                format!(
+                    "conversion {what}: {} ({}) after {} ({}) of the same {}{within}",
+                    c.conversion, c.conversion_time, c.base, c.time, c.entity
+                )
             }
             Definition::Cumulative { base, time, window } => {
                 let window = match window {

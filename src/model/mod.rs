@@ -265,7 +265,7 @@ pub enum DimensionKind {
 
 /// A governed metric. Its kind follows from the keys it sets (see [`Metric::kind`]):
 /// `agg` (atomic), `base` (derived, period-over-period with `compare`, cumulative with
-/// `window`) or `formula` (composite).
+/// `window`, conversion with `conversion`) or `formula` (composite).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metric {
@@ -286,13 +286,27 @@ pub struct Metric {
     /// Composite: an expression over other metrics, e.g. `revenue / orders`.
     pub formula: Option<Spanned<String>>,
     /// Period-over-period and cumulative: the time dimension periods are taken on.
+    /// Conversion: the time dimension of the base events.
     pub time: Option<Spanned<String>>,
     /// Period-over-period: which period the value is compared with.
     pub compare: Option<Compare>,
     /// Period-over-period: what the column shows (default `growth`).
     pub show: Option<Show>,
     /// Cumulative: the window, e.g. `month_to_date` or `7 days` (see [`Window`]).
+    /// Conversion: how long after a base event a conversion counts (`7 days`; default
+    /// any time after).
     pub window: Option<Spanned<String>>,
+    /// Conversion: the metric of the conversion events (atomic or derived); its
+    /// aggregation over the converted events is the conversions.
+    pub conversion: Option<Spanned<String>>,
+    /// Conversion: the dimension that links a base event to its conversion events (the
+    /// same customer, user, ...).
+    pub entity: Option<Spanned<String>>,
+    /// Conversion: the time dimension of the conversion events (default: `time`, which
+    /// then must give each table's own event time, as a carried dimension does).
+    pub conversion_time: Option<Spanned<String>>,
+    /// Conversion: `conversion_rate` (the default: conversions / base) or `conversions`.
+    pub calculation: Option<Calculation>,
     /// Cumulative and period-over-period: the grains of the time dimension the metric may
     /// be queried at (default all); a query at another grain is refused. An import from
     /// MetricFlow sets them where MetricFlow's answer at other grains differs.
@@ -344,6 +358,9 @@ pub enum MetricKind {
     PeriodOverPeriod,
     /// A metric accumulated over a window of periods (`base` + `window`).
     Cumulative,
+    /// Base events followed by conversion events of the same entity (`base` +
+    /// `conversion`): the conversions, or the conversion rate.
+    Conversion,
 }
 
 impl MetricKind {
@@ -355,6 +372,7 @@ impl MetricKind {
             MetricKind::Composite => "composite",
             MetricKind::PeriodOverPeriod => "period_over_period",
             MetricKind::Cumulative => "cumulative",
+            MetricKind::Conversion => "conversion",
         }
     }
 }
@@ -364,6 +382,8 @@ impl Metric {
     pub fn kind(&self) -> MetricKind {
         if self.formula.is_some() {
             MetricKind::Composite
+        } else if self.conversion.is_some() {
+            MetricKind::Conversion
         } else if self.compare.is_some() {
             MetricKind::PeriodOverPeriod
         } else if self.window.is_some() {
@@ -422,6 +442,17 @@ impl TryFrom<String> for Compare {
         }
         Ok(Compare::Offset(n, grain))
     }
+}
+
+/// What a conversion metric shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calculation {
+    /// Conversions divided by the base metric.
+    #[default]
+    ConversionRate,
+    /// The conversion metric aggregated over the converted events.
+    Conversions,
 }
 
 /// What a period-over-period column shows.

@@ -480,8 +480,17 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         MetricKind::Composite => &["formula"],
         MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show", "grains"],
         MetricKind::Cumulative => &["base", "time", "window", "grains"],
+        MetricKind::Conversion => &[
+            "base",
+            "conversion",
+            "entity",
+            "time",
+            "conversion_time",
+            "window",
+            "calculation",
+        ],
     };
-    let set: [(&str, Option<usize>); 11] = [
+    let set: [(&str, Option<usize>); 15] = [
         ("table", metric.table.as_ref().map(|s| s.span().start)),
         ("agg", metric.agg.map(|_| metric.name.span().start)),
         ("expr", metric.expr.as_ref().map(|s| s.span().start)),
@@ -493,6 +502,19 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         ("show", metric.show.map(|_| metric.name.span().start)),
         ("window", metric.window.as_ref().map(|s| s.span().start)),
         ("grains", metric.grains.as_ref().map(|s| s.span().start)),
+        (
+            "conversion",
+            metric.conversion.as_ref().map(|s| s.span().start),
+        ),
+        ("entity", metric.entity.as_ref().map(|s| s.span().start)),
+        (
+            "calculation",
+            metric.calculation.map(|_| metric.name.span().start),
+        ),
+        (
+            "conversion_time",
+            metric.conversion_time.as_ref().map(|s| s.span().start),
+        ),
     ];
     for (key, at) in set {
         if let Some(at) = at
@@ -552,6 +574,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
                 c.expr(f, "formula", formula);
             }
         }
+        MetricKind::Conversion => check_conversion(c, model, metric),
         MetricKind::PeriodOverPeriod | MetricKind::Cumulative => {
             match &metric.base {
                 Some(base) => {
@@ -608,6 +631,76 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
     }
 }
 
+/// A conversion metric names its base and conversion metrics, the entity dimension, the
+/// time dimension, and a trailing window if any.
+fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
+    let f = metric.file;
+    let name = metric.name.get_ref();
+    let metric_names = || model.metrics.iter().map(|m| m.name.get_ref().as_str());
+    for (key, value) in [("base", &metric.base), ("conversion", &metric.conversion)] {
+        match value {
+            Some(m) => {
+                c.reference(f, "metric", m, metric_names());
+            }
+            None => c.at(
+                f,
+                &metric.name,
+                format!(
+                    "conversion metric \"{name}\" needs `{key}`, the metric of its {key} events"
+                ),
+            ),
+        }
+    }
+    match &metric.entity {
+        Some(entity) => {
+            c.reference(
+                f,
+                "dimension",
+                entity,
+                model.dimensions.iter().map(|d| d.name.get_ref().as_str()),
+            );
+        }
+        None => c.at(
+            f,
+            &metric.name,
+            format!("conversion metric \"{name}\" needs `entity`, the dimension a base event and its conversion share"),
+        ),
+    }
+    let times = || {
+        model
+            .dimensions
+            .iter()
+            .filter(|d| d.kind == DimensionKind::Time)
+            .map(|d| d.name.get_ref().as_str())
+    };
+    match &metric.time {
+        Some(time) => {
+            c.reference(f, "time dimension", time, times());
+        }
+        None => c.at(
+            f,
+            &metric.name,
+            format!(
+                "conversion metric \"{name}\" needs `time`, the time dimension of its base events"
+            ),
+        ),
+    }
+    if let Some(time) = &metric.conversion_time {
+        c.reference(f, "time dimension", time, times());
+    }
+    if let Some(window) = &metric.window {
+        match Window::parse(window.get_ref()) {
+            Ok(Window::Trailing(..)) => {}
+            Ok(_) => c.at(
+                f,
+                window,
+                "a conversion window is a length of time such as \"7 days\" or \"1 month\"",
+            ),
+            Err(reason) => c.at(f, window, reason),
+        }
+    }
+}
+
 fn kind_phrase(kind: MetricKind) -> &'static str {
     match kind {
         MetricKind::Atomic => "atomic",
@@ -615,6 +708,7 @@ fn kind_phrase(kind: MetricKind) -> &'static str {
         MetricKind::Composite => "composite",
         MetricKind::PeriodOverPeriod => "a period-over-period metric",
         MetricKind::Cumulative => "cumulative",
+        MetricKind::Conversion => "a conversion metric",
     }
 }
 

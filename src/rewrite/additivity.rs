@@ -508,6 +508,14 @@ pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> 
             Show::Value | Show::Difference => metric_additivity(base, semantics)
                 .map(|why| format!("{metric} compares {base} with an earlier period, and {why}")),
         },
+        Definition::Conversion(c) => match c.calculation {
+            crate::model::Calculation::ConversionRate => Some(format!(
+                "{metric} is a conversion rate: a sum of the groups' rates is not a rate"
+            )),
+            // Each conversion is credited to one base event, so to one group.
+            crate::model::Calculation::Conversions => metric_additivity(&c.conversion, semantics)
+                .map(|why| format!("{metric} counts conversions of {}, and {why}", c.conversion)),
+        },
         Definition::Cumulative { window, .. } => {
             let kind = match window {
                 Window::ToDate(_) => "a to-date value",

@@ -13,6 +13,8 @@
 //! - MySQL sorts NULLs first in ascending order and has no `NULLS FIRST/LAST`: each sort
 //!   key is preceded by `(x IS NULL)` in the order PostgreSQL uses (NULLs last when
 //!   ascending, first when descending);
+//! - MySQL refuses a window frame on ranking functions (`ROW_NUMBER`, `RANK`, `LAG`, ...),
+//!   which DataFusion's plans always spell: it is dropped (it means nothing for them);
 //! - MySQL's usual collations compare text case-insensitively: a text literal compared
 //!   with `=`, `<>`, `<`, `>`, `LIKE` or `IN` gets `COLLATE utf8mb4_bin`, so the comparison
 //!   is PostgreSQL's case-sensitive one whatever the column's collation.
@@ -235,6 +237,7 @@ fn parse_expr(sql: &str) -> Result<SqlExpr> {
 /// case-sensitively.
 pub fn fix_mysql(mut statement: Statement) -> Statement {
     let _ = statement.visit(&mut NullOrdering);
+    let _ = statement.visit(&mut RankingFrames);
     let _ = statement.visit(&mut CaseSensitiveText);
     statement
 }
@@ -282,6 +285,36 @@ impl VisitorMut for CaseSensitiveText {
                 }
             }
             _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Window functions whose value does not depend on a frame: MySQL refuses one.
+const FRAMELESS: &[&str] = &[
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+];
+
+struct RankingFrames;
+
+impl VisitorMut for RankingFrames {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        if let SqlExpr::Function(f) = expr
+            && let Some(ast::WindowType::WindowSpec(spec)) = &mut f.over
+            && FRAMELESS
+                .iter()
+                .any(|n| f.name.to_string().eq_ignore_ascii_case(n))
+        {
+            spec.window_frame = None;
         }
         ControlFlow::Continue(())
     }
@@ -360,6 +393,18 @@ mod tests {
         assert_eq!(
             roundtrip("SELECT a FROM t ORDER BY a"),
             "SELECT a FROM t ORDER BY a"
+        );
+    }
+
+    #[test]
+    fn ranking_functions_lose_their_frame() {
+        assert_eq!(
+            roundtrip(
+                "SELECT row_number() OVER (PARTITION BY a ORDER BY b ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING), \
+                 sum(c) OVER (ORDER BY b ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t"
+            ),
+            "SELECT row_number() OVER (PARTITION BY a ORDER BY b), \
+             sum(c) OVER (ORDER BY b ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t"
         );
     }
 

@@ -34,10 +34,12 @@ pub enum Source {
         /// The schema of the tables.
         schema: Option<String>,
     },
-    /// A MySQL-protocol warehouse (the database from the URL).
+    /// A MySQL-protocol warehouse and the database of the tables (default: the URL's).
     Mysql {
         /// `mysql://user@host:port/db`.
         url: String,
+        /// The database of the tables.
+        schema: Option<String>,
     },
 }
 
@@ -69,6 +71,7 @@ impl Source {
         } else if lower.starts_with("mysql://") {
             Ok(Source::Mysql {
                 url: text.to_string(),
+                schema,
             })
         } else if lower.contains("://") {
             Err(format!(

@@ -228,8 +228,8 @@ pub struct TypeParams {
     pub grain_to_date: Option<String>,
     /// Cumulative: `window`, `grain_to_date`, `period_agg`.
     pub cumulative_type_params: Option<CumulativeParams>,
-    /// Conversion metrics (not mapped).
-    pub conversion_type_params: Option<IgnoredAny>,
+    /// Conversion: base and conversion measures, entity, window, calculation.
+    pub conversion_type_params: Option<ConversionParams>,
     /// Fill empty periods from the time spine (not mapped).
     pub join_to_timespine: Option<bool>,
     /// A value for empty periods (not mapped).
@@ -246,6 +246,23 @@ pub struct CumulativeParams {
     /// How a coarser period's value is taken from its days: `first` (default), `last`,
     /// `average`.
     pub period_agg: Option<String>,
+}
+
+/// `conversion_type_params`.
+#[derive(Debug, Deserialize)]
+pub struct ConversionParams {
+    /// The measure of the base events.
+    pub base_measure: MeasureInput,
+    /// The measure of the conversion events.
+    pub conversion_measure: MeasureInput,
+    /// The entity both events share.
+    pub entity: String,
+    /// How long after a base event a conversion counts, such as `7 days`.
+    pub window: Option<String>,
+    /// `conversion_rate` (default) or `conversions`.
+    pub calculation: Option<String>,
+    /// Properties that must be equal on both events (not mapped).
+    pub constant_properties: Option<IgnoredAny>,
 }
 
 /// A measure named by a metric, as a name or with options.
@@ -267,8 +284,8 @@ pub struct MeasureInputFull {
     pub filter: Option<Filter>,
     /// Not mapped.
     pub join_to_timespine: Option<bool>,
-    /// Not mapped.
-    pub fill_nulls_with: Option<IgnoredAny>,
+    /// Mapped as 0 for conversion counts (kpitables' own answer); otherwise not mapped.
+    pub fill_nulls_with: Option<Scalar>,
 }
 
 impl MeasureInput {

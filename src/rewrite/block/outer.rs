@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 use super::{COLLAPSING, counts_rows, function_name, is_aggregate, refs};
 use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{Compare, Show, TimeGrain};
+use crate::model::{Aggregation, Calculation, Compare, Show, TimeGrain};
 use crate::rewrite::derived::{Period, Physical, Transform};
 
 /// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
@@ -199,6 +199,51 @@ impl Outer<'_> {
                     Show::Difference => format!("({current}) - ({earlier})"),
                     Show::Growth => format!(
                         "CAST(({current}) - ({earlier}) AS DOUBLE PRECISION) / CAST(NULLIF({earlier}, 0) AS DOUBLE PRECISION)"
+                    ),
+                };
+                crate::sql::parse_expr(&sql)
+                    .map(|e| Expr::Nested(Box::new(e)))
+                    .ok_or_else(|| Error::Internal(format!("generated expression {sql}")))
+            }
+            Definition::Conversion(c) => {
+                if *transform != Transform::Plain {
+                    return Err(Error::unsupported(
+                        format!(
+                            "conversion metric \"{name}\" cannot be compared with another period or a total"
+                        ),
+                        Some(format!("select \"{name}\" by itself")),
+                    ));
+                }
+                // The base metric is always computed: its groups are the rows.
+                let base = self.metric(&c.base, transform)?;
+                let conversions = self.metric(
+                    &c.conversion,
+                    &Transform::Conversion {
+                        base: c.base.clone(),
+                        entity: c.entity.clone(),
+                        time: c.time.clone(),
+                        conversion_time: c.conversion_time.clone(),
+                        window: c.window,
+                    },
+                )?;
+                let counts = self
+                    .semantics
+                    .metrics
+                    .get(&c.conversion)
+                    .and_then(|m| m.aggregate())
+                    .is_some_and(|a| {
+                        matches!(a.agg, Aggregation::Count | Aggregation::CountDistinct)
+                    });
+                // No credited event: none converted (a count is 0).
+                let conversions = if counts {
+                    format!("coalesce({conversions}, 0)")
+                } else {
+                    conversions.to_string()
+                };
+                let sql = match c.calculation {
+                    Calculation::Conversions => conversions,
+                    Calculation::ConversionRate => format!(
+                        "CAST({conversions} AS DOUBLE PRECISION) / CAST(NULLIF({base}, 0) AS DOUBLE PRECISION)"
                     ),
                 };
                 crate::sql::parse_expr(&sql)

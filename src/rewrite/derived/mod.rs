@@ -17,6 +17,7 @@
 
 mod bounds;
 mod combine;
+mod conversion;
 mod row_count;
 pub mod translate;
 mod window;
@@ -69,6 +70,21 @@ pub enum Transform {
         window: Window,
         /// Where the block's grain has the periods.
         period: Period,
+    },
+    /// The metric over the conversion events credited to the base events of each group
+    /// (the latest base event of the same entity at or before the conversion, within the
+    /// window): grouped and filtered on the base events ([`conversion`]).
+    Conversion {
+        /// The metric of the base events.
+        base: String,
+        /// The dimension both events share.
+        entity: String,
+        /// The time dimension of the base events.
+        time: String,
+        /// The time dimension of the conversion events.
+        conversion_time: String,
+        /// How long after a base event a conversion counts.
+        window: Option<(u32, TimeGrain)>,
     },
 }
 
@@ -200,7 +216,10 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
     // windowed metric on its own), in order of first use.
     let mut groups: Vec<(String, Transform, Vec<usize>)> = Vec::new();
     for (j, (physical, def)) in spec.metrics.iter().zip(&defs).enumerate() {
-        let shared = !matches!(physical.transform, Transform::Window { .. });
+        let shared = !matches!(
+            physical.transform,
+            Transform::Window { .. } | Transform::Conversion { .. }
+        );
         match groups
             .iter_mut()
             .find(|(t, tr, _)| shared && *t == def.table && *tr == physical.transform)
@@ -283,6 +302,26 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                     grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
                 part.primary = false;
                 parts.push(part);
+            }
+            Transform::Conversion {
+                base,
+                entity,
+                time,
+                conversion_time,
+                window,
+            } => {
+                for &j in js {
+                    let spec_of = conversion::Conversion {
+                        j,
+                        conversion: defs[j],
+                        base,
+                        entity,
+                        time,
+                        conversion_time,
+                        window: *window,
+                    };
+                    parts.push(spec_of.part(spec, semantics)?);
+                }
             }
             Transform::Window {
                 time,

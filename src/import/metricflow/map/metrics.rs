@@ -142,8 +142,14 @@ impl<'a> Mapper<'a> {
                 })
             }
             "ratio" => {
-                let num = p.numerator.as_ref().ok_or("a ratio metric needs a numerator")?;
-                let den = p.denominator.as_ref().ok_or("a ratio metric needs a denominator")?;
+                let num = p
+                    .numerator
+                    .as_ref()
+                    .ok_or("a ratio metric needs a numerator")?;
+                let den = p
+                    .denominator
+                    .as_ref()
+                    .ok_or("a ratio metric needs a denominator")?;
                 let n = self.input(name, &num.full(), metric, "numerator", depth)?;
                 let d = self.input(name, &den.full(), metric, "denominator", depth)?;
                 self.taken.insert(name.to_string());
@@ -168,7 +174,8 @@ impl<'a> Mapper<'a> {
                 let mut models = BTreeSet::new();
                 for (k, input) in p.metrics.iter().enumerate() {
                     let full = input.full();
-                    let mapped = self.input(name, &full, metric, &format!("input_{}", k + 1), depth)?;
+                    let mapped =
+                        self.input(name, &full, metric, &format!("input_{}", k + 1), depth)?;
                     models.extend(mapped.models.iter().copied());
                     names.insert(full.alias.clone().unwrap_or(full.name.clone()), mapped.ours);
                 }
@@ -207,7 +214,10 @@ impl<'a> Mapper<'a> {
                 };
                 let (fact, _) = self.atomic(measure.name())?;
                 if self.sms[fact].agg_time.is_none() {
-                    return Err(format!("semantic model {} has no agg_time_dimension", self.sms[fact].name));
+                    return Err(format!(
+                        "semantic model {} has no agg_time_dimension",
+                        self.sms[fact].name
+                    ));
                 }
                 let base = self.measure_base(name, measure.name(), fact, metric)?;
                 self.taken.insert(name.to_string());
@@ -235,7 +245,7 @@ impl<'a> Mapper<'a> {
                     filterable: false,
                 })
             }
-            "conversion" => Err("conversion metrics are not mapped: kpitables has no conversion metric kind yet (a base event followed by a conversion event of the same entity within a window)".into()),
+            "conversion" => self.conversion(name, file, metric, comment),
             other => Err(format!("unknown metric type \"{other}\"")),
         }
     }
@@ -308,7 +318,21 @@ impl<'a> Mapper<'a> {
         metric: &Metric,
     ) -> Result<String, String> {
         let filter = self.metric_filter(fact, metric)?;
-        if filter.is_none()
+        self.measure_metric(owner, "base", measure, fact, filter.into_iter().collect())
+    }
+
+    /// A kpitables metric aggregating measure `measure` of semantic model `fact` where
+    /// `filters` hold: the simple metric of the measure when there are none and there is
+    /// one, else a helper named after `owner` and `role`.
+    fn measure_metric(
+        &mut self,
+        owner: &str,
+        role: &str,
+        measure: &str,
+        fact: usize,
+        filters: Vec<String>,
+    ) -> Result<String, String> {
+        if filters.is_empty()
             && let Some(existing) = self.measure_metric.get(measure)
         {
             return Ok(existing.clone());
@@ -330,26 +354,135 @@ impl<'a> Mapper<'a> {
         for s in simple {
             let _ = self.metric(&s, 1);
         }
-        if filter.is_none()
+        if filters.is_empty()
             && let Some(existing) = self.measure_metric.get(measure)
         {
             return Ok(existing.clone());
         }
         let (_, (agg, expr)) = self.atomic(measure)?;
-        let helper = self.fresh(&format!("{owner}_base"));
+        let helper = self.fresh(&format!("{owner}_{role}"));
         let mut block = Block::new("metrics")
-            .comment(format!("measure {measure}, the base of {owner}"))
+            .comment(format!("measure {measure}, the {role} of {owner}"))
             .str("name", &helper)
             .str("table", &self.sms[fact].name)
             .str("agg", agg);
         if let Some(e) = &expr {
             block = block.str("expr", e);
         }
-        if let Some(f) = &filter {
-            block = block.str("filter", f);
+        if !filters.is_empty() {
+            block = block.str("filter", &and(filters));
         }
         self.metric_blocks.push(block);
         Ok(helper)
+    }
+
+    /// A conversion metric: a kpitables conversion metric over the base and conversion
+    /// measures' metrics, the entity's dimension and metric_time.
+    fn conversion(
+        &mut self,
+        name: &str,
+        file: &str,
+        metric: &'a Metric,
+        comment: String,
+    ) -> Result<Mapped, String> {
+        let c = metric
+            .type_params
+            .conversion_type_params
+            .as_ref()
+            .ok_or("a conversion metric needs type_params.conversion_type_params")?;
+        if c.constant_properties.is_some() {
+            return Err("constant_properties (a property the base and conversion events must share) are not mapped".into());
+        }
+        let calculation = match c.calculation.as_deref().map(str::to_ascii_lowercase) {
+            None => "conversion_rate".to_string(),
+            Some(k) if k == "conversion_rate" || k == "conversions" => k,
+            Some(other) => return Err(format!("calculation {other} is not mapped")),
+        };
+        let window = c.window.as_deref().map(trailing).transpose()?;
+        let mut inputs = Vec::new();
+        for (role, input) in [
+            ("base", &c.base_measure),
+            ("conversion", &c.conversion_measure),
+        ] {
+            let (fact, (agg, _)) = self.atomic(input.name())?;
+            let sm = &self.sms[fact];
+            if sm.agg_time.is_none() {
+                return Err(format!(
+                    "semantic model {} has no agg_time_dimension",
+                    sm.name
+                ));
+            }
+            if !sm
+                .def
+                .entities
+                .iter()
+                .any(|e| e.name.value == c.entity && !e.kind.eq_ignore_ascii_case("natural"))
+            {
+                return Err(format!(
+                    "the {role} measure's semantic model {} has no entity {}",
+                    sm.name, c.entity
+                ));
+            }
+            let mut filters = Vec::new();
+            if let crate::import::metricflow::yaml::MeasureInput::Full(full) = input {
+                if full.join_to_timespine == Some(true) {
+                    return Err(format!(
+                        "join_to_timespine on the {role} measure is not mapped: kpitables has no time spine"
+                    ));
+                }
+                // kpitables answers 0 conversions (and a rate of 0) where none converted.
+                if let Some(fill) = &full.fill_nulls_with
+                    && !(fill.sql() == "0" && matches!(agg, "count" | "count_distinct"))
+                {
+                    return Err(format!(
+                        "fill_nulls_with {} on the {role} measure is not mapped (kpitables fills 0 for counts only)",
+                        fill.sql()
+                    ));
+                }
+                if let Some(f) = &full.filter {
+                    for condition in f.conditions() {
+                        filters.push(self.fact_filter(fact, &condition)?);
+                    }
+                }
+            }
+            // The metric's own filter selects base events (as in MetricFlow).
+            if role == "base"
+                && let Some(f) = self.metric_filter(fact, metric)?
+            {
+                filters.push(f);
+            }
+            inputs.push((
+                fact,
+                self.measure_metric(name, role, input.name(), fact, filters)?,
+            ));
+        }
+        let [(base_fact, base), (_, conversion)] = <[(usize, String); 2]>::try_from(inputs)
+            .map_err(|_| "a conversion metric has two measures".to_string())?;
+        self.taken.insert(name.to_string());
+        let mut block = Block::new("metrics")
+            .comment(comment)
+            .str("name", name)
+            .str("base", &base)
+            .str("conversion", &conversion)
+            .str("entity", &c.entity)
+            .str("time", "metric_time");
+        if let Some(w) = &window {
+            block = block.str("window", w);
+        }
+        block = block.str("calculation", &calculation);
+        self.metric_blocks.push(Self::describe(block, metric));
+        self.report.notes.push(item(
+            "metric",
+            name,
+            file,
+            metric.name.referenced.line(),
+            "conversion: where a group has base events and none converted, kpitables answers 0 conversions (MetricFlow: NULL unless fill_nulls_with: 0)",
+        ));
+        Ok(Mapped {
+            ours: name.to_string(),
+            models: BTreeSet::from([base_fact]),
+            filterable: false,
+        })
     }
 
     /// An input of a ratio or derived metric: the input metric itself, or a helper that

@@ -372,7 +372,18 @@ impl<'a> Mapper<'a> {
                 }
                 let name = e.name.value.clone();
                 let expr = e.expr.as_ref().map_or(name.clone(), |x| x.sql());
-                let home = self.home.get(&name).copied().unwrap_or(i);
+                // Without a primary or unique home, the first model with the entity
+                // defines it and the others carry it.
+                let home = self.home.get(&name).copied().unwrap_or_else(|| {
+                    (0..self.sms.len())
+                        .find(|&k| {
+                            self.sms[k].ok
+                                && self.sms[k].def.entities.iter().any(|x| {
+                                    x.name.value == name && !x.kind.eq_ignore_ascii_case("natural")
+                                })
+                        })
+                        .unwrap_or(i)
+                });
                 if home == i || !self.sms[home].ok {
                     let def = DimDef {
                         table: self.sms[i].name.clone(),

@@ -26,10 +26,11 @@ impl<'a> Mapper<'a> {
                 let b = b.opt("schema", schema.as_deref());
                 b.opt("password_env", self.options.password_env.as_deref())
             }
-            Some(Source::Mysql { url }) => Block::new("sources")
+            Some(Source::Mysql { url, schema }) => Block::new("sources")
                 .str("name", SOURCE)
                 .str("kind", "mysql")
                 .str("url", url)
+                .opt("schema", schema.as_deref())
                 .opt("password_env", self.options.password_env.as_deref()),
             Some(Source::Files(dir)) => Block::new("sources")
                 .str("name", SOURCE)
