@@ -774,3 +774,47 @@ fn check_against_a_base_prints_the_changes_and_the_lineage_of_changed_metrics() 
         "{all}"
     );
 }
+
+#[test]
+fn conversion_metrics_name_their_parts_and_take_a_length_of_time() {
+    let extra = r#"
+[[metrics]]
+name = "buy_rate"
+base = "revenue"
+conversion = "revenu"
+window = "month_to_date"
+calculation = "conversions"
+"#;
+    let found = issues(&[("m.toml", &format!("{GOOD}{extra}"))]);
+    let expected = [
+        "unknown metric \"revenu\"; did you mean \"revenue\"?",
+        "conversion metric \"buy_rate\" needs `entity`",
+        "conversion metric \"buy_rate\" needs `time`",
+        "a conversion window is a length of time such as \"7 days\"",
+    ];
+    for e in expected {
+        assert!(found.iter().any(|i| i.contains(e)), "{e} in {found:#?}");
+    }
+    let wrong_key = r#"
+[[metrics]]
+name = "buy_rate"
+base = "revenue"
+conversion = "revenue"
+entity = "region"
+time = "region"
+compare = "previous_period"
+"#;
+    let found = issues(&[("m.toml", &format!("{GOOD}{wrong_key}"))]);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("is a conversion metric and does not take `compare`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("unknown time dimension \"region\"")),
+        "{found:#?}"
+    );
+}

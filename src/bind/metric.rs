@@ -325,6 +325,17 @@ fn bind_metric_inner(
             let base_name = metric.base.as_ref()?;
             let time = metric.time.as_ref()?.get_ref().clone();
             let base = bind_reference(b, file, base_name, dimensions, bound, stack)?;
+            if base.kind == MetricKind::Conversion {
+                b.issue(
+                    file,
+                    base_name,
+                    format!(
+                        "metric \"{name}\" is defined from \"{}\", a conversion metric, which is computed at the query's grain only; base it on an atomic, derived or composite metric",
+                        base.name
+                    ),
+                );
+                return None;
+            }
             if matches!(
                 base.kind,
                 MetricKind::PeriodOverPeriod | MetricKind::Cumulative
@@ -352,6 +363,7 @@ fn bind_metric_inner(
                     base,
                     time: time.clone(),
                     window: Window::parse(window.get_ref()).ok()?,
+                    first_day: metric.period_agg == Some(crate::model::PeriodAgg::First),
                 },
                 (None, None) => return None,
             };

@@ -118,6 +118,8 @@ pub enum Definition {
         time: String,
         /// The window.
         window: Window,
+        /// At coarser grains, the window ends with each period's first day.
+        first_day: bool,
     },
     /// Base events followed by conversion events of the same entity.
     Conversion(Box<ConversionDef>),
@@ -205,13 +207,23 @@ impl BoundMetric {
                     c.conversion, c.conversion_time, c.base, c.time, c.entity
                 )
             }
-            Definition::Cumulative { base, time, window } => {
+            Definition::Cumulative {
+                base,
+                time,
+                window,
+                first_day,
+            } => {
                 let window = match window {
                     Window::ToDate(g) => format!("{}-to-date", g.name()),
                     Window::AllTime => "running total".to_string(),
                     Window::Trailing(n, g) => format!("trailing {n} {}s", g.name()),
                 };
-                format!("{base} over {window} of {time}")
+                let day = if *first_day {
+                    " (a period's value is its first day's)"
+                } else {
+                    ""
+                };
+                format!("{base} over {window} of {time}{day}")
             }
         }
     }

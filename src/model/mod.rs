@@ -307,6 +307,10 @@ pub struct Metric {
     pub conversion_time: Option<Spanned<String>>,
     /// Conversion: `conversion_rate` (the default: conversions / base) or `conversions`.
     pub calculation: Option<Calculation>,
+    /// Cumulative: at grains coarser than a day, which day of each period the window ends
+    /// with: `last` (the default: the window ends with the period) or `first`
+    /// (MetricFlow's default `period_agg`).
+    pub period_agg: Option<PeriodAgg>,
     /// Cumulative and period-over-period: the grains of the time dimension the metric may
     /// be queried at (default all); a query at another grain is refused. An import from
     /// MetricFlow sets them where MetricFlow's answer at other grains differs.
@@ -442,6 +446,17 @@ impl TryFrom<String> for Compare {
         }
         Ok(Compare::Offset(n, grain))
     }
+}
+
+/// Which day of a coarser period a cumulative metric's window ends with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodAgg {
+    /// The period's first day.
+    First,
+    /// The period's last day: the window ends with the period.
+    #[default]
+    Last,
 }
 
 /// What a conversion metric shows.

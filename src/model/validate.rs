@@ -479,7 +479,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         MetricKind::Derived => &["base", "filter"],
         MetricKind::Composite => &["formula"],
         MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show", "grains"],
-        MetricKind::Cumulative => &["base", "time", "window", "grains"],
+        MetricKind::Cumulative => &["base", "time", "window", "grains", "period_agg"],
         MetricKind::Conversion => &[
             "base",
             "conversion",
@@ -490,7 +490,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             "calculation",
         ],
     };
-    let set: [(&str, Option<usize>); 15] = [
+    let set: [(&str, Option<usize>); 16] = [
         ("table", metric.table.as_ref().map(|s| s.span().start)),
         ("agg", metric.agg.map(|_| metric.name.span().start)),
         ("expr", metric.expr.as_ref().map(|s| s.span().start)),
@@ -514,6 +514,10 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         (
             "conversion_time",
             metric.conversion_time.as_ref().map(|s| s.span().start),
+        ),
+        (
+            "period_agg",
+            metric.period_agg.map(|_| metric.name.span().start),
         ),
     ];
     for (key, at) in set {

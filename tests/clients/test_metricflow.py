@@ -300,14 +300,18 @@ def test_cumulative_metrics_by_day(seeds_server, pg_server, truth, metricflow):
     assert len(theirs) > len(ours)
 
 
-def test_cumulative_metrics_refuse_coarser_grains(seeds_server):
-    with psycopg.connect(seeds_server.dsn, autocommit=True) as c:
-        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
-            c.execute("SELECT metric_time__week, cumulative_transactions FROM transactions GROUP BY 1")
-        assert "day grain" in str(e.value) or "day" in str(e.value)
-        assert e.value.diag.message_hint and "metric_time" in e.value.diag.message_hint
-        # The session keeps working.
-        assert c.execute("SELECT count(*) FROM (SELECT metric_time FROM transactions) t").fetchone()[0] > 0
+def test_cumulative_metrics_by_week_take_the_first_day(seeds_server, pg_server, truth):
+    """MetricFlow's default period_agg: a week's value is its first day's."""
+    q = dict(view="transactions", metrics=CUMULATIVE["metrics"], group_by=["metric_time__week"])
+    expected = rows(truth.execute(
+        """SELECT w.w,
+           (SELECT count(*) FROM transactions t WHERE t.ds <= w.w),
+           (SELECT count(*) FROM transactions t WHERE t.ds <= w.w AND t.ds > w.w - INTERVAL 7 DAY)
+           FROM (SELECT DISTINCT date_trunc('week', ds) AS w FROM transactions) w"""
+    ).fetchall())
+    assert any(r[1] for r in expected)
+    same(ask(seeds_server, q), expected)
+    same(ask(pg_server, q), expected)
 
 
 def test_saved_queries_are_views(seeds_server, truth):
@@ -543,6 +547,29 @@ SHOP_QUESTIONS = [
                  (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at >= date_trunc('month', d.d))
                  FROM (SELECT DISTINCT ordered_at AS d FROM orders) d""",
     ),
+    # At coarser grains a cumulative metric's value is its first day's (MetricFlow's
+    # default period_agg) or its last day's (period_agg: last).
+    dict(
+        view="orders",
+        metrics=["revenue_trailing_7_days", "revenue_month_to_date", "revenue_to_date"],
+        group_by=["metric_time__week"],
+        more_periods=True,
+        truth="""SELECT w.w,
+                 (SELECT sum(amount) FROM orders WHERE ordered_at <= w.w AND ordered_at > w.w - INTERVAL 7 DAY),
+                 (SELECT sum(amount) FROM orders WHERE ordered_at <= w.w AND ordered_at >= date_trunc('month', w.w)),
+                 (SELECT sum(amount) FROM orders WHERE ordered_at < w.w + INTERVAL 7 DAY)
+                 FROM (SELECT DISTINCT date_trunc('week', ordered_at) AS w FROM orders) w""",
+    ),
+    dict(
+        view="orders",
+        metrics=["revenue_month_to_date", "revenue_to_date"],
+        group_by=["metric_time__month"],
+        more_periods=True,
+        truth="""SELECT m.m,
+                 (SELECT sum(amount) FROM orders WHERE ordered_at = m.m),
+                 (SELECT sum(amount) FROM orders WHERE ordered_at < m.m + INTERVAL 1 MONTH)
+                 FROM (SELECT DISTINCT date_trunc('month', ordered_at) AS m FROM orders) m""",
+    ),
     dict(
         view="customers",
         metrics=["signups_all_time"],
@@ -738,4 +765,12 @@ def test_offsets_refuse_grains_metricflow_answers_otherwise(shop):
         assert 'metric_time__month' in e.value.diag.message_hint
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             c.execute("SELECT metric_time__month, orders_week_ago FROM orders GROUP BY 1")
+        # A cumulative metric whose period value is an average of its days (period_agg:
+        # average) is served by day only.
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("SELECT metric_time__week, orders_trailing_7_days_average FROM orders GROUP BY 1")
+        assert "metric_time" in e.value.diag.message_hint
+        assert c.execute(
+            "SELECT count(*) FROM (SELECT metric_time, orders_trailing_7_days_average FROM orders GROUP BY 1) t"
+        ).fetchone()[0] > 100
         assert c.execute("SELECT count(*) FROM (SELECT metric_time__month, revenue FROM orders GROUP BY 1) t").fetchone()[0] == 6

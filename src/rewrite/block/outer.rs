@@ -250,7 +250,12 @@ impl Outer<'_> {
                     .map(|e| Expr::Nested(Box::new(e)))
                     .ok_or_else(|| Error::Internal(format!("generated expression {sql}")))
             }
-            Definition::Cumulative { base, time, window } => {
+            Definition::Cumulative {
+                base,
+                time,
+                window,
+                first_day,
+            } => {
                 let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
                 let dependent = self.period_labels(name, time, index, grain)?;
@@ -261,6 +266,7 @@ impl Outer<'_> {
                         index,
                         grain,
                         dependent,
+                        first_day: *first_day,
                     },
                 };
                 self.metric(base, &windowed)

@@ -99,6 +99,8 @@ pub struct Period {
     /// coarser grain it nests in, such as the month of a day): they label a period and
     /// never split a window.
     pub dependent: Vec<usize>,
+    /// The window ends with the period's first day rather than with the period.
+    pub first_day: bool,
 }
 
 /// One metric column `__m<j>` of the derived table: an aggregate metric under a

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::bind::{AggregateDef, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{Aggregation, Window};
+use crate::model::{Aggregation, TimeGrain, Window};
 
 /// A cumulative metric: each period of the grain (`b`, the periods the filters select)
 /// joined with the rows of its window (`r`, pre-aggregated per value of the time
@@ -144,7 +144,12 @@ pub(super) fn window_part(
 
     // The window of each period.
     let start_of_period = format!("b.\"__g{index}\"");
-    let end = format!("({start_of_period} + INTERVAL '{}')", interval(1, grain));
+    let last = if period.first_day {
+        TimeGrain::Day
+    } else {
+        grain
+    };
+    let end = format!("({start_of_period} + INTERVAL '{}')", interval(1, last));
     let start = match window {
         Window::AllTime => None,
         Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),

@@ -221,24 +221,40 @@ impl<'a> Mapper<'a> {
                 }
                 let base = self.measure_base(name, measure.name(), fact, metric)?;
                 self.taken.insert(name.to_string());
-                let block = Block::new("metrics")
-                    .comment(format!(
-                        "{comment}\nMetricFlow's period_agg is {period_agg}: a week's or month's value is its {} day's; kpitables answers at day grain only and refuses coarser grains",
-                        if period_agg == "last" { "last" } else { "first" }
-                    ))
+                // A week's or month's value is its first (or last) day's, as MetricFlow's
+                // period_agg; an average of its days is not a kpitables window.
+                let (period, note) = match period_agg.as_str() {
+                    "first" | "last" => (
+                        Some(period_agg.as_str()),
+                        format!(
+                            "cumulative ({window}): a week's or month's value is its {period_agg} day's (MetricFlow's period_agg); periods without rows have no row"
+                        ),
+                    ),
+                    _ => (
+                        None,
+                        format!(
+                            "cumulative ({window}): queryable by metric_time (day); a coarser grain is refused (MetricFlow's period_agg {period_agg} averages the days of a period)"
+                        ),
+                    ),
+                };
+                let mut block = Block::new("metrics")
+                    .comment(comment)
                     .str("name", name)
                     .str("base", &base)
                     .str("time", "metric_time")
-                    .str("window", &window)
-                    .list("grains", &["day".to_string()]);
-                self.metric_blocks.push(Self::describe(block, metric));
+                    .str("window", &window);
+                block = match period {
+                    Some(p) => block.str("period_agg", p),
+                    None => block.list("grains", &["day".to_string()]),
+                };
                 self.report.notes.push(item(
                     "metric",
                     name,
                     file,
                     metric.name.referenced.line(),
-                    format!("cumulative ({window}): queryable by metric_time (day); a coarser grain is refused (MetricFlow's period_agg {period_agg} takes one day's value per period); days without any data in the window have no row"),
+                    note,
                 ));
+                self.metric_blocks.push(Self::describe(block, metric));
                 Ok(Mapped {
                     ours: name.to_string(),
                     models: BTreeSet::from([fact]),
