@@ -185,6 +185,7 @@ impl BoundMetric {
                     Compare::PreviousPeriod => "the previous period".to_string(),
                     Compare::SamePeriodLastYear => "the same period last year".to_string(),
                     Compare::Offset(n, g) => format!("{n} {}(s) earlier", g.name()),
+                    Compare::PeriodStart(g) => format!("the first day of the {}", g.name()),
                 };
                 let show = match show {
                     Show::Value => "value",
@@ -217,6 +218,7 @@ impl BoundMetric {
                     Window::ToDate(g) => format!("{}-to-date", g.name()),
                     Window::AllTime => "running total".to_string(),
                     Window::Trailing(n, g) => format!("trailing {n} {}s", g.name()),
+                    Window::PeriodStart(g) => format!("the first day of the {}", g.name()),
                 };
                 let day = if *first_day {
                     " (a period's value is its first day's)"

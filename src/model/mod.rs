@@ -412,6 +412,10 @@ pub enum Compare {
     /// A fixed offset whatever the grain (`"7 days"`, `"1 month"`, MetricFlow's
     /// `offset_window`): each period against the rows that lie this long before its rows.
     Offset(u32, TimeGrain),
+    /// The first day of the week, month, quarter or year the period starts in
+    /// (`"start_of_month"`, MetricFlow's `offset_to_grain`): each period against the
+    /// rows of that one day.
+    PeriodStart(TimeGrain),
 }
 
 impl TryFrom<String> for Compare {
@@ -421,11 +425,15 @@ impl TryFrom<String> for Compare {
         match text.as_str() {
             "previous_period" => return Ok(Compare::PreviousPeriod),
             "same_period_last_year" => return Ok(Compare::SamePeriodLastYear),
+            "start_of_week" => return Ok(Compare::PeriodStart(TimeGrain::Week)),
+            "start_of_month" => return Ok(Compare::PeriodStart(TimeGrain::Month)),
+            "start_of_quarter" => return Ok(Compare::PeriodStart(TimeGrain::Quarter)),
+            "start_of_year" => return Ok(Compare::PeriodStart(TimeGrain::Year)),
             _ => {}
         }
         let wrong = || {
             format!(
-                "unknown compare \"{text}\": previous_period, same_period_last_year, or an offset such as \"7 days\" or \"1 month\""
+                "unknown compare \"{text}\": previous_period, same_period_last_year, start_of_week, start_of_month, start_of_quarter, start_of_year, or an offset such as \"7 days\" or \"1 month\""
             )
         };
         let mut words = text.split_whitespace();
@@ -782,5 +790,29 @@ impl Model {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Compare, TimeGrain};
+
+    #[test]
+    fn compare_names_periods_offsets_and_period_starts() {
+        let parse = |t: &str| Compare::try_from(t.to_string());
+        assert_eq!(parse("previous_period"), Ok(Compare::PreviousPeriod));
+        assert_eq!(parse("7 days"), Ok(Compare::Offset(7, TimeGrain::Day)));
+        assert_eq!(parse("1 month"), Ok(Compare::Offset(1, TimeGrain::Month)));
+        assert_eq!(
+            parse("start_of_month"),
+            Ok(Compare::PeriodStart(TimeGrain::Month))
+        );
+        assert_eq!(
+            parse("start_of_week"),
+            Ok(Compare::PeriodStart(TimeGrain::Week))
+        );
+        for wrong in ["0 days", "start_of_day", "7 fortnights", "last_year"] {
+            assert!(parse(wrong).is_err(), "{wrong}");
+        }
     }
 }

@@ -135,6 +135,10 @@ pub enum Window {
     AllTime,
     /// The last `n` days, weeks or months: `"7 days"`, `"4 weeks"`, `"3 months"`.
     Trailing(u32, TimeGrain),
+    /// The first day of the period of this grain that holds the period's first day (a
+    /// period-over-period metric's `compare = "start_of_month"`; never written as a
+    /// cumulative window).
+    PeriodStart(TimeGrain),
 }
 
 impl Window {

@@ -501,6 +501,14 @@ pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> 
                 _ => format!("{metric} is computed from other metrics: {why}"),
             })
         }
+        Definition::PeriodOverPeriod {
+            compare: crate::model::Compare::PeriodStart(of),
+            ..
+        } => Some(format!(
+            "{metric} is the value of the first day of a {}: summed over periods, that day counts once for every period that starts in the {}",
+            of.name(),
+            of.name()
+        )),
         Definition::PeriodOverPeriod { base, show, .. } => match show {
             Show::Growth => Some(format!(
                 "{metric} is a growth rate: a sum of the groups' growth rates is not a growth rate"
@@ -521,6 +529,7 @@ pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> 
                 Window::ToDate(_) => "a to-date value",
                 Window::AllTime => "a running total",
                 Window::Trailing(..) => "a trailing-window value",
+                Window::PeriodStart(_) => "the value of a period's first day",
             };
             Some(format!(
                 "{metric} is {kind}: summed over periods, a day counts once for every period whose window holds it"

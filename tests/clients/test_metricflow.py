@@ -537,6 +537,23 @@ SHOP_QUESTIONS = [
         truth="""WITH d AS (SELECT ordered_at AS d, count(*) AS n FROM orders GROUP BY 1)
                  SELECT d.d, p.n FROM d LEFT JOIN d p ON p.d = d.d - INTERVAL 7 DAY""",
     ),
+    # offset_to_grain: against the first day of the month the period starts in.
+    dict(
+        view="orders",
+        metrics=["revenue", "revenue_since_month_start"],
+        group_by=["metric_time__day"],
+        more_periods=True,
+        truth="""WITH d AS (SELECT ordered_at AS d, sum(amount) AS r FROM orders GROUP BY 1)
+                 SELECT d.d, d.r, d.r - f.r FROM d LEFT JOIN d f ON f.d = date_trunc('month', d.d)""",
+    ),
+    dict(
+        view="orders",
+        metrics=["revenue_since_month_start"],
+        group_by=["metric_time__week"],
+        truth="""WITH w AS (SELECT date_trunc('week', ordered_at) AS w, sum(amount) AS r FROM orders GROUP BY 1),
+                      d AS (SELECT ordered_at AS d, sum(amount) AS r FROM orders GROUP BY 1)
+                 SELECT w.w, w.r - f.r FROM w LEFT JOIN d f ON f.d = date_trunc('month', w.w)""",
+    ),
     dict(
         view="orders",
         metrics=["revenue_trailing_7_days", "revenue_month_to_date"],

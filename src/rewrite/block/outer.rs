@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 use super::{COLLAPSING, counts_rows, function_name, is_aggregate, refs};
 use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{Aggregation, Calculation, Compare, Show, TimeGrain};
+use crate::model::{Aggregation, Calculation, Compare, Show, TimeGrain, Window};
 use crate::rewrite::derived::{Period, Physical, Transform};
 
 /// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
@@ -172,9 +172,27 @@ impl Outer<'_> {
                 compare,
                 show,
             } => {
-                let (_, grain) = self.time_grain(name, time)?;
+                let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
                 let interval = match (compare, grain) {
+                    (Compare::PeriodStart(of), _) => {
+                        // One day's rows for every period that starts in the `of`
+                        // period: a window part, not a shift.
+                        let dependent = self.period_labels(name, time, index, grain)?;
+                        let start = Transform::Window {
+                            time: time.clone(),
+                            window: Window::PeriodStart(*of),
+                            period: Period {
+                                index,
+                                grain,
+                                dependent,
+                                first_day: false,
+                            },
+                        };
+                        let current = self.metric(base, transform)?;
+                        let earlier = self.metric(base, &start)?;
+                        return compared(*show, &current, &earlier);
+                    }
                     (Compare::Offset(n, unit), _) => crate::rewrite::derived::interval(*n, *unit),
                     (Compare::PreviousPeriod, g) => crate::rewrite::derived::interval(1, g),
                     (Compare::SamePeriodLastYear, TimeGrain::Week) => {
@@ -194,16 +212,7 @@ impl Outer<'_> {
                 // This period's value is always computed: its rows are the periods.
                 let current = self.metric(base, transform)?;
                 let earlier = self.metric(base, &shifted)?;
-                let sql = match show {
-                    Show::Value => format!("{earlier}"),
-                    Show::Difference => format!("({current}) - ({earlier})"),
-                    Show::Growth => format!(
-                        "CAST(({current}) - ({earlier}) AS DOUBLE PRECISION) / CAST(NULLIF({earlier}, 0) AS DOUBLE PRECISION)"
-                    ),
-                };
-                crate::sql::parse_expr(&sql)
-                    .map(|e| Expr::Nested(Box::new(e)))
-                    .ok_or_else(|| Error::Internal(format!("generated expression {sql}")))
+                compared(*show, &current, &earlier)
             }
             Definition::Conversion(c) => {
                 if *transform != Transform::Plain {
@@ -374,6 +383,20 @@ impl Outer<'_> {
         }
         Ok(labels)
     }
+}
+
+/// What a period-over-period column shows, from this period's value and the earlier one.
+fn compared(show: Show, current: &Expr, earlier: &Expr) -> Result<Expr> {
+    let sql = match show {
+        Show::Value => format!("{earlier}"),
+        Show::Difference => format!("({current}) - ({earlier})"),
+        Show::Growth => format!(
+            "CAST(({current}) - ({earlier}) AS DOUBLE PRECISION) / CAST(NULLIF({earlier}, 0) AS DOUBLE PRECISION)"
+        ),
+    };
+    crate::sql::parse_expr(&sql)
+        .map(|e| Expr::Nested(Box::new(e)))
+        .ok_or_else(|| Error::Internal(format!("generated expression {sql}")))
 }
 
 /// Whether `expr` reads time dimension `time` (itself or one of its grain columns), and

@@ -124,7 +124,7 @@ impl Bounds {
         // back at most its own length before that.
         let back = match window {
             Window::AllTime => None,
-            Window::ToDate(of) => Some(period + grain_days(of).1),
+            Window::ToDate(of) | Window::PeriodStart(of) => Some(period + grain_days(of).1),
             Window::Trailing(n, unit) => Some(period + i64::from(n) * grain_days(unit).1),
         };
         // The last period ends at most one period after `upper`.

@@ -149,11 +149,16 @@ pub(super) fn window_part(
     } else {
         grain
     };
-    let end = format!("({start_of_period} + INTERVAL '{}')", interval(1, last));
+    let mut end = format!("({start_of_period} + INTERVAL '{}')", interval(1, last));
     let start = match window {
         Window::AllTime => None,
         Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),
         Window::Trailing(n, unit) => Some(format!("({end} - INTERVAL '{}')", interval(n, unit))),
+        Window::PeriodStart(of) => {
+            let start = truncate_sql(&start_of_period, of, dim);
+            end = format!("({start} + INTERVAL '1 day')");
+            Some(start)
+        }
     };
     let mut on: Vec<String> = others
         .iter()

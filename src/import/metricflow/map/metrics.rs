@@ -511,13 +511,17 @@ impl<'a> Mapper<'a> {
         role: &str,
         depth: usize,
     ) -> Result<Mapped, String> {
-        if input.offset_to_grain.is_some() {
-            return Err(format!(
-                "input {}: offset_to_grain (the value at the start of the period) is not mapped yet",
-                input.name
-            ));
-        }
-        let offset = input.offset_window.as_deref().map(offset).transpose()?;
+        let offset = match (&input.offset_window, &input.offset_to_grain) {
+            (Some(window), None) => Some(offset(window)?),
+            (None, Some(grain)) => Some(start_of(grain)?),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "input {}: both offset_window and offset_to_grain",
+                    input.name
+                ));
+            }
+        };
         let base = self
             .metric(&input.name, depth + 1)
             .map_err(|e| format!("input {} is not mapped ({e})", input.name))?;
@@ -568,22 +572,35 @@ impl<'a> Mapper<'a> {
             .any(|&m| self.sms[m].agg_time.is_none())
         {
             return Err(format!(
-                "input {} with offset_window: its semantic model has no agg_time_dimension",
+                "input {} with an offset: its semantic model has no agg_time_dimension",
                 input.name
             ));
         }
         let helper = self.fresh(&format!("{owner}_{role}_offset"));
+        let block = Block::new("metrics")
+            .str("name", &helper)
+            .str("base", &filtered.ours)
+            .str("time", "metric_time")
+            .str("compare", &compare)
+            .str("show", "value");
+        if grains.is_empty() {
+            // offset_to_grain: the same answer at every grain.
+            self.metric_blocks.push(block.comment(format!(
+                "{} on the first day of the period (offset_to_grain), the {role} of {owner}",
+                input.name
+            )));
+            return Ok(Mapped {
+                ours: helper,
+                models: filtered.models,
+                filterable: false,
+            });
+        }
         self.metric_blocks.push(
-            Block::new("metrics")
+            block
                 .comment(format!(
                     "{} {compare} earlier (offset_window), the {role} of {owner}; MetricFlow's answer at other grains differs, so only these",
                     input.name
                 ))
-                .str("name", &helper)
-                .str("base", &filtered.ours)
-                .str("time", "metric_time")
-                .str("compare", &compare)
-                .str("show", "value")
                 .list("grains", &grains),
         );
         self.report.notes.push(item(
@@ -626,6 +643,18 @@ fn trailing(window: &str) -> Result<String, String> {
         "year" => format!("{} months", n * 12),
         other => return Err(format!("window \"{window}\": unit {other} is not mapped")),
     })
+}
+
+/// An `offset_to_grain` as a kpitables `compare` (`start_of_month`), at every grain: a
+/// period's value is the first day of the `grain` period its first day is in, which is
+/// what MetricFlow answers (it keeps the spine day that starts each queried period).
+fn start_of(grain: &str) -> Result<(String, Vec<String>), String> {
+    match grain.to_ascii_lowercase().as_str() {
+        g @ ("week" | "month" | "quarter" | "year") => Ok((format!("start_of_{g}"), Vec::new())),
+        other => Err(format!(
+            "offset_to_grain {other} is not mapped (week, month, quarter, year are)"
+        )),
+    }
 }
 
 /// An `offset_window` as a kpitables `compare` offset, and the grains at which
