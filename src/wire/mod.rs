@@ -41,7 +41,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::extendedquery::{Parse, ParseComplete};
+use pgwire::messages::extendedquery::{Execute, Parse, ParseComplete};
 use pgwire::messages::response::TransactionStatus;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -350,6 +350,19 @@ impl QueryParser for Parser {
     }
 }
 
+/// The largest row limit of an Execute served as asked (see `on_execute`).
+pub const MAX_ROW_LIMIT: i32 = 1 << 20;
+
+/// An Execute's row limit as pgwire can serve it: 0 (no limit) for a limit of 0 or
+/// below, or above [`MAX_ROW_LIMIT`].
+fn row_limit(max_rows: i32) -> i32 {
+    if max_rows <= 0 || max_rows > MAX_ROW_LIMIT {
+        0
+    } else {
+        max_rows
+    }
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Handler {
     type Statement = Prepared;
@@ -383,6 +396,22 @@ impl ExtendedQueryHandler for Handler {
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
         Ok(())
+    }
+
+    /// pgwire's own Execute handling, with the row limit made safe: PostgreSQL reads a
+    /// limit of 0 or below as no limit, and pgwire reserves room for `max_rows` rows up
+    /// front (a negative limit, read as a huge unsigned number, or 2^31 - 1 would abort
+    /// the process on allocation). A limit above [`MAX_ROW_LIMIT`] is served as no limit:
+    /// the same rows, with no `PortalSuspended` before the end.
+    async fn on_execute<C>(&self, client: &mut C, mut message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        message.max_rows = row_limit(message.max_rows);
+        self._on_execute(client, message).await
     }
 
     async fn do_query<C>(
