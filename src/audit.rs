@@ -4,7 +4,11 @@
 //! file rotated by size, and kept in memory for `kp.audit` (the latest
 //! [`RECENT`] records).
 //!
-//! Invariant: recording never fails a query; a write error is logged once per record.
+//! Invariant: recording never fails a query. When the file cannot be written (a full
+//! disk), the records are counted and the file is opened again at the next record; the
+//! first record written after the gap is preceded by a line `{"event": "audit_gap",
+//! "lost": N, "since": .., "until": .., "error": ..}`, so the trail says what it lacks
+//! (the records themselves stay in `kp.audit`).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -17,6 +21,11 @@ use serde::Serialize;
 
 /// How many records `kp.audit` keeps.
 pub const RECENT: usize = 10_000;
+
+/// The longest text (filter, pushed SQL, message) a record keeps in memory for
+/// `kp.audit`; the file has it whole. A client sending megabyte literals cannot make the
+/// recent records hold gigabytes.
+pub const RECENT_TEXT_BYTES: usize = 4096;
 
 /// One audited statement.
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +59,29 @@ pub struct Record {
     pub message: Option<String>,
 }
 
+impl Record {
+    /// The record with each text cut to [`RECENT_TEXT_BYTES`] (marked with its length).
+    fn bounded(mut self) -> Record {
+        let cut = |text: &mut String| {
+            if text.len() > RECENT_TEXT_BYTES {
+                let mut end = RECENT_TEXT_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let total = text.len();
+                text.truncate(end);
+                text.push_str(&format!("… ({total} bytes)"));
+            }
+        };
+        self.filters.iter_mut().for_each(cut);
+        self.pushed.iter_mut().for_each(|(_, sql)| cut(sql));
+        if let Some(m) = &mut self.message {
+            cut(m);
+        }
+        self
+    }
+}
+
 fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
@@ -58,6 +90,15 @@ struct Sink {
     path: PathBuf,
     file: File,
     written: u64,
+    /// Records not written since the file last failed.
+    gap: Option<Gap>,
+}
+
+/// Records the file lost.
+struct Gap {
+    lost: u64,
+    since: DateTime<Utc>,
+    error: String,
 }
 
 /// Where records go (see the module docs).
@@ -103,6 +144,7 @@ impl Audit {
                     path,
                     file,
                     written,
+                    gap: None,
                 }))
             }
             None => None,
@@ -123,8 +165,23 @@ impl Audit {
             match serde_json::to_string(&record) {
                 Ok(mut line) => {
                     line.push('\n');
-                    if let Err(e) = self.write(&mut sink, &line) {
-                        tracing::error!(error = %e, path = %sink.path.display(), "cannot write the audit record");
+                    match self.write_after_gap(&mut sink, &line, record.time) {
+                        Ok(()) => {
+                            if let Some(gap) = sink.gap.take() {
+                                tracing::warn!(lost = gap.lost, path = %sink.path.display(), "the audit file is written again; the gap is recorded in it");
+                            }
+                        }
+                        Err(e) => match &mut sink.gap {
+                            Some(gap) => gap.lost += 1,
+                            None => {
+                                tracing::error!(error = %e, path = %sink.path.display(), "cannot write the audit record; counting the records lost until the file can be written again");
+                                sink.gap = Some(Gap {
+                                    lost: 1,
+                                    since: record.time,
+                                    error: e.to_string(),
+                                });
+                            }
+                        },
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode the audit record"),
@@ -134,8 +191,37 @@ impl Audit {
             if recent.len() == RECENT {
                 recent.pop_front();
             }
-            recent.push_back(record);
+            recent.push_back(record.bounded());
         }
+    }
+
+    /// Write `line`; after a gap, open the file again and write the gap's line first.
+    fn write_after_gap(
+        &self,
+        sink: &mut Sink,
+        line: &str,
+        now: DateTime<Utc>,
+    ) -> std::io::Result<()> {
+        if let Some(gap) = &sink.gap {
+            sink.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&sink.path)?;
+            sink.written = sink.file.metadata().map(|m| m.len()).unwrap_or(0);
+            let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let mut gap_line = serde_json::json!({
+                "time": time(&now),
+                "event": "audit_gap",
+                "lost": gap.lost,
+                "since": time(&gap.since),
+                "until": time(&now),
+                "error": gap.error,
+            })
+            .to_string();
+            gap_line.push('\n');
+            self.write(sink, &gap_line)?;
+        }
+        self.write(sink, line)
     }
 
     fn write(&self, sink: &mut Sink, line: &str) -> std::io::Result<()> {
@@ -336,5 +422,51 @@ mod tests {
                 ("c".to_string(), Some(0), "error", Some("57014".to_string())),
             ]
         );
+    }
+
+    #[test]
+    fn a_full_disk_leaves_a_recorded_gap_and_loses_no_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // Every write to /dev/full fails with "No space left on device".
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let audit = Audit::open(Some(path.clone()), 1 << 20, 2).unwrap();
+        audit.record(record("a"));
+        audit.record(record("b"));
+        assert_eq!(audit.recent().len(), 2, "kp.audit keeps them");
+        // Space again: the path is a file that can be written.
+        std::fs::remove_file(&path).unwrap();
+        audit.record(record("c"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["event"], "audit_gap");
+        assert_eq!(lines[0]["lost"], 2);
+        assert!(lines[0]["error"].as_str().unwrap().contains("space"));
+        assert_eq!(lines[1]["user"], "c");
+        // And no gap line after that.
+        audit.record(record("d"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn recent_records_keep_long_texts_cut() {
+        let audit = Audit::open(None, 1 << 20, 2).unwrap();
+        let mut long = record("a");
+        long.filters = vec![format!("region = '{}'", "é".repeat(10_000))];
+        long.pushed = vec![("warehouse".into(), "x".repeat(50_000))];
+        audit.record(long);
+        let kept = audit.recent().remove(0);
+        assert!(kept.filters[0].len() < RECENT_TEXT_BYTES + 32);
+        assert!(
+            kept.filters[0].ends_with("(20011 bytes)"),
+            "{}",
+            &kept.filters[0][4000..]
+        );
+        assert!(kept.pushed[0].1.ends_with("… (50000 bytes)"));
     }
 }

@@ -104,6 +104,13 @@ impl History {
         let mut state = State::default();
         let mut last_files = None;
         if let Some(path) = file.as_ref().filter(|p| p.exists()) {
+            // A device (such as /dev/zero) would be read forever.
+            if !path.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(Error::Config(format!(
+                    "the model history {} is not a regular file",
+                    path.display()
+                )));
+            }
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::io(
                     format!("cannot read the model history {}", path.display()),

@@ -41,7 +41,7 @@ class Kpitables:
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 [BIN, "serve", "--listen", f"127.0.0.1:{self.port}",
-                 "--audit-file", str(log.parent / "audit.jsonl"),
+                 *([] if "--audit-file" in args else ["--audit-file", str(log.parent / "audit.jsonl")]),
                  *([] if "--history-file" in args else
                    ["--history-file", str(log.parent / f"{log.stem}-history.jsonl")]),
                  *args],

@@ -1,0 +1,253 @@
+"""Step 11: faults, each with the documented behaviour and nothing lost
+(docs/reliability.md):
+
+- a warehouse that stops sending mid-statement (a TCP proxy of the harness stops
+  forwarding): the statement ends with 57014 at the source's query timeout, the
+  connection it held is dropped (its late bytes never reach another statement), and
+  answers are right once the warehouse sends again;
+- the source's connection pool exhausted: a statement waits `connect_timeout_secs` and
+  fails with 08001 naming the pool, the session goes on;
+- a full disk for the audit file: queries answer, kp.audit keeps every record, and when
+  the file can be written again its first line records the gap (how many, since when);
+- a full disk for the model history file during a reload: the change is served and
+  logged, the file takes the next version;
+- a client that disappears in the middle of a large result: the server stays up, the
+  statement is recorded as interrupted and its session is gone.
+"""
+
+import json
+import re
+import shutil
+import socket
+import struct
+import threading
+import time
+
+import psycopg
+import pytest
+
+import fuzz_wire as fw
+from conftest import Kpitables
+
+
+def wait_until(condition, what):
+    """Readiness wait for another party's state (not a timing assertion)."""
+    for _ in range(600):
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"never: {what}")
+
+
+class StallingProxy:
+    """A TCP proxy to `port` whose forwarding of the server's bytes can be paused: the
+    warehouse then seems to stall in the middle of its answer."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source, sink, from_server):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if from_server:
+                    self.flowing.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closed = True
+        self.flowing.set()
+        self.listener.close()
+
+
+@pytest.fixture()
+def proxied(warehouses, tmp_path):
+    """kpitables on the PostgreSQL warehouse through a stalling proxy, with a 2 s query
+    timeout and a pool of one connection that is waited for 1 s."""
+    wh = warehouses("postgres")
+    proxy = StallingProxy(wh.server.port)
+    model = tmp_path / "model"
+    shutil.copytree(wh.model, model)
+    sources = model / "sources.toml"
+    text = re.sub(r"@127\.0\.0\.1:\d+/", f"@127.0.0.1:{proxy.port}/", sources.read_text())
+    sources.write_text(text + "query_timeout_secs = 2\npool_size = 1\nconnect_timeout_secs = 1\n")
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
+    try:
+        yield k, proxy, wh
+    finally:
+        proxy.flowing.set()
+        k.close()
+        proxy.close()
+
+
+REGIONS = "SELECT region, revenue FROM sales GROUP BY region ORDER BY 1"
+CATEGORIES = "SELECT category, units FROM sales GROUP BY category ORDER BY 1"
+
+
+def test_a_stalled_warehouse_times_out_and_its_connection_is_not_reused(proxied):
+    k, proxy, wh = proxied
+    with psycopg.connect(k.dsn, autocommit=True) as c:
+        regions = c.execute(REGIONS).fetchall()
+        categories = c.execute(CATEGORIES).fetchall()
+        proxy.flowing.clear()
+        with pytest.raises(psycopg.Error) as failure:
+            c.execute(REGIONS).fetchall()
+        assert failure.value.sqlstate == "57014", failure.value
+        assert 'source "warehouse"' in str(failure.value) and failure.value.diag.message_hint
+        # The warehouse sends again, late bytes of the stalled statement included: the
+        # next statement gets its own answer, on a new connection.
+        proxy.flowing.set()
+        assert c.execute(CATEGORIES).fetchall() == categories
+        assert c.execute(REGIONS).fetchall() == regions
+
+
+def test_an_exhausted_pool_fails_with_08001_after_connect_timeout(proxied):
+    k, proxy, wh = proxied
+    with psycopg.connect(k.dsn, autocommit=True) as first, psycopg.connect(k.dsn, autocommit=True) as second:
+        regions = first.execute(REGIONS).fetchall()
+        proxy.flowing.clear()
+        stalled = {}
+
+        def hold():
+            try:
+                first.execute(CATEGORIES).fetchall()
+            except psycopg.Error as e:
+                stalled["error"] = e
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        # The first statement holds the only connection (it is active in the warehouse).
+        with psycopg.connect(wh.server.dsn, autocommit=True) as w:
+            wait_until(lambda: w.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kpitables' AND state = 'active'"
+            ).fetchone()[0] >= 1, "the first statement runs in the warehouse")
+        with pytest.raises(psycopg.Error) as failure:
+            second.execute(REGIONS).fetchall()
+        assert failure.value.sqlstate.startswith("08"), failure.value
+        assert "no connection within 1 s" in str(failure.value)
+        holder.join()
+        assert stalled["error"].sqlstate == "57014"
+        proxy.flowing.set()
+        # Both sessions go on.
+        assert second.execute(REGIONS).fetchall() == regions
+        assert first.execute(REGIONS).fetchall() == regions
+
+
+def test_a_full_disk_for_the_audit_file_records_the_gap(tmp_path):
+    audit = tmp_path / "audit.jsonl"
+    audit.symlink_to("/dev/full")  # every write: "No space left on device"
+    k = Kpitables(tmp_path / "kpitables.log", ["--audit-file", str(audit)])
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            regions = c.execute(REGIONS).fetchall()
+            for _ in range(2):
+                assert c.execute(REGIONS).fetchall() == regions
+            assert c.execute("SELECT count(*) FROM kp.audit WHERE 'sales' = ANY(views)").fetchone()[0] >= 3
+            # Space again.
+            audit.unlink()
+            assert c.execute(CATEGORIES).fetchall()
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        assert lines[0]["event"] == "audit_gap", lines[0]
+        assert lines[0]["lost"] >= 3 and "space" in lines[0]["error"]
+        assert lines[0]["since"] <= lines[0]["until"]
+        assert any(line.get("views") == ["sales"] for line in lines[1:])
+        log = (tmp_path / "kpitables.log").read_text()
+        assert "cannot write the audit record" in log and "the gap is recorded" in log
+    finally:
+        k.close()
+
+
+def test_a_full_disk_for_the_history_file_still_serves_the_change(tmp_path):
+    """The model changes while the history file cannot be written: the new model is
+    served and kp.changes has the change; the file misses that version's line (logged),
+    and takes the next one when it can be written again. A history path that is not a
+    regular file is refused at start (a device would be read forever)."""
+    import re
+
+    from conftest import DATA, ROOT
+
+    model = tmp_path / "model"
+    shutil.copytree(ROOT / "semantic" / "demo", model)
+    sources = model / "sources.toml"
+    sources.write_text(re.sub(r'path = ".*"', f'path = "{DATA}"', sources.read_text()))
+    history = tmp_path / "history.jsonl"
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model), "--history-file", str(history)])
+    metrics = model / "metrics.toml"
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            before = len(history.read_text().splitlines())
+            history.rename(tmp_path / "history.saved")
+            history.symlink_to("/dev/full")
+            metrics.write_text(metrics.read_text() + '\n[[metrics]]\nname = "units_per_order"\nformula = "units / orders"\n')
+            wait_until(lambda: c.execute(
+                "SELECT count(*) FROM kp.changes WHERE name = 'units_per_order'"
+            ).fetchone()[0] == 1, "the change is served")
+            assert "cannot write the model history" in (tmp_path / "kpitables.log").read_text()
+            history.unlink()
+            (tmp_path / "history.saved").rename(history)
+            metrics.write_text(metrics.read_text() + '\n[[metrics]]\nname = "units_per_customer"\nformula = "units / customers"\n')
+            wait_until(lambda: c.execute(
+                "SELECT count(*) FROM kp.changes WHERE name = 'units_per_customer'"
+            ).fetchone()[0] == 1, "the next change is served")
+            wait_until(lambda: len(history.read_text().splitlines()) == before + 1, "the next version is written")
+            assert len(c.execute(REGIONS).fetchall()) == 5
+    finally:
+        k.close()
+    import subprocess
+
+    from conftest import BIN
+
+    done = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:1", "--model", str(model), "--history-file", "/dev/zero"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "not a regular file" in done.stderr, done.stderr
+
+
+def test_a_client_that_vanishes_mid_result(server):
+    """A large result, read one message and dropped: the server goes on, the statement is
+    recorded as interrupted, and the session is gone from pg_stat_activity."""
+    raw = fw.login(server["port"])
+    raw.send(fw.query("SELECT order_date, region, category, revenue FROM sales /* vanish */"))
+    kind, _ = raw.read()
+    assert kind == b"T"
+    # Reset the connection rather than closing it politely.
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+    dsn = f"host=127.0.0.1 port={server['port']} user=exec password=exec dbname=kpitables"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        wait_until(lambda: c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%/* vanish */%' AND pid <> pg_backend_pid()"
+        ).fetchone()[0] == 0, "the vanished session ends")
+        wait_until(lambda: c.execute(
+            "SELECT outcome FROM kp.audit WHERE 'category' = ANY(dimensions) AND 'order_date' = ANY(dimensions) "
+            "ORDER BY at DESC LIMIT 1"
+        ).fetchone() in (("interrupted",),), "the statement is recorded as interrupted")
+        assert len(c.execute(REGIONS).fetchall()) == 5
