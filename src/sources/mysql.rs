@@ -28,6 +28,8 @@ use crate::model::SourceKind;
 pub struct Mysql {
     settings: Arc<Settings>,
     pool: Pool,
+    /// The pool's connection options, for the connection a cancel is sent on.
+    opts: Opts,
     usage: Arc<Usage>,
 }
 
@@ -65,8 +67,10 @@ impl Mysql {
         if let Some(schema) = &settings.schema {
             builder = builder.db_name(Some(schema.clone()));
         }
+        let opts = Opts::from(builder.clone());
         Ok(Mysql {
             pool: Pool::new(builder),
+            opts,
             settings: Arc::new(settings),
             usage: Arc::default(),
         })
@@ -215,6 +219,7 @@ async fn fetch(
 async fn run(
     settings: Arc<Settings>,
     pool: Pool,
+    opts: Opts,
     sql: String,
     schema: SchemaRef,
     sender: BatchSender,
@@ -233,8 +238,8 @@ async fn run(
         match outcome {
             Ok(Ok(_)) if sender.is_closed() => {
                 // The engine stopped reading mid-stream: stop the statement there too.
+                kill_query(&settings, &opts, id).await;
                 drop(conn);
-                kill_query(&settings, &pool, id).await;
                 return Ok(());
             }
             Ok(Ok(_)) => return Ok(()),
@@ -244,8 +249,8 @@ async fn run(
             }
             Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
             Err(interrupted) => {
+                kill_query(&settings, &opts, id).await;
                 drop(conn);
-                kill_query(&settings, &pool, id).await;
                 return match interrupted {
                     Interrupted::Abandoned => Ok(()),
                     Interrupted::TimedOut => Err(settings
@@ -259,15 +264,25 @@ async fn run(
     )))
 }
 
-/// Stop connection `id`'s statement from another connection.
-async fn kill_query(settings: &Settings, pool: &Pool, id: u32) {
-    match connection(settings, pool).await {
-        Ok(mut killer) => {
+/// Stop connection `id`'s statement from a connection of its own, opened for that (not
+/// from the pool, which may be exhausted), while the caller still holds connection `id`:
+/// once back in the pool it may run the next statement, which a late `KILL QUERY`
+/// would stop.
+async fn kill_query(settings: &Settings, opts: &Opts, id: u32) {
+    match tokio::time::timeout(
+        settings.connect_timeout,
+        mysql_async::Conn::new(opts.clone()),
+    )
+    .await
+    {
+        Ok(Ok(mut killer)) => {
             if let Err(e) = killer.query_drop(format!("KILL QUERY {id}")).await {
                 tracing::warn!(source = %settings.name, error = %e, "cancel failed");
             }
+            let _ = killer.disconnect().await;
         }
-        Err(e) => tracing::warn!(source = %settings.name, error = %e, "cancel failed"),
+        Ok(Err(e)) => tracing::warn!(source = %settings.name, error = %e, "cancel failed"),
+        Err(_) => tracing::warn!(source = %settings.name, "cancel failed: no connection in time"),
     }
 }
 
@@ -303,12 +318,13 @@ impl SQLExecutor for Mysql {
         tracing::info!(source = %self.settings.name, sql = %query, "pushed down");
         let settings = Arc::clone(&self.settings);
         let pool = self.pool.clone();
+        let opts = self.opts.clone();
         let sql = query.to_string();
         let stream_schema = Arc::clone(&schema);
         let busy = self.usage.start();
         Ok(warehouse::spawn_stream(schema, move |sender| async move {
             let _busy = busy;
-            run(settings, pool, sql, stream_schema, sender).await
+            run(settings, pool, opts, sql, stream_schema, sender).await
         }))
     }
 

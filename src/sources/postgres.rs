@@ -182,8 +182,10 @@ async fn fetch(
 }
 
 /// Run one statement on a pooled connection: cancel it on the server when the engine
-/// stops reading or the timeout passes; retry once on a fresh connection when the
-/// connection turns out dead before any row arrived (the warehouse restarted).
+/// stops reading or the timeout passes, and then close that connection rather than
+/// return it to the pool (a late cancel would stop the next statement run on it); retry
+/// once on a fresh connection when the connection turns out dead before any row arrived
+/// (the warehouse restarted).
 async fn run(
     settings: Arc<Settings>,
     pool: Pool,
@@ -205,9 +207,11 @@ async fn run(
         match outcome {
             Ok(Ok(_)) if sender.is_closed() => {
                 // The engine stopped reading mid-stream: stop the statement there too.
+                let detached = deadpool_postgres::Object::take(client);
                 if let Err(e) = token.cancel_query(NoTls).await {
                     tracing::warn!(source = %settings.name, error = %e, "cancel request failed");
                 }
+                drop(detached);
                 return Ok(());
             }
             Ok(Ok(_)) => return Ok(()),
@@ -218,9 +222,11 @@ async fn run(
             }
             Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
             Err(interrupted) => {
+                let detached = deadpool_postgres::Object::take(client);
                 if let Err(e) = token.cancel_query(NoTls).await {
                     tracing::warn!(source = %settings.name, error = %e, "cancel request failed");
                 }
+                drop(detached);
                 return match interrupted {
                     Interrupted::Abandoned => Ok(()),
                     Interrupted::TimedOut => Err(settings

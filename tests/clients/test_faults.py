@@ -5,6 +5,13 @@
   forwarding): the statement ends with 57014 at the source's query timeout, the
   connection it held is dropped (its late bytes never reach another statement), and
   answers are right once the warehouse sends again;
+- a warehouse that drops every connection mid-statement and between statements (a
+  restart): the statement in flight, with no row yet, is retried once on a new
+  connection; the sessions go on and reconnect;
+- the model directory rewritten, half of the time invalid, while the server reloads it:
+  the invalid model never replaces the good one, the last valid one is served;
+- SIGTERM under the load of eight clients: statements in flight finish, every client's
+  connection ends cleanly, exit 0, an audit record for every answered statement;
 - the source's connection pool exhausted: a statement waits `connect_timeout_secs` and
   fails with 08001 naming the pool, the session goes on;
 - a full disk for the audit file: queries answer, kp.audit keeps every record, and when
@@ -53,6 +60,7 @@ class StallingProxy:
         self.flowing = threading.Event()
         self.flowing.set()
         self.closed = False
+        self.sockets = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -62,6 +70,7 @@ class StallingProxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, server]
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
 
@@ -83,6 +92,16 @@ class StallingProxy:
                 except OSError:
                     pass
 
+    def cut(self):
+        """Drop every connection, as a warehouse that restarts does."""
+        for s in list(self.sockets):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self.sockets.clear()
+
     def close(self):
         self.closed = True
         self.flowing.set()
@@ -91,7 +110,7 @@ class StallingProxy:
 
 @pytest.fixture()
 def proxied(warehouses, tmp_path):
-    """kpitables on the PostgreSQL warehouse through a stalling proxy, with a 2 s query
+    """kpitables on the PostgreSQL warehouse through a stalling proxy, with a 5 s query
     timeout and a pool of one connection that is waited for 1 s."""
     wh = warehouses("postgres")
     proxy = StallingProxy(wh.server.port)
@@ -99,7 +118,7 @@ def proxied(warehouses, tmp_path):
     shutil.copytree(wh.model, model)
     sources = model / "sources.toml"
     text = re.sub(r"@127\.0\.0\.1:\d+/", f"@127.0.0.1:{proxy.port}/", sources.read_text())
-    sources.write_text(text + "query_timeout_secs = 2\npool_size = 1\nconnect_timeout_secs = 1\n")
+    sources.write_text(text + "query_timeout_secs = 5\npool_size = 1\nconnect_timeout_secs = 1\n")
     k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)], wh.env)
     try:
         yield k, proxy, wh
@@ -160,6 +179,119 @@ def test_an_exhausted_pool_fails_with_08001_after_connect_timeout(proxied):
         # Both sessions go on.
         assert second.execute(REGIONS).fetchall() == regions
         assert first.execute(REGIONS).fetchall() == regions
+
+
+def test_a_warehouse_restart_mid_statement_and_mid_session(proxied):
+    """Every connection to the warehouse drops while a statement reads (as in a restart):
+    before any row came back, the statement is retried once on a new connection and
+    answers right (after rows, it would fail with class 08); the next statements
+    reconnect and answer right; so does a session whose pooled connection dropped
+    between statements."""
+    k, proxy, wh = proxied
+    with psycopg.connect(k.dsn, autocommit=True) as c:
+        regions = c.execute(REGIONS).fetchall()
+        categories = c.execute(CATEGORIES).fetchall()
+        proxy.flowing.clear()
+        failed = {}
+
+        def ask():
+            try:
+                failed["rows"] = c.execute(CATEGORIES).fetchall()
+            except psycopg.Error as e:
+                failed["error"] = e
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        with psycopg.connect(wh.server.dsn, autocommit=True) as w:
+            wait_until(lambda: w.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kpitables' AND state = 'active'"
+            ).fetchone()[0] >= 1, "the statement runs in the warehouse")
+        proxy.cut()
+        proxy.flowing.set()
+        asker.join()
+        assert "error" not in failed, failed["error"]
+        assert failed["rows"] == categories
+        assert "retrying on a new connection" in (k.log).read_text()
+        assert c.execute(REGIONS).fetchall() == regions
+        # Mid-session: the idle pooled connection drops between two statements.
+        proxy.cut()
+        assert c.execute(REGIONS).fetchall() == regions
+
+
+def test_an_invalid_model_written_during_loads_never_replaces_the_good_one(tmp_path):
+    """The model directory is rewritten over and over while the server reloads it,
+    half of the time with an invalid model: the server never serves the invalid one (the
+    good metric answers throughout), and serves the last valid model in the end."""
+    import re
+
+    from conftest import DATA, ROOT
+
+    model = tmp_path / "model"
+    shutil.copytree(ROOT / "semantic" / "demo", model)
+    sources = model / "sources.toml"
+    sources.write_text(re.sub(r'path = ".*"', f'path = "{DATA}"', sources.read_text()))
+    k = Kpitables(tmp_path / "kpitables.log", ["--model", str(model)])
+    metrics = model / "metrics.toml"
+    good = metrics.read_text()
+    try:
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            regions = c.execute(REGIONS).fetchall()
+            for n in range(40):
+                if n % 2:
+                    metrics.write_text(good + f'\n[[metrics]]\nname = "broken_{n}"\nformula = "revenue / nope"\n')
+                else:
+                    # Written in two steps: a reader may see it half written.
+                    half = good + f'\n[[metrics]]\nname = "units_{n}"\n'
+                    metrics.write_text(half)
+                    metrics.write_text(half + 'formula = "units / orders"\n')
+                assert c.execute(REGIONS).fetchall() == regions
+                time.sleep(0.05)  # pacing the writer, not a timing assertion
+            metrics.write_text(good + '\n[[metrics]]\nname = "units_final"\nformula = "units / orders"\n')
+            wait_until(lambda: c.execute(
+                "SELECT count(*) FROM kp.metrics WHERE name = 'units_final'"
+            ).fetchone()[0] == 1, "the last valid model is served")
+            wait_until(lambda: c.execute("SELECT count(*) FROM kp.model_errors").fetchone()[0] == 0,
+                       "no model errors left")
+            assert c.execute("SELECT count(*) FROM kp.metrics WHERE name LIKE 'broken%'").fetchone()[0] == 0
+            assert c.execute(REGIONS).fetchall() == regions
+    finally:
+        k.close()
+
+
+def test_sigterm_under_load_loses_no_statement(tmp_path):
+    """Eight clients query in a loop; SIGTERM: each statement in flight finishes (the
+    grace period is long enough), every client then sees its connection end cleanly,
+    the server exits 0, and the audit file has a record for every answered statement."""
+    import signal
+
+    k = Kpitables(tmp_path / "kpitables.log")
+    answered = [0] * 8
+    errors = []
+
+    def client(i):
+        try:
+            with psycopg.connect(k.dsn, autocommit=True) as c:
+                while True:
+                    c.execute(REGIONS).fetchall()
+                    answered[i] += 1
+        except psycopg.OperationalError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: all(answered), "every client has answers")
+    k.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert k.proc.wait(timeout=60) == 0
+    assert len(errors) == 8, errors
+    assert all("terminating connection due to administrator command" in e or "closed" in e.lower()
+               or "server" in e.lower() for e in errors), errors
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    ok = [r for r in records if r.get("outcome") == "ok" and r.get("views") == ["sales"]]
+    assert len(ok) >= sum(answered), (len(ok), sum(answered))
 
 
 def test_a_full_disk_for_the_audit_file_records_the_gap(tmp_path):
