@@ -1,5 +1,7 @@
 //! The part of a derived table that computes a cumulative metric (to-date, trailing and
-//! running windows) for each period of the grain.
+//! running windows, ending with each period or with its first day) for each period of
+//! the grain, and a period-over-period metric against the first day of the month (week,
+//! quarter, year) the period starts in (`Window::PeriodStart`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
