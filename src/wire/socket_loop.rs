@@ -9,8 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::response::{NotificationResponse, TransactionStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
@@ -65,7 +68,16 @@ where
         let msg = tokio::select! {
             biased;
             _ = &mut startup_timeout, if starting => None,
-            msg = socket.next() => msg,
+            // pgwire's decoder can panic on a malformed message (a length that does
+            // not fit its body): that closes the session with 08P01, not the task.
+            msg = AssertUnwindSafe(socket.next()).catch_unwind() => msg.unwrap_or_else(|_| {
+                tracing::warn!("a malformed message made the decoder panic: closing the session with 08P01");
+                Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".to_owned(),
+                    "08P01".to_owned(),
+                    "invalid message format".to_owned(),
+                )))))
+            }),
             Some(note) = notes.recv(), if deliverable => {
                 let message = NotificationResponse::new(note.pid, note.channel, note.payload);
                 socket
@@ -74,8 +86,14 @@ where
                 continue;
             }
         };
-        let Some(Ok(msg)) = msg else {
-            break;
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            // A message that does not decode: FATAL 08P01 and close, as PostgreSQL does.
+            Some(Err(e)) => {
+                let _ = process_error(&mut socket, e, false).await;
+                break;
+            }
+            None => break,
         };
         // A Terminate ('X') means the client is disconnecting: close the connection.
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {

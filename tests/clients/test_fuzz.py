@@ -82,3 +82,32 @@ def test_fixed_seed_fuzz_finds_nothing(target):
     assert target.proc.poll() is None
     rss = report["rss_kb"]
     assert rss["end"] <= 2 * rss["baseline"] + 200_000, rss
+
+
+@pytest.mark.parametrize("message", [
+    # CopyData whose length (3) is shorter than its own length field.
+    b"d" + b"\x00\x00\x00\x03",
+    # Parse that announces one parameter type and sends one byte of it.
+    fw.msg(b"P", b"\x00" + b"SELECT 1\x00" + b"\x00\x01" + b"\x00"),
+], ids=["copydata-length-3", "parse-cut-parameter-type"])
+def test_a_malformed_message_is_refused_with_08P01(target, message):
+    """Found by seed 3: pgwire's decoder panicked on these (an arithmetic overflow, a read
+    past the body), which closed the session without a word. The session now ends with
+    an ErrorResponse (08P01, as PostgreSQL's "invalid message format") and the server
+    goes on."""
+    raw = fw.login(target.port)
+    try:
+        raw.send(message + fw.SYNC)
+        errors = []
+        try:
+            while True:
+                kind, body = raw.read()
+                if kind == b"E":
+                    errors.append(fw.fields(body))
+        except fw.Closed:
+            pass
+        assert [e["C"] for e in errors] == ["08P01"], errors
+    finally:
+        raw.close()
+    with psycopg.connect(target.dsn, autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
