@@ -147,6 +147,10 @@ pub enum Error {
     /// PREPARE of a name already prepared.
     #[error("prepared statement \"{0}\" already exists")]
     DuplicatePreparedStatement(String),
+    /// A protocol message that contradicts itself or its statement (a Bind with the
+    /// wrong number of values or formats), in PostgreSQL's words.
+    #[error("{0}")]
+    ProtocolViolation(String),
     /// ROLLBACK TO or RELEASE of a savepoint that was not set.
     #[error("savepoint \"{0}\" does not exist")]
     UnknownSavepoint(String),
@@ -319,6 +323,7 @@ impl Error {
             Error::DuplicateCursor(_) => "42P03",
             Error::UnknownPreparedStatement(_) => "26000",
             Error::DuplicatePreparedStatement(_) => "42P05",
+            Error::ProtocolViolation(_) => "08P01",
             Error::UnknownSavepoint(_) => "3B001",
             Error::Canceled => "57014",
             Error::TempTablesFull(_) => "53200",
@@ -367,6 +372,10 @@ impl Error {
                 Some("kpitables serves governed metrics read-only; change the model instead".into())
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
+            Error::ProtocolViolation(_) => Some(
+                "the client's driver sent a message that does not match its statement; the session goes on after Sync"
+                    .into(),
+            ),
             Error::DuplicateTable(_) => Some("DROP TABLE it first, or choose another name".into()),
             Error::TooManyConnections => Some(
                 "the server's max_connections is reached; close idle connections or raise [limits] max_connections"

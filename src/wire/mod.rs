@@ -37,11 +37,11 @@ use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::extendedquery::{Execute, Parse, ParseComplete};
+use pgwire::messages::extendedquery::{Bind, BindComplete, Execute, Parse, ParseComplete};
 use pgwire::messages::response::TransactionStatus;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -350,6 +350,30 @@ impl QueryParser for Parser {
     }
 }
 
+/// A Bind's counts against its statement's, with PostgreSQL's messages (08P01).
+fn check_bind(message: &Bind, required: usize, columns: usize) -> Result<()> {
+    let name = message.statement_name.as_deref().unwrap_or_default();
+    let values = message.parameters.len();
+    let formats = message.parameter_format_codes.len();
+    if formats > 1 && formats != values {
+        return Err(Error::ProtocolViolation(format!(
+            "bind message has {formats} parameter formats but {values} parameters"
+        )));
+    }
+    if values != required {
+        return Err(Error::ProtocolViolation(format!(
+            "bind message supplies {values} parameters, but prepared statement \"{name}\" requires {required}"
+        )));
+    }
+    let results = message.result_column_format_codes.len();
+    if results > 1 && columns > 0 && results != columns {
+        return Err(Error::ProtocolViolation(format!(
+            "bind message has {results} result formats but query has {columns} columns"
+        )));
+    }
+    Ok(())
+}
+
 /// The largest row limit of an Execute served as asked (see `on_execute`).
 pub const MAX_ROW_LIMIT: i32 = 1 << 20;
 
@@ -394,6 +418,50 @@ impl ExtendedQueryHandler for Handler {
         }
         client
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Bind, with the counts checked as PostgreSQL checks them: as many values as the
+    /// statement has parameters, and one format for all or one per value and per result
+    /// column (pgwire would index past the formats it was given).
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .statement_name
+            .as_deref()
+            .unwrap_or(pgwire::api::DEFAULT_NAME);
+        match client.portal_store().get_statement(name) {
+            Some(Entry::Value(statement)) => {
+                let required = statement
+                    .parameter_types
+                    .len()
+                    .max(self.parser.get_parameter_types(&statement.statement)?.len());
+                let columns = result_fields(&statement.statement, &Format::UnifiedText).len();
+                check_bind(&message, required, columns).map_err(user_error)?;
+                let portal = Portal::try_new(&message, statement)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) => {
+                check_bind(&message, 0, 0).map_err(user_error)?;
+                let portal = message
+                    .portal_name
+                    .as_deref()
+                    .unwrap_or(pgwire::api::DEFAULT_NAME);
+                client.portal_store().put_empty_portal(portal);
+            }
+            None => {
+                let name = message.statement_name.unwrap_or_default();
+                return Err(user_error(Error::UnknownPreparedStatement(name)));
+            }
+        }
+        client
+            .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
             .await?;
         Ok(())
     }

@@ -111,3 +111,41 @@ def test_a_malformed_message_is_refused_with_08P01(target, message):
         raw.close()
     with psycopg.connect(target.dsn, autocommit=True) as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+TWO_PARAMETERS = ("SELECT region, revenue FROM sales WHERE order_date__month = $1 AND region = $2 "
+                  "GROUP BY region")
+
+
+@pytest.mark.parametrize("statement, bind, message", [
+    (TWO_PARAMETERS, fw.bind("", "", [], [b"2024-02-01"], []),
+     'bind message supplies 1 parameters, but prepared statement "" requires 2'),
+    (TWO_PARAMETERS, fw.bind("", "", [], [b"2024-02-01", b"North", b"x"], []),
+     'bind message supplies 3 parameters, but prepared statement "" requires 2'),
+    (TWO_PARAMETERS, fw.bind("", "", [0, 0], [b"2024-02-01", b"North", b"x"], []),
+     "bind message has 2 parameter formats but 3 parameters"),
+    (TWO_PARAMETERS, fw.bind("", "", [0, 0], [b"2024-02-01", b"North"], [0, 0, 0]),
+     "bind message has 3 result formats but query has 2 columns"),
+    ("", fw.bind("", "", [], [b"1"], []),
+     'bind message supplies 1 parameters, but prepared statement "" requires 0'),
+], ids=["fewer-values", "more-values", "formats-for-fewer-values", "result-formats", "empty-statement"])
+def test_a_bind_of_the_wrong_counts_is_refused_with_08P01(target, statement, bind, message):
+    """Found by seed 4: a Bind with fewer values (or formats) than it should have made
+    pgwire index past them, a panic under the statement. PostgreSQL refuses such a Bind
+    with 08P01 in these words; the session goes on after Sync."""
+    log_start = target.log.stat().st_size
+    raw = fw.login(target.port)
+    try:
+        rows, errors, _ = rows_of(raw, fw.parse("", statement) + bind + fw.execute("", 0) + fw.SYNC)
+        assert rows == 0
+        assert [(e["C"], e["M"]) for e in errors] == [("08P01", message)], errors
+        # The same session answers the statement bound right.
+        rows, errors, _ = rows_of(raw, fw.parse("", TWO_PARAMETERS)
+                                  + fw.bind("", "", [], [b"2024-02-01", b"North"], [])
+                                  + fw.execute("", 0) + fw.SYNC)
+        assert (rows, errors) == (1, [])
+    finally:
+        raw.close()
+    with open(target.log, "rb") as log:
+        log.seek(log_start)
+        assert b"panicked" not in log.read()
