@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak: a mixed BI workload from many clients for a bounded time against one kpitables
 on the demo model (embedded engine), reporting queries/s, latency percentiles, errors
-and the server's RSS at the start, the peak and the end.
+and the server's RSS at the start, the peak, the end and 5 s later (idle).
 
 Each client loops over one of these, picked at random per round:
 
@@ -190,6 +190,10 @@ def main():
         with psycopg.connect(k.dsn, autocommit=True) as c:
             reloaded = c.execute("SELECT count(*) FROM kp.changes").fetchone()[0]
         end_rss = rss_kb(k.proc.pid)
+        # Idle: the server gives freed memory back once no statement has run for a
+        # moment (src/memory.rs looks every 2 s).
+        time.sleep(5)
+        idle_rss = rss_kb(k.proc.pid)
         ordered = sorted(latencies)
         report = {
             "clients": args.clients,
@@ -204,7 +208,12 @@ def main():
             "model_changes_served": reloaded,
             "errors": len(errors),
             "first_errors": errors[:10],
-            "rss_mb": {"start": start_rss // 1024, "peak": max(peak) // 1024, "end": end_rss // 1024},
+            "rss_mb": {
+                "start": start_rss // 1024,
+                "peak": max(peak) // 1024,
+                "end": end_rss // 1024,
+                "idle_5s": idle_rss // 1024,
+            },
             "server_alive": k.proc.poll() is None,
         }
         print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -284,6 +284,7 @@ pub struct Connections {
     open: AtomicUsize,
     all: Mutex<HashMap<u64, Arc<Connection>>>,
     running: Mutex<HashMap<String, usize>>,
+    finished: AtomicU64,
     closing: AtomicBool,
 }
 
@@ -318,6 +319,7 @@ impl Drop for Running {
         {
             *n = n.saturating_sub(1);
         }
+        self.connections.finished.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -330,6 +332,7 @@ impl Connections {
             open: AtomicUsize::new(0),
             all: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            finished: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         })
     }
@@ -404,6 +407,19 @@ impl Connections {
             connections: Arc::clone(self),
             user: user.to_string(),
         })
+    }
+
+    /// The number of statements running now, of every user.
+    pub fn running_statements(&self) -> usize {
+        match self.running.lock() {
+            Ok(r) => r.values().sum(),
+            Err(p) => p.into_inner().values().sum(),
+        }
+    }
+
+    /// The number of statements that have ended since the server started.
+    pub fn finished_statements(&self) -> u64 {
+        self.finished.load(Ordering::SeqCst)
     }
 
     /// Every connection, in the order they were accepted.
@@ -527,5 +543,19 @@ mod tests {
         assert!(connections.start_statement("bob").is_ok(), "another user");
         drop(a);
         assert!(connections.start_statement("ann").is_ok(), "room again");
+    }
+
+    #[test]
+    fn running_and_finished_statements_are_counted() {
+        let connections = Connections::new(Limits::default());
+        let a = connections.start_statement("ann").expect("ann");
+        let b = connections.start_statement("bob").expect("bob");
+        assert_eq!(connections.running_statements(), 2);
+        assert_eq!(connections.finished_statements(), 0);
+        drop(a);
+        assert_eq!(connections.running_statements(), 1);
+        drop(b);
+        assert_eq!(connections.running_statements(), 0);
+        assert_eq!(connections.finished_statements(), 2);
     }
 }

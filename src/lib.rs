@@ -12,7 +12,7 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and invariants.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod access;
@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod memory;
 pub mod model;
 pub mod notify;
 pub mod operators;

@@ -37,6 +37,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    kpitables::memory::tune_allocator();
     let cli = Cli::parse();
     // `serve` logs in the format of its configuration (read first); the rest as text.
     let serving = match &cli.command {
@@ -421,6 +422,7 @@ async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
         config.audit_keep,
     )?);
     let connections = Connections::new(config.limits.clone());
+    kpitables::memory::release_when_idle(Arc::clone(&connections));
     let hub = kpitables::notify::Hub::new();
     // The alerts' clock: real time, or real time moved to start at --alerts-clock.
     let offset = match &alerts_clock {

@@ -503,6 +503,9 @@ impl Engine {
             Some(why) => CacheUse::Uncacheable(why),
             None if over_temp_tables => CacheUse::Uncacheable("the session has temporary tables"),
             None if !self.plans.enabled() => CacheUse::Uncacheable("plan_cache_entries = 0"),
+            None if plan.rewritten_sql.len() > plan_cache::MAX_STATEMENT_BYTES => {
+                CacheUse::Uncacheable("the statement is over 64 kB")
+            }
             None => {
                 if let Some(statement) = &plan.statement {
                     self.plans.put(facts.session, statement, Arc::clone(&plan));

@@ -12,7 +12,9 @@
 //!        + once executed without parameters: the optimized logical plan
 //! ```
 //!
-//! Bounded (least recently used entries are dropped past `[limits] plan_cache_entries`);
+//! Bounded (least recently used entries are dropped past `[limits] plan_cache_entries`,
+//! and a statement whose rewritten SQL is over [`MAX_STATEMENT_BYTES`] is not kept: a
+//! thousand plans of megabyte literals would hold gigabytes);
 //! a reload opens a new engine with an empty cache, so nothing planned on an older model
 //! is ever reused. Not cached: statements over the session's temporary tables, answers
 //! computed row by row while planning (they hold values), and failures.
@@ -31,6 +33,10 @@ use crate::time_zone::TimeZone;
 
 /// Default number of plans kept per engine.
 pub const DEFAULT_ENTRIES: usize = 1000;
+
+/// The longest statement (its rewritten SQL) whose plan is kept: 64 kB, longer than
+/// what BI tools send for a dashboard filter of a thousand values.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
 
 /// What the cache did for one statement, shown by `EXPLAIN` and counted in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

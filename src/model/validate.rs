@@ -592,14 +592,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             }
             match &metric.time {
                 Some(time) => {
-                    let times = || {
-                        model
-                            .dimensions
-                            .iter()
-                            .filter(|d| d.kind == DimensionKind::Time)
-                            .map(|d| d.name.get_ref().as_str())
-                    };
-                    c.reference(f, "time dimension", time, times());
+                    c.reference(f, "time dimension", time, time_dimensions(model));
                 }
                 None => c.at(f, &metric.name, format!("metric \"{name}\" needs `time`, the time dimension its periods are taken on")),
             }
@@ -670,16 +663,9 @@ fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             format!("conversion metric \"{name}\" needs `entity`, the dimension a base event and its conversion share"),
         ),
     }
-    let times = || {
-        model
-            .dimensions
-            .iter()
-            .filter(|d| d.kind == DimensionKind::Time)
-            .map(|d| d.name.get_ref().as_str())
-    };
     match &metric.time {
         Some(time) => {
-            c.reference(f, "time dimension", time, times());
+            c.reference(f, "time dimension", time, time_dimensions(model));
         }
         None => c.at(
             f,
@@ -690,7 +676,7 @@ fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         ),
     }
     if let Some(time) = &metric.conversion_time {
-        c.reference(f, "time dimension", time, times());
+        c.reference(f, "time dimension", time, time_dimensions(model));
     }
     if let Some(window) = &metric.window {
         match Window::parse(window.get_ref()) {
@@ -703,6 +689,15 @@ fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             Err(reason) => c.at(f, window, reason),
         }
     }
+}
+
+/// The names of the model's time dimensions.
+fn time_dimensions(model: &Model) -> impl Iterator<Item = &str> + Clone {
+    model
+        .dimensions
+        .iter()
+        .filter(|d| d.kind == DimensionKind::Time)
+        .map(|d| d.name.get_ref().as_str())
 }
 
 fn kind_phrase(kind: MetricKind) -> &'static str {

@@ -291,7 +291,7 @@ impl VisitorMut for CaseSensitiveText {
 }
 
 /// Window functions whose value does not depend on a frame: MySQL refuses one.
-const FRAMELESS: &[&str] = &[
+pub(crate) const FRAMELESS: &[&str] = &[
     "row_number",
     "rank",
     "dense_rank",

@@ -318,20 +318,11 @@ fn aggregate_supported(kind: SourceKind, name: &str) -> bool {
 }
 
 fn window_supported(kind: SourceKind, name: &str) -> bool {
-    const RANKING: &[&str] = &[
-        "row_number",
-        "rank",
-        "dense_rank",
-        "percent_rank",
-        "cume_dist",
-        "ntile",
-        "lag",
-        "lead",
-        "first_value",
-        "last_value",
-        "nth_value",
-    ];
-    RANKING.contains(&name) || aggregate_supported(kind, name)
+    // The ranking and offset functions, and those that read their frame.
+    const FRAMED: &[&str] = &["first_value", "last_value", "nth_value"];
+    super::dialect::FRAMELESS.contains(&name)
+        || FRAMED.contains(&name)
+        || aggregate_supported(kind, name)
 }
 
 #[cfg(test)]

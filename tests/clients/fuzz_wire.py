@@ -438,9 +438,11 @@ def run_case(port: int, seed: int, n: int, sqls: list) -> list:
     return problems
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """The server's resident memory: all of it (VmRSS), or only its anonymous memory
+    (RssAnon: the heap and stacks, without the pages of the executable it has read)."""
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -455,7 +457,8 @@ def fuzz(port: int, pid: int, seed: int, iterations: int, seconds: float, watche
     for n in range(20):
         run_case(port, seed ^ 0x5EED, n, sqls)
     baseline = peak = rss_kb(pid)
-    samples = [baseline]
+    anon_baseline = anon_peak = rss_kb(pid, "RssAnon")
+    samples, anon_samples = [baseline], [anon_baseline]
     for n in range(iterations):
         if time.monotonic() - started > seconds:
             break
@@ -467,18 +470,27 @@ def fuzz(port: int, pid: int, seed: int, iterations: int, seconds: float, watche
         if n % 25 == 0:
             samples.append(rss_kb(pid))
             peak = max(peak, samples[-1])
+            anon_samples.append(rss_kb(pid, "RssAnon"))
+            anon_peak = max(anon_peak, anon_samples[-1])
             found = watcher()
             if found:
                 problems.append(f"seed {seed} after case {n}: {found}")
         if problems and len(problems) > 50:
             break
     end = rss_kb(pid)
+    # Idle: the server gives freed memory back when no statement has run for a moment
+    # (src/memory.rs checks every 2 s).
+    time.sleep(5)
+    idle = rss_kb(pid)
+    anon_idle = rss_kb(pid, "RssAnon")
     return {
         "seed": seed,
         "cases": cases,
         "seconds": round(time.monotonic() - started, 1),
-        "rss_kb": {"baseline": baseline, "peak": max(peak, end), "end": end},
+        "rss_kb": {"baseline": baseline, "peak": max(peak, end), "end": end, "idle": idle},
+        "anon_kb": {"baseline": anon_baseline, "peak": anon_peak, "idle": anon_idle},
         "rss_kb_every_25_cases": samples,
+        "anon_kb_every_25_cases": anon_samples,
         "problems": problems,
     }
 

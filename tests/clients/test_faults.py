@@ -46,6 +46,14 @@ def wait_until(condition, what):
     raise AssertionError(f"never: {what}")
 
 
+def wait_for_warehouse_statement(wh):
+    """Wait until a statement of kpitables runs in the warehouse."""
+    with psycopg.connect(wh.server.dsn, autocommit=True) as w:
+        wait_until(lambda: w.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kpitables' AND state = 'active'"
+        ).fetchone()[0] >= 1, "a statement of kpitables runs in the warehouse")
+
+
 class StallingProxy:
     """A TCP proxy to `port` whose forwarding of the server's bytes can be paused: the
     warehouse then seems to stall in the middle of its answer."""
@@ -165,10 +173,7 @@ def test_an_exhausted_pool_fails_with_08001_after_connect_timeout(proxied):
         holder = threading.Thread(target=hold)
         holder.start()
         # The first statement holds the only connection (it is active in the warehouse).
-        with psycopg.connect(wh.server.dsn, autocommit=True) as w:
-            wait_until(lambda: w.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kpitables' AND state = 'active'"
-            ).fetchone()[0] >= 1, "the first statement runs in the warehouse")
+        wait_for_warehouse_statement(wh)
         with pytest.raises(psycopg.Error) as failure:
             second.execute(REGIONS).fetchall()
         assert failure.value.sqlstate.startswith("08"), failure.value
@@ -202,10 +207,7 @@ def test_a_warehouse_restart_mid_statement_and_mid_session(proxied):
 
         asker = threading.Thread(target=ask)
         asker.start()
-        with psycopg.connect(wh.server.dsn, autocommit=True) as w:
-            wait_until(lambda: w.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kpitables' AND state = 'active'"
-            ).fetchone()[0] >= 1, "the statement runs in the warehouse")
+        wait_for_warehouse_statement(wh)
         proxy.cut()
         proxy.flowing.set()
         asker.join()

@@ -162,6 +162,16 @@ def test_temporary_tables_bypass_the_cache(cached):
         assert [r[0] for r in c.execute(sql).fetchall()] == ["East"]
 
 
+def test_a_statement_over_64_kb_is_not_kept(cached):
+    """A thousand plans of megabyte literals would hold gigabytes (found reading the
+    fuzzer's memory): such a statement is planned each time, and answers right."""
+    sql = f"SELECT region, revenue FROM sales WHERE region = '{'x' * 100_000}' GROUP BY region"
+    with psycopg.connect(dsn(cached), autocommit=True) as c:
+        assert cache_line(c, sql) == "Plan cache: not cached (the statement is over 64 kB)"
+        assert c.execute(sql).fetchall() == []
+        assert cache_line(c, sql) == "Plan cache: not cached (the statement is over 64 kB)"
+
+
 def test_the_cache_is_bounded_and_can_be_turned_off(tmp_path, duck):
     truth = duck.execute(TRUTH_BY_REGION).fetchall()
     config = write_config(tmp_path / "kpitables.toml", "[limits]\nplan_cache_entries = 2\n")
