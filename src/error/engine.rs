@@ -18,7 +18,12 @@ impl From<DataFusionError> for Error {
         match err {
             DataFusionError::SQL(e, _) => Error::Syntax(e.to_string()),
             DataFusionError::ArrowError(e, _) => classify_message(e.to_string(), false),
-            DataFusionError::Context(_, inner) => Error::from(*inner),
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Error::from(*inner)
+            }
+            DataFusionError::Collection(mut errors) if !errors.is_empty() => {
+                Error::from(errors.swap_remove(0))
+            }
             DataFusionError::Shared(inner) => classify_message(inner.to_string(), false),
             DataFusionError::SchemaError(e, _) => classify_message(e.to_string(), true),
             DataFusionError::Plan(m) => classify_message(m, true),
@@ -93,6 +98,26 @@ fn classify_message(message: String, planning: bool) -> Error {
         Error::UnknownColumn {
             name: name.trim_matches('"').to_string(),
             hint: None,
+        }
+    } else if let Some(name) = lower.strip_prefix("ambiguous reference to unqualified field ") {
+        Error::AmbiguousColumn(name.trim().trim_matches('"').to_string())
+    } else if lower.contains("union queries have different number of columns") {
+        Error::Syntax("each UNION query must have the same number of columns".into())
+    } else if lower.contains("must appear in the group by clause")
+        || lower.contains("must be in group by")
+    {
+        let column = message
+            .split_once("column \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(name, _)| name.to_string());
+        Error::Grouping {
+            message: match column {
+                Some(c) => format!(
+                    "column \"{c}\" must appear in the GROUP BY clause or be used in an aggregate function"
+                ),
+                None => clean,
+            },
+            hint: Some("add the column to GROUP BY, or check that the table name before the dot is one in FROM".into()),
         }
     } else if lower.contains("arguments must be literals") || lower.contains("outerreferencecolumn")
     {

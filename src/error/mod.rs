@@ -53,6 +53,9 @@ pub enum Error {
         /// "did you mean ...?" when a close name exists.
         hint: Option<String>,
     },
+    /// An unqualified column name that more than one relation in FROM has.
+    #[error("column reference \"{0}\" is ambiguous")]
+    AmbiguousColumn(String),
     /// A table or view name that does not exist.
     #[error("relation \"{name}\" does not exist")]
     UnknownRelation {
@@ -312,6 +315,7 @@ impl Error {
             }
             Error::DivisionByZero => "22012",
             Error::Grouping { .. } => "42803",
+            Error::AmbiguousColumn(_) => "42702",
             Error::Unsupported { .. } => "0A000",
             Error::ReadOnly(_) => "25006",
             Error::InFailedTransaction => "25P02",
@@ -372,6 +376,9 @@ impl Error {
                 Some("kpitables serves governed metrics read-only; change the model instead".into())
             }
             Error::InFailedTransaction => Some("send ROLLBACK to end the transaction".into()),
+            Error::AmbiguousColumn(_) => Some(
+                "qualify the column with its table or alias, e.g. t.column".into(),
+            ),
             Error::ProtocolViolation(_) => Some(
                 "the client's driver sent a message that does not match its statement; the session goes on after Sync"
                     .into(),

@@ -198,3 +198,21 @@ def test_memory_of_a_burst_goes_back_once_idle(target):
             break
         time.sleep(0.1)
     assert idle <= start + 100_000, {"start": start, "peak": max(peak), "idle": idle}
+
+
+@pytest.mark.parametrize("sql, sqlstate, message", [
+    ("SELECT 1 AS a UNION ALL SELECT 2, 3", "42601", "each UNION query must have the same number of columns"),
+    ("SELECT oid FROM pg_class, pg_namespace", "42702", 'column reference "oid" is ambiguous'),
+    ("SELECT pg_class.oid FROM pg_class GROUP BY pg_class.oid ORDER BY pg_clas.oid", "42803",
+     "must appear in the GROUP BY clause or be used in an aggregate function"),
+], ids=["union-columns", "ambiguous-column", "order-by-outside-group"])
+def test_engine_refusals_have_their_sqlstate(target, sql, sqlstate, message):
+    """Found by seed 5 (the hour run): the engine's refusals of these came wrapped in a
+    diagnostic and reached the client as XX000; they are the client's mistakes, in
+    PostgreSQL's words."""
+    with psycopg.connect(target.dsn, autocommit=True) as c:
+        with pytest.raises(psycopg.Error) as refused:
+            c.execute(sql)
+        assert refused.value.sqlstate == sqlstate
+        assert message in str(refused.value)
+        assert c.execute("SELECT 1").fetchone() == (1,)
