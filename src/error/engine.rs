@@ -405,4 +405,28 @@ mod tests {
         let e = Error::from_panic(&String::from("index out of bounds"));
         assert_eq!(e.sqlstate(), "XX000");
     }
+
+    #[test]
+    fn a_diagnostic_keeps_the_class_of_the_error_it_wraps() {
+        use datafusion::common::Diagnostic;
+        let wrapped = |message: &str| {
+            Error::from(DataFusionError::Diagnostic(
+                Box::new(Diagnostic::new_error(message, None)),
+                Box::new(DataFusionError::Plan(message.to_string())),
+            ))
+        };
+        let e = wrapped("Ambiguous reference to unqualified field oid");
+        assert_eq!(e.sqlstate(), "42702");
+        assert_eq!(e.to_string(), "column reference \"oid\" is ambiguous");
+        let e = wrapped("UNION queries have different number of columns");
+        assert_eq!(e.sqlstate(), "42601");
+        let e = wrapped(
+            "Column in ORDER BY must be in GROUP BY or an aggregate function: While expanding wildcard, column \"t.a\" must appear in the GROUP BY clause",
+        );
+        assert_eq!(e.sqlstate(), "42803");
+        assert_eq!(
+            e.to_string(),
+            "column \"t.a\" must appear in the GROUP BY clause or be used in an aggregate function"
+        );
+    }
 }
