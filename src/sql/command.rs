@@ -176,6 +176,7 @@ fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
 /// Classify one statement.
 pub fn classify(statement: Statement) -> Result<Command> {
     check_nesting(&statement)?;
+    super::subquery::check_scalar_subqueries(&statement)?;
     Ok(match statement {
         Statement::Query(mut query) if selects_into(&query) => {
             let into =

@@ -26,6 +26,33 @@ pub fn scalar(query: &Query) -> Expr {
     split_mixed_item(query).unwrap_or_else(|| lookup(query.clone()))
 }
 
+/// 42601 for a scalar subquery without a column (`(SELECT FROM t)`), as PostgreSQL
+/// refuses it; the engine would index the first column of its empty schema.
+pub fn check_scalar_subqueries(
+    statement: &datafusion::sql::sqlparser::ast::Statement,
+) -> crate::error::Result<()> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct V;
+    impl Visitor for V {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Expr::Subquery(query) = expr
+                && let SetExpr::Select(select) = query.body.as_ref()
+                && select.projection.is_empty()
+            {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    match statement.visit(&mut V) {
+        ControlFlow::Break(()) => Err(crate::error::Error::Syntax(
+            "subquery must return only one column".into(),
+        )),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
 /// Whether `expr` contains a subquery.
 pub(crate) fn has_subquery(expr: &Expr) -> bool {
     use datafusion::sql::sqlparser::ast::{Visit, Visitor};

@@ -205,14 +205,21 @@ def test_memory_of_a_burst_goes_back_once_idle(target):
     ("SELECT oid FROM pg_class, pg_namespace", "42702", 'column reference "oid" is ambiguous'),
     ("SELECT pg_class.oid FROM pg_class GROUP BY pg_class.oid ORDER BY pg_clas.oid", "42803",
      "must appear in the GROUP BY clause or be used in an aggregate function"),
-], ids=["union-columns", "ambiguous-column", "order-by-outside-group"])
+    ("SELECT (SELECT FROM pg_type t WHERE t.typname = 'int4') > 1", "42601",
+     "subquery must return only one column"),
+], ids=["union-columns", "ambiguous-column", "order-by-outside-group", "subquery-without-column"])
 def test_engine_refusals_have_their_sqlstate(target, sql, sqlstate, message):
     """Found by seed 5 (the hour run): the engine's refusals of these came wrapped in a
-    diagnostic and reached the client as XX000; they are the client's mistakes, in
-    PostgreSQL's words."""
+    diagnostic and reached the client as XX000; and by seed 6: a scalar subquery without
+    a column made the engine panic (caught, XX000). They are the client's mistakes, in
+    PostgreSQL's words, and nothing panics."""
+    log_start = target.log.stat().st_size
     with psycopg.connect(target.dsn, autocommit=True) as c:
         with pytest.raises(psycopg.Error) as refused:
             c.execute(sql)
         assert refused.value.sqlstate == sqlstate
         assert message in str(refused.value)
         assert c.execute("SELECT 1").fetchone() == (1,)
+    with open(target.log, "rb") as log:
+        log.seek(log_start)
+        assert b"panicked" not in log.read()
