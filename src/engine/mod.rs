@@ -84,6 +84,11 @@ pub const TABLE_OID_KEY: &str = "kpitables.table_oid";
 pub const COLUMN_NUMBER_KEY: &str = "kpitables.column_number";
 
 impl QueryPlan {
+    /// The number of result columns (without building [`QueryPlan::schema`]).
+    pub fn column_count(&self) -> usize {
+        self.plan.schema().fields().len()
+    }
+
     /// Result columns.
     pub fn schema(&self) -> SchemaRef {
         let schema = self.plan.schema().as_arrow();

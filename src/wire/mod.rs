@@ -334,7 +334,7 @@ impl QueryParser for Parser {
             | Prepared::Explain { plan, .. }
             | Prepared::Declare { plan, .. }
             | Prepared::TempWrite { plan, .. }
-            | Prepared::CopyOut { plan, .. } => (0..plan.param_types.len())
+            | Prepared::CopyOut { plan, .. } => (0..run::parameter_count(stmt))
                 .map(|i| encode::parameter_type(plan, &[], i))
                 .collect(),
             Prepared::Command(_) | Prepared::Fetch { .. } => Vec::new(),
@@ -441,8 +441,8 @@ impl ExtendedQueryHandler for Handler {
                 let required = statement
                     .parameter_types
                     .len()
-                    .max(self.parser.get_parameter_types(&statement.statement)?.len());
-                let columns = result_fields(&statement.statement, &Format::UnifiedText).len();
+                    .max(run::parameter_count(&statement.statement));
+                let columns = run::result_columns(&statement.statement);
                 check_bind(&message, required, columns).map_err(user_error)?;
                 let portal = Portal::try_new(&message, statement)?;
                 client.portal_store().put_portal(Arc::new(portal));

@@ -69,6 +69,33 @@ pub(super) fn result_fields(prepared: &Prepared, format: &Format) -> Vec<FieldIn
     }
 }
 
+/// The number of columns [`result_fields`] describes, counted without building them
+/// (Bind checks its result formats against it).
+pub(super) fn result_columns(prepared: &Prepared) -> usize {
+    match prepared {
+        Prepared::Query(plan) => plan.column_count(),
+        Prepared::Explain { .. } | Prepared::Command(Command::Show(Some(_))) => 1,
+        Prepared::Command(Command::Show(None)) => 3,
+        Prepared::Fetch { schema, .. } => schema.fields().len(),
+        Prepared::Declare { .. }
+        | Prepared::TempWrite { .. }
+        | Prepared::CopyOut { .. }
+        | Prepared::Command(_) => 0,
+    }
+}
+
+/// The number of parameters of the statement's plan.
+pub(super) fn parameter_count(prepared: &Prepared) -> usize {
+    match prepared {
+        Prepared::Query(plan)
+        | Prepared::Explain { plan, .. }
+        | Prepared::Declare { plan, .. }
+        | Prepared::TempWrite { plan, .. }
+        | Prepared::CopyOut { plan, .. } => plan.param_types.len(),
+        Prepared::Command(_) | Prepared::Fetch { .. } => 0,
+    }
+}
+
 impl Handler {
     pub(super) async fn run<C>(
         &self,

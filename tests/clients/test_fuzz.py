@@ -133,9 +133,14 @@ TWO_PARAMETERS = ("SELECT region, revenue FROM sales WHERE order_date__month = $
      "bind message has 2 parameter formats but 3 parameters"),
     (TWO_PARAMETERS, fw.bind("", "", [0, 0], [b"2024-02-01", b"North"], [0, 0, 0]),
      "bind message has 3 result formats but query has 2 columns"),
+    ("SHOW ALL", fw.bind("", "", [], [], [0, 0]),
+     "bind message has 2 result formats but query has 3 columns"),
+    ("EXPLAIN SELECT region FROM sales GROUP BY 1", fw.bind("", "", [], [], [0, 0]),
+     "bind message has 2 result formats but query has 1 columns"),
     ("", fw.bind("", "", [], [b"1"], []),
      'bind message supplies 1 parameters, but prepared statement "" requires 0'),
-], ids=["fewer-values", "more-values", "formats-for-fewer-values", "result-formats", "empty-statement"])
+], ids=["fewer-values", "more-values", "formats-for-fewer-values", "result-formats", "show-all",
+        "explain", "empty-statement"])
 def test_a_bind_of_the_wrong_counts_is_refused_with_08P01(target, statement, bind, message):
     """Found by seed 4: a Bind with fewer values (or formats) than it should have made
     pgwire index past them, a panic under the statement. PostgreSQL refuses such a Bind
