@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         None => LogFormat::Text,
     };
     init_logging(format);
+    kpitables::error::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(64 << 20)
@@ -465,7 +466,8 @@ async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
         .iter()
         .map(|v| v.name.as_str())
         .collect();
-    eprintln!(
+    // Through the log, so a JSON log stays JSON from its first line.
+    tracing::info!(
         "kpitables serving model {} ({} views: {}) on {} database \"{}\"{}",
         config.model.display(),
         views.len(),
@@ -489,7 +491,7 @@ async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
         let http = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {address} (--http)"), e))?;
-        eprintln!("HTTP (/livez, /readyz, /metrics) on {address}");
+        tracing::info!("HTTP (/livez, /readyz, /metrics) on {address}");
         let shared = kpitables::http::Shared {
             served: Arc::clone(&served),
             connections: Arc::clone(&connections),
@@ -506,7 +508,7 @@ async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
     }
     let shutdown = async move {
         terminated().await;
-        eprintln!("shutting down");
+        tracing::info!("shutting down");
         let _ = stop.send(true);
     };
     kpitables::wire::serve(listener, served, &config, connections, hub, shutdown).await

@@ -7,6 +7,9 @@
 use std::fmt;
 
 mod engine;
+mod panic;
+
+pub use panic::install_hook as install_panic_hook;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -497,23 +500,6 @@ impl Error {
         Error::Unsupported {
             message: message.into(),
             hint: hint.into(),
-        }
-    }
-
-    /// The error for a panic caught under a statement (see `wire`): the session goes
-    /// on. Arrow panics on a string or list column past 2 GiB ("offset overflow"): that is
-    /// a size limit (54000); anything else is a bug (XX000).
-    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Error {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_string());
-        tracing::error!(panic = %message, "a statement panicked; the session goes on");
-        if message.contains("overflow") {
-            Error::TooLarge(message)
-        } else {
-            Error::Internal(format!("the statement failed unexpectedly: {message}"))
         }
     }
 

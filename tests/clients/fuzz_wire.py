@@ -511,7 +511,10 @@ def main():
     args = parser.parse_args()
     work = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"kpitables-fuzz-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
-    k = Kpitables(work / "kpitables.log")
+    # As in production, without RUST_BACKTRACE: a resolved backtrace keeps the
+    # executable's parsed debug information in memory for good, which a long run of
+    # panicking cases would count as growth (docs/reliability.md).
+    k = Kpitables(work / "kpitables.log", env={"RUST_BACKTRACE": "0"})
     try:
         if args.case is not None:
             print(json.dumps(run_case(k.port, args.seed, args.case, corpus()), indent=2))

@@ -2,6 +2,7 @@
 found kept as a regression test. The long runs are `python3 tests/clients/fuzz_wire.py
 --seed S --iterations N --seconds T` (docs/reliability.md)."""
 
+import json
 import threading
 import time
 
@@ -14,8 +15,10 @@ from conftest import Kpitables
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    """A server of its own: the fuzzer must not disturb the shared one."""
-    k = Kpitables(tmp_path_factory.mktemp("fuzz") / "kpitables.log")
+    """A server of its own: the fuzzer must not disturb the shared one. As in production,
+    without RUST_BACKTRACE (a resolved backtrace keeps the executable's parsed debug
+    information in memory for good: docs/reliability.md)."""
+    k = Kpitables(tmp_path_factory.mktemp("fuzz") / "kpitables.log", env={"RUST_BACKTRACE": "0"})
     try:
         yield k
     finally:
@@ -118,6 +121,35 @@ def test_a_malformed_message_is_refused_with_08P01(target, message):
         raw.close()
     with psycopg.connect(target.dsn, autocommit=True) as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_panic_is_one_event_of_the_json_log(tmp_path):
+    """The standard panic hook printed a bare text line to stderr, which broke a JSON log
+    (log_format = "json"). The decoder's panic on a malformed message is now one JSON
+    event, level ERROR, saying where it happened; every line of the log is JSON."""
+    k = Kpitables(tmp_path / "kpitables.log", args=["--log-format", "json"],
+                  env={"RUST_BACKTRACE": "0"})
+    try:
+        raw = fw.login(k.port)
+        try:
+            raw.send(b"d" + b"\x00\x00\x00\x03" + fw.SYNC)
+            try:
+                while True:
+                    raw.read()
+            except fw.Closed:
+                pass
+        finally:
+            raw.close()
+        with psycopg.connect(k.dsn, autocommit=True) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        k.close()
+    events = [json.loads(line) for line in k.log.read_text().splitlines() if line.strip()]
+    panics = [e for e in events if e["fields"]["message"].startswith("panicked at ")]
+    assert len(panics) == 1, events
+    assert panics[0]["level"] == "ERROR"
+    assert ".rs:" in panics[0]["fields"]["message"], panics[0]
+    assert "backtrace" not in panics[0]["fields"]
 
 
 TWO_PARAMETERS = ("SELECT region, revenue FROM sales WHERE order_date__month = $1 AND region = $2 "
