@@ -12,9 +12,11 @@
 //!        + once executed without parameters: the optimized logical plan
 //! ```
 //!
-//! Bounded (least recently used entries are dropped past `[limits] plan_cache_entries`,
-//! and a statement whose rewritten SQL is over [`MAX_STATEMENT_BYTES`] is not kept: a
-//! thousand plans of megabyte literals would hold gigabytes);
+//! Bounded (least recently used entries are dropped past `[limits] plan_cache_entries`
+//! or past [`MAX_TOTAL_BYTES`] of rewritten SQL, and a statement whose rewritten SQL is
+//! over [`MAX_STATEMENT_BYTES`] is not kept: a plan holds its statement's text several
+//! times over, about 130 kB for a 20 kB statement, so a count alone lets a thousand long
+//! statements hold over 100 MB);
 //! a reload opens a new engine with an empty cache, so nothing planned on an older model
 //! is ever reused. Not cached: statements over the session's temporary tables, answers
 //! computed row by row while planning (they hold values), and failures.
@@ -37,6 +39,11 @@ pub const DEFAULT_ENTRIES: usize = 1000;
 /// The longest statement (its rewritten SQL) whose plan is kept: 64 kB, longer than
 /// what BI tools send for a dashboard filter of a thousand values.
 pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+
+/// The most rewritten SQL the kept plans of one engine may add up to: 8 MB, a thousand
+/// dashboard statements of 8 kB (found by the fuzzer's memory: a thousand plans of
+/// 20 kB literals held 130 MB).
+pub const MAX_TOTAL_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the cache did for one statement, shown by `EXPLAIN` and counted in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,14 +153,26 @@ impl Eq for Key {}
 /// The plans of one engine.
 #[derive(Debug)]
 pub struct PlanCache {
-    entries: Option<Mutex<LruCache<Key, Arc<QueryPlan>>>>,
+    entries: Option<Mutex<Plans>>,
+}
+
+/// The kept plans, least recently used first out, and the length of their rewritten SQL.
+#[derive(Debug)]
+struct Plans {
+    lru: LruCache<Key, Arc<QueryPlan>>,
+    bytes: usize,
 }
 
 impl PlanCache {
     /// A cache of at most `entries` plans (0: no cache).
     pub fn new(entries: usize) -> PlanCache {
         PlanCache {
-            entries: NonZeroUsize::new(entries).map(|n| Mutex::new(LruCache::new(n))),
+            entries: NonZeroUsize::new(entries).map(|n| {
+                Mutex::new(Plans {
+                    lru: LruCache::new(n),
+                    bytes: 0,
+                })
+            }),
         }
     }
 
@@ -175,7 +194,7 @@ impl PlanCache {
             statement,
         };
         let mut entries = entries.lock().ok()?;
-        let plan = entries.get(&lookup as &dyn KeyParts)?;
+        let plan = entries.lru.get(&lookup as &dyn KeyParts)?;
         plan.session_reads
             .iter()
             .all(|read| read.holds(session))
@@ -187,8 +206,20 @@ impl PlanCache {
         let Some(entries) = &self.entries else {
             return;
         };
-        if let Ok(mut entries) = entries.lock() {
-            entries.put(PlanCache::key(session, statement), plan);
+        let Ok(mut entries) = entries.lock() else {
+            return;
+        };
+        entries.bytes += plan.rewritten_sql.len();
+        // `push` gives back the plan it replaced (same key) or dropped (past the count).
+        if let Some((_, old)) = entries.lru.push(PlanCache::key(session, statement), plan) {
+            entries.bytes = entries.bytes.saturating_sub(old.rewritten_sql.len());
+        }
+        while entries.bytes > MAX_TOTAL_BYTES {
+            let Some((_, old)) = entries.lru.pop_lru() else {
+                entries.bytes = 0;
+                break;
+            };
+            entries.bytes = entries.bytes.saturating_sub(old.rewritten_sql.len());
         }
     }
 
@@ -196,7 +227,7 @@ impl PlanCache {
     pub fn len(&self) -> usize {
         self.entries
             .as_ref()
-            .and_then(|e| e.lock().ok().map(|e| e.len()))
+            .and_then(|e| e.lock().ok().map(|e| e.lru.len()))
             .unwrap_or(0)
     }
 

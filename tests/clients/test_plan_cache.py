@@ -172,6 +172,21 @@ def test_a_statement_over_64_kb_is_not_kept(cached):
         assert cache_line(c, sql) == "Plan cache: not cached (the statement is over 64 kB)"
 
 
+
+def test_the_kept_plans_are_bounded_by_their_size(cached):
+    """A plan holds its statement several times over: a thousand plans of 20 kB
+    literals held 130 MB (found by the fuzzer's hour run). Past 8 MB of kept SQL the
+    least recently used plans go, whatever their count."""
+    def sql(i):
+        return f"SELECT region, revenue FROM sales WHERE region = '{i:04}{'x' * 40_000}' GROUP BY region"
+    with psycopg.connect(dsn(cached), autocommit=True) as c:
+        # 260 statements of 40 kB: 10 MB, under the 1 000 entries but over 8 MB.
+        for i in range(260):
+            assert c.execute(sql(i)).fetchall() == []
+        assert cache_line(c, sql(259)).startswith("Plan cache: hit")
+        assert cache_line(c, sql(0)).startswith("Plan cache: miss")
+        assert c.execute(sql(0)).fetchall() == []
+
 def test_the_cache_is_bounded_and_can_be_turned_off(tmp_path, duck):
     truth = duck.execute(TRUTH_BY_REGION).fetchall()
     config = write_config(tmp_path / "kpitables.toml", "[limits]\nplan_cache_entries = 2\n")
