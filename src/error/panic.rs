@@ -49,11 +49,11 @@ pub fn install_hook() {
 impl Error {
     /// The error for a panic caught under a statement (see `wire`): the session goes
     /// on. Arrow panics on a string or list column past 2 GiB ("offset overflow"): that is
-    /// a size limit (54000); anything else is a bug (XX000). The hook has logged where it
-    /// happened.
+    /// a size limit (54000); anything else is a bug (XX000). Nothing more is logged here:
+    /// the hook has logged the panic once, with where it happened, and the statement's
+    /// span logs the error it ends with.
     pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Error {
         let message = message(payload);
-        tracing::error!(panic = %message, "a statement panicked; the session goes on");
         if message.contains("overflow") {
             Error::TooLarge(message)
         } else {
