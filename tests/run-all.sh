@@ -92,7 +92,8 @@ step "cargo test"
 cargo test --no-fail-fast 2>&1 | tee "$CACHE/cargo-test.log"
 
 step "client and ground-truth tests (pytest)"
-"$VENV/bin/pytest" -q tests/clients
+# The slowest tests are listed at the end, to keep the run's time in view.
+"$VENV/bin/pytest" -q --durations=25 tests/clients
 
 step "node-postgres test"
 node --test tests/clients/node_pg.test.mjs
