@@ -3,8 +3,15 @@
 //! A `mysql_async` pool per source. Statements arrive as MySQL SQL from the federation
 //! planner (with the dialect fixes of [`super::dialect`]) and run through the text
 //! protocol, so every value comes back as text and is converted by
-//! [`super::text_rows`]. Each connection works in UTC with `utf8mb4`. A statement is
-//! cancelled with `KILL QUERY` from a second connection.
+//! [`super::text_rows`]. Each connection works in UTC with `utf8mb4`, read only; those
+//! settings are made once, when it opens. Idle connections stay pooled for
+//! [`IDLE_CONNECTION_TTL`] and are not reset when they come back (`COM_RESET_CONNECTION`
+//! would undo the settings, and the statements sent here change no session state).
+//!
+//! A statement is cancelled with `KILL QUERY` from a second connection. The connection
+//! of a cancelled or timed-out statement goes back to the pool's recycler, which reads
+//! what is left of its answer before it serves again: late rows never reach another
+//! statement.
 
 use std::sync::Arc;
 
@@ -23,6 +30,11 @@ use super::text_rows::{BATCH_ROWS, TextRows};
 use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings, Usage};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
+
+/// How long an idle connection stays in the pool. `mysql_async` keeps none by default
+/// (its idle bound is the pool's minimum, 0 here, unless this is set), which opened a
+/// connection, with its five setup round trips, for every statement.
+const IDLE_CONNECTION_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One MySQL-protocol source: a connection pool and its settings.
 pub struct Mysql {
@@ -60,7 +72,12 @@ impl Mysql {
                 "SET SESSION TRANSACTION READ ONLY",
             ])
             .prefer_socket(false)
-            .pool_opts(PoolOpts::default().with_constraints(constraints));
+            .pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
+                    .with_reset_connection(false),
+            );
         if let Some(password) = &settings.password {
             builder = builder.pass(Some(password.clone()));
         }

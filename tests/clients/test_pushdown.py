@@ -275,6 +275,20 @@ def test_aggregation_happens_in_the_warehouse(wh, kp):
     assert any(s.strip() == sent for s in received), (sent, received[-5:])
 
 
+def test_statements_reuse_the_pooled_warehouse_connections(wh, kp):
+    """One statement after another runs on the pooled connection: the warehouse sees no
+    new connection per statement. (The MySQL-protocol pool kept no idle connection, so
+    every statement opened one, with its setup round trips; found by the fault tests.)
+    At most one new connection is allowed: a connection goes back to the MySQL pool
+    through its recycler task, which the next statement may outrun once."""
+    query = "SELECT region, revenue FROM sales WHERE order_date = DATE '2024-03-01' GROUP BY region"
+    kp.execute(query).fetchall()
+    before = wh.server.connections()
+    for _ in range(4):
+        assert len(kp.execute(query).fetchall()) == 5
+    assert wh.server.connections() - before <= 1
+
+
 def test_a_warehouse_error_keeps_its_sqlstate_and_the_session_survives(wh, kp):
     """The warehouse refuses the statement (a table was renamed there): the client gets
     the warehouse's own SQLSTATE and message, naming the source; the session keeps

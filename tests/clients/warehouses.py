@@ -2,7 +2,8 @@
 
 - PostgreSQL: `initdb` + `pg_ctl` in a temporary directory on a free port, run as the
   `postgres` user when the tests run as root (PostgreSQL refuses root), every statement
-  logged (`log_statement = all`) so a test can read what the warehouse received.
+  and connection logged (`log_statement = all`, `log_connections`) so a test can read
+  what the warehouse received.
 - MariaDB: `mariadb-install-db` + `mariadbd` in a temporary directory on a free port, run
   as the `mysql` user when the tests run as root, with the general query log on.
 
@@ -84,7 +85,7 @@ class Postgres:
 
     def start(self) -> None:
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
-                   "-c log_statement=all -c logging_collector=off -c fsync=off")
+                   "-c log_statement=all -c log_connections=on -c logging_collector=off -c fsync=off")
         subprocess.run(
             _as_user(self.user, [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                                  "-o", options, "-w", "start"]),
@@ -105,6 +106,10 @@ class Postgres:
             if "LOG:  statement: " in line:
                 out.append(line.split("LOG:  statement: ", 1)[1])
         return out
+
+    def connections(self) -> int:
+        """How many connections the server has accepted, from its log."""
+        return self.log.read_text(errors="replace").count("LOG:  connection authorized: ")
 
     def close(self) -> None:
         try:
@@ -186,6 +191,10 @@ class MariaDB:
             if found:
                 out.append(found.group(1))
         return out
+
+    def connections(self) -> int:
+        """How many connections the server has accepted, from its general query log."""
+        return len(re.findall(r"\s\d+ Connect\t", self.general_log.read_text(errors="replace")))
 
     def close(self) -> None:
         try:
