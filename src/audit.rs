@@ -60,7 +60,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// The record with each text cut to [`RECENT_TEXT_BYTES`] (marked with its length).
+    /// The record with each text a client chose (application name, filters, pushed
+    /// statements, message) cut to [`RECENT_TEXT_BYTES`], marked with its length, and
+    /// holding no more memory than that.
     fn bounded(mut self) -> Record {
         let cut = |text: &mut String| {
             if text.len() > RECENT_TEXT_BYTES {
@@ -71,8 +73,11 @@ impl Record {
                 let total = text.len();
                 text.truncate(end);
                 text.push_str(&format!("… ({total} bytes)"));
+                // `truncate` keeps the whole text's allocation: give it back.
+                text.shrink_to_fit();
             }
         };
+        cut(&mut self.application);
         self.filters.iter_mut().for_each(cut);
         self.pushed.iter_mut().for_each(|(_, sql)| cut(sql));
         if let Some(m) = &mut self.message {
@@ -468,5 +473,26 @@ mod tests {
             &kept.filters[0][4000..]
         );
         assert!(kept.pushed[0].1.ends_with("… (50000 bytes)"));
+    }
+
+    #[test]
+    fn a_cut_text_gives_its_memory_back() {
+        // `recent()` hands out clones, whose capacity is their length: look at what the
+        // ring keeps. (`truncate` kept the whole text's allocation: a ring of 10 000
+        // records of megabyte statements held gigabytes.)
+        let mut long = record("a");
+        long.filters = vec!["x".repeat(100_000)];
+        long.pushed = vec![("warehouse".into(), "y".repeat(100_000))];
+        long.message = Some("z".repeat(100_000));
+        long.application = "w".repeat(100_000);
+        let kept = long.bounded();
+        assert!(kept.filters[0].capacity() < RECENT_TEXT_BYTES + 32);
+        assert!(kept.pushed[0].1.capacity() < RECENT_TEXT_BYTES + 32);
+        assert!(
+            kept.message
+                .as_ref()
+                .is_some_and(|m| m.capacity() < RECENT_TEXT_BYTES + 32)
+        );
+        assert!(kept.application.capacity() < RECENT_TEXT_BYTES + 32);
     }
 }
