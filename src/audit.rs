@@ -1,8 +1,8 @@
 //! The audit trail: every statement that reads a view or fails, with who asked (user,
 //! client application), what (views, metrics, dimensions, filters), what it cost (rows,
 //! duration), the SQL pushed to each source, and the outcome. Written as JSON lines to a
-//! file rotated by size, and kept in memory for `kp.audit` (the latest
-//! [`RECENT`] records).
+//! file rotated by size, and kept in memory for `kp.audit` (the latest [`RECENT`]
+//! records, as many of them as fit in [`RECENT_BYTES`]).
 //!
 //! Invariant: recording never fails a query. When the file cannot be written (a full
 //! disk), the records are counted and the file is opened again at the next record; the
@@ -21,6 +21,11 @@ use serde::Serialize;
 
 /// How many records `kp.audit` keeps.
 pub const RECENT: usize = 10_000;
+
+/// The most memory `kp.audit`'s records may hold together; the oldest go first. Each
+/// text is cut to [`RECENT_TEXT_BYTES`], but a statement chooses how many conditions
+/// (each one a filter of its record) it has, so the count alone bounds nothing.
+pub const RECENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The longest text (filter, pushed SQL, message) a record keeps in memory for
 /// `kp.audit`; the file has it whole. A client sending megabyte literals cannot make the
@@ -85,6 +90,52 @@ impl Record {
         }
         self
     }
+
+    /// The memory the record holds: itself, its lists and its texts.
+    fn weight(&self) -> usize {
+        use std::mem::size_of;
+        let list = |l: &Vec<String>| {
+            l.capacity() * size_of::<String>() + l.iter().map(String::capacity).sum::<usize>()
+        };
+        size_of::<Record>()
+            + self.user.capacity()
+            + self.application.capacity()
+            + list(&self.views)
+            + list(&self.metrics)
+            + list(&self.dimensions)
+            + list(&self.filters)
+            + self.pushed.capacity() * size_of::<(String, String)>()
+            + self
+                .pushed
+                .iter()
+                .map(|(source, sql)| source.capacity() + sql.capacity())
+                .sum::<usize>()
+            + self.sqlstate.as_ref().map_or(0, String::capacity)
+            + self.message.as_ref().map_or(0, String::capacity)
+    }
+}
+
+/// The records kept for `kp.audit`, oldest first, and the memory they hold.
+#[derive(Default)]
+struct Recent {
+    records: VecDeque<(Record, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Keep `record`, dropping the oldest past [`RECENT`] records or [`RECENT_BYTES`]
+    /// (the newest is kept even alone over the budget).
+    fn push(&mut self, record: Record) {
+        let record = record.bounded();
+        let weight = record.weight();
+        self.bytes += weight;
+        self.records.push_back((record, weight));
+        while self.records.len() > RECENT || (self.bytes > RECENT_BYTES && self.records.len() > 1) {
+            if let Some((_, old)) = self.records.pop_front() {
+                self.bytes -= old;
+            }
+        }
+    }
 }
 
 fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -111,7 +162,7 @@ pub struct Audit {
     sink: Option<Mutex<Sink>>,
     max_bytes: u64,
     keep: usize,
-    recent: Mutex<VecDeque<Record>>,
+    recent: Mutex<Recent>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -158,7 +209,7 @@ impl Audit {
             sink,
             max_bytes: max_bytes.max(1024),
             keep: keep.max(1),
-            recent: Mutex::new(VecDeque::new()),
+            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -193,10 +244,7 @@ impl Audit {
             }
         }
         if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == RECENT {
-                recent.pop_front();
-            }
-            recent.push_back(record.bounded());
+            recent.push(record);
         }
     }
 
@@ -259,7 +307,7 @@ impl Audit {
     pub fn recent(&self) -> Vec<Record> {
         self.recent
             .lock()
-            .map(|r| r.iter().cloned().collect())
+            .map(|r| r.records.iter().map(|(record, _)| record.clone()).collect())
             .unwrap_or_default()
     }
 }
@@ -494,5 +542,44 @@ mod tests {
                 .is_some_and(|m| m.capacity() < RECENT_TEXT_BYTES + 32)
         );
         assert!(kept.application.capacity() < RECENT_TEXT_BYTES + 32);
+    }
+
+    #[test]
+    fn the_recent_records_are_bounded_by_their_memory() {
+        // Each condition of a statement is a filter of its record, each cut to 4 kB: 16
+        // of them make a record of 64 kB, and 10 000 such records would hold 640 MB.
+        let mut recent = Recent::default();
+        for i in 0..1_000 {
+            let mut wide = record(&format!("u{i}"));
+            wide.filters = vec!["f".repeat(RECENT_TEXT_BYTES); 16];
+            recent.push(wide);
+        }
+        let held: usize = recent.records.iter().map(|(r, _)| r.weight()).sum();
+        assert_eq!(held, recent.bytes);
+        assert!(recent.bytes <= RECENT_BYTES, "{} bytes", recent.bytes);
+        assert!(recent.records.len() > 100 && recent.records.len() < 1_000);
+        assert_eq!(
+            recent.records.back().map(|(r, _)| r.user.as_str()),
+            Some("u999")
+        );
+        // Small records: the count bounds them.
+        for i in 0..(RECENT + 10) {
+            recent.push(record(&format!("s{i}")));
+        }
+        assert_eq!(recent.records.len(), RECENT);
+    }
+
+    #[test]
+    fn a_record_over_the_budget_is_kept_alone() {
+        let mut recent = Recent::default();
+        recent.push(record("a"));
+        let mut huge = record("b");
+        huge.filters = vec!["f".repeat(RECENT_TEXT_BYTES); RECENT_BYTES / RECENT_TEXT_BYTES + 1];
+        recent.push(huge);
+        assert_eq!(recent.records.len(), 1);
+        assert_eq!(recent.records[0].0.user, "b");
+        recent.push(record("c"));
+        assert_eq!(recent.records.len(), 1);
+        assert_eq!(recent.records[0].0.user, "c");
     }
 }
