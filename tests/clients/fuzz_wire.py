@@ -485,12 +485,19 @@ def fuzz(port: int, pid: int, seed: int, iterations: int, seconds: float, watche
     time.sleep(5)
     idle = rss_kb(pid)
     anon_idle = rss_kb(pid, "RssAnon")
+    # Whether memory levels off: the lowest anonymous memory of each sixth of the run
+    # (a sample between cases can catch a statement's memory; the lowest of a stretch
+    # is what the server keeps).
+    sixth = max(1, len(anon_samples) // 6)
+    floors = [min(anon_samples[i:i + sixth]) // 1024 for i in range(0, sixth * 6, sixth)
+              if anon_samples[i:i + sixth]]
     return {
         "seed": seed,
         "cases": cases,
         "seconds": round(time.monotonic() - started, 1),
         "rss_kb": {"baseline": baseline, "peak": max(peak, end), "end": end, "idle": idle},
         "anon_kb": {"baseline": anon_baseline, "peak": anon_peak, "idle": anon_idle},
+        "anon_mb_lowest_by_sixth": floors,
         "rss_kb_every_25_cases": samples,
         "anon_kb_every_25_cases": anon_samples,
         "problems": problems,
