@@ -26,8 +26,9 @@ use futures::TryStreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use super::text_rows::{BATCH_ROWS, TextRows};
-use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings, Usage};
+use super::warehouse::{
+    self, BatchSender, ColumnInfo, FetchError, Interrupted, Outgoing, Settings, Usage,
+};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
 
@@ -195,42 +196,34 @@ async fn fetch(
     sql: &str,
     schema: &SchemaRef,
     sender: &BatchSender,
-) -> std::result::Result<bool, (bool, SourceFailure)> {
+) -> std::result::Result<bool, FetchError> {
     let mut result = conn
         .query_iter(sql)
         .await
         .map_err(|e| (false, failure(&e)))?;
-    let mut rows = TextRows::new(Arc::clone(schema));
-    let mut sent = false;
+    let mut rows = Outgoing::new(schema, sender);
     {
         let stream = result
             .stream::<Row>()
             .await
             .map_err(|e| (false, failure(&e)))?;
         if let Some(mut stream) = stream {
-            while let Some(row) = stream.try_next().await.map_err(|e| (sent, failure(&e)))? {
-                let mut values = Vec::with_capacity(row.len());
-                for i in 0..row.len() {
-                    values.push(text(row.as_ref(i)).map_err(|m| (sent, SourceFailure::Value(m)))?);
-                }
-                rows.push(values)
-                    .map_err(|m| (sent, SourceFailure::Value(m)))?;
-                if rows.len() >= BATCH_ROWS {
-                    let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
-                    if !sender.send(batch).await {
-                        return Ok(true);
-                    }
-                    sent = true;
+            while let Some(row) = stream
+                .try_next()
+                .await
+                .map_err(|e| rows.failed(failure(&e)))?
+            {
+                let values = (0..row.len())
+                    .map(|i| text(row.as_ref(i)))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|m| rows.failed(SourceFailure::Value(m)))?;
+                if !rows.push(values).await? {
+                    return Ok(true);
                 }
             }
         }
     }
-    if !rows.is_empty() {
-        let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
-        sender.send(batch).await;
-        sent = true;
-    }
-    Ok(sent)
+    rows.finish().await
 }
 
 async fn run(

@@ -17,8 +17,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::TryStreamExt;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use super::text_rows::{BATCH_ROWS, TextRows};
-use super::warehouse::{self, BatchSender, ColumnInfo, Interrupted, Settings, Usage};
+use super::warehouse::{
+    self, BatchSender, ColumnInfo, FetchError, Interrupted, Outgoing, Settings, Usage,
+};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
 
@@ -150,35 +151,27 @@ async fn fetch(
     sql: &str,
     schema: &SchemaRef,
     sender: &BatchSender,
-) -> std::result::Result<bool, (bool, SourceFailure)> {
+) -> std::result::Result<bool, FetchError> {
     let stream = client
         .simple_query_raw(sql)
         .await
         .map_err(|e| (false, failure(&e)))?;
     futures::pin_mut!(stream);
-    let mut rows = TextRows::new(Arc::clone(schema));
-    let mut sent = false;
-    while let Some(message) = stream.try_next().await.map_err(|e| (sent, failure(&e)))? {
+    let mut rows = Outgoing::new(schema, sender);
+    while let Some(message) = stream
+        .try_next()
+        .await
+        .map_err(|e| rows.failed(failure(&e)))?
+    {
         let SimpleQueryMessage::Row(row) = message else {
             continue;
         };
         let values = (0..row.len()).map(|i| row.try_get(i).ok().flatten());
-        rows.push(values)
-            .map_err(|m| (sent, SourceFailure::Value(m)))?;
-        if rows.len() >= BATCH_ROWS {
-            let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
-            if !sender.send(batch).await {
-                return Ok(true);
-            }
-            sent = true;
+        if !rows.push(values).await? {
+            return Ok(true);
         }
     }
-    if !rows.is_empty() {
-        let batch = rows.finish().map_err(|m| (sent, SourceFailure::Value(m)))?;
-        sender.send(batch).await;
-        sent = true;
-    }
-    Ok(sent)
+    rows.finish().await
 }
 
 /// Run one statement on a pooled connection: cancel it on the server when the engine

@@ -18,6 +18,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use tokio::sync::mpsc;
 
+use super::text_rows::{BATCH_ROWS, TextRows};
 use crate::error::{Error, SourceFailure};
 use crate::model::{Source, SourceKind};
 
@@ -193,6 +194,73 @@ impl BatchSender {
     /// that must still be cancelled in the warehouse).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+}
+
+/// A fetch's failure, and whether a batch had been sent before it (a statement that
+/// sent rows is not retried).
+pub type FetchError = (bool, SourceFailure);
+
+/// The rows of one statement, as a connector reads them: gathered into batches of
+/// [`BATCH_ROWS`] and sent to the engine as each fills.
+pub struct Outgoing<'s> {
+    rows: TextRows,
+    sender: &'s BatchSender,
+    sent: bool,
+}
+
+impl<'s> Outgoing<'s> {
+    /// Rows of `schema`, for `sender`.
+    pub fn new(schema: &SchemaRef, sender: &'s BatchSender) -> Outgoing<'s> {
+        Outgoing {
+            rows: TextRows::new(Arc::clone(schema)),
+            sender,
+            sent: false,
+        }
+    }
+
+    /// True once a batch was sent.
+    pub fn sent(&self) -> bool {
+        self.sent
+    }
+
+    /// A failure of the warehouse, with whether a batch was sent before it.
+    pub fn failed(&self, failure: SourceFailure) -> FetchError {
+        (self.sent, failure)
+    }
+
+    /// Append one row (one text value per column, None for NULL) and send the batch
+    /// once it is full; false when the engine no longer reads (stop fetching).
+    pub async fn push<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = Option<&'a str>>,
+    ) -> Result<bool, FetchError> {
+        self.rows
+            .push(values)
+            .map_err(|m| self.failed(SourceFailure::Value(m)))?;
+        if self.rows.len() < BATCH_ROWS {
+            return Ok(true);
+        }
+        let batch = self
+            .rows
+            .finish()
+            .map_err(|m| self.failed(SourceFailure::Value(m)))?;
+        let read = self.sender.send(batch).await;
+        self.sent = true;
+        Ok(read)
+    }
+
+    /// Send the rows left; true when at least one batch was sent.
+    pub async fn finish(mut self) -> Result<bool, FetchError> {
+        if !self.rows.is_empty() {
+            let batch = self
+                .rows
+                .finish()
+                .map_err(|m| self.failed(SourceFailure::Value(m)))?;
+            self.sender.send(batch).await;
+            self.sent = true;
+        }
+        Ok(self.sent)
     }
 }
 
