@@ -244,11 +244,23 @@ def test_memory_of_a_burst_goes_back_once_idle(target):
      "must appear in the GROUP BY clause or be used in an aggregate function"),
     ("SELECT (SELECT FROM pg_type t WHERE t.typname = 'int4') > 1", "42601",
      "subquery must return only one column"),
-], ids=["union-columns", "ambiguous-column", "order-by-outside-group", "subquery-without-column"])
+    ("SELECT sum(units) FROM sales WHERE channel = 'online' GROUP BY 1 HAVING sum(units) > 10",
+     "42803", "aggregate functions are not allowed in GROUP BY"),
+    ("SELECT region, sum(units) FROM sales GROUP BY region, sum(units)", "42803",
+     "aggregate functions are not allowed in GROUP BY"),
+    ("SELECT units FROM sales GROUP BY units", "42803",
+     'metrics are not allowed in GROUP BY: "units" is a metric of view "sales"'),
+    ("SELECT region, revenue FROM sales GROUP BY 1, 2", "42803",
+     'metrics are not allowed in GROUP BY: "revenue" is a metric of view "sales"'),
+], ids=["union-columns", "ambiguous-column", "order-by-outside-group", "subquery-without-column",
+        "group-by-aggregate-position", "group-by-aggregate", "group-by-metric-name",
+        "group-by-metric-position"])
 def test_engine_refusals_have_their_sqlstate(target, sql, sqlstate, message):
     """Found by seed 5 (the hour run): the engine's refusals of these came wrapped in a
     diagnostic and reached the client as XX000; and by seed 6: a scalar subquery without
-    a column made the engine panic (caught, XX000). They are the client's mistakes, in
+    a column made the engine panic (caught, XX000); and by seed 14: a metric or an
+    aggregate in GROUP BY reached the row-level translation (XX000, "internal error").
+    They are the client's mistakes, in
     PostgreSQL's words, and nothing panics."""
     log_start = target.log.stat().st_size
     with psycopg.connect(target.dsn, autocommit=True) as c:

@@ -155,6 +155,25 @@ pub fn rewrite_block(
                     }
                     _ => e.clone(),
                 };
+                // A metric is computed per group; it cannot make the groups.
+                if contains_aggregate(&resolved) {
+                    return Err(Error::Grouping {
+                        message: "aggregate functions are not allowed in GROUP BY".into(),
+                        hint: None,
+                    });
+                }
+                if refs(&resolved, view).metrics {
+                    return Err(Error::Grouping {
+                        message: format!(
+                            "metrics are not allowed in GROUP BY: \"{resolved}\" is a metric of view \"{}\"",
+                            view.name
+                        ),
+                        hint: Some(format!(
+                            "a metric is computed for each group: group by dimensions of \"{}\" and select the metric",
+                            view.name
+                        )),
+                    });
+                }
                 if !grain.contains(&resolved) {
                     grain.push(resolved);
                 }
