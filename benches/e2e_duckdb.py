@@ -8,6 +8,10 @@ semantic/tpch; the files are generated with `tpchgen-cli` from PyPI when missing
 
     python3 benches/e2e_duckdb.py [--runs 7] [--bin target/release/kpitables] [--no-tpch]
 
+`--bin` may be given several times (for example builds on different allocators): each
+binary answers the same questions in the same run, and the geometric means are listed
+side by side at the end.
+
 Needs the demo data (`kpitables demo`) and the Python packages of tests/clients.
 """
 
@@ -225,7 +229,8 @@ def compare(conn, duck, queries, runs):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--bin", default=os.environ.get("KPITABLES_BIN", str(ROOT / "target" / "release" / "kpitables")))
+    parser.add_argument("--bin", action="append",
+                        help="a kpitables binary (several: compared in one run)")
     parser.add_argument("--no-tpch", action="store_true", help="only the demo questions")
     args = parser.parse_args()
     if not (DATA / "_SUCCESS").exists():
@@ -235,31 +240,39 @@ def main():
     for name in ["order_lines", "orders", "stores", "products"]:
         duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
     duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
-    print(f"binary: {args.bin}; runs per query: {args.runs}; DuckDB {duckdb.__version__} (threads: default)\n")
-    print("demo (semantic/demo)")
-    server, conn = serve(args.bin)
-    try:
-        ratios = compare(conn, duck, QUERIES, args.runs)
-    finally:
-        server.terminate()
-        server.wait()
-    if args.no_tpch:
-        return
-    if not all((TPCH / f"{t}.parquet").exists() for t in TPCH_TABLES):
-        subprocess.run([os.path.join(os.path.dirname(sys.executable), "tpchgen-cli"), "parquet", "-s", "1",
-                        f"--tables={','.join(TPCH_TABLES)}", f"--output-dir={TPCH}"], check=True)
-    tpch = duckdb.connect()
-    for name in TPCH_TABLES:
-        tpch.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{TPCH / (name + '.parquet')}')")
-    print("\nTPC-H scale factor 1 (semantic/tpch)")
-    server, conn = serve(args.bin, ROOT / "semantic" / "tpch")
-    try:
-        ratios += compare(conn, tpch, TPCH_QUERIES, args.runs)
-    finally:
-        server.terminate()
-        server.wait()
-    print(f"\ngeometric mean over both: {statistics.geometric_mean(ratios):.2f}; "
-          f"worst: {max(ratios):.2f}")
+    bins = args.bin or [os.environ.get("KPITABLES_BIN", str(ROOT / "target" / "release" / "kpitables"))]
+    print(f"binaries: {', '.join(bins)}; runs per query: {args.runs}; DuckDB {duckdb.__version__} (threads: default)")
+    summary = []
+    for binary in bins:
+        print(f"\n== {binary}\ndemo (semantic/demo)")
+        server, conn = serve(binary)
+        try:
+            ratios = compare(conn, duck, QUERIES, args.runs)
+        finally:
+            server.terminate()
+            server.wait()
+        demo = statistics.geometric_mean(ratios)
+        if args.no_tpch:
+            summary.append((binary, demo, None))
+            continue
+        if not all((TPCH / f"{t}.parquet").exists() for t in TPCH_TABLES):
+            subprocess.run([os.path.join(os.path.dirname(sys.executable), "tpchgen-cli"), "parquet", "-s", "1",
+                            f"--tables={','.join(TPCH_TABLES)}", f"--output-dir={TPCH}"], check=True)
+        tpch = duckdb.connect()
+        for name in TPCH_TABLES:
+            tpch.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{TPCH / (name + '.parquet')}')")
+        print("\nTPC-H scale factor 1 (semantic/tpch)")
+        server, conn = serve(binary, ROOT / "semantic" / "tpch")
+        try:
+            tpch_ratios = compare(conn, tpch, TPCH_QUERIES, args.runs)
+        finally:
+            server.terminate()
+            server.wait()
+        summary.append((binary, demo, statistics.geometric_mean(tpch_ratios)))
+    print("\ngeometric mean ratio kpitables/duckdb, per binary:")
+    for binary, demo, tpch_mean in summary:
+        tpch_text = "" if tpch_mean is None else f"; TPC-H SF1 {tpch_mean:.2f}"
+        print(f"  {binary}: demo {demo:.2f}{tpch_text}")
 
 
 if __name__ == "__main__":

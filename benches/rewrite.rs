@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench --bench rewrite` (needs the demo data: `kpitables demo`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};

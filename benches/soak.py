@@ -16,7 +16,8 @@ Each client loops over one of these, picked at random per round:
 Every 15 s the model is reloaded (SIGHUP after a label changes). Any error other than
 an expected cancel is an error of the run. All clients log in as one user (a BI
 tool's service account), whose `max_statements_per_user` is raised to the number of
-clients (with the default 16, the extra statements would be refused with 53000).
+clients (with the default 16, the extra statements would wait their turn in the queue;
+the embedded engine's `max_executing_statements` still queues what runs at once).
 
     python3 benches/soak.py --clients 64 --seconds 300 [--bin target/release/kpitables]
 

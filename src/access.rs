@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::ast::{Expr, Value, VisitMut, VisitorMut};
 
 use crate::bind::{self, BoundExpr, Definition, Semantics};
 use crate::config::User;
+use crate::error::{DenialKind, Error};
 use crate::model::{AccessRule, Mask, Status};
 
 /// Why a view or metric is not available to a user.
@@ -44,6 +45,48 @@ pub enum Denial {
         /// The dimensions of the row filter the view's facts cannot reach.
         dimensions: Vec<String>,
     },
+}
+
+impl Denial {
+    /// The error for naming a denied view or metric (`kind` is "view" or "metric").
+    pub fn error(&self, kind: &str, name: &str) -> Error {
+        match self {
+            Denial::Permission { roles } => Error::Denied {
+                kind: DenialKind::Permission,
+                message: format!("permission denied for {kind} \"{name}\""),
+                hint: format!(
+                    "the access rules of your roles ({}) do not grant it; information_schema.columns lists what you may query",
+                    if roles.is_empty() {
+                        "none".to_string()
+                    } else {
+                        roles.join(", ")
+                    }
+                ),
+            },
+            Denial::RowsNotLimitable { dimensions } => Error::Denied {
+                kind: DenialKind::Permission,
+                message: format!("permission denied for {kind} \"{name}\""),
+                hint: format!(
+                    "your rows are limited by {}, which this view's data cannot be filtered by",
+                    dimensions.join(", ")
+                ),
+            },
+            Denial::Draft => Error::Denied {
+                kind: DenialKind::Unavailable,
+                message: format!("{kind} \"{name}\" is a draft"),
+                hint: "drafts are visible to their owner and to modelers until they are active"
+                    .into(),
+            },
+            Denial::Retired { replacement } => Error::Denied {
+                kind: DenialKind::Unavailable,
+                message: format!("{kind} \"{name}\" is retired"),
+                hint: match replacement {
+                    Some(r) => format!("use \"{r}\" instead"),
+                    None => "it no longer answers; ask its owner what replaced it".into(),
+                },
+            },
+        }
+    }
 }
 
 /// The rules that apply to `user`: those of its roles, or one open rule when the model

@@ -16,43 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::Limits;
-use crate::error::{Error, Result};
+use crate::error::{Error, Queue, Result, Severity};
 
-/// Why a session is being ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// `pg_terminate_backend` or a server shutdown past its grace period.
-    Administrator,
-    /// `idle_session_timeout`.
-    IdleSession,
-    /// `idle_in_transaction_session_timeout`.
-    IdleInTransaction,
-}
-
-impl Ending {
-    /// The SQLSTATE PostgreSQL ends such a session with.
-    pub fn sqlstate(self) -> &'static str {
-        match self {
-            Ending::Administrator => "57P01",
-            Ending::IdleSession => "57P05",
-            Ending::IdleInTransaction => "25P03",
-        }
-    }
-
-    /// PostgreSQL's message.
-    pub fn message(self) -> &'static str {
-        match self {
-            Ending::Administrator => "terminating connection due to administrator command",
-            Ending::IdleSession => "terminating connection due to idle-session timeout",
-            Ending::IdleInTransaction => {
-                "terminating connection due to idle-in-transaction timeout"
-            }
-        }
-    }
-}
+pub use crate::error::Ending;
 
 /// What a session is doing, as `pg_stat_activity.state` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +73,33 @@ pub struct Activity {
     pub query: String,
     /// TLS is in use.
     pub tls: bool,
+    /// What the running statement waits for, if it waits.
+    pub wait: Option<Wait>,
+}
+
+/// What a statement waits for before it runs (`pg_stat_activity.wait_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// One of its user's `max_statements_per_user` slots.
+    StatementSlot,
+    /// One of the server's `max_executing_statements` slots of the embedded engine.
+    ExecutionSlot,
+}
+
+impl Wait {
+    /// `pg_stat_activity.wait_event_type`: PostgreSQL's type for a wait that an
+    /// extension defines.
+    pub fn event_type(self) -> &'static str {
+        "Extension"
+    }
+
+    /// `pg_stat_activity.wait_event`.
+    pub fn event(self) -> &'static str {
+        match self {
+            Wait::StatementSlot => "StatementSlot",
+            Wait::ExecutionSlot => "ExecutionSlot",
+        }
+    }
 }
 
 /// One connection.
@@ -179,10 +175,16 @@ impl Connection {
         self.stop.send_replace(None);
     }
 
+    /// The running statement waits for `wait`, or (None) no longer waits.
+    pub fn waits(&self, wait: Option<Wait>) {
+        self.update(|a| a.wait = wait);
+    }
+
     /// The statement ended; the session waits, in a transaction block or not.
     pub fn statement_ended(&self, in_transaction: bool) {
         let now = Utc::now();
         self.update(|a| {
+            a.wait = None;
             a.state = if in_transaction {
                 State::IdleInTransaction
             } else {
@@ -256,8 +258,8 @@ impl Connection {
 fn fatal_message(why: Ending) -> Vec<u8> {
     let mut body = Vec::new();
     for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
+        (b'S', Severity::Fatal.as_str()),
+        (b'V', Severity::Fatal.as_str()),
         (b'C', why.sqlstate()),
         (b'M', why.message()),
     ] {
@@ -283,7 +285,13 @@ pub struct Connections {
     next_id: AtomicU64,
     open: AtomicUsize,
     all: Mutex<HashMap<u64, Arc<Connection>>>,
-    running: Mutex<HashMap<String, usize>>,
+    /// Each user's statement slots (`max_statements_per_user`): a fair semaphore, so
+    /// statements beyond the limit wait first come, first served.
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The server's slots for statements executing on the embedded engine.
+    executing: Arc<Semaphore>,
+    running: AtomicUsize,
+    waiting: AtomicUsize,
     finished: AtomicU64,
     closing: AtomicBool,
 }
@@ -305,33 +313,77 @@ impl Drop for Registered {
     }
 }
 
-/// A running statement, counted against its user's limit until dropped.
+/// A running statement, holding one of its user's slots until dropped.
 #[derive(Debug)]
 pub struct Running {
     connections: Arc<Connections>,
-    user: String,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Ok(mut running) = self.connections.running.lock()
-            && let Some(n) = running.get_mut(&self.user)
-        {
-            *n = n.saturating_sub(1);
-        }
+        self.connections.running.fetch_sub(1, Ordering::SeqCst);
         self.connections.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A statement executing on the embedded engine, holding one of the server's execution
+/// slots until dropped (with its last row).
+#[derive(Debug)]
+pub struct Executing {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A statement waiting in a queue: shown in `pg_stat_activity` and counted in the queue
+/// depth until dropped (admitted, cancelled or timed out).
+struct Waiting<'a> {
+    connections: &'a Connections,
+    connection: Option<&'a Connection>,
+    started: Instant,
+    wait: Wait,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(connections: &'a Connections, connection: Option<&'a Connection>, wait: Wait) -> Self {
+        connections.waiting.fetch_add(1, Ordering::SeqCst);
+        crate::telemetry::global().queue_depth_changed(wait.event(), 1);
+        if let Some(c) = connection {
+            c.waits(Some(wait));
+        }
+        Waiting {
+            connections,
+            connection,
+            started: Instant::now(),
+            wait,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.connections.waiting.fetch_sub(1, Ordering::SeqCst);
+        let telemetry = crate::telemetry::global();
+        telemetry.queue_depth_changed(self.wait.event(), -1);
+        telemetry.queue_waited(self.wait.event(), self.started.elapsed());
+        if let Some(c) = self.connection {
+            c.waits(None);
+        }
     }
 }
 
 impl Connections {
     /// An empty registry with `limits`.
     pub fn new(limits: Limits) -> Arc<Connections> {
+        let executing = Arc::new(Semaphore::new(limits.max_executing_statements.max(1)));
         Arc::new(Connections {
             limits,
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             all: Mutex::new(HashMap::new()),
-            running: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            executing,
+            running: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
             closing: AtomicBool::new(false),
         })
@@ -365,6 +417,7 @@ impl Connections {
                 state: State::Starting,
                 query: String::new(),
                 tls: false,
+                wait: None,
             }),
             idle_since: Mutex::new(Instant::now()),
             socket,
@@ -389,32 +442,91 @@ impl Connections {
         Ok(())
     }
 
-    /// Count a statement of `user` against `max_statements_per_user` (53000 beyond).
-    pub fn start_statement(self: &Arc<Self>, user: &str) -> Result<Running> {
-        let mut running = match self.running.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
+    /// Take one of `user`'s statement slots (`max_statements_per_user`), waiting first
+    /// come, first served when all are taken: shown as waiting on `connection` (its
+    /// `pg_stat_activity` row) meanwhile; 53000 after `queue_timeout`. Dropping the
+    /// future (a cancel, the statement timeout) leaves the queue.
+    pub async fn start_statement(
+        self: &Arc<Self>,
+        user: &str,
+        connection: Option<&Connection>,
+    ) -> Result<Running> {
+        let slots = {
+            let mut all = match self.slots.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            Arc::clone(all.entry(user.to_string()).or_insert_with(|| {
+                Arc::new(Semaphore::new(self.limits.max_statements_per_user.max(1)))
+            }))
         };
-        let n = running.entry(user.to_string()).or_insert(0);
-        if *n >= self.limits.max_statements_per_user {
-            return Err(Error::TooManyStatements {
-                user: user.to_string(),
-                limit: self.limits.max_statements_per_user,
-            });
-        }
-        *n += 1;
+        let queue = || Queue::User {
+            user: user.to_string(),
+            limit: self.limits.max_statements_per_user,
+        };
+        let slot = self
+            .take(slots, connection, Wait::StatementSlot, queue)
+            .await?;
+        self.running.fetch_add(1, Ordering::SeqCst);
         Ok(Running {
             connections: Arc::clone(self),
-            user: user.to_string(),
+            _slot: slot,
         })
     }
 
-    /// The number of statements running now, of every user.
-    pub fn running_statements(&self) -> usize {
-        match self.running.lock() {
-            Ok(r) => r.values().sum(),
-            Err(p) => p.into_inner().values().sum(),
+    /// Take one of the server's slots for executing on the embedded engine
+    /// (`max_executing_statements`), waiting as [`Connections::start_statement`] does.
+    pub async fn start_executing(&self, connection: Option<&Connection>) -> Result<Executing> {
+        let queue = || Queue::Engine {
+            limit: self.limits.max_executing_statements,
+        };
+        let slot = self
+            .take(
+                Arc::clone(&self.executing),
+                connection,
+                Wait::ExecutionSlot,
+                queue,
+            )
+            .await?;
+        Ok(Executing { _slot: slot })
+    }
+
+    async fn take(
+        &self,
+        slots: Arc<Semaphore>,
+        connection: Option<&Connection>,
+        wait: Wait,
+        queue: impl FnOnce() -> Queue,
+    ) -> Result<OwnedSemaphorePermit> {
+        // A free slot is taken at once, unless others wait for one (first come, first
+        // served: the semaphore hands out slots in the order they were asked for).
+        if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+            return Ok(slot);
         }
+        let _waiting = Waiting::new(self, connection, wait);
+        let acquire = slots.acquire_owned();
+        let slot = match self.limits.queue_timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, acquire)
+                    .await
+                    .map_err(|_| Error::QueueTimeout {
+                        queue: queue(),
+                        waited: limit,
+                    })?
+            }
+            None => acquire.await,
+        };
+        slot.map_err(|_| Error::Internal("a statement queue was closed".into()))
+    }
+
+    /// The number of statements running now, of every user (waiting ones included).
+    pub fn running_statements(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// The number of statements waiting in a queue now.
+    pub fn waiting_statements(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// The number of statements that have ended since the server started.
@@ -530,26 +642,90 @@ mod tests {
         assert!(text.contains("terminating connection due to administrator command"));
     }
 
-    #[test]
-    fn statements_per_user_are_limited() {
+    #[tokio::test]
+    async fn statements_beyond_a_users_limit_wait_their_turn() {
         let connections = Connections::new(Limits {
             max_statements_per_user: 2,
+            queue_timeout: Some(Duration::from_secs(3600)),
             ..Limits::default()
         });
-        let a = connections.start_statement("ann").expect("first");
-        let _b = connections.start_statement("ann").expect("second");
-        let refused = connections.start_statement("ann").expect_err("third");
-        assert_eq!(refused.sqlstate(), "53000");
-        assert!(connections.start_statement("bob").is_ok(), "another user");
+        let a = connections
+            .start_statement("ann", None)
+            .await
+            .expect("first");
+        let _b = connections
+            .start_statement("ann", None)
+            .await
+            .expect("second");
+        let third = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            async move { connections.start_statement("ann", None).await.map(|_| ()) }
+        });
+        while connections.waiting_statements() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!third.is_finished(), "the third waits while two run");
+        let bob = connections.start_statement("bob", None).await;
+        assert!(bob.is_ok(), "another user has slots of their own");
         drop(a);
-        assert!(connections.start_statement("ann").is_ok(), "room again");
+        third
+            .await
+            .expect("joined")
+            .expect("the third runs once a slot frees");
+        assert_eq!(connections.waiting_statements(), 0);
     }
 
-    #[test]
-    fn running_and_finished_statements_are_counted() {
+    #[tokio::test]
+    async fn a_statement_gives_up_waiting_after_the_queue_timeout() {
+        // The first statement never ends here, so the second's wait always runs out.
+        let connections = Connections::new(Limits {
+            max_statements_per_user: 1,
+            queue_timeout: Some(Duration::from_millis(50)),
+            ..Limits::default()
+        });
+        let _a = connections
+            .start_statement("ann", None)
+            .await
+            .expect("first");
+        let refused = connections
+            .start_statement("ann", None)
+            .await
+            .expect_err("waits, then gives up");
+        assert_eq!(refused.sqlstate(), "53000");
+        assert!(refused.hint().is_some_and(|h| h.contains("queue_timeout")));
+        assert_eq!(connections.waiting_statements(), 0, "left the queue");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_statement_shows_its_wait_and_leaves_the_queue_when_dropped() {
+        let connections = Connections::new(Limits {
+            max_statements_per_user: 1,
+            ..Limits::default()
+        });
+        let registered = connections.register("127.0.0.1:5".parse().expect("address"), None);
+        let _a = connections
+            .start_statement("ann", None)
+            .await
+            .expect("first");
+        let mut waiting =
+            Box::pin(connections.start_statement("ann", Some(registered.connection.as_ref())));
+        assert!(futures::poll!(&mut waiting).is_pending(), "no slot is free");
+        assert_eq!(
+            registered.connection.activity().wait,
+            Some(Wait::StatementSlot)
+        );
+        assert_eq!(connections.waiting_statements(), 1);
+        // Dropped as a cancel or the statement timeout drops it.
+        drop(waiting);
+        assert_eq!(registered.connection.activity().wait, None);
+        assert_eq!(connections.waiting_statements(), 0);
+    }
+
+    #[tokio::test]
+    async fn running_and_finished_statements_are_counted() {
         let connections = Connections::new(Limits::default());
-        let a = connections.start_statement("ann").expect("ann");
-        let b = connections.start_statement("bob").expect("bob");
+        let a = connections.start_statement("ann", None).await.expect("ann");
+        let b = connections.start_statement("bob", None).await.expect("bob");
         assert_eq!(connections.running_statements(), 2);
         assert_eq!(connections.finished_statements(), 0);
         drop(a);

@@ -37,7 +37,6 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    kpitables::memory::tune_allocator();
     let cli = Cli::parse();
     // `serve` logs in the format of its configuration (read first); the rest as text.
     let serving = match &cli.command {

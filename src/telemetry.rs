@@ -54,6 +54,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
 }
@@ -76,6 +81,8 @@ pub struct Telemetry {
     alert_evaluations: Family<OutcomeLabels, Counter>,
     alert_transitions: Family<StateLabels, Counter>,
     alert_deliveries: Family<DeliveryLabels, Counter>,
+    queued: Family<QueueLabels, Gauge>,
+    queue_seconds: Family<QueueLabels, Histogram>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,7 +204,23 @@ impl Telemetry {
             "Attempts to deliver an alert message, by channel kind and outcome (delivered, failed)",
             alert_deliveries.clone(),
         );
+        let queued = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "kpitables_queued_statements",
+            "Statements waiting for a slot now, by queue (StatementSlot: their user's max_statements_per_user; ExecutionSlot: the embedded engine's max_executing_statements)",
+            queued.clone(),
+        );
+        let queue_seconds = Family::<QueueLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(seconds_buckets())
+        });
+        registry.register(
+            "kpitables_queue_wait_seconds",
+            "Time statements waited for a slot, by queue (only statements that had to wait)",
+            queue_seconds.clone(),
+        );
         Telemetry {
+            queued,
+            queue_seconds,
             registry,
             alert_evaluations,
             alert_transitions,
@@ -257,9 +280,27 @@ impl Telemetry {
                 sqlstate: sqlstate.to_string(),
             })
             .inc();
-        if sqlstate == "42501" {
+        if crate::error::is_insufficient_privilege(sqlstate) {
             self.denied.inc();
         }
+    }
+
+    /// A statement joined (`delta` 1) or left (-1) the queue named `queue`.
+    pub fn queue_depth_changed(&self, queue: &str, delta: i64) {
+        self.queued
+            .get_or_create(&QueueLabels {
+                queue: queue.into(),
+            })
+            .inc_by(delta);
+    }
+
+    /// A statement waited `waited` in the queue named `queue`.
+    pub fn queue_waited(&self, queue: &str, waited: Duration) {
+        self.queue_seconds
+            .get_or_create(&QueueLabels {
+                queue: queue.into(),
+            })
+            .observe(waited.as_secs_f64());
     }
 
     /// A statement was rewritten and planned in `duration`.
@@ -296,10 +337,10 @@ impl Telemetry {
     }
 
     /// What the plan cache did for a statement.
-    pub fn plan_cache(&self, outcome: crate::engine::plan_cache::CacheUse) {
+    pub fn plan_cache(&self, outcome: &str) {
         self.plan_cache
             .get_or_create(&OutcomeLabels {
-                outcome: outcome.outcome().to_string(),
+                outcome: outcome.to_string(),
             })
             .inc();
     }

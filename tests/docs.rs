@@ -1,6 +1,8 @@
 //! The examples in `docs/model-reference.md` are a model that loads and binds to the
 //! demo data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use kpitables::catalog::Identity;

@@ -2,6 +2,8 @@
 //! reason; `kpitables check` prints them and exits non-zero; the demo model is valid; a
 //! query the model cannot answer is refused with SQLSTATE 0A000 and the reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! Wire-protocol behaviour through a real client (tokio-postgres): extended protocol with
 //! named statements and portals, row limits, binary results, cancel, concurrency.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -68,6 +68,8 @@ pub fn activity_table(
                 ("xact_start", DataType::Utf8),
                 ("query_start", DataType::Utf8),
                 ("state_change", DataType::Utf8),
+                ("wait_event_type", DataType::Utf8),
+                ("wait_event", DataType::Utf8),
                 ("state", DataType::Utf8),
                 ("query", DataType::Utf8),
                 ("backend_type", DataType::Utf8),
@@ -100,6 +102,9 @@ pub fn activity_table(
                 a.xact_start.as_ref().map_or(ScalarValue::Null, at),
                 a.query_start.as_ref().map_or(ScalarValue::Null, at),
                 at(&a.state_change),
+                a.wait
+                    .map_or(ScalarValue::Utf8(None), |w| text(w.event_type())),
+                a.wait.map_or(ScalarValue::Utf8(None), |w| text(w.event())),
                 text(a.state.name()),
                 text(a.query.clone()),
                 text("client backend"),
@@ -188,7 +193,7 @@ impl Backend {
                 Signal::Terminate => "terminate process",
             };
             return Err(DataFusionError::External(Box::new(Error::Denied {
-                code: "42501",
+                kind: crate::error::DenialKind::Permission,
                 message: format!("permission denied to {what}"),
                 hint: format!(
                     "only its own user ({owner}) or an administrator (admin = true in the server configuration) may signal this session"

@@ -246,6 +246,13 @@ pub fn register(ctx: &SessionContext, semantics: &Semantics) {
         ("version", none(), DataType::Utf8, |_, _| {
             utf8(Some(version_string()))
         }),
+        ("pg_typeof", any(1), DataType::Utf8, |_, a| {
+            // The argument's type as `format_type` names it ("integer", "numeric", ...).
+            utf8(a.first().map(|v| match v.data_type() {
+                DataType::Null => "unknown".to_string(),
+                t => types::pg_type_of(&t).0.name.to_string(),
+            }))
+        }),
         ("pg_get_userbyid", any(1), DataType::Utf8, |_, _| {
             utf8(Some("kpitables".into()))
         }),

@@ -76,6 +76,10 @@ pub(super) fn apply(raw: &mut RawConfig, vars: &dyn Fn(&str) -> Option<String>) 
             "KPITABLES_MAX_STATEMENTS_PER_USER" => {
                 raw.limits.max_statements_per_user = Some(number()?);
             }
+            "KPITABLES_MAX_EXECUTING_STATEMENTS" => {
+                raw.limits.max_executing_statements = Some(number()?);
+            }
+            "KPITABLES_QUEUE_TIMEOUT" => raw.limits.queue_timeout = Some(duration()?),
             "KPITABLES_STATEMENT_TIMEOUT" => raw.limits.statement_timeout = Some(duration()?),
             "KPITABLES_MAX_STATEMENT_TIMEOUT" => {
                 raw.limits.max_statement_timeout = Some(duration()?);

@@ -93,8 +93,16 @@ pub enum LogFormat {
 pub struct Limits {
     /// Connections at once (53300 beyond, before authentication).
     pub max_connections: usize,
-    /// Statements running at once for one user (53000 beyond).
+    /// Statements running at once for one user; the others wait their turn, first come
+    /// first served, for at most `queue_timeout`.
     pub max_statements_per_user: usize,
+    /// Statements executing at once on the embedded engine, of all users; the others
+    /// wait their turn. With `query_memory`, it bounds the engine's peak memory:
+    /// `max_executing_statements × query_memory`.
+    pub max_executing_statements: usize,
+    /// How long a statement waits for a slot before it gives up (53000); `None`: until
+    /// its `statement_timeout`.
+    pub queue_timeout: Option<Duration>,
     /// `statement_timeout` of new sessions.
     pub statement_timeout: Option<Duration>,
     /// The largest `statement_timeout` a session may set (and the one used for 0).
@@ -117,15 +125,40 @@ impl Default for Limits {
         Limits {
             max_connections: 200,
             max_statements_per_user: 16,
+            max_executing_statements: default_executing(Some(4 << 30)),
+            queue_timeout: Some(Duration::from_secs(120)),
             statement_timeout: None,
             max_statement_timeout: None,
             idle_session_timeout: None,
             idle_in_transaction_session_timeout: None,
             query_memory_bytes: Some(4 << 30),
             shutdown_grace: Duration::from_secs(30),
-            plan_cache_entries: crate::engine::plan_cache::DEFAULT_ENTRIES,
+            plan_cache_entries: DEFAULT_PLAN_CACHE_ENTRIES,
         }
     }
+}
+
+/// Plans kept per model version by default (`[limits] plan_cache_entries`).
+pub const DEFAULT_PLAN_CACHE_ENTRIES: usize = 1000;
+
+/// The default of `max_executing_statements`: the cores (each embedded query already
+/// runs on every core, so more at once adds memory, not speed), at least 2, and no more
+/// than half the machine's memory allows at `query_memory` each.
+pub fn default_executing(query_memory: Option<usize>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let by_cores = cores.max(2);
+    match (query_memory, physical_memory()) {
+        (Some(each), Some(total)) if each > 0 => by_cores.min((total / 2 / each).max(1)),
+        _ => by_cores,
+    }
+}
+
+/// The machine's memory, from `/proc/meminfo` (Linux); None elsewhere.
+fn physical_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Validated server configuration.
@@ -204,6 +237,8 @@ struct RawTls {
 struct RawLimits {
     max_connections: Option<usize>,
     max_statements_per_user: Option<usize>,
+    max_executing_statements: Option<usize>,
+    queue_timeout: Option<values::Setting>,
     statement_timeout: Option<values::Setting>,
     max_statement_timeout: Option<values::Setting>,
     idle_session_timeout: Option<values::Setting>,
@@ -367,14 +402,19 @@ fn limits(raw: RawLimits, origin: &str) -> Result<Limits> {
     let max_statements_per_user = raw
         .max_statements_per_user
         .unwrap_or(defaults.max_statements_per_user);
-    if max_connections == 0 || max_statements_per_user == 0 {
+    let max_executing_statements = raw
+        .max_executing_statements
+        .unwrap_or_else(|| default_executing(query_memory_bytes));
+    if max_connections == 0 || max_statements_per_user == 0 || max_executing_statements == 0 {
         return Err(Error::Config(format!(
-            "{origin}: [limits] max_connections and max_statements_per_user must be at least 1"
+            "{origin}: [limits] max_connections, max_statements_per_user and max_executing_statements must be at least 1"
         )));
     }
     Ok(Limits {
         max_connections,
         max_statements_per_user,
+        max_executing_statements,
+        queue_timeout: duration(raw.queue_timeout, "queue_timeout", defaults.queue_timeout)?,
         statement_timeout,
         max_statement_timeout,
         idle_session_timeout: duration(raw.idle_session_timeout, "idle_session_timeout", None)?,

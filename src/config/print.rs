@@ -79,6 +79,12 @@ pub fn render(config: &Config) -> String {
         "max_statements_per_user = {}",
         l.max_statements_per_user
     );
+    let _ = writeln!(
+        out,
+        "max_executing_statements = {}",
+        l.max_executing_statements
+    );
+    let _ = writeln!(out, "queue_timeout = {}", duration(l.queue_timeout));
     let _ = writeln!(out, "statement_timeout = {}", duration(l.statement_timeout));
     let _ = writeln!(
         out,

@@ -23,16 +23,17 @@ impl Engine {
         plan: &QueryPlan,
         params: Vec<ScalarValue>,
     ) -> Result<SendableRecordBatchStream> {
-        Ok(self.execute_reporting(plan, params).await?.0)
+        Ok(self.execute_reporting(plan, params).await?.stream)
     }
 
-    /// [`Engine::execute`], also returning the statement sent to each warehouse source
-    /// as `(source, SQL)`.
+    /// [`Engine::execute`], also reporting what the execution reads: the statement sent
+    /// to each warehouse source, and whether the engine scans files itself. The stream
+    /// has not been polled: nothing has run yet.
     pub async fn execute_reporting(
         &self,
         plan: &QueryPlan,
         params: Vec<ScalarValue>,
-    ) -> Result<(SendableRecordBatchStream, Vec<(String, String)>)> {
+    ) -> Result<Execution> {
         if params.is_empty()
             && let Some(batch) = constant_row(&plan.plan)?
         {
@@ -41,7 +42,11 @@ impl Engine {
                 batch.schema(),
                 futures::stream::iter([Ok(batch)]),
             );
-            return Ok((Box::pin(stream), Vec::new()));
+            return Ok(Execution {
+                stream: Box::pin(stream),
+                pushed: Vec::new(),
+                scans_files: false,
+            });
         }
         // One copy of the session state (its function registries) per execution.
         let state = self.ctx.state();
@@ -51,9 +56,14 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let scans_files = scans_files(&physical);
         let stream =
             datafusion::physical_plan::execute_stream(physical, self.task_context(&state)?)?;
-        Ok((catch_panics(stream), pushed))
+        Ok(Execution {
+            stream: catch_panics(stream),
+            pushed,
+            scans_files,
+        })
     }
 
     /// Run a statement the server itself wrote over the base tables (`__kp_base`),
@@ -162,6 +172,32 @@ impl Engine {
         }
         Ok(lines)
     }
+}
+
+/// A statement ready to run, and what it will read.
+pub struct Execution {
+    /// The result batches (nothing runs before the first poll).
+    pub stream: SendableRecordBatchStream,
+    /// The statement sent to each warehouse source, as `(source, SQL)`.
+    pub pushed: Vec<(String, String)>,
+    /// The engine scans Parquet or CSV files itself (embedded execution, which the
+    /// server's execution slots bound); false for catalog tables and pushed-down work.
+    pub scans_files: bool,
+}
+
+/// Whether `plan` scans files (a data source node over a file scan).
+fn scans_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    if let Some(source) = plan.downcast_ref::<DataSourceExec>()
+        && source
+            .data_source()
+            .downcast_ref::<FileScanConfig>()
+            .is_some()
+    {
+        return true;
+    }
+    plan.children().into_iter().any(scans_files)
 }
 
 /// `stream` with a panic while it is polled (in the engine, in Arrow) turned into its last

@@ -32,7 +32,7 @@ mod statement_errors;
 
 use column_types::infer_types;
 pub use execute::pushed_down;
-use statement_errors::{outer_view_column, with_argument_types};
+use statement_errors::{denied_metric, outer_view_alias, outer_view_column, with_argument_types};
 
 use crate::access;
 use crate::bind::{self, Semantics};
@@ -500,7 +500,7 @@ impl Engine {
         let telemetry = crate::telemetry::global();
         let over_temp_tables = facts.temp_tables.is_some();
         if !over_temp_tables && let Some(plan) = self.plans.get(facts.session, &statement) {
-            telemetry.plan_cache(CacheUse::Hit);
+            telemetry.plan_cache(CacheUse::Hit.outcome());
             return Ok((plan, CacheUse::Hit));
         }
         let plan = Arc::new(self.plan_uncached(statement, facts).await?);
@@ -518,7 +518,7 @@ impl Engine {
                 CacheUse::Miss
             }
         };
-        telemetry.plan_cache(cache_use);
+        telemetry.plan_cache(cache_use.outcome());
         Ok((plan, cache_use))
     }
 
@@ -605,7 +605,9 @@ async fn plan_statement(
     let origins = match &mut statement {
         Statement::Query(query) => {
             let origins = rewrite::column_origins(query, cx.semantics);
-            rewrite::rewrite_query(query, cx, &mut report)?;
+            rewrite::rewrite_query(query, cx, &mut report)
+                .map_err(|e| denied_metric(e, cx))
+                .map_err(|e| outer_view_alias(e, &as_written, cx))?;
             origins
         }
         _ => return Err(Error::Internal("only queries are planned".into())),
@@ -617,7 +619,9 @@ async fn plan_statement(
             statement,
         )))
         .await
-        .map_err(|e| outer_view_column(Error::from(e), &report, cx))
+        .map_err(|e| denied_metric(Error::from(e), cx))
+        .map_err(|e| outer_view_column(e, &report, cx))
+        .map_err(|e| outer_view_alias(e, &as_written, cx))
         .map_err(|e| with_argument_types(e, &as_written, cx))?;
     // The analyzer settles types the SQL planner leaves open (a UNION's columns take the
     // type of all branches, not of the first one's NULL), so the result columns sent in

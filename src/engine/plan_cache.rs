@@ -34,7 +34,7 @@ use crate::session::Session;
 use crate::time_zone::TimeZone;
 
 /// Default number of plans kept per engine.
-pub const DEFAULT_ENTRIES: usize = 1000;
+pub const DEFAULT_ENTRIES: usize = crate::config::DEFAULT_PLAN_CACHE_ENTRIES;
 
 /// The longest statement (its rewritten SQL) whose plan is kept: 64 kB, longer than
 /// what BI tools send for a dashboard filter of a thousand values.

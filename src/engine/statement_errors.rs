@@ -131,3 +131,81 @@ pub(super) fn with_argument_types(
         suggestion,
     }
 }
+
+/// A column the rewrite or the engine does not find, where the name is a metric the
+/// user's access rules deny: the denial (42501, or 42704 for a draft or retired metric),
+/// as when the metric is named directly, however the query reaches it (a wrapper, a
+/// CTE, an alias). "Does not exist" with a "did you mean" would hide the rule.
+pub(super) fn denied_metric(error: Error, cx: &RewriteContext<'_>) -> Error {
+    let Error::UnknownColumn { name, .. } = &error else {
+        return error;
+    };
+    let last = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+    let denial = cx
+        .semantics
+        .denied_metrics
+        .get(last)
+        .or_else(|| cx.semantics.denied_metrics.get(&last.to_lowercase()));
+    match denial {
+        Some(denial) => denial.error("metric", last),
+        None => error,
+    }
+}
+
+/// A relation the engine does not find, where the name is the alias (or name) of a view
+/// the statement reads in another block: a correlated subquery between views, which the
+/// rewrite does not support (each view becomes a derived table of its own block): the
+/// documented 0A000 naming the column, instead of "relation does not exist".
+pub(super) fn outer_view_alias(
+    error: Error,
+    statement: &Statement,
+    cx: &RewriteContext<'_>,
+) -> Error {
+    use datafusion::sql::sqlparser::ast::{TableFactor, Visit, Visitor};
+    let Error::UnknownRelation { name, .. } = &error else {
+        return error;
+    };
+    struct Aliases<'a> {
+        wanted: &'a str,
+        cx: &'a RewriteContext<'a>,
+        view: Option<String>,
+    }
+    impl Visitor for Aliases<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> std::ops::ControlFlow<()> {
+            if let TableFactor::Table {
+                name: table, alias, ..
+            } = factor
+            {
+                let table_name = crate::sql::last_name(table);
+                let as_named = alias
+                    .as_ref()
+                    .map_or(table_name.clone(), |a| rewrite::normalize(&a.name));
+                if as_named == self.wanted && self.cx.semantics.view(&table_name).is_some() {
+                    self.view = Some(table_name);
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let wanted = name.to_lowercase();
+    let mut aliases = Aliases {
+        wanted: &wanted,
+        cx,
+        view: None,
+    };
+    let _ = statement.visit(&mut aliases);
+    match aliases.view {
+        Some(view) => Error::unsupported(
+            format!(
+                "a subquery cannot refer to view \"{view}\" (as \"{name}\") of the outer query: correlated subqueries between views are not supported"
+            ),
+            Some(
+                "select the values in a subquery of their own, or join subqueries that each read one view"
+                    .into(),
+            ),
+        ),
+        None => error,
+    }
+}

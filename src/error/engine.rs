@@ -54,11 +54,11 @@ fn source_error(err: &DataFusionError) -> Option<Error> {
             Error::OutOfMemory(m) => Some(Error::OutOfMemory(m.clone())),
             Error::Internal(m) => Some(Error::Internal(m.clone())),
             Error::Denied {
-                code,
+                kind,
                 message,
                 hint,
             } => Some(Error::Denied {
-                code,
+                kind: *kind,
                 message: message.clone(),
                 hint: hint.clone(),
             }),
@@ -400,8 +400,17 @@ mod tests {
 
     #[test]
     fn a_panic_is_an_error() {
-        let e = Error::from_panic(&"offset overflow");
+        let arrow = "/cargo/registry/src/x/arrow-array-59.3.2/src/builder/generic_bytes_builder.rs";
+        crate::error::panic::note_origin("byte array offset overflow", arrow);
+        let e = Error::from_panic(&"byte array offset overflow");
         assert_eq!(e.sqlstate(), "54000");
+        // Our own arithmetic overflowing is a bug, not a size limit.
+        crate::error::panic::note_origin("attempt to add with overflow", "src/rewrite/grain.rs");
+        let e = Error::from_panic(&"attempt to add with overflow");
+        assert_eq!(e.sqlstate(), "XX000");
+        // With no origin noted (the hook not installed), the same.
+        let e = Error::from_panic(&"offset overflow in a test");
+        assert_eq!(e.sqlstate(), "XX000");
         let e = Error::from_panic(&String::from("index out of bounds"));
         assert_eq!(e.sqlstate(), "XX000");
     }

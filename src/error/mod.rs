@@ -128,8 +128,8 @@ pub enum Error {
     /// A view or metric the user's roles do not grant (or not available in its lifecycle).
     #[error("{message}")]
     Denied {
-        /// SQLSTATE: 42501 (permission), 42704 (retired or draft).
-        code: &'static str,
+        /// Why: a permission (42501) or a lifecycle (42704).
+        kind: DenialKind,
         /// The message.
         message: String,
         /// What to do instead.
@@ -176,13 +176,13 @@ pub enum Error {
     /// More connections than `max_connections`.
     #[error("sorry, too many clients already")]
     TooManyConnections,
-    /// More statements running for one user than `max_statements_per_user`.
-    #[error("too many statements running for user \"{user}\" (at most {limit} at once)")]
-    TooManyStatements {
-        /// The user.
-        user: String,
-        /// The limit.
-        limit: usize,
+    /// A statement waited `queue_timeout` for a slot and gave up.
+    #[error("canceling statement: it waited {} s for {queue}", .waited.as_secs())]
+    QueueTimeout {
+        /// The queue it waited in.
+        queue: Queue,
+        /// How long it waited.
+        waited: std::time::Duration,
     },
     /// The statement ran past the session's `statement_timeout`.
     #[error("canceling statement due to statement timeout")]
@@ -192,7 +192,7 @@ pub enum Error {
     OutOfMemory(String),
     /// The session was ended (administrator, idle timeout, shutdown): FATAL.
     #[error("{}", .0.message())]
-    Terminated(crate::activity::Ending),
+    Terminated(Ending),
     /// A plaintext connection where TLS is required.
     #[error(
         "connection requires TLS: no plaintext logins for user \"{user}\" to database \"{database}\""
@@ -208,6 +208,13 @@ pub enum Error {
     /// The client asked for a database other than the one served.
     #[error("database \"{0}\" does not exist")]
     UnknownDatabase(String),
+    /// A login with a wrong password, or as a user that does not exist.
+    #[error("password authentication failed for user \"{0}\"")]
+    PasswordFailed(String),
+    /// A message that breaks the protocol where the session cannot go on (at startup,
+    /// a message the decoder cannot read): FATAL, in PostgreSQL's words.
+    #[error("{0}")]
+    FatalProtocolViolation(String),
 
     // ---- the model and configuration -----------------------------------------
     /// The model directory has problems; every one is listed.
@@ -279,6 +286,99 @@ fn format_issues(issues: &[ModelIssue]) -> String {
     out
 }
 
+/// The severity of an error, as PostgreSQL names it in an ErrorResponse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement fails; the session goes on.
+    Error,
+    /// The session ends.
+    Fatal,
+}
+
+impl Severity {
+    /// The `S` and `V` fields of an ErrorResponse.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// Why a request was denied (the SQLSTATE follows from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialKind {
+    /// The user's roles or privileges do not allow it: 42501.
+    Permission,
+    /// Not available in its lifecycle (a draft, retired): 42704.
+    Unavailable,
+}
+
+/// A queue a statement waits in before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queue {
+    /// One user's statement slots (`max_statements_per_user`).
+    User {
+        /// The user.
+        user: String,
+        /// Slots of the user.
+        limit: usize,
+    },
+    /// The server's slots of the embedded engine (`max_executing_statements`).
+    Engine {
+        /// Slots of the server.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Queue::User { user, limit } => write!(
+                f,
+                "one of user \"{user}\"'s {limit} statement slots (max_statements_per_user)"
+            ),
+            Queue::Engine { limit } => write!(
+                f,
+                "one of the embedded engine's {limit} execution slots (max_executing_statements)"
+            ),
+        }
+    }
+}
+
+/// Why a session is being ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `pg_terminate_backend` or a server shutdown past its grace period.
+    Administrator,
+    /// `idle_session_timeout`.
+    IdleSession,
+    /// `idle_in_transaction_session_timeout`.
+    IdleInTransaction,
+}
+
+impl Ending {
+    /// The SQLSTATE PostgreSQL ends such a session with.
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            Ending::Administrator => "57P01",
+            Ending::IdleSession => "57P05",
+            Ending::IdleInTransaction => "25P03",
+        }
+    }
+
+    /// PostgreSQL's message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Ending::Administrator => "terminating connection due to administrator command",
+            Ending::IdleSession => "terminating connection due to idle-session timeout",
+            Ending::IdleInTransaction => {
+                "terminating connection due to idle-in-transaction timeout"
+            }
+        }
+    }
+}
+
 /// SQLSTATEs of the warnings sent as NoticeResponse (not errors: the statement runs).
 pub mod warnings {
     /// `deprecated_feature`: the query computes a deprecated metric.
@@ -324,7 +424,10 @@ impl Error {
             Error::InFailedTransaction => "25P02",
             Error::UnknownSetting(_) => "42704",
             Error::InvalidParameter(_) | Error::InvalidTimeZone(_) => "22023",
-            Error::Denied { code, .. } => code,
+            Error::Denied { kind, .. } => match kind {
+                DenialKind::Permission => "42501",
+                DenialKind::Unavailable => "42704",
+            },
             Error::NoTransaction(_) => "25P01",
             Error::UnknownCursor(_) => "34000",
             Error::DuplicateCursor(_) => "42P03",
@@ -337,12 +440,14 @@ impl Error {
             Error::TooComplex(_) => "54001",
             Error::TooLarge(_) => "54000",
             Error::TooManyConnections => "53300",
-            Error::TooManyStatements { .. } => "53000",
+            Error::QueueTimeout { .. } => "53000",
             Error::StatementTimeout => "57014",
             Error::OutOfMemory(_) => "53200",
             Error::Terminated(why) => why.sqlstate(),
             Error::TlsRequired { .. } => "28000",
             Error::UnknownDatabase(_) => "3D000",
+            Error::PasswordFailed(_) => "28P01",
+            Error::FatalProtocolViolation(_) => "08P01",
             Error::Model(_) => "F0000",
             Error::Config(_) => "F0000",
             Error::Io { .. } => "58030",
@@ -391,10 +496,10 @@ impl Error {
                 "the server's max_connections is reached; close idle connections or raise [limits] max_connections"
                     .into(),
             ),
-            Error::TooManyStatements { .. } => Some(
-                "wait for your running statements to finish, or raise [limits] max_statements_per_user"
-                    .into(),
-            ),
+            Error::QueueTimeout { queue, .. } => Some(match queue {
+                Queue::User { .. } => "the statements ahead of it kept every slot of this user busy; retry, or raise [limits] max_statements_per_user or [limits] queue_timeout".into(),
+                Queue::Engine { .. } => "the embedded engine was busy with other statements; retry, or raise [limits] max_executing_statements or [limits] queue_timeout".into(),
+            }),
             Error::StatementTimeout => Some(
                 "the statement ran longer than statement_timeout; narrow the query or SET statement_timeout"
                     .into(),
@@ -444,54 +549,15 @@ impl Error {
     }
 
     /// PostgreSQL's severity: FATAL for an error that ends the session.
-    pub fn severity(&self) -> &'static str {
+    pub fn severity(&self) -> Severity {
         match self {
             Error::Terminated(_)
             | Error::TooManyConnections
             | Error::TlsRequired { .. }
-            | Error::UnknownDatabase(_) => "FATAL",
-            _ => "ERROR",
-        }
-    }
-
-    /// The error for naming a denied view or metric (`kind` is "view" or "metric").
-    pub fn denied(kind: &str, name: &str, denial: &crate::access::Denial) -> Error {
-        use crate::access::Denial;
-        match denial {
-            Denial::Permission { roles } => Error::Denied {
-                code: "42501",
-                message: format!("permission denied for {kind} \"{name}\""),
-                hint: format!(
-                    "the access rules of your roles ({}) do not grant it; information_schema.columns lists what you may query",
-                    if roles.is_empty() {
-                        "none".to_string()
-                    } else {
-                        roles.join(", ")
-                    }
-                ),
-            },
-            Denial::RowsNotLimitable { dimensions } => Error::Denied {
-                code: "42501",
-                message: format!("permission denied for {kind} \"{name}\""),
-                hint: format!(
-                    "your rows are limited by {}, which this view's data cannot be filtered by",
-                    dimensions.join(", ")
-                ),
-            },
-            Denial::Draft => Error::Denied {
-                code: "42704",
-                message: format!("{kind} \"{name}\" is a draft"),
-                hint: "drafts are visible to their owner and to modelers until they are active"
-                    .into(),
-            },
-            Denial::Retired { replacement } => Error::Denied {
-                code: "42704",
-                message: format!("{kind} \"{name}\" is retired"),
-                hint: match replacement {
-                    Some(r) => format!("use \"{r}\" instead"),
-                    None => "it no longer answers; ask its owner what replaced it".into(),
-                },
-            },
+            | Error::UnknownDatabase(_)
+            | Error::PasswordFailed(_)
+            | Error::FatalProtocolViolation(_) => Severity::Fatal,
+            _ => Severity::Error,
         }
     }
 
@@ -510,6 +576,12 @@ impl Error {
             source,
         }
     }
+}
+
+/// Whether `sqlstate` is PostgreSQL's `insufficient_privilege` (what the access rules
+/// refuse with).
+pub fn is_insufficient_privilege(sqlstate: &str) -> bool {
+    sqlstate == "42501"
 }
 
 fn is_datetime_type(name: &str) -> bool {

@@ -13,8 +13,46 @@
 //! docs/reliability.md). Production servers run without it.
 
 use std::backtrace::{Backtrace, BacktraceStatus};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use super::Error;
+
+/// The last panics' messages and the source files they happened in, noted by the hook.
+/// A panic in a task the engine spawned is caught on another thread and re-raised
+/// without the hook (`resume_unwind`), so the origin is found by the message, not by
+/// the thread. Bounded: the oldest are dropped.
+static ORIGINS: Mutex<VecDeque<(String, String)>> = Mutex::new(VecDeque::new());
+
+/// How many panics' origins are kept.
+const ORIGINS_KEPT: usize = 32;
+
+/// Note that a panic with `message` happened in `file` (the hook does; tests may too).
+pub(super) fn note_origin(message: &str, file: &str) {
+    let mut origins = ORIGINS.lock().unwrap_or_else(|p| p.into_inner());
+    if origins.len() >= ORIGINS_KEPT {
+        origins.pop_front();
+    }
+    origins.push_back((message.to_string(), file.to_string()));
+}
+
+/// The source file of the latest panic with `message`, taken out of the notes.
+fn take_origin(message: &str) -> Option<String> {
+    let mut origins = ORIGINS.lock().unwrap_or_else(|p| p.into_inner());
+    let at = origins.iter().rposition(|(m, _)| m == message)?;
+    origins.remove(at).map(|(_, file)| file)
+}
+
+/// Arrow's builders panic when a string, binary or list column passes 2 GiB of values
+/// (their i32 offsets overflow): a size limit of the value, recognised by where the
+/// panic happened (a file of an `arrow-*` crate) and what Arrow says there.
+fn is_arrow_offset_overflow(origin: Option<&str>, message: &str) -> bool {
+    let in_arrow = origin.is_some_and(|file| {
+        file.split(['/', '\\'])
+            .any(|part| part.starts_with("arrow-") || part == "arrow")
+    });
+    in_arrow && message.contains("offset overflow")
+}
 
 /// The text of a panic's payload (`panic!("...")` and `panic!("{x}")` both give one).
 pub(super) fn message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -35,6 +73,9 @@ pub fn install_hook() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
             .unwrap_or_else(|| "an unknown place".to_string());
+        if let Some(l) = info.location() {
+            note_origin(&text, l.file());
+        }
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("<unnamed>");
         let backtrace = Backtrace::capture();
@@ -48,13 +89,14 @@ pub fn install_hook() {
 
 impl Error {
     /// The error for a panic caught under a statement (see `wire`): the session goes
-    /// on. Arrow panics on a string or list column past 2 GiB ("offset overflow"): that is
-    /// a size limit (54000); anything else is a bug (XX000). Nothing more is logged here:
-    /// the hook has logged the panic once, with where it happened, and the statement's
-    /// span logs the error it ends with.
+    /// on. Arrow's offset overflow on a string or list column past 2 GiB, raised in an
+    /// Arrow crate, is a size limit (54000); anything else is a bug (XX000), an integer
+    /// overflow of ours included. Nothing more is logged here: the hook has logged the
+    /// panic once, with where it happened, and the statement's span logs the error it
+    /// ends with.
     pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Error {
         let message = message(payload);
-        if message.contains("overflow") {
+        if is_arrow_offset_overflow(take_origin(&message).as_deref(), &message) {
             Error::TooLarge(message)
         } else {
             Error::Internal(format!("the statement failed unexpectedly: {message}"))

@@ -555,17 +555,15 @@ pub fn resolve_relation<'a>(
     if matches!(schema, None | Some("public"))
         && let Some(denial) = cx.semantics.denied_views.get(table)
     {
-        return Err(Error::denied("view", table, denial));
+        return Err(denial.error("view", table));
     }
     if schema == Some(crate::catalog::kp::SCHEMA)
         && table == "audit"
         && !cx.semantics.may_read_audit
     {
-        return Err(Error::denied(
-            "table",
-            "kp.audit",
-            &crate::access::Denial::Permission { roles: Vec::new() },
-        ));
+        return Err(
+            crate::access::Denial::Permission { roles: Vec::new() }.error("table", "kp.audit")
+        );
     }
     let catalog_schema = schema.unwrap_or("pg_catalog");
     if cx

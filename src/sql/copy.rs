@@ -80,7 +80,7 @@ fn ident_name(ident: &Ident) -> String {
 
 fn file_privileges(what: &str) -> Error {
     Error::Denied {
-        code: "42501",
+        kind: crate::error::DenialKind::Permission,
         message: format!("must be superuser or have privileges of the {what}"),
         hint:
             "Anyone can COPY to stdout or from stdin. psql's \\copy command also works for anyone."

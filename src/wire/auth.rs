@@ -15,7 +15,7 @@ use pgwire::api::auth::{
     StartupHandler,
 };
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireConnectionState};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -52,11 +52,7 @@ impl Credentials {
 }
 
 fn auth_failed(user: &str) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "FATAL".into(),
-        "28P01".into(),
-        format!("password authentication failed for user \"{user}\""),
-    )))
+    super::user_error(Error::PasswordFailed(user.to_string()))
 }
 
 #[derive(Debug)]
@@ -213,11 +209,7 @@ impl StartupHandler for Startup {
                 return Err(super::user_error(Error::TlsRequired { user, database }));
             }
             if database != self.database {
-                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "FATAL".into(),
-                    "3D000".into(),
-                    format!("database \"{database}\" does not exist"),
-                ))));
+                return Err(super::user_error(Error::UnknownDatabase(database)));
             }
             startup_parameters = startup_settings(&startup.parameters);
         }
@@ -329,13 +321,8 @@ struct SaslStarted;
 /// Check a SASLInitialResponse as PostgreSQL does: the mechanism offered, then the length
 /// of the data and the data (08P01 otherwise).
 fn sasl_initial_response(body: &[u8]) -> PgWireResult<()> {
-    let violation = |message: &str| {
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "FATAL".into(),
-            "08P01".into(),
-            message.into(),
-        )))
-    };
+    let violation =
+        |message: &str| super::user_error(Error::FatalProtocolViolation(message.into()));
     let Some(end) = body.iter().position(|b| *b == 0) else {
         return Err(violation("malformed SASL message"));
     };

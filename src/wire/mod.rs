@@ -58,7 +58,7 @@ use watch::Watch;
 /// The error as PostgreSQL sends it.
 pub fn error_info(error: &Error) -> ErrorInfo {
     let mut info = ErrorInfo::new(
-        error.severity().into(),
+        error.severity().as_str().into(),
         error.sqlstate().into(),
         error.to_string(),
     );
@@ -70,7 +70,10 @@ pub fn error_info(error: &Error) -> ErrorInfo {
 fn error_parts(error: &PgWireError) -> (String, String) {
     match error {
         PgWireError::UserError(info) => (info.code.clone(), info.message.clone()),
-        other => ("XX000".to_string(), other.to_string()),
+        other => {
+            let error = Error::Internal(other.to_string());
+            (error.sqlstate().to_string(), other.to_string())
+        }
     }
 }
 
@@ -176,19 +179,33 @@ impl SimpleQueryHandler for Handler {
             if let Some(ended) = conn.as_ref().and_then(|c| c.ended()) {
                 return Err(user_error(Error::Terminated(ended)));
             }
-            let running = match self.connections.start_statement(&session.user) {
-                Ok(r) => r,
-                Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
-            };
             if let Some(c) = &conn {
                 c.statement_started(query, &session.get("application_name").unwrap_or_default());
             }
             let mut finished = watch::Finished::new(
                 conn.clone(),
-                Some(running),
+                None,
                 !matches!(status, TransactionStatus::Idle),
             );
             let watch = Watch::new(conn.as_ref(), session.statement_timeout());
+            // Wait for one of the user's statement slots (a cancel, the statement timeout
+            // or the end of the session stops the wait).
+            let mut waiting = watch.clone();
+            let admitted = tokio::select! {
+                r = self.connections.start_statement(&session.user, conn.as_deref()) => r,
+                e = waiting.fired() => Err(e),
+            };
+            match admitted {
+                Ok(running) => finished.hold(running),
+                Err(e) => {
+                    tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement not admitted");
+                    self.served.record_failure(&session, &e);
+                    if e.severity() == crate::error::Severity::Fatal {
+                        return Err(user_error(e));
+                    }
+                    return Ok(vec![Response::Error(Box::new(error_info(&e)))]);
+                }
+            }
             let commands = match sql::parse_commands(query) {
                 Ok(s) => s,
                 Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
@@ -253,7 +270,7 @@ impl SimpleQueryHandler for Handler {
                             break;
                         }
                     }
-                    Err(e) if e.severity() == "FATAL" => {
+                    Err(e) if e.severity() == crate::error::Severity::Fatal => {
                         tracing::info!(sqlstate = e.sqlstate(), error = %e, "session ended");
                         self.served.record_failure(&session, &e);
                         return Err(user_error(e));
@@ -520,10 +537,6 @@ impl ExtendedQueryHandler for Handler {
                 self.served.record_failure(&session, &e);
                 user_error(e)
             };
-            let running = self
-                .connections
-                .start_statement(&session.user)
-                .map_err(failed)?;
             if let Some(c) = &conn {
                 c.statement_started(
                     &statement_text(prepared),
@@ -532,10 +545,16 @@ impl ExtendedQueryHandler for Handler {
             }
             let mut finished = watch::Finished::new(
                 conn.clone(),
-                Some(running),
+                None,
                 !matches!(status, TransactionStatus::Idle),
             );
             let watch = Watch::new(conn.as_ref(), session.statement_timeout());
+            let mut waiting = watch.clone();
+            let admitted = tokio::select! {
+                r = self.connections.start_statement(&session.user, conn.as_deref()) => r,
+                e = waiting.fired() => Err(e),
+            };
+            finished.hold(admitted.map_err(failed)?);
             let mut stop = watch.clone();
             let outcome = tokio::select! {
                 r = guarded(self.run(

@@ -221,7 +221,20 @@ impl Handler {
         notify_deprecated(client, engine.semantics(), &plan.report).await;
         notify_quality(client, &engine, &plan.report).await;
         let audit_started = chrono::Utc::now();
-        let (mut batches, pushed) = engine.execute_reporting(plan, params).await?;
+        let execution = engine.execute_reporting(plan, params).await?;
+        // Embedded execution waits for one of the server's execution slots (queued,
+        // shown in pg_stat_activity); the slot is held until the last row.
+        let executing = if execution.scans_files {
+            let connection = super::connection(client);
+            Some(
+                self.connections
+                    .start_executing(connection.as_deref())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let (mut batches, pushed) = (execution.stream, execution.pushed);
         for (source, sql) in &pushed {
             tracing::info!(source = %source, sql = %sql, "pushed down");
         }
@@ -276,6 +289,7 @@ impl Handler {
                     if let Ok(mut pending) = at_end.lock() {
                         pending.finished();
                     }
+                    drop(executing);
                     None
                 })
                 .filter_map(
@@ -441,7 +455,7 @@ impl Handler {
             Command::Notify { channel, payload } => {
                 if channel == crate::notify::ALERTS_CHANNEL {
                     return Err(Error::Denied {
-                        code: "42501",
+                        kind: crate::error::DenialKind::Permission,
                         message: format!("permission denied to notify channel \"{channel}\""),
                         hint: "kp_alerts carries kpitables' alert transitions only; notify another channel".into(),
                     });

@@ -13,7 +13,6 @@ use std::panic::AssertUnwindSafe;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::response::{NotificationResponse, TransactionStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
@@ -72,11 +71,9 @@ where
             // not fit its body): that closes the session with 08P01, not the task.
             msg = AssertUnwindSafe(socket.next()).catch_unwind() => msg.unwrap_or_else(|_| {
                 tracing::warn!("a malformed message made the decoder panic: closing the session with 08P01");
-                Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "FATAL".to_owned(),
-                    "08P01".to_owned(),
+                Some(Err(super::user_error(crate::error::Error::FatalProtocolViolation(
                     "invalid message format".to_owned(),
-                )))))
+                ))))
             }),
             Some(note) = notes.recv(), if deliverable => {
                 let message = NotificationResponse::new(note.pid, note.channel, note.payload);

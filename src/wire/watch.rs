@@ -89,6 +89,11 @@ impl Finished {
         }
     }
 
+    /// The statement was admitted: it holds `running` (its user's slot) until it ends.
+    pub fn hold(&mut self, running: Running) {
+        self._running = Some(running);
+    }
+
     /// The transaction status after the statement.
     pub fn set_in_transaction(&mut self, in_transaction: bool) {
         self.in_transaction = in_transaction;

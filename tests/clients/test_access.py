@@ -153,6 +153,23 @@ def test_a_sensitive_metric_and_what_is_computed_from_it_are_denied(as_user, duc
     assert_rows_equal(got, truth)
 
 
+WRAPPED = [
+    ("a pass-through wrapper", "SELECT SUM(c) FROM (SELECT customers AS c FROM sales) t", "customers"),
+    ("a CTE", "WITH x AS (SELECT region, customers FROM sales) SELECT region, customers FROM x", "customers"),
+    ("a qualified name in a wrapper", "SELECT t.g FROM (SELECT s.gmv AS g FROM sales s) t", "gmv"),
+    ("a grouped wrapper", "SELECT MAX(x) FROM (SELECT region, SUM(gmv) AS x FROM sales GROUP BY region) t", "gmv"),
+]
+
+
+@pytest.mark.parametrize("name,sql,metric", WRAPPED, ids=[w[0] for w in WRAPPED])
+def test_a_denied_metric_is_42501_however_the_query_names_it(as_user, name, sql, metric):
+    """Named through a wrapper, a CTE or an alias, a metric the role may not read is the
+    same denial as named directly, never "does not exist" with a "did you mean"."""
+    e = denied(as_user("staff"), sql)
+    assert e.diag.message_primary == f'permission denied for metric "{metric}"'
+    assert "store_staff" in e.diag.message_hint
+
+
 def test_a_frontline_employee_sees_a_few_metrics_of_one_store(as_user, duck):
     c = as_user("staff")
     got = c.execute("SELECT store_name, revenue, orders, units FROM sales").fetchall()

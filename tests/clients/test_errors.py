@@ -97,3 +97,29 @@ def test_a_panic_under_a_statement_is_an_error_and_the_session_goes_on(conn):
     assert "too large" in e.value.diag.message_primary
     assert e.value.diag.message_hint
     assert conn.execute("SELECT region FROM sales WHERE region = 'East'").fetchall() == [("East",)]
+
+
+def test_a_correlated_subquery_between_views_is_the_documented_0A000(conn):
+    with pytest.raises(psycopg.Error) as e:
+        conn.execute(
+            "SELECT s.region, s.revenue FROM sales s "
+            "WHERE EXISTS (SELECT 1 FROM order_summary o WHERE o.region = s.region)"
+        )
+    assert e.value.sqlstate == "0A000", e.value
+    assert 'view "sales"' in e.value.diag.message_primary
+    assert e.value.diag.message_hint
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("sql,type_name", [
+    ("SELECT pg_typeof(1)", "integer"),
+    ("SELECT pg_typeof(1::bigint)", "bigint"),
+    ("SELECT pg_typeof(1.5)", "numeric"),
+    ("SELECT pg_typeof('x'::text)", "text"),
+    ("SELECT pg_typeof(DATE '2024-01-01')", "date"),
+    ("SELECT pg_typeof(true)", "boolean"),
+    ("SELECT pg_typeof(revenue) FROM sales", "numeric"),
+    ("SELECT pg_typeof(region) FROM sales LIMIT 1", "text"),
+])
+def test_pg_typeof_names_the_postgres_type(conn, sql, type_name):
+    assert conn.execute(sql).fetchone() == (type_name,)

@@ -268,7 +268,7 @@ def limited(tmp_path_factory):
     config = write_config(
         d / "kpitables.toml",
         '[limits]\nmax_connections = 4\nmax_statements_per_user = 1\nstatement_timeout = "5s"\n'
-        'max_statement_timeout = "10s"\nquery_memory = "16MB"\n',
+        'max_statement_timeout = "10s"\nquery_memory = "16MB"\nqueue_timeout = "2s"\n',
     )
     k = Kpitables(d / "kpitables.log", ["--config", str(config)])
     try:
@@ -299,31 +299,51 @@ def _connects(k):
         return False
 
 
-def test_statements_per_user_and_timeouts(limited):
-    slow = Background(dsn(limited), "SELECT pg_sleep(2)")
-    try:
-        wait_until(lambda: active_pid(limited, "exec") is not None, "the slow statement runs")
-        with psycopg.connect(dsn(limited), autocommit=True) as c:
-            with pytest.raises(psycopg.Error) as e:
-                c.execute("SELECT 1")
-            assert e.value.sqlstate == "53000"
-            assert 'too many statements running for user "exec"' in e.value.diag.message_primary
-            with psycopg.connect(dsn(limited, "analyst"), autocommit=True) as other:
-                assert other.execute("SELECT 1").fetchone() == (1,)
-            slow.join()
-            assert slow.error is None, slow.error
-            # The server's default statement_timeout; a session may lower it, not pass the maximum.
-            assert c.execute("SHOW statement_timeout").fetchone() == ("5000ms",)
-            c.execute("SET statement_timeout = '200ms'")
+def test_statements_beyond_the_limit_wait_then_give_up(limited):
+    """exec may run one statement at once: a second waits, and gives up with 57014 at its
+    own statement_timeout, or with 53000 at the server's queue_timeout (2 s), while the
+    first still holds the slot (it sleeps 9 s and is cancelled at the end)."""
+    with psycopg.connect(dsn(limited), autocommit=True) as early, \
+            psycopg.connect(dsn(limited), autocommit=True) as late:
+        early.execute("SET statement_timeout = '300ms'")
+        slow = Background(dsn(limited), "SET statement_timeout = '10s'; SELECT pg_sleep(9)")
+        try:
+            wait_until(lambda: active_pid(limited, "exec") is not None, "the slow statement runs")
             with pytest.raises(psycopg.errors.QueryCanceled) as e:
-                c.execute("SELECT pg_sleep(3)")
+                early.execute("SELECT 1")
             assert e.value.diag.message_primary == "canceling statement due to statement timeout"
             with pytest.raises(psycopg.Error) as e:
-                c.execute("SET statement_timeout = '1min'")
-            assert e.value.sqlstate == "22023" and "max_statement_timeout" in e.value.diag.message_primary
-            assert c.execute("SELECT region FROM sales WHERE region = 'East'").fetchall() == [("East",)]
-    finally:
-        slow.conn.close()
+                late.execute("SELECT 1")
+            assert e.value.sqlstate == "53000"
+            assert e.value.diag.message_primary == (
+                "canceling statement: it waited 2 s for one of user \"exec\"'s 1 statement slots"
+                " (max_statements_per_user)"
+            )
+            assert "queue_timeout" in e.value.diag.message_hint
+            pid = active_pid(limited, "exec")
+            assert pid is not None, "the slow statement held the slot all along"
+            with psycopg.connect(dsn(limited, "analyst"), autocommit=True) as other:
+                assert other.execute("SELECT 1").fetchone() == (1,), "another user has slots of its own"
+            with psycopg.connect(dsn(limited, "ops"), autocommit=True) as ops:
+                ops.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            slow.join()
+            assert isinstance(slow.error, psycopg.errors.QueryCanceled), slow.error
+        finally:
+            slow.join()
+            slow.conn.close()
+        # Both sessions go on once the slot is free.
+        assert early.execute("SELECT 1").fetchone() == (1,)
+        c = late
+        # The server's default statement_timeout; a session may lower it, not pass the maximum.
+        assert c.execute("SHOW statement_timeout").fetchone() == ("5000ms",)
+        c.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled) as e:
+            c.execute("SELECT pg_sleep(3)")
+        assert e.value.diag.message_primary == "canceling statement due to statement timeout"
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SET statement_timeout = '1min'")
+        assert e.value.sqlstate == "22023" and "max_statement_timeout" in e.value.diag.message_primary
+        assert c.execute("SELECT region FROM sales WHERE region = 'East'").fetchall() == [("East",)]
 
 
 def test_query_memory(limited):

@@ -363,7 +363,7 @@ impl Canon<'_> {
     fn unknown(&mut self, name: String) -> ControlFlow<()> {
         let last = name.rsplit('.').next().unwrap_or(&name).to_string();
         if let Some(denial) = self.semantics.denied_metrics.get(&last) {
-            self.error = Some(Error::denied("metric", &last, denial));
+            self.error = Some(denial.error("metric", &last));
             return ControlFlow::Break(());
         }
         self.error = Some(Error::UnknownColumn {
