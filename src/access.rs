@@ -25,27 +25,7 @@ use crate::config::User;
 use crate::error::{DenialKind, Error};
 use crate::model::{AccessRule, Mask, Status};
 
-/// Why a view or metric is not available to a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
-    /// The user's roles do not grant it (or it depends on something they do not grant).
-    Permission {
-        /// The user's roles, for the message.
-        roles: Vec<String>,
-    },
-    /// A draft, visible only to modelers and its owner.
-    Draft,
-    /// Retired; use the replacement.
-    Retired {
-        /// The metric to use instead.
-        replacement: Option<String>,
-    },
-    /// The view's rows cannot be limited to those the user may see.
-    RowsNotLimitable {
-        /// The dimensions of the row filter the view's facts cannot reach.
-        dimensions: Vec<String>,
-    },
-}
+pub use crate::bind::Denial;
 
 impl Denial {
     /// The error for naming a denied view or metric (`kind` is "view" or "metric").

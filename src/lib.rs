@@ -16,9 +16,6 @@
 #![warn(missing_docs)]
 
 pub mod access;
-pub mod activity;
-pub mod alerts;
-pub mod audit;
 pub mod bind;
 pub mod catalog;
 pub mod cli;
@@ -28,12 +25,10 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod import;
-pub mod memory;
 pub mod model;
-pub mod notify;
 pub mod operators;
 pub mod rewrite;
-pub mod serving;
+pub mod server;
 pub mod session;
 pub mod sources;
 pub mod sql;

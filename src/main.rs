@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use kpitables::activity::Connections;
 use kpitables::catalog::Identity;
 use kpitables::cli::{
     AlertsAction, Cli, Command, ConfigAction, ImportWhat, LogFormatArg, MetricflowArgs,
@@ -15,6 +14,7 @@ use kpitables::config::{Config, LogFormat};
 use kpitables::engine::Engine;
 use kpitables::error::{Error, Result};
 use kpitables::import::metricflow::{Options as ImportOptions, Source};
+use kpitables::server::activity::Connections;
 use kpitables::{demo, model};
 
 /// Log to stderr as text or JSON lines (one object per line, with its spans' fields).
@@ -98,7 +98,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             alerts_clock,
             metricflow,
         } => {
-            kpitables::import::metricflow::set_serve_options(import_options(metricflow)?);
+            let import = import_options(metricflow)?;
             let demo_default = model.is_none() && config.is_none();
             let mut config = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
@@ -128,7 +128,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if demo_default {
                 ensure_demo_data(Path::new("data/demo"))?;
             }
-            serve(config, alerts_clock).await?;
+            serve(config, alerts_clock, import).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Alerts {
@@ -154,21 +154,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 database: config.database.clone(),
                 roles: config.users.iter().map(|u| u.name.clone()).collect(),
             };
+            let texts = kpitables::import::model_texts(&config.model, &ImportOptions::default())?;
             let engine = Arc::new(
-                Engine::open(&config.model, identity)
+                Engine::open_texts(texts, &config.model, identity)
                     .await?
                     .with_users(&config.users)?,
             );
             let at = match at {
                 Some(text) => {
-                    kpitables::alerts::period::parse_at(&text, engine.semantics().time_zone)
+                    kpitables::server::alerts::period::parse_at(&text, engine.semantics().time_zone)
                         .map_err(Error::Config)?
                 }
                 None => chrono::Utc::now(),
             };
             let state = state.or(config.alert_state_file.clone());
-            let alerts = kpitables::alerts::Alerts::open(state.as_deref(), None, at)?;
-            let options = kpitables::alerts::RunOptions {
+            let alerts = kpitables::server::alerts::Alerts::open(state.as_deref(), None, at)?;
+            let options = kpitables::server::alerts::RunOptions {
                 dry_run,
                 only_due: false,
             };
@@ -312,7 +313,8 @@ fn import_metricflow(dir: &Path, out: &Path, options: &ImportOptions) -> Result<
 /// Print the version ids, every change from `base` to `dir`, and the lineage of every
 /// changed metric (what a reviewer needs before a change goes live).
 fn review(dir: &Path, base: &str) -> Result<ExitCode> {
-    use model::load::{dir_texts, git, git_commit, git_texts, load_texts};
+    use model::load::{git, git_commit, git_texts, load_texts};
+    let dir_texts = |d: &Path| kpitables::import::model_texts(d, &ImportOptions::default());
     let base_path = Path::new(base);
     let base_texts = if base_path.is_dir() {
         dir_texts(base_path)?
@@ -411,46 +413,47 @@ fn ensure_demo_data(dir: &Path) -> Result<()> {
     generate(dir).map(|_| ())
 }
 
-async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
+async fn serve(config: Config, alerts_clock: Option<String>, import: ImportOptions) -> Result<()> {
     let identity = Identity {
         database: config.database.clone(),
         roles: config.users.iter().map(|u| u.name.clone()).collect(),
     };
-    let audit = Arc::new(kpitables::audit::Audit::open(
+    let audit = Arc::new(kpitables::server::audit::Audit::open(
         config.audit_file.clone(),
         config.audit_max_bytes,
         config.audit_keep,
     )?);
     let connections = Connections::new(config.limits.clone());
-    kpitables::memory::release_when_idle(Arc::clone(&connections));
-    let hub = kpitables::notify::Hub::new();
+    kpitables::server::memory::release_when_idle(Arc::clone(&connections));
+    let hub = kpitables::server::notify::Hub::new();
     // The alerts' clock: real time, or real time moved to start at --alerts-clock.
     let offset = match &alerts_clock {
         Some(text) => {
-            let start = kpitables::alerts::period::parse_at(text, Default::default())
+            let start = kpitables::server::alerts::period::parse_at(text, Default::default())
                 .map_err(Error::Config)?;
             start.signed_duration_since(chrono::Utc::now())
         }
         None => chrono::Duration::zero(),
     };
     let clock = move || chrono::Utc::now() + offset;
-    let alerts = Arc::new(kpitables::alerts::Alerts::open(
+    let alerts = Arc::new(kpitables::server::alerts::Alerts::open(
         config.alert_state_file.as_deref(),
         Some(Arc::clone(&hub)),
         clock(),
     )?);
     let served = Arc::new(
-        kpitables::serving::Served::open(
+        kpitables::server::serving::Served::open(
             config.model.clone(),
             identity,
             config.users.clone(),
             audit,
             config.history_file.clone(),
-            kpitables::serving::Options {
+            kpitables::server::serving::Options {
                 connections: Some(Arc::clone(&connections)),
                 query_memory: config.limits.query_memory_bytes,
                 plan_cache_entries: Some(config.limits.plan_cache_entries),
                 alerts: Some(Arc::clone(&alerts)),
+                import,
             },
         )
         .await?,
@@ -483,7 +486,7 @@ async fn serve(config: Config, alerts_clock: Option<String>) -> Result<()> {
     drop(engine);
     Arc::clone(&served).watch();
     if config.alerts {
-        kpitables::alerts::schedule(Arc::clone(&alerts), Arc::clone(&served), clock);
+        kpitables::server::alerts::schedule(Arc::clone(&alerts), Arc::clone(&served), clock);
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = &config.http {
@@ -537,8 +540,11 @@ async fn terminated() {
 }
 
 async fn check(dir: &Path, with_data: bool) -> Result<ExitCode> {
-    let outcome = if with_data {
-        Engine::open(
+    let texts = kpitables::import::model_texts(dir, &ImportOptions::default());
+    let outcome = match texts {
+        Err(e) => Err(e),
+        Ok(texts) if with_data => Engine::open_texts(
+            texts,
             dir,
             Identity {
                 database: "kpitables".into(),
@@ -552,9 +558,9 @@ async fn check(dir: &Path, with_data: bool) -> Result<ExitCode> {
                 e.semantics().metrics.len(),
                 e.semantics().dimensions.len(),
             )
-        })
-    } else {
-        model::load::load_dir(dir).map(|m| (m.views.len(), m.metrics.len(), m.dimensions.len()))
+        }),
+        Ok(texts) => model::load::load_dir_texts(dir, texts)
+            .map(|m| (m.views.len(), m.metrics.len(), m.dimensions.len())),
     };
     match outcome {
         Ok((views, metrics, dimensions)) => {

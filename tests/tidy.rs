@@ -153,7 +153,7 @@ fn the_error_module_is_the_ground_floor() {
 fn unsafe_code_lives_in_the_memory_module_only() {
     let mut offenders = Vec::new();
     for (path, code) in sources() {
-        if path == Path::new("src/memory.rs") {
+        if path == Path::new("src/server/memory.rs") {
             continue;
         }
         if code.contains("unsafe ")
@@ -165,6 +165,73 @@ fn unsafe_code_lives_in_the_memory_module_only() {
     }
     assert!(
         offenders.is_empty(),
-        "unsafe code outside src/memory.rs: {offenders:#?}"
+        "unsafe code outside src/server/memory.rs: {offenders:#?}"
+    );
+}
+
+/// The layers of ARCHITECTURE.md, lowest first: a top-level module may import only
+/// modules of a lower layer (never one of its own layer or above).
+const LAYERS: &[&[&str]] = &[
+    &["types", "time_zone", "operators", "cli"],
+    &["error"],
+    &["telemetry", "model", "temp"],
+    &["config", "import", "demo"],
+    &["session", "sources"],
+    &["sql"],
+    &["bind"],
+    &["access", "catalog"],
+    &["rewrite"],
+    &["engine"],
+    &["server"],
+    &["wire", "http"],
+];
+
+fn layer(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+#[test]
+fn imports_run_down_the_layers_only() {
+    let mut offenders = Vec::new();
+    for (path, code) in sources() {
+        let Some(top) = path
+            .strip_prefix("src")
+            .ok()
+            .and_then(|p| p.components().next())
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_string()
+            })
+        else {
+            continue;
+        };
+        if matches!(top.as_str(), "lib" | "main") {
+            continue;
+        }
+        let Some(own) = layer(&top) else {
+            offenders.push(format!("{}: module {top} is in no layer", path.display()));
+            continue;
+        };
+        for (i, _) in code.match_indices("crate::") {
+            let module: String = code[i + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if module == top {
+                continue;
+            }
+            match layer(&module) {
+                Some(l) if l < own => {}
+                _ => offenders.push(format!("{}: {top} imports {module}", path.display())),
+            }
+        }
+    }
+    offenders.sort();
+    offenders.dedup();
+    assert!(
+        offenders.is_empty(),
+        "imports that do not run down the layers of ARCHITECTURE.md: {offenders:#?}"
     );
 }

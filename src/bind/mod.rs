@@ -161,6 +161,52 @@ pub struct AggregateDef {
     pub tables: BTreeSet<String>,
 }
 
+impl AggregateDef {
+    /// What is aggregated, in SQL: the expression, under the metric's filter as a CASE
+    /// (`*` for a count of rows).
+    pub fn value_sql(&self) -> String {
+        match (&self.expr, &self.filter) {
+            (Some(e), Some(f)) => format!("CASE WHEN {f} THEN {e} END"),
+            (Some(e), None) => e.to_string(),
+            (None, Some(f)) => format!("CASE WHEN {f} THEN 1 END"),
+            (None, None) => "*".to_string(),
+        }
+    }
+
+    /// The aggregate in SQL: `sum(expr)`, `count(DISTINCT expr)`, with the metric's
+    /// filter as a CASE inside.
+    pub fn sql(&self) -> String {
+        let value = self.value_sql();
+        match self.agg {
+            Aggregation::CountDistinct => format!("count(DISTINCT {value})"),
+            agg => format!("{}({value})", agg.sql_function()),
+        }
+    }
+}
+
+/// Why a view or metric is not available to a user (what the access rules decided;
+/// [`crate::access`] decides it and words the error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// The user's roles do not grant it (or it depends on something they do not grant).
+    Permission {
+        /// The user's roles, for the message.
+        roles: Vec<String>,
+    },
+    /// A draft, visible only to modelers and its owner.
+    Draft,
+    /// Retired; use the replacement.
+    Retired {
+        /// The metric to use instead.
+        replacement: Option<String>,
+    },
+    /// The view's rows cannot be limited to those the user may see.
+    RowsNotLimitable {
+        /// The dimensions of the row filter the view's facts cannot reach.
+        dimensions: Vec<String>,
+    },
+}
+
 impl BoundMetric {
     /// The aggregation, for atomic and derived metrics.
     pub fn aggregate(&self) -> Option<&AggregateDef> {
@@ -173,7 +219,7 @@ impl BoundMetric {
     /// The definition in SQL-like words, for catalogs.
     pub fn definition_text(&self) -> String {
         match &self.definition {
-            Definition::Aggregate(a) => crate::rewrite::derived::aggregate_sql(a),
+            Definition::Aggregate(a) => a.sql(),
             Definition::Composite { formula, .. } => formula.to_string(),
             Definition::PeriodOverPeriod {
                 base,
@@ -313,9 +359,9 @@ pub struct Semantics {
     /// The model's default time zone (sessions start in it).
     pub time_zone: TimeZone,
     /// Metrics the reading user may not query, and why (see [`crate::access`]).
-    pub denied_metrics: BTreeMap<String, crate::access::Denial>,
+    pub denied_metrics: BTreeMap<String, Denial>,
     /// Views the reading user may not query, and why.
-    pub denied_views: BTreeMap<String, crate::access::Denial>,
+    pub denied_views: BTreeMap<String, Denial>,
     /// Dimensions the reading user sees masked.
     pub masked_dimensions: BTreeSet<String>,
     /// The reading user may read the audit trail (`kp.audit`).

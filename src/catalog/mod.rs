@@ -11,12 +11,12 @@
 //! call on these catalogs. The live tables (`kp.changes`, `kp.audit`,
 //! `pg_stat_activity` in [`activity`]) read the server's own state when scanned.
 
-pub mod activity;
-pub mod alerts;
 pub mod functions;
 mod information_schema;
 pub mod kp;
-mod pg_relations;
+pub mod live;
+pub(crate) mod pg_relations;
+mod sleep;
 mod tables;
 
 use std::collections::HashSet;
@@ -32,6 +32,9 @@ use datafusion::prelude::SessionContext;
 
 use crate::bind::Semantics;
 use crate::error::{Error, Result};
+
+pub use sleep::register_sleep;
+pub use tables::{null, tv};
 
 /// OID of the `public` schema (as in PostgreSQL).
 pub const PUBLIC_NAMESPACE_OID: i64 = 2200;
@@ -79,7 +82,8 @@ pub struct CatalogTable {
 }
 
 impl CatalogTable {
-    fn new(
+    /// An empty table of `columns` named `schema.name`.
+    pub fn new(
         schema: &'static str,
         name: &'static str,
         columns: Vec<(&'static str, DataType)>,

@@ -22,13 +22,15 @@ pub(super) fn i4v(v: i32) -> ScalarValue {
 fn i2v(v: i16) -> ScalarValue {
     ScalarValue::Int16(Some(v))
 }
-pub(super) fn tv(v: impl Into<String>) -> ScalarValue {
+/// A text value.
+pub fn tv(v: impl Into<String>) -> ScalarValue {
     ScalarValue::Utf8(Some(v.into()))
 }
 fn bv(v: bool) -> ScalarValue {
     ScalarValue::Boolean(Some(v))
 }
-pub(super) fn null() -> ScalarValue {
+/// A NULL text value.
+pub fn null() -> ScalarValue {
     ScalarValue::Null
 }
 fn text_array() -> DataType {

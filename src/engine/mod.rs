@@ -36,11 +36,11 @@ use statement_errors::{denied_metric, outer_view_alias, outer_view_column, with_
 
 use crate::access;
 use crate::bind::{self, Semantics};
+use crate::catalog::live::{LiveSource, Reader};
 use crate::catalog::{self, Identity};
 use crate::config::User;
 use crate::error::{Error, Result};
 use crate::model;
-use crate::model::history::History;
 use crate::rewrite::{self, RewriteContext, RewriteReport};
 use crate::sources;
 use crate::sql::compat;
@@ -126,8 +126,8 @@ pub struct Engine {
     scopes: HashMap<String, Arc<Scope>>,
     /// What a user without a scope sees: the model for no roles.
     default_scope: Arc<Scope>,
-    /// What the live catalog tables read.
-    live: Live,
+    /// The server's state shown as live catalog tables in every scope.
+    live: Vec<Arc<dyn LiveSource>>,
     /// Distinguishes engines opened by one process (each reload opens a new one).
     generation: u64,
     /// The warehouse sources (readiness, pool metrics).
@@ -140,20 +140,6 @@ pub struct Engine {
 
 /// The generation of the next engine opened.
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// What the live catalog tables read (each is registered for a user's scope when the
-/// engine has it).
-#[derive(Clone, Default)]
-struct Live {
-    /// The served model's history, for `kp.changes` and `kp.model_errors`.
-    history: Option<Arc<History>>,
-    /// The audit trail, for `kp.audit`.
-    audit: Option<Arc<crate::audit::Audit>>,
-    /// The server's live connections, for `pg_stat_activity`.
-    connections: Option<Arc<crate::activity::Connections>>,
-    /// The alerts' state and events, for `kp.alerts` and `kp.alert_events`.
-    alerts: Option<Arc<crate::alerts::Alerts>>,
-}
 
 /// The model as one user may see it, and a session context whose catalogs (and catalog
 /// functions) are built from it; tables and functions are the engine's.
@@ -168,43 +154,24 @@ impl Scope {
         semantics: &Semantics,
         user: &User,
         identity: &Identity,
-        live: &Live,
+        live: &[Arc<dyn LiveSource>],
     ) -> Result<Scope> {
         let restricted = access::restrict(semantics, user);
         let schemas = catalog::schemas(&restricted, identity)?;
-        if let Some(history) = &live.history {
-            for (name, table) in catalog::kp::history_tables(Arc::clone(history), &restricted)? {
-                schemas.kp.register_table(name.to_string(), table)?;
-            }
-        }
-        let reader = catalog::activity::Reader {
+        let reader = Reader {
             user: user.name.clone(),
             admin: user.admin,
         };
-        if let Some(alerts) = &live.alerts {
-            for (name, table) in
-                catalog::alerts::tables(Arc::clone(alerts), &restricted, &user.name)?
-            {
-                schemas.kp.register_table(name.to_string(), table)?;
+        for source in live {
+            for (schema, name, table) in source.tables(&restricted, &reader, identity)? {
+                let provider = if schema == "pg_catalog" {
+                    &schemas.pg_catalog
+                } else {
+                    &schemas.kp
+                };
+                provider.deregister_table(name)?;
+                provider.register_table(name.to_string(), table)?;
             }
-        }
-        if let Some(connections) = &live.connections {
-            schemas.pg_catalog.deregister_table("pg_stat_activity")?;
-            schemas.pg_catalog.register_table(
-                "pg_stat_activity".into(),
-                catalog::activity::activity_table(
-                    Arc::clone(connections),
-                    reader.clone(),
-                    identity,
-                )?,
-            )?;
-        }
-        if let Some(audit) = &live.audit
-            && restricted.may_read_audit
-        {
-            schemas
-                .kp
-                .register_table("audit".into(), catalog::kp::audit_table(Arc::clone(audit))?)?;
         }
         let default = engine_ctx
             .state()
@@ -230,9 +197,9 @@ impl Scope {
             ],
         )?;
         catalog::functions::register(&ctx, &restricted);
-        catalog::activity::register_sleep(&ctx);
-        if let Some(connections) = &live.connections {
-            catalog::activity::register_functions(&ctx, connections, &reader);
+        catalog::register_sleep(&ctx);
+        for source in live {
+            source.register_functions(&ctx, &reader);
         }
         Ok(Scope {
             semantics: Arc::new(restricted),
@@ -293,9 +260,29 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Load, validate and bind the model in `model_dir`, and build its catalogs.
+    /// Load, validate and bind the model in `model_dir` (its `*.toml` files), and build
+    /// its catalogs.
     pub async fn open(model_dir: &Path, identity: Identity) -> Result<Engine> {
         let model = model::load::load_dir(model_dir)?;
+        Engine::open_model(model, model_dir, identity).await
+    }
+
+    /// Validate and bind the model of `texts` (the files of `model_dir`, which file
+    /// sources' paths are relative to), and build its catalogs.
+    pub async fn open_texts(
+        texts: model::load::SourceTexts,
+        model_dir: &Path,
+        identity: Identity,
+    ) -> Result<Engine> {
+        let model = model::load::load_dir_texts(model_dir, texts)?;
+        Engine::open_model(model, model_dir, identity).await
+    }
+
+    async fn open_model(
+        model: model::Model,
+        model_dir: &Path,
+        identity: Identity,
+    ) -> Result<Engine> {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .with_default_catalog_and_schema("kpitables", "public");
@@ -326,13 +313,7 @@ impl Engine {
         }
         catalog::functions::register(&ctx, &semantics);
         crate::operators::register(&ctx);
-        let default_scope = Arc::new(Scope::new(
-            &ctx,
-            &semantics,
-            &nobody(),
-            &identity,
-            &Live::default(),
-        )?);
+        let default_scope = Arc::new(Scope::new(&ctx, &semantics, &nobody(), &identity, &[])?);
         Ok(Engine {
             ctx,
             semantics: Arc::new(semantics),
@@ -342,7 +323,7 @@ impl Engine {
             identity,
             scopes: HashMap::new(),
             default_scope,
-            live: Live::default(),
+            live: Vec::new(),
             generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             warehouses: registered.warehouses,
             query_memory: None,
@@ -361,30 +342,11 @@ impl Engine {
         self.plans.len()
     }
 
-    /// Show `audit` in `kp.audit` to the users whose rules allow it (scopes prepared
-    /// after this call).
-    pub fn with_audit(mut self, audit: Arc<crate::audit::Audit>) -> Engine {
-        self.live.audit = Some(audit);
+    /// Show `source`'s live tables (and functions) in the scopes prepared after this
+    /// call.
+    pub fn with_live(mut self, source: Arc<dyn LiveSource>) -> Engine {
+        self.live.push(source);
         self
-    }
-
-    /// Show `history` in `kp.changes` and `kp.model_errors` (of the scopes prepared
-    /// after this call).
-    pub fn with_history(mut self, history: Arc<History>) -> Engine {
-        self.live.history = Some(history);
-        self
-    }
-
-    /// Show `alerts` in `kp.alerts` and `kp.alert_events` (of the scopes prepared after
-    /// this call).
-    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Engine {
-        self.live.alerts = Some(alerts);
-        self
-    }
-
-    /// The alerts' state and data quality results, when the server has them.
-    pub fn alerts(&self) -> Option<&Arc<crate::alerts::Alerts>> {
-        self.live.alerts.as_ref()
     }
 
     /// Whether `user` is a configured user (has a scope of its own).
@@ -431,13 +393,6 @@ impl Engine {
     /// The warehouse sources of the model.
     pub fn warehouses(&self) -> &[Arc<dyn sources::Probe>] {
         &self.warehouses
-    }
-
-    /// Show `connections` in `pg_stat_activity` (of the scopes prepared after this call)
-    /// and let `pg_cancel_backend` / `pg_terminate_backend` act on them.
-    pub fn with_connections(mut self, connections: Arc<crate::activity::Connections>) -> Engine {
-        self.live.connections = Some(connections);
-        self
     }
 
     /// Limit each query to `bytes` of memory on the embedded engine (53200 beyond).

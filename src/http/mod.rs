@@ -21,9 +21,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::activity::Connections;
 use crate::error::{Error, Result};
-use crate::serving::Served;
+use crate::server::activity::Connections;
+use crate::server::serving::Served;
 
 /// What the handlers read.
 #[derive(Debug, Clone)]

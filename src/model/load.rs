@@ -51,7 +51,11 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Load and validate every `*.toml` file of `dir` (sorted by name).
 pub fn load_dir(dir: &Path) -> Result<Model> {
-    let texts = dir_texts(dir)?;
+    load_dir_texts(dir, dir_texts(dir)?)
+}
+
+/// Load and validate the model files `texts` read from `dir`; none is an error.
+pub fn load_dir_texts(dir: &Path, texts: SourceTexts) -> Result<Model> {
     if texts.files.is_empty() {
         return Err(Error::Model(vec![ModelIssue {
             file: dir.display().to_string(),
@@ -122,14 +126,9 @@ pub fn git_texts(dir: &Path, reference: &str) -> Result<SourceTexts> {
     Ok(SourceTexts { files })
 }
 
-/// The text of every `*.toml` file of `dir` (sorted by name). A dbt MetricFlow project
-/// is imported first ([`crate::import::metricflow`], with the options `serve` was given):
-/// its generated files are the texts, and each item that cannot be mapped is a model
-/// error at its YAML line, unless partial imports are allowed.
+/// The text of every `*.toml` file of `dir` (sorted by name). (A dbt MetricFlow project
+/// is read by `crate::import::model_texts`, which imports it first.)
 pub fn dir_texts(dir: &Path) -> Result<SourceTexts> {
-    if crate::import::metricflow::is_project(dir) {
-        return metricflow_texts(dir);
-    }
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(format!("cannot read model directory {}", dir.display()), e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -214,44 +213,4 @@ fn merge(model: &mut Model, file: ModelFile, index: usize) {
         settings.file = index;
         model.settings.push(settings);
     }
-}
-
-fn metricflow_texts(dir: &Path) -> Result<SourceTexts> {
-    let options = crate::import::metricflow::serve_options();
-    let import = crate::import::metricflow::import(dir, dir, &options)?;
-    if !import.report.unmapped.is_empty() {
-        if options.allow_partial {
-            for item in &import.report.unmapped {
-                tracing::warn!(%item, "MetricFlow item not mapped");
-            }
-        } else {
-            return Err(Error::Model(
-                import
-                    .report
-                    .unmapped
-                    .iter()
-                    .map(|item| ModelIssue {
-                        file: dir.join(&item.file).display().to_string(),
-                        line: item.line as usize,
-                        column: 0,
-                        reason: format!(
-                            "{} {} cannot be mapped: {} (serve it with --allow-partial to leave it out)",
-                            item.kind, item.name, item.detail
-                        ),
-                    })
-                    .collect(),
-            ));
-        }
-    }
-    let files = import
-        .files
-        .into_iter()
-        .map(|(name, text)| {
-            (
-                format!("{} (from MetricFlow)", dir.join(name).display()),
-                text,
-            )
-        })
-        .collect();
-    Ok(SourceTexts { files })
 }

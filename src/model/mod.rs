@@ -9,7 +9,6 @@
 
 pub mod alerts;
 pub mod diff;
-pub mod history;
 pub mod lineage;
 pub mod load;
 mod metric;

@@ -19,9 +19,9 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::activity::Connections;
 use crate::config::{Config, TlsMode};
 use crate::error::Error;
+use crate::server::activity::Connections;
 use crate::session::Session;
 use crate::time_zone::TimeZone;
 

@@ -46,10 +46,10 @@ use pgwire::messages::response::TransactionStatus;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::activity::{Connection, Connections};
 use crate::config::{Config, TlsMode};
 use crate::error::{Error, Result};
-use crate::serving::Served;
+use crate::server::activity::{Connection, Connections};
+use crate::server::serving::Served;
 use crate::session::Session;
 use crate::sql::{self};
 use objects::SessionObjects;
@@ -96,14 +96,14 @@ pub struct Handler {
     served: Arc<Served>,
     parser: Arc<Parser>,
     connections: Arc<Connections>,
-    hub: Arc<crate::notify::Hub>,
+    hub: Arc<crate::server::notify::Hub>,
 }
 
 /// The connection's mailbox for `LISTEN` (put in its session extensions when it
 /// connects).
-pub struct Listening(pub Arc<crate::notify::Mailbox>);
+pub struct Listening(pub Arc<crate::server::notify::Mailbox>);
 
-fn mailbox<C: ClientInfo>(client: &C) -> Option<Arc<crate::notify::Mailbox>> {
+fn mailbox<C: ClientInfo>(client: &C) -> Option<Arc<crate::server::notify::Mailbox>> {
     client
         .session_extensions()
         .get::<Listening>()
@@ -620,7 +620,7 @@ pub async fn serve(
     served: Arc<Served>,
     config: &Config,
     connections: Arc<Connections>,
-    hub: Arc<crate::notify::Hub>,
+    hub: Arc<crate::server::notify::Hub>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let tls = match config.tls.mode {

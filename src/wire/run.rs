@@ -219,7 +219,7 @@ impl Handler {
         );
         tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
         notify_deprecated(client, engine.semantics(), &plan.report).await;
-        notify_quality(client, &engine, &plan.report).await;
+        notify_quality(client, &engine, self.served.alerts(), &plan.report).await;
         let audit_started = chrono::Utc::now();
         let execution = engine.execute_reporting(plan, params).await?;
         // Embedded execution waits for one of the server's execution slots (queued,
@@ -252,9 +252,9 @@ impl Handler {
                 Err(payload) => Err(super::user_error(Error::from_panic(payload.as_ref()))),
             });
         let report = plan.report.clone();
-        let pending = Arc::new(std::sync::Mutex::new(crate::audit::Pending::new(
+        let pending = Arc::new(std::sync::Mutex::new(crate::server::audit::Pending::new(
             Arc::clone(self.served.audit()),
-            crate::audit::Record {
+            crate::server::audit::Record {
                 time: audit_started,
                 user: session.user.clone(),
                 application: session.get("application_name").unwrap_or_default(),
@@ -453,14 +453,14 @@ impl Handler {
                 Response::Execution(Tag::new("UNLISTEN"))
             }
             Command::Notify { channel, payload } => {
-                if channel == crate::notify::ALERTS_CHANNEL {
+                if channel == crate::server::notify::ALERTS_CHANNEL {
                     return Err(Error::Denied {
                         kind: crate::error::DenialKind::Permission,
                         message: format!("permission denied to notify channel \"{channel}\""),
                         hint: "kp_alerts carries kpitables' alert transitions only; notify another channel".into(),
                     });
                 }
-                if payload.len() > crate::notify::MAX_PAYLOAD {
+                if payload.len() > crate::server::notify::MAX_PAYLOAD {
                     return Err(Error::InvalidParameter("payload string too long".into()));
                 }
                 self.hub.publish(channel, payload, session.pid, |_| true);
@@ -539,11 +539,12 @@ async fn notify_deprecated<C>(
 async fn notify_quality<C>(
     client: &mut C,
     engine: &crate::engine::Engine,
+    alerts: Option<&Arc<crate::server::alerts::Alerts>>,
     report: &crate::rewrite::RewriteReport,
 ) where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
 {
-    let Some(alerts) = engine.alerts() else {
+    let Some(alerts) = alerts else {
         return;
     };
     if report.metrics.is_empty() || !alerts.any_check_failing() {

@@ -19,7 +19,7 @@ use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::notify::{Mailbox, Note};
+use crate::server::notify::{Mailbox, Note};
 
 /// How long a client may take to finish startup and authentication (pgwire's value).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);

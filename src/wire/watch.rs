@@ -14,8 +14,8 @@ use pgwire::messages::data::DataRow;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::activity::{Connection, Running, Stop};
 use crate::error::Error;
+use crate::server::activity::{Connection, Running, Stop};
 
 /// The stop conditions of one statement.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //!
 //! `kpitables import metricflow DIR --out MODEL_DIR` writes the model as TOML;
 //! `kpitables serve --model DIR` on a MetricFlow project imports it in memory at each
-//! load ([`crate::model::load::dir_texts`]). The mapping, construct by construct, is in
+//! load ([`crate::import::model_texts`]). The mapping, construct by construct, is in
 //! `docs/metricflow.md`; what cannot be mapped is reported per item with the reason.
 //!
 //! Stages: [`project`] reads the project's YAML and SQL files, [`map`] turns them into
@@ -17,7 +17,6 @@ pub mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 pub use project::is_project;
 
@@ -83,8 +82,8 @@ impl Source {
     }
 }
 
-/// How to import.
-#[derive(Debug, Clone)]
+/// How to import. The default: seed files as the source, a complete mapping required.
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Where the rows are; default: the project's seeds directory.
     pub source: Option<Source>,
@@ -92,23 +91,6 @@ pub struct Options {
     pub password_env: Option<String>,
     /// Write (or serve) what maps even when some items do not.
     pub allow_partial: bool,
-}
-
-static SERVE_OPTIONS: OnceLock<Options> = OnceLock::new();
-
-/// The options `serve` uses for a MetricFlow project (set once at start from the flags).
-pub fn set_serve_options(options: Options) {
-    let _ = SERVE_OPTIONS.set(options);
-}
-
-/// The options set by [`set_serve_options`], or the defaults (seed files, complete
-/// mapping required).
-pub fn serve_options() -> Options {
-    SERVE_OPTIONS.get().cloned().unwrap_or(Options {
-        source: None,
-        password_env: None,
-        allow_partial: false,
-    })
 }
 
 /// The outcome of an import: the model files and what was (not) mapped.

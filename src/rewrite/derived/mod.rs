@@ -36,7 +36,7 @@ use window::window_part;
 
 use crate::bind::{AggregateDef, BoundView, ColumnKind, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{Aggregation, TimeGrain, Window};
+use crate::model::{TimeGrain, Window};
 use crate::sources::BASE_SCHEMA;
 use crate::time_zone::TimeZone;
 
@@ -172,24 +172,6 @@ fn quote(ident: &str) -> String {
 
 /// The value an aggregate reads from each row: its expression (or 1, or `*`) where its
 /// filter holds, else NULL.
-fn aggregate_value(def: &AggregateDef) -> String {
-    match (&def.expr, &def.filter) {
-        (Some(e), Some(f)) => format!("CASE WHEN {f} THEN {e} END"),
-        (Some(e), None) => e.to_string(),
-        (None, Some(f)) => format!("CASE WHEN {f} THEN 1 END"),
-        (None, None) => "*".to_string(),
-    }
-}
-
-/// The SQL aggregate of an atomic or derived metric.
-pub fn aggregate_sql(def: &AggregateDef) -> String {
-    let value = aggregate_value(def);
-    match def.agg {
-        Aggregation::CountDistinct => format!("count(DISTINCT {value})"),
-        agg => format!("{}({value})", agg.sql_function()),
-    }
-}
-
 /// A part of the derived table: its SQL, the columns it provides, and whether its rows
 /// are periods of the answer (a shifted part only brings values to existing periods).
 struct Part {
@@ -419,7 +401,7 @@ fn grouped_part(
         items.push(format!("{} AS \"__g{i}\"", g.expr));
     }
     for &j in js {
-        items.push(format!("{} AS \"__m{j}\"", aggregate_sql(defs[j])));
+        items.push(format!("{} AS \"__m{j}\"", defs[j].sql()));
         provides.push(format!("__m{j}"));
     }
     if with_aggregates {

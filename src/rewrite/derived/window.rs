@@ -8,8 +8,7 @@ use std::fmt::Write as _;
 
 use super::translate::{is_zoned, local_time_sql};
 use super::{
-    DerivedSpec, InnerExpr, Part, Period, aggregate_value, from_clause, interval, truncate_sql,
-    write_filters,
+    DerivedSpec, InnerExpr, Part, Period, from_clause, interval, truncate_sql, write_filters,
 };
 use crate::bind::{AggregateDef, Semantics};
 use crate::error::{Error, Result};
@@ -107,7 +106,7 @@ pub(super) fn window_part(
     if is_zoned(dim) {
         time_sql = local_time_sql(&time_sql, spec.time_zone);
     }
-    let value = aggregate_value(def);
+    let value = def.value_sql();
     let mut items: Vec<String> = others
         .iter()
         .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))

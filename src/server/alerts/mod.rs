@@ -21,6 +21,7 @@ pub mod period;
 pub mod quality;
 mod report;
 pub mod state;
+pub mod tables;
 
 pub use report::{Report, RuleReport, Transition};
 
@@ -37,7 +38,7 @@ use self::message::Notification;
 use self::state::{Instance, StateFile};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::notify::Hub;
+use crate::server::notify::Hub;
 
 /// Events kept in memory for `kp.alert_events`.
 pub const EVENTS_KEPT: usize = 10_000;
@@ -569,7 +570,7 @@ impl Alerts {
         {
             for payload in published {
                 let text = payload.to_string();
-                let sent = hub.publish(crate::notify::ALERTS_CHANNEL, &text, 0, |reader| {
+                let sent = hub.publish(crate::server::notify::ALERTS_CHANNEL, &text, 0, |reader| {
                     visible_to(engine, rule, reader)
                 });
                 tracing::debug!(rule = %rule.name, sent, "alert transition announced");
@@ -587,7 +588,7 @@ pub const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(1)
 /// the process ends. One run at a time; a slow run delays the next tick, never doubles.
 pub fn schedule(
     alerts: Arc<Alerts>,
-    served: Arc<crate::serving::Served>,
+    served: Arc<crate::server::serving::Served>,
     clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
 ) {
     tokio::spawn(async move {

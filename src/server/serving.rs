@@ -16,15 +16,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::activity::Connections;
-use crate::audit::Audit;
 use crate::catalog::Identity;
 use crate::config::User;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::diff;
-use crate::model::history::{History, Version};
-use crate::model::load::{dir_texts, git, git_commit, load_texts};
+use crate::model::load::{git, git_commit, load_texts};
+use crate::server::activity::Connections;
+use crate::server::audit::Audit;
+use crate::server::history::{History, Version};
 
 /// How often the model directory is checked for changes.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -71,7 +71,9 @@ pub struct Options {
     /// Plans each engine keeps (`None`: the default).
     pub plan_cache_entries: Option<usize>,
     /// The alerts' state and events (`kp.alerts`, `kp.alert_events`).
-    pub alerts: Option<Arc<crate::alerts::Alerts>>,
+    pub alerts: Option<Arc<crate::server::alerts::Alerts>>,
+    /// How a dbt MetricFlow project in the model directory is imported.
+    pub import: crate::import::metricflow::Options,
 }
 
 /// `engine` with the history, audit trail, sessions and limits of the server, and every
@@ -83,18 +85,21 @@ fn prepare(
     options: &Options,
     users: &[User],
 ) -> Result<Engine> {
+    use crate::server::live::{AuditTable, HistoryTables, activity::Sessions};
     let mut engine = engine
-        .with_history(Arc::clone(history))
-        .with_audit(Arc::clone(audit))
+        .with_live(Arc::new(HistoryTables(Arc::clone(history))))
+        .with_live(Arc::new(AuditTable(Arc::clone(audit))))
         .with_query_memory(options.query_memory);
     if let Some(entries) = options.plan_cache_entries {
         engine = engine.with_plan_cache(entries);
     }
     if let Some(connections) = &options.connections {
-        engine = engine.with_connections(Arc::clone(connections));
+        engine = engine.with_live(Arc::new(Sessions(Arc::clone(connections))));
     }
     if let Some(alerts) = &options.alerts {
-        engine = engine.with_alerts(Arc::clone(alerts));
+        engine = engine.with_live(Arc::new(crate::server::alerts::tables::AlertTables(
+            Arc::clone(alerts),
+        )));
     }
     engine.with_users(users)
 }
@@ -123,10 +128,10 @@ impl Served {
     ) -> Result<Served> {
         let (history, last_served) = History::open(history_file)?;
         let history = Arc::new(history);
-        let texts = dir_texts(&model_dir)?;
+        let texts = crate::import::model_texts(&model_dir, &options.import)?;
         let id = diff::version(&texts);
         let engine = prepare(
-            Engine::open(&model_dir, identity.clone()).await?,
+            Engine::open_texts(texts.clone(), &model_dir, identity.clone()).await?,
             &history,
             &audit,
             &options,
@@ -172,6 +177,11 @@ impl Served {
         &self.history
     }
 
+    /// The alerts' state and data quality results, when the server evaluates them.
+    pub fn alerts(&self) -> Option<&Arc<crate::server::alerts::Alerts>> {
+        self.options.alerts.as_ref()
+    }
+
     /// The audit trail.
     pub fn audit(&self) -> &Arc<Audit> {
         &self.audit
@@ -180,7 +190,7 @@ impl Served {
     /// Audit a statement of `session` that failed with `error`.
     pub fn record_failure(&self, session: &crate::session::Session, error: &Error) {
         crate::telemetry::global().error(error.sqlstate());
-        self.audit.record(crate::audit::Record {
+        self.audit.record(crate::server::audit::Record {
             time: Utc::now(),
             user: session.user.clone(),
             application: session.get("application_name").unwrap_or_default(),
@@ -200,7 +210,7 @@ impl Served {
     /// Load the model directory again if its files changed (or always, with `force`),
     /// and serve it if it is valid.
     pub async fn reload(&self, force: bool) -> Result<Reloaded> {
-        let texts = dir_texts(&self.model_dir)?;
+        let texts = crate::import::model_texts(&self.model_dir, &self.options.import)?;
         let id = diff::version(&texts);
         {
             let mut last = self
@@ -212,16 +222,17 @@ impl Served {
             }
             *last = id.clone();
         }
-        let opened = match Engine::open(&self.model_dir, self.identity.clone()).await {
-            Ok(engine) => prepare(
-                engine,
-                &self.history,
-                &self.audit,
-                &self.options,
-                &self.users,
-            ),
-            Err(e) => Err(e),
-        };
+        let opened =
+            match Engine::open_texts(texts.clone(), &self.model_dir, self.identity.clone()).await {
+                Ok(engine) => prepare(
+                    engine,
+                    &self.history,
+                    &self.audit,
+                    &self.options,
+                    &self.users,
+                ),
+                Err(e) => Err(e),
+            };
         match opened {
             Ok(engine) => {
                 let old = self.engine();

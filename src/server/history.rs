@@ -16,14 +16,14 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::diff::{Change, What};
-use super::load::SourceTexts;
 use crate::error::{Error, ModelIssue, Result};
+use crate::model::diff::{Change, What};
+use crate::model::load::SourceTexts;
 
 /// One version of the model's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
-    /// Content hash of the files ([`super::diff::version`]).
+    /// Content hash of the files ([`crate::model::diff::version`]).
     pub id: String,
     /// The git commit of the model directory, when it is a git checkout.
     pub git_commit: Option<String>,

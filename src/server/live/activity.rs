@@ -17,19 +17,30 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::kp::LiveTable;
-use super::pg_relations;
-use super::{CatalogTable, DATABASE_OID, Identity, OWNER_OID};
-use crate::activity::{Connections, Ending};
+use crate::bind::Semantics;
+use crate::catalog::live::{Live, LiveSource, LiveTable, Reader};
+use crate::catalog::pg_relations;
+use crate::catalog::{CatalogTable, DATABASE_OID, Identity, OWNER_OID};
 use crate::error::Error;
+use crate::server::activity::{Connections, Ending};
 
-/// Who reads: a login role, and whether it administers the server.
-#[derive(Debug, Clone)]
-pub struct Reader {
-    /// The user's name.
-    pub user: String,
-    /// May see and signal every session.
-    pub admin: bool,
+/// `pg_stat_activity` and the backend functions over the server's sessions.
+pub struct Sessions(pub Arc<Connections>);
+
+impl LiveSource for Sessions {
+    fn tables(
+        &self,
+        _: &Semantics,
+        reader: &Reader,
+        identity: &Identity,
+    ) -> crate::error::Result<Vec<Live>> {
+        let table = activity_table(Arc::clone(&self.0), reader.clone(), identity)?;
+        Ok(vec![("pg_catalog", "pg_stat_activity", table)])
+    }
+
+    fn register_functions(&self, ctx: &SessionContext, reader: &Reader) {
+        register_functions(ctx, &self.0, reader);
+    }
 }
 
 fn at(time: &chrono::DateTime<chrono::Utc>) -> ScalarValue {
@@ -41,7 +52,7 @@ fn text(v: impl Into<String>) -> ScalarValue {
 }
 
 /// `pg_catalog.pg_stat_activity` as `reader` may see it (its own sessions, or every one).
-pub fn activity_table(
+fn activity_table(
     connections: Arc<Connections>,
     reader: Reader,
     identity: &Identity,
@@ -245,7 +256,7 @@ impl ScalarUDFImpl for Backend {
 
 /// Register `pg_cancel_backend(pid)` and `pg_terminate_backend(pid [, timeout])` in `ctx`
 /// for `reader`.
-pub fn register_functions(ctx: &SessionContext, connections: &Arc<Connections>, reader: &Reader) {
+fn register_functions(ctx: &SessionContext, connections: &Arc<Connections>, reader: &Reader) {
     let integer = |n: usize| {
         let one = [DataType::Int32, DataType::Int64];
         let mut shapes = Vec::new();
@@ -274,67 +285,4 @@ pub fn register_functions(ctx: &SessionContext, connections: &Arc<Connections>, 
             reader: reader.clone(),
         }));
     }
-}
-
-/// `pg_sleep(seconds)`: waits without holding a worker (an async function), and stops
-/// when its statement is cancelled or times out.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Sleep {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for Sleep {
-    fn name(&self) -> &str {
-        "pg_sleep"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        Err(DataFusionError::Internal(
-            "pg_sleep runs as an async function".into(),
-        ))
-    }
-}
-
-#[async_trait::async_trait]
-impl datafusion::logical_expr::async_udf::AsyncScalarUDFImpl for Sleep {
-    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        if let Some(seconds) = args.args.first() {
-            let seconds = seconds.to_array(rows.max(1))?;
-            for row in 0..rows.max(1).min(seconds.len()) {
-                if let ScalarValue::Float64(Some(s)) =
-                    ScalarValue::try_from_array(&seconds, row)?.cast_to(&DataType::Float64)?
-                    && s.is_finite()
-                    && s > 0.0
-                {
-                    tokio::time::sleep(std::time::Duration::from_secs_f64(s.min(86_400.0))).await;
-                }
-            }
-        }
-        Ok(ColumnarValue::Array(
-            datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
-        ))
-    }
-}
-
-/// Register `pg_sleep(seconds)` in `ctx`.
-pub fn register_sleep(ctx: &SessionContext) {
-    let sleep = Sleep {
-        signature: Signature::one_of(
-            vec![
-                TypeSignature::Exact(vec![DataType::Float64]),
-                TypeSignature::Exact(vec![DataType::Int64]),
-                TypeSignature::Exact(vec![DataType::Int32]),
-            ],
-            Volatility::Volatile,
-        ),
-    };
-    ctx.register_udf(
-        datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(sleep)).into_scalar_udf(),
-    );
 }

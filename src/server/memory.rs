@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::activity::Connections;
+use crate::server::activity::Connections;
 
 #[cfg(all(target_os = "linux", not(feature = "mimalloc")))]
 #[global_allocator]

@@ -1,7 +1,7 @@
 //! `kp.alerts` (each rule with the state of each instance), `kp.alert_events` (each
 //! evaluation, transition and delivery attempt) and `kp.quality` (the latest result of
 //! each data quality check), as the reader may see them: only the
-//! rules [`crate::alerts::visible_in`] shows the reader, so a reader without the metric
+//! rules [`crate::server::alerts::visible_in`] shows the reader, so a reader without the metric
 //! sees no rule on it, and a reader with a row filter sees only the rules run as them.
 
 use std::collections::BTreeMap;
@@ -11,12 +11,27 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 
-use super::CatalogTable;
-use super::kp::{LiveTable, SCHEMA, at, or_null, text_array, texts, timestamptz};
-use super::tables::{null, tv};
-use crate::alerts::Alerts;
-use crate::alerts::evaluate::Rule;
 use crate::bind::Semantics;
+use crate::catalog::kp::{SCHEMA, at, or_null, text_array, texts, timestamptz};
+use crate::catalog::live::{Live, LiveSource, LiveTable, Reader};
+use crate::catalog::{CatalogTable, Identity, null, tv};
+use crate::server::alerts::Alerts;
+use crate::server::alerts::evaluate::Rule;
+
+/// `kp.alerts`, `kp.alert_events` and `kp.quality` over the alerts' state.
+pub struct AlertTables(pub Arc<Alerts>);
+
+impl LiveSource for AlertTables {
+    fn tables(
+        &self,
+        restricted: &Semantics,
+        reader: &Reader,
+        _: &Identity,
+    ) -> crate::error::Result<Vec<Live>> {
+        let tables = tables(Arc::clone(&self.0), restricted, &reader.user)?;
+        Ok(tables.into_iter().map(|(n, t)| (SCHEMA, n, t)).collect())
+    }
+}
 
 use DataType::{Float64 as F, Utf8 as T};
 
@@ -31,7 +46,7 @@ fn when(t: Option<&chrono::DateTime<chrono::Utc>>) -> ScalarValue {
 
 /// `kp.alerts`, `kp.alert_events` and `kp.quality` for `reader` (whose model is
 /// `semantics`); `kp.quality` shows the tables the reader's metrics read.
-pub fn tables(
+fn tables(
     alerts: Arc<Alerts>,
     semantics: &Semantics,
     reader: &str,
@@ -41,7 +56,7 @@ pub fn tables(
         .alerts
         .iter()
         .filter_map(|r| Rule::compile(r, semantics).ok())
-        .filter(|r| crate::alerts::visible_in(semantics, reader, r))
+        .filter(|r| crate::server::alerts::visible_in(semantics, reader, r))
         .map(|r| (r.name.clone(), r))
         .collect();
     let rules = Arc::new(rules);
@@ -79,7 +94,7 @@ pub fn tables(
                 tv(&rule.metric),
                 tv(&rule.view),
                 texts(rule.by.iter().map(String::as_str)),
-                tv(crate::alerts::message::describe(rule)),
+                tv(crate::server::alerts::message::describe(rule)),
                 float(rule.threshold()),
                 tv(rule.severity.name()),
                 tv(&rule.schedule_text),
