@@ -13,7 +13,10 @@
 //! - `CASE x WHEN v ...` → `CASE WHEN x = v ...` when `x` is a constant or a column, so that
 //!   `v` is typed by `x` (see [`crate::operators`]); quoted results next to a boolean or
 //!   integer result take that type;
-//! - `'{int8,numeric}'::regtype[]` → an array of type OIDs.
+//! - `'{int8,numeric}'::regtype[]` → an array of type OIDs;
+//! - `pg_typeof(<number literal>)` → the literal cast to the type PostgreSQL gives it
+//!   (`integer` when it fits 32 bits, else `bigint`, `numeric` with a fraction or an
+//!   exponent), where the engine reads every integer literal as a 64-bit one.
 
 use std::ops::ControlFlow;
 
@@ -76,6 +79,7 @@ impl VisitorMut for Literals {
                     *expr = e;
                 }
             }
+            Expr::Function(f) if last_name(&f.name) == "pg_typeof" => typeof_literal(f),
             Expr::Function(f) => typed_function_arguments(f),
             Expr::Case {
                 operand,
@@ -366,6 +370,37 @@ fn iso_datetime(literal: &str) -> Option<String> {
     };
     let normalized = format!("{date}{rest}");
     (normalized != s).then_some(normalized)
+}
+
+/// `pg_typeof(n)` of a number literal: the literal cast to PostgreSQL's type for it.
+fn typeof_literal(f: &mut Function) {
+    let FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_mut_slice() else {
+        return;
+    };
+    let Expr::Value(value) = arg else {
+        return;
+    };
+    let Value::Number(n, _) = &value.value else {
+        return;
+    };
+    let data_type = if n.parse::<i32>().is_ok() {
+        DataType::Int(None)
+    } else if n.parse::<i64>().is_ok() {
+        DataType::BigInt(None)
+    } else {
+        DataType::Numeric(datafusion::sql::sqlparser::ast::ExactNumberInfo::None)
+    };
+    let literal = std::mem::replace(arg, null());
+    *arg = Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(literal),
+        data_type,
+        array: false,
+        format: None,
+    };
 }
 
 #[cfg(test)]
