@@ -192,7 +192,7 @@ def main():
             reloaded = c.execute("SELECT count(*) FROM kp.changes").fetchone()[0]
         end_rss = rss_kb(k.proc.pid)
         # Idle: the server gives freed memory back once no statement has run for a
-        # moment (src/memory.rs looks every 2 s).
+        # moment (src/server/memory.rs looks every 2 s).
         time.sleep(5)
         idle_rss = rss_kb(k.proc.pid)
         ordered = sorted(latencies)

@@ -34,11 +34,7 @@ const MAX_ROWS: usize = 10_000;
 
 /// Whether `error` is the engine refusing a correlated form this module can answer.
 pub fn applies_to(error: &Error) -> bool {
-    let message = error.to_string().to_ascii_lowercase();
-    message.contains("table function in from takes constant arguments")
-        || message.contains("arguments must be literals")
-        || message.contains("physical plan does not support logical expression")
-        || message.contains("outerreferencecolumn")
+    matches!(error, Error::Correlated { .. })
 }
 
 /// Whether `statement` reads a view (then it is never answered row by row).

@@ -6,7 +6,10 @@ use datafusion::error::DataFusionError;
 
 use super::Error;
 
-/// Classify an error of the embedded DataFusion engine.
+/// Classify an error of the embedded DataFusion engine: by its typed variant wherever
+/// DataFusion or Arrow give one ([`from_arrow`], [`from_schema`]), and by its text only
+/// where they do not ([`TEXT_CLASSES`], each entry tested against the engine's own
+/// error, so an upgrade that rewords one fails a test instead of changing a SQLSTATE).
 ///
 /// The rewrite stage has already checked names against the model, so what remains
 /// are mostly type and value errors.
@@ -17,21 +20,67 @@ impl From<DataFusionError> for Error {
         }
         match err {
             DataFusionError::SQL(e, _) => Error::Syntax(e.to_string()),
-            DataFusionError::ArrowError(e, _) => classify_message(e.to_string(), false),
+            DataFusionError::ArrowError(e, _) => from_arrow(*e),
             DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
                 Error::from(*inner)
             }
             DataFusionError::Collection(mut errors) if !errors.is_empty() => {
                 Error::from(errors.swap_remove(0))
             }
-            DataFusionError::Shared(inner) => classify_message(inner.to_string(), false),
-            DataFusionError::SchemaError(e, _) => classify_message(e.to_string(), true),
+            DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
+                Ok(inner) => Error::from(inner),
+                Err(shared) => classify_message(shared.to_string(), false),
+            },
+            DataFusionError::SchemaError(e, _) => from_schema(*e),
             DataFusionError::Plan(m) => classify_message(m, true),
             DataFusionError::Execution(m) => classify_message(m, false),
-            DataFusionError::NotImplemented(m) => Error::unsupported(m, None),
+            DataFusionError::NotImplemented(m) => match text_class(&m.to_ascii_lowercase()) {
+                Some(TextClass::LateralArguments) => Error::Correlated {
+                    message: m,
+                    hint: None,
+                },
+                _ => Error::unsupported(m, None),
+            },
             DataFusionError::ResourcesExhausted(m) => Error::OutOfMemory(m),
             other => classify_message(other.to_string(), false),
         }
+    }
+}
+
+/// An Arrow error, by its kind.
+fn from_arrow(e: datafusion::arrow::error::ArrowError) -> Error {
+    use datafusion::arrow::error::ArrowError;
+    match e {
+        ArrowError::DivideByZero => Error::DivisionByZero,
+        ArrowError::ArithmeticOverflow(m) => Error::OutOfRange(postgres_type_names(&m)),
+        ArrowError::CastError(m) | ArrowError::ParseError(m) => {
+            invalid_input(&m).unwrap_or_else(|| {
+                Error::InvalidValue(postgres_type_names(&strip_engine_prefixes(&m)))
+            })
+        }
+        ArrowError::MemoryError(m) => Error::OutOfMemory(m),
+        ArrowError::NotYetImplemented(m) => Error::unsupported(m, None),
+        ArrowError::OffsetOverflowError(_)
+        | ArrowError::DictionaryKeyOverflowError
+        | ArrowError::RunEndIndexOverflowError => Error::TooLarge(e.to_string()),
+        ArrowError::ExternalError(inner) => match inner.downcast::<DataFusionError>() {
+            Ok(inner) => Error::from(*inner),
+            Err(inner) => classify_message(inner.to_string(), false),
+        },
+        other => classify_message(other.to_string(), false),
+    }
+}
+
+/// A schema error, by its kind.
+fn from_schema(e: datafusion::common::SchemaError) -> Error {
+    use datafusion::common::SchemaError;
+    match e {
+        SchemaError::FieldNotFound { field, .. } => Error::UnknownColumn {
+            name: field.name,
+            hint: None,
+        },
+        SchemaError::AmbiguousReference { field } => Error::AmbiguousColumn(field.name),
+        other => classify_message(other.to_string(), true),
     }
 }
 
@@ -76,6 +125,72 @@ fn source_error(err: &DataFusionError) -> Option<Error> {
     }
 }
 
+/// What a text pattern of the engine's messages means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextClass {
+    /// 42601: a UNION of different widths.
+    UnionWidth,
+    /// 42803: a column outside GROUP BY.
+    Grouping,
+    /// 0A000: a table function given an outer column.
+    LateralArguments,
+    /// 53200.
+    OutOfMemory,
+    /// 22012.
+    DivisionByZero,
+    /// 22P02: a value that cannot be converted.
+    InvalidValue,
+    /// 22003: a value out of its type's range.
+    OutOfRange,
+    /// 42804: operands of the wrong types.
+    TypeMismatch,
+    /// 0A000: what the engine does not implement.
+    Unsupported,
+}
+
+/// Every text pattern the engine's messages are classified by, for the errors DataFusion
+/// gives no typed variant for (its `Plan` and `Execution` errors carry only text), in the
+/// order tried (lower-cased). Each entry has a test that provokes the engine's own error
+/// or names the text it matches (`tests::each_text_class_*`).
+const TEXT_CLASSES: &[(&str, TextClass)] = &[
+    (
+        "union queries have different number of columns",
+        TextClass::UnionWidth,
+    ),
+    ("must appear in the group by clause", TextClass::Grouping),
+    ("must be in group by", TextClass::Grouping),
+    ("arguments must be literals", TextClass::LateralArguments),
+    ("outerreferencecolumn", TextClass::LateralArguments),
+    (
+        "physical plan does not support logical expression",
+        TextClass::LateralArguments,
+    ),
+    ("resources exhausted", TextClass::OutOfMemory),
+    ("divide by zero", TextClass::DivisionByZero),
+    ("division by zero", TextClass::DivisionByZero),
+    ("overflow", TextClass::OutOfRange),
+    ("cannot cast", TextClass::InvalidValue),
+    ("cast error", TextClass::InvalidValue),
+    ("parser error", TextClass::InvalidValue),
+    ("invalid digit", TextClass::InvalidValue),
+    ("error parsing", TextClass::InvalidValue),
+    ("coerc", TextClass::TypeMismatch),
+    ("does not support", TextClass::TypeMismatch),
+    ("mismatch", TextClass::TypeMismatch),
+    ("type", TextClass::TypeMismatch),
+    ("not implemented", TextClass::Unsupported),
+    ("unsupported", TextClass::Unsupported),
+    ("not supported", TextClass::Unsupported),
+];
+
+/// The class of `lower` (a lower-cased message) by [`TEXT_CLASSES`].
+fn text_class(lower: &str) -> Option<TextClass> {
+    TEXT_CLASSES
+        .iter()
+        .find(|(pattern, _)| lower.contains(pattern))
+        .map(|(_, class)| *class)
+}
+
 /// `planning`: the engine refused the statement before running it, so what is not
 /// classified otherwise is something kpitables cannot answer yet (0A000), not a bug.
 fn classify_message(message: String, planning: bool) -> Error {
@@ -84,6 +199,7 @@ fn classify_message(message: String, planning: bool) -> Error {
     }
     let lower = message.to_ascii_lowercase();
     let clean = postgres_type_names(&strip_engine_prefixes(&message));
+    // A schema error that reached here as text (inside a context string): its name.
     if let Some(name) = lower
         .strip_prefix("schema error: no field named ")
         .or_else(|| lower.strip_prefix("no field named "))
@@ -95,71 +211,67 @@ fn classify_message(message: String, planning: bool) -> Error {
             .unwrap_or_default()
             .trim_end_matches('.');
         let name = name.rsplit('.').next().unwrap_or_default();
-        Error::UnknownColumn {
+        return Error::UnknownColumn {
             name: name.trim_matches('"').to_string(),
             hint: None,
-        }
-    } else if let Some(name) = lower.strip_prefix("ambiguous reference to unqualified field ") {
-        Error::AmbiguousColumn(name.trim().trim_matches('"').to_string())
-    } else if lower.contains("union queries have different number of columns") {
-        Error::Syntax("each UNION query must have the same number of columns".into())
-    } else if lower.contains("must appear in the group by clause")
-        || lower.contains("must be in group by")
-    {
-        let column = message
-            .split_once("column \"")
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(name, _)| name.to_string());
-        Error::Grouping {
-            message: match column {
-                Some(c) => format!(
-                    "column \"{c}\" must appear in the GROUP BY clause or be used in an aggregate function"
-                ),
-                None => clean,
-            },
-            hint: Some("add the column to GROUP BY, or check that the table name before the dot is one in FROM".into()),
-        }
-    } else if lower.contains("arguments must be literals") || lower.contains("outerreferencecolumn")
-    {
-        Error::unsupported(
-            "a table function in FROM takes constant arguments only",
-            Some(
-                "arguments from an outer query (a LATERAL call such as generate_series(t.a, t.b)) are not supported"
-                    .to_string(),
-            ),
-        )
-    } else if let Some(undefined) = undefined_function(&message) {
-        undefined
-    } else if lower.contains("resources exhausted") {
-        Error::OutOfMemory(clean)
-    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
-        Error::DivisionByZero
-    } else if lower.contains("cannot cast")
-        || lower.contains("cast error")
-        || lower.contains("parser error")
-        || lower.contains("invalid digit")
-        || lower.contains("error parsing")
-        || lower.contains("overflow")
-    {
-        Error::InvalidValue(clean)
-    } else if lower.contains("coerc")
-        || lower.contains("type")
-        || lower.contains("does not support")
-        || lower.contains("mismatch")
-    {
-        Error::TypeMismatch(clean)
-    } else if lower.contains("not implemented")
-        || lower.contains("unsupported")
-        || lower.contains("not supported")
-        || planning
-        || lower.contains("physical plan does not support")
-    {
+        };
+    }
+    if let Some(name) = lower.strip_prefix("ambiguous reference to unqualified field ") {
+        return Error::AmbiguousColumn(name.trim().trim_matches('"').to_string());
+    }
+    // Before the type patterns: "Failed to coerce arguments ... call to 'f'" names a
+    // function without a signature for the arguments.
+    if let Some(undefined) = undefined_function(&message) {
+        return undefined;
+    }
+    let unsupported = |clean: String| {
         Error::unsupported(
             clean,
             Some("kpitables cannot run this statement yet; see docs/clients.md".to_string()),
         )
-    } else {
-        Error::Engine(clean)
+    };
+    match text_class(&lower) {
+        Some(TextClass::UnionWidth) => {
+            Error::Syntax("each UNION query must have the same number of columns".into())
+        }
+        Some(TextClass::Grouping) => {
+            let column = message
+                .split_once("column \"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(name, _)| name.to_string());
+            Error::Grouping {
+                message: match column {
+                    Some(c) => format!(
+                        "column \"{c}\" must appear in the GROUP BY clause or be used in an aggregate function"
+                    ),
+                    None => clean,
+                },
+                hint: Some("add the column to GROUP BY, or check that the table name before the dot is one in FROM".into()),
+            }
+        }
+        Some(TextClass::LateralArguments)
+            if !lower.contains("physical plan does not support logical expression") =>
+        {
+            Error::Correlated {
+                message: "a table function in FROM takes constant arguments only".into(),
+                hint: Some(
+                    "arguments from an outer query (a LATERAL call such as generate_series(t.a, t.b)) are not supported"
+                        .to_string(),
+                ),
+            }
+        }
+        Some(TextClass::LateralArguments) => Error::Correlated {
+            message: clean,
+            hint: None,
+        },
+        Some(TextClass::OutOfMemory) => Error::OutOfMemory(clean),
+        Some(TextClass::DivisionByZero) => Error::DivisionByZero,
+        Some(TextClass::OutOfRange) => Error::OutOfRange(clean),
+        Some(TextClass::InvalidValue) => Error::InvalidValue(clean),
+        Some(TextClass::TypeMismatch) => Error::TypeMismatch(clean),
+        Some(TextClass::Unsupported) => unsupported(clean),
+        None if planning => unsupported(clean),
+        None => Error::Engine(clean),
     }
 }
 
@@ -336,6 +448,166 @@ fn strip_engine_prefixes(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The engine's own error for `sql`, from a context of the same engine as ours.
+    async fn engine_error(sql: &str) -> DataFusionError {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let run = async { ctx.sql(sql).await?.collect().await };
+        match run.await {
+            Ok(_) => panic!("the engine answered {sql}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The first entry of TEXT_CLASSES `message` matches.
+    fn pattern_of(message: &str) -> Option<&'static str> {
+        let lower = message.to_ascii_lowercase();
+        TEXT_CLASSES
+            .iter()
+            .find(|(p, _)| lower.contains(p))
+            .map(|(p, _)| *p)
+    }
+
+    #[tokio::test]
+    async fn each_class_is_what_the_engine_says() {
+        // (statement, SQLSTATE, the text pattern it is classified by, or None when a
+        // typed variant classifies it)
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                "SELECT 1 UNION SELECT 1, 2",
+                "42601",
+                Some("union queries have different number of columns"),
+            ),
+            ("SELECT 1 / 0", "22012", None),
+            ("SELECT CAST('x' AS INT)", "22P02", None),
+            ("SELECT CAST('2024-13-45' AS DATE)", "22007", None),
+            ("SELECT nosuchfn(1)", "42883", None),
+            ("SELECT x FROM (VALUES (1)) t(a)", "42703", None),
+            (
+                "SELECT a, count(*) FROM (VALUES (1, 2)) t(a, b) GROUP BY b",
+                "42803",
+                Some("must appear in the group by clause"),
+            ),
+            ("SELECT DATE '2024-01-01' + true", "42804", Some("coerc")),
+        ];
+        let mut failures = Vec::new();
+        for (sql, sqlstate, pattern) in cases {
+            let error = engine_error(sql).await;
+            let text = error.to_string();
+            let got = Error::from(error);
+            if got.sqlstate() != *sqlstate {
+                failures.push(format!(
+                    "{sql}: {} ({got}) instead of {sqlstate}; engine: {text}",
+                    got.sqlstate()
+                ));
+            }
+            if let Some(p) = pattern
+                && pattern_of(&text) != Some(p)
+            {
+                failures.push(format!(
+                    "{sql}: the engine's text {text:?} no longer matches {p:?}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// Each text pattern with the engine's message that it classifies (the messages of
+    /// DataFusion 55 and Arrow 59, as they reach us), and the class.
+    #[test]
+    fn each_text_class_has_an_example() {
+        let examples: &[(&str, TextClass)] = &[
+            (
+                "Error during planning: UNION queries have different number of columns",
+                TextClass::UnionWidth,
+            ),
+            (
+                "column \"t.a\" must appear in the GROUP BY clause or must be part of an aggregate function",
+                TextClass::Grouping,
+            ),
+            (
+                "Column in SELECT must be in GROUP BY or an aggregate function",
+                TextClass::Grouping,
+            ),
+            (
+                "Error during planning: generate_series function requires arguments must be literals",
+                TextClass::LateralArguments,
+            ),
+            (
+                "Physical plan does not support logical expression ScalarSubquery(<subquery>)",
+                TextClass::LateralArguments,
+            ),
+            (
+                "This feature is not implemented: Physical plan does not support logical expression OuterReferenceColumn(Int64, t.a)",
+                TextClass::LateralArguments,
+            ),
+            (
+                "Resources exhausted: Failed to allocate additional 1048576 bytes",
+                TextClass::OutOfMemory,
+            ),
+            (
+                "Arrow error: Divide by zero error",
+                TextClass::DivisionByZero,
+            ),
+            (
+                "Execution error: Division by zero",
+                TextClass::DivisionByZero,
+            ),
+            (
+                "Arrow error: Arithmetic overflow: Overflow happened on: 9223372036854775807 + 1",
+                TextClass::OutOfRange,
+            ),
+            (
+                "Cannot cast value 'abc' to value of Int32 type",
+                TextClass::InvalidValue,
+            ),
+            (
+                "Cast error: Can't cast value 300 to type Int8",
+                TextClass::InvalidValue,
+            ),
+            (
+                "Parser error: Invalid timezone \"x\"",
+                TextClass::InvalidValue,
+            ),
+            ("invalid digit found in string", TextClass::InvalidValue),
+            ("Error parsing 'x' as interval", TextClass::InvalidValue),
+            (
+                "Cannot coerce arithmetic expression Date32 + Boolean to valid types",
+                TextClass::TypeMismatch,
+            ),
+            (
+                "Execution error: concat does not support type Struct",
+                TextClass::TypeMismatch,
+            ),
+            (
+                "Schema mismatch: expected Int32, got Utf8",
+                TextClass::TypeMismatch,
+            ),
+            (
+                "Invalid argument: expected a list type",
+                TextClass::TypeMismatch,
+            ),
+            (
+                "This feature is not implemented: Unsupported SQL statement",
+                TextClass::Unsupported,
+            ),
+            ("Unsupported ast node in sqltorel", TextClass::Unsupported),
+            ("LATERAL is not supported here", TextClass::Unsupported),
+        ];
+        for (pattern, _) in TEXT_CLASSES {
+            assert!(
+                examples.iter().any(|(m, _)| pattern_of(m) == Some(pattern)),
+                "no example is classified by {pattern:?}"
+            );
+        }
+        for (message, class) in examples {
+            assert_eq!(
+                text_class(&message.to_ascii_lowercase()),
+                Some(*class),
+                "{message}"
+            );
+        }
+    }
 
     #[test]
     fn an_invalid_literal_is_said_in_postgres_words() {

@@ -94,6 +94,9 @@ pub enum Error {
         /// The text as given.
         value: String,
     },
+    /// A value outside its type's range (an overflow), in the engine's words.
+    #[error("{0}")]
+    OutOfRange(String),
     /// A division by zero while computing a value.
     #[error("division by zero")]
     DivisionByZero,
@@ -109,6 +112,15 @@ pub enum Error {
     #[error("{message}")]
     Unsupported {
         /// What is not supported and why.
+        message: String,
+        /// What to do instead.
+        hint: Option<String>,
+    },
+    /// A correlated form the engine does not decorrelate (an outer column in a subquery
+    /// or in a table function's arguments); answered row by row where it can be.
+    #[error("{message}")]
+    Correlated {
+        /// What the engine said, in our words.
         message: String,
         /// What to do instead.
         hint: Option<String>,
@@ -417,9 +429,10 @@ impl Error {
                 }
             }
             Error::DivisionByZero => "22012",
+            Error::OutOfRange(_) => "22003",
             Error::Grouping { .. } => "42803",
             Error::AmbiguousColumn(_) => "42702",
-            Error::Unsupported { .. } => "0A000",
+            Error::Unsupported { .. } | Error::Correlated { .. } => "0A000",
             Error::ReadOnly(_) => "25006",
             Error::InFailedTransaction => "25P02",
             Error::UnknownSetting(_) => "42704",
@@ -462,7 +475,8 @@ impl Error {
             Error::UnknownColumn { hint, .. }
             | Error::UnknownRelation { hint, .. }
             | Error::Grouping { hint, .. }
-            | Error::Unsupported { hint, .. } => hint.clone(),
+            | Error::Unsupported { hint, .. }
+            | Error::Correlated { hint, .. } => hint.clone(),
             Error::Syntax(_) => Some("check the SQL near the position the message names".into()),
             Error::UndefinedFunction { suggestion, .. } => Some(match suggestion {
                 Some(s) => format!(

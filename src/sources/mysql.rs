@@ -26,9 +26,7 @@ use futures::TryStreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use super::warehouse::{
-    self, BatchSender, ColumnInfo, FetchError, Interrupted, Outgoing, Settings, Usage,
-};
+use super::warehouse::{self, BatchSender, ColumnInfo, FetchError, Outgoing, Settings, Usage};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
 
@@ -226,52 +224,45 @@ async fn fetch(
     rows.finish().await
 }
 
-async fn run(
+/// One statement's connector: the pool, and how a MySQL statement is stopped (`KILL
+/// QUERY` from a connection of its own while the statement's connection is still held;
+/// then the pool's recycler drains that connection).
+struct OneStatement {
     settings: Arc<Settings>,
     pool: Pool,
     opts: Opts,
-    sql: String,
-    schema: SchemaRef,
-    sender: BatchSender,
-) -> DFResult<()> {
-    for attempt in 0..2 {
-        let mut conn = connection(&settings, &pool)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let id = conn.id();
-        let outcome = warehouse::guard(
-            &sender,
-            settings.query_timeout,
-            fetch(&mut conn, &sql, &schema, &sender),
-        )
-        .await;
-        match outcome {
-            Ok(Ok(_)) if sender.is_closed() => {
-                // The engine stopped reading mid-stream: stop the statement there too.
-                kill_query(&settings, &opts, id).await;
-                drop(conn);
-                return Ok(());
-            }
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
-                tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");
-                continue;
-            }
-            Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
-            Err(interrupted) => {
-                kill_query(&settings, &opts, id).await;
-                drop(conn);
-                return match interrupted {
-                    Interrupted::Abandoned => Ok(()),
-                    Interrupted::TimedOut => Err(settings
-                        .engine_error(SourceFailure::Timeout(settings.query_timeout.as_secs()))),
-                };
-            }
-        }
+}
+
+#[async_trait]
+impl warehouse::Connector for OneStatement {
+    type Connection = mysql_async::Conn;
+
+    fn settings(&self) -> &Settings {
+        &self.settings
     }
-    Err(settings.engine_error(SourceFailure::ConnectionLost(
-        "the connection broke twice".into(),
-    )))
+
+    async fn connect(&self) -> Result<Self::Connection> {
+        connection(&self.settings, &self.pool).await
+    }
+
+    async fn fetch(
+        &self,
+        connection: &mut Self::Connection,
+        sql: &str,
+        schema: &SchemaRef,
+        sender: &BatchSender,
+    ) -> std::result::Result<bool, FetchError> {
+        fetch(connection, sql, schema, sender).await
+    }
+
+    async fn stop(&self, connection: Self::Connection) {
+        kill_query(&self.settings, &self.opts, connection.id()).await;
+        drop(connection);
+    }
+
+    fn discard(&self, connection: Self::Connection) {
+        drop(connection);
+    }
 }
 
 /// Stop connection `id`'s statement from a connection of its own, opened for that (not
@@ -334,7 +325,12 @@ impl SQLExecutor for Mysql {
         let busy = self.usage.start();
         Ok(warehouse::spawn_stream(schema, move |sender| async move {
             let _busy = busy;
-            run(settings, pool, opts, sql, stream_schema, sender).await
+            let statement = OneStatement {
+                settings,
+                pool,
+                opts,
+            };
+            warehouse::run(&statement, &sql, &stream_schema, &sender).await
         }))
     }
 

@@ -17,9 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::TryStreamExt;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use super::warehouse::{
-    self, BatchSender, ColumnInfo, FetchError, Interrupted, Outgoing, Settings, Usage,
-};
+use super::warehouse::{self, BatchSender, ColumnInfo, FetchError, Outgoing, Settings, Usage};
 use crate::error::{Result, SourceFailure};
 use crate::model::SourceKind;
 
@@ -174,63 +172,48 @@ async fn fetch(
     rows.finish().await
 }
 
-/// Run one statement on a pooled connection: cancel it on the server when the engine
-/// stops reading or the timeout passes, and then close that connection rather than
-/// return it to the pool (a late cancel would stop the next statement run on it); retry
-/// once on a fresh connection when the connection turns out dead before any row arrived
-/// (the warehouse restarted).
-async fn run(
+/// One statement's connector: the pool, and how a PostgreSQL statement is stopped (a
+/// cancel request, then the connection closed rather than pooled: a late cancel would
+/// stop the next statement run on it).
+struct OneStatement {
     settings: Arc<Settings>,
     pool: Pool,
-    sql: String,
-    schema: SchemaRef,
-    sender: BatchSender,
-) -> DFResult<()> {
-    for attempt in 0..2 {
-        let client = connection(&settings, &pool)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let token = client.cancel_token();
-        let outcome = warehouse::guard(
-            &sender,
-            settings.query_timeout,
-            fetch(&client, &sql, &schema, &sender),
-        )
-        .await;
-        match outcome {
-            Ok(Ok(_)) if sender.is_closed() => {
-                // The engine stopped reading mid-stream: stop the statement there too.
-                let detached = deadpool_postgres::Object::take(client);
-                if let Err(e) = token.cancel_query(NoTls).await {
-                    tracing::warn!(source = %settings.name, error = %e, "cancel request failed");
-                }
-                drop(detached);
-                return Ok(());
-            }
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
-                tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");
-                drop(deadpool_postgres::Object::take(client));
-                continue;
-            }
-            Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
-            Err(interrupted) => {
-                let detached = deadpool_postgres::Object::take(client);
-                if let Err(e) = token.cancel_query(NoTls).await {
-                    tracing::warn!(source = %settings.name, error = %e, "cancel request failed");
-                }
-                drop(detached);
-                return match interrupted {
-                    Interrupted::Abandoned => Ok(()),
-                    Interrupted::TimedOut => Err(settings
-                        .engine_error(SourceFailure::Timeout(settings.query_timeout.as_secs()))),
-                };
-            }
-        }
+}
+
+#[async_trait]
+impl warehouse::Connector for OneStatement {
+    type Connection = deadpool_postgres::Object;
+
+    fn settings(&self) -> &Settings {
+        &self.settings
     }
-    Err(settings.engine_error(SourceFailure::ConnectionLost(
-        "the connection broke twice".into(),
-    )))
+
+    async fn connect(&self) -> Result<Self::Connection> {
+        connection(&self.settings, &self.pool).await
+    }
+
+    async fn fetch(
+        &self,
+        connection: &mut Self::Connection,
+        sql: &str,
+        schema: &SchemaRef,
+        sender: &BatchSender,
+    ) -> std::result::Result<bool, FetchError> {
+        fetch(connection, sql, schema, sender).await
+    }
+
+    async fn stop(&self, connection: Self::Connection) {
+        let token = connection.cancel_token();
+        let detached = deadpool_postgres::Object::take(connection);
+        if let Err(e) = token.cancel_query(NoTls).await {
+            tracing::warn!(source = %self.settings.name, error = %e, "cancel request failed");
+        }
+        drop(detached);
+    }
+
+    fn discard(&self, connection: Self::Connection) {
+        drop(deadpool_postgres::Object::take(connection));
+    }
 }
 
 #[async_trait]
@@ -264,7 +247,8 @@ impl SQLExecutor for Postgres {
         let busy = self.usage.start();
         Ok(warehouse::spawn_stream(schema, move |sender| async move {
             let _busy = busy;
-            run(settings, pool, sql, stream_schema, sender).await
+            let statement = OneStatement { settings, pool };
+            warehouse::run(&statement, &sql, &stream_schema, &sender).await
         }))
     }
 

@@ -285,6 +285,87 @@ pub async fn guard<T>(
     }
 }
 
+/// What a connector does around one statement on one of its pooled connections; the
+/// loop around it ([`run`]: retry, cancel, recycle) is the same for every warehouse.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// A connection taken from the pool.
+    type Connection: Send;
+
+    /// The source's settings (its name, timeouts).
+    fn settings(&self) -> &Settings;
+
+    /// A connection from the pool, within the connect timeout.
+    async fn connect(&self) -> crate::error::Result<Self::Connection>;
+
+    /// Run `sql` on `connection`, sending its rows to `sender`; `Ok(true)` when the
+    /// engine stopped reading.
+    async fn fetch(
+        &self,
+        connection: &mut Self::Connection,
+        sql: &str,
+        schema: &SchemaRef,
+        sender: &BatchSender,
+    ) -> Result<bool, FetchError>;
+
+    /// Stop the statement running on `connection`, so that neither a late cancel nor
+    /// late rows reach the next statement run on it (close it, or stop the statement
+    /// while the connection is still held).
+    async fn stop(&self, connection: Self::Connection);
+
+    /// `connection` broke before any row: let it go without running on it again.
+    fn discard(&self, connection: Self::Connection);
+}
+
+/// Run one statement through `connector`: its rows to `sender`; the statement stopped
+/// in the warehouse when the engine stops reading or `query_timeout` passes; retried
+/// once on a fresh connection when the connection turns out dead before any row arrived
+/// (the warehouse restarted).
+pub async fn run<C: Connector>(
+    connector: &C,
+    sql: &str,
+    schema: &SchemaRef,
+    sender: &BatchSender,
+) -> datafusion::error::Result<()> {
+    let settings = connector.settings();
+    for attempt in 0..2 {
+        let mut connection = connector
+            .connect()
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let outcome = guard(
+            sender,
+            settings.query_timeout,
+            connector.fetch(&mut connection, sql, schema, sender),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(_)) if sender.is_closed() => {
+                // The engine stopped reading mid-stream: stop the statement there too.
+                connector.stop(connection).await;
+                return Ok(());
+            }
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err((false, SourceFailure::ConnectionLost(_)))) if attempt == 0 => {
+                tracing::info!(source = %settings.name, "connection lost before any row: retrying on a new connection");
+                connector.discard(connection);
+            }
+            Ok(Err((_, failure))) => return Err(settings.engine_error(failure)),
+            Err(interrupted) => {
+                connector.stop(connection).await;
+                return match interrupted {
+                    Interrupted::Abandoned => Ok(()),
+                    Interrupted::TimedOut => Err(settings
+                        .engine_error(SourceFailure::Timeout(settings.query_timeout.as_secs()))),
+                };
+            }
+        }
+    }
+    Err(settings.engine_error(SourceFailure::ConnectionLost(
+        "the connection broke twice".into(),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,11 +211,12 @@ impl SimpleQueryHandler for Handler {
                 Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
             };
             let objects = objects(client);
+            // Every statement of the query string runs on the engine current now.
+            let engine = self.served.engine();
             for command in commands {
                 let mut stop = watch.clone();
                 let prepared = match command {
                     Ok(command) => {
-                        let engine = self.served.engine();
                         tokio::select! {
                             r = guarded(prepare(&engine, &session, &objects, command)) => r,
                             e = stop.fired() => Err(e),
@@ -235,6 +236,7 @@ impl SimpleQueryHandler for Handler {
                         tokio::select! {
                             r = guarded(self.run(
                                 client,
+                                &engine,
                                 &session,
                                 &prepared,
                                 Vec::new(),
@@ -555,10 +557,12 @@ impl ExtendedQueryHandler for Handler {
                 e = waiting.fired() => Err(e),
             };
             finished.hold(admitted.map_err(failed)?);
+            let engine = self.served.engine();
             let mut stop = watch.clone();
             let outcome = tokio::select! {
                 r = guarded(self.run(
                     client,
+                    &engine,
                     &session,
                     prepared,
                     params,

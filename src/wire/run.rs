@@ -20,6 +20,7 @@ use pgwire::messages::startup::ParameterStatus;
 use super::prepare::{Prepared, current};
 use super::{Handler, encode, error_parts, objects, temp};
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::session::{Session, display_name};
 use crate::sql::Command;
@@ -97,9 +98,13 @@ pub(super) fn parameter_count(prepared: &Prepared) -> usize {
 }
 
 impl Handler {
+    /// Run `prepared` on `engine`, the engine the statement started with (taken once
+    /// per statement: a reload while it runs does not change it).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run<C>(
         &self,
         client: &mut C,
+        engine: &Arc<Engine>,
         session: &Session,
         prepared: &Prepared,
         params: Vec<datafusion::common::ScalarValue>,
@@ -121,7 +126,8 @@ impl Handler {
         }
         match prepared {
             Prepared::Query(plan) => Ok(Response::Query(
-                self.query(client, session, plan, params, format).await?,
+                self.query(client, engine, session, plan, params, format)
+                    .await?,
             )),
             Prepared::CopyOut { plan, options } => {
                 let format = if options.format == crate::sql::CopyFormat::Binary {
@@ -129,7 +135,9 @@ impl Handler {
                 } else {
                     Format::UnifiedText
                 };
-                let rows = self.query(client, session, plan, params, &format).await?;
+                let rows = self
+                    .query(client, engine, session, plan, params, &format)
+                    .await?;
                 Ok(match super::copy::send(client, options, rows).await? {
                     super::copy::Copied::Rows(n) => {
                         Response::Execution(Tag::new("COPY").with_rows(n))
@@ -138,8 +146,7 @@ impl Handler {
                 })
             }
             Prepared::Explain { plan, cache } => {
-                let engine = self.served.engine();
-                let plan = &current(&engine, client, session, plan).await?;
+                let plan = &current(engine, client, session, plan).await?;
                 let lines = engine.explain(plan, *cache).await?;
                 Ok(text_rows(
                     text_fields(&["QUERY PLAN"], format),
@@ -158,8 +165,7 @@ impl Handler {
                     "declare cursor"
                 );
                 tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
-                let engine = self.served.engine();
-                let plan = &current(&engine, client, session, plan).await?;
+                let plan = &current(engine, client, session, plan).await?;
                 let stream = engine.execute(plan, params).await?;
                 objects(client)
                     .declare(name, objects::Cursor::new(stream, *hold))
@@ -183,12 +189,12 @@ impl Handler {
                 Ok(Response::Query(response))
             }
             Prepared::TempWrite { command, plan } => {
-                let engine = self.served.engine();
-                let plan = &current(&engine, client, session, plan).await?;
-                temp::write(&engine, session, &objects(client), command, plan, params).await
+                let plan = &current(engine, client, session, plan).await?;
+                temp::write(engine, session, &objects(client), command, plan, params).await
             }
             Prepared::Command(command) => {
-                self.command(client, session, command, format, status).await
+                self.command(client, engine, session, command, format, status)
+                    .await
             }
         }
     }
@@ -198,6 +204,7 @@ impl Handler {
     async fn query<C>(
         &self,
         client: &mut C,
+        engine: &Arc<Engine>,
         session: &Session,
         plan: &Arc<crate::engine::QueryPlan>,
         params: Vec<datafusion::common::ScalarValue>,
@@ -208,8 +215,7 @@ impl Handler {
         C::PortalStore: PortalStore,
         C::Error: Debug,
     {
-        let engine = self.served.engine();
-        let plan = &current(&engine, client, session, plan).await?;
+        let plan = &current(engine, client, session, plan).await?;
         let started = Instant::now();
         tracing::info!(
             user = %session.user,
@@ -219,7 +225,7 @@ impl Handler {
         );
         tracing::debug!(sql = %plan.rewritten_sql, "rewritten");
         notify_deprecated(client, engine.semantics(), &plan.report).await;
-        notify_quality(client, &engine, self.served.alerts(), &plan.report).await;
+        notify_quality(client, engine, self.served.alerts(), &plan.report).await;
         let audit_started = chrono::Utc::now();
         let execution = engine.execute_reporting(plan, params).await?;
         // Embedded execution waits for one of the server's execution slots (queued,
@@ -302,6 +308,7 @@ impl Handler {
     async fn command<C>(
         &self,
         client: &mut C,
+        engine: &Arc<Engine>,
         session: &Session,
         command: &Command,
         format: &Format,
@@ -471,18 +478,9 @@ impl Handler {
                 columns,
                 query: None,
                 ..
-            } => {
-                temp::create_empty(
-                    &self.served.engine(),
-                    session,
-                    &objects(client),
-                    name,
-                    columns,
-                )
-                .await?
-            }
+            } => temp::create_empty(engine, session, &objects(client), name, columns).await?,
             Command::DropTables { names, if_exists } => {
-                temp::drop_tables(&self.served.engine(), &objects(client), names, *if_exists)?
+                temp::drop_tables(engine, &objects(client), names, *if_exists)?
             }
             Command::CreateTemp { query: Some(_), .. } | Command::Insert { .. } => {
                 return Err(Error::Internal(

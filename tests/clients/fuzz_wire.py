@@ -362,13 +362,18 @@ PROBE = "SELECT 424242 AS probe"
 def drain(raw: Raw, probe: bool, problems: list, case: str) -> bool:
     """Read the server's answers: every ErrorResponse must carry a SQLSTATE that is not
     XX000. With `probe` (a well-framed case, followed by the probe query) the answers
-    must reach the probe's row and its ReadyForQuery, or the server must close: then the
-    session is open and idle (True). Without, the server may wait for more bytes."""
+    must reach the probe's row and its ReadyForQuery, or the server must close after
+    saying why (a FATAL ErrorResponse, as PostgreSQL does): then the session is open and
+    idle (True); a well-framed case answered by a close without a word is a finding.
+    Without, the server may wait for more bytes."""
     answered = False
+    fatal = False
     while True:
         try:
             kind, body = raw.read()
         except Closed:
+            if probe and not fatal:
+                problems.append(f"{case}: the server closed the session without an ErrorResponse")
             return False
         except TimeoutError:
             if probe:
@@ -379,6 +384,7 @@ def drain(raw: Raw, probe: bool, problems: list, case: str) -> bool:
             return False
         if kind == b"E":
             f = fields(body)
+            fatal = fatal or f.get("S") in ("FATAL", "PANIC")
             code = f.get("C")
             if not code:
                 problems.append(f"{case}: ErrorResponse without SQLSTATE: {f}")
@@ -481,7 +487,7 @@ def fuzz(port: int, pid: int, seed: int, iterations: int, seconds: float, watche
             break
     end = rss_kb(pid)
     # Idle: the server gives freed memory back when no statement has run for a moment
-    # (src/memory.rs checks every 2 s).
+    # (src/server/memory.rs checks every 2 s).
     time.sleep(5)
     idle = rss_kb(pid)
     anon_idle = rss_kb(pid, "RssAnon")

@@ -88,10 +88,20 @@ def test_fixed_seed_fuzz_finds_nothing(target):
     assert target.proc.poll() is None
     # Anonymous memory (heap and stacks; VmRSS also counts the pages of the executable
     # the server has read, which grow with every new code path) once the server is idle:
-    # it gives freed memory back (src/memory.rs), and what stays is bounded (caches,
+    # it gives freed memory back (src/server/memory.rs), and what stays is bounded (caches,
     # worker stacks a deep statement touched).
     anon = report["anon_kb"]
     assert anon["idle"] <= anon["baseline"] + 150_000, report
+    # A panic is a bug even when the statement got its error: the server log has none
+    # under a statement or outside a session; pgwire's decoder panicking on malformed
+    # bytes (in the connection's span, before any statement; answered 08P01) is apart
+    # (docs/reliability.md).
+    log = target.log.read_text(errors="replace").splitlines()
+    panics = [line for line in log if "panicked at" in line
+              and ("statement{" in line or "connection{" not in line)]
+    assert panics == [], panics
+    decoder = [line for line in log if "panicked at" in line and line not in panics]
+    assert len(decoder) == sum("made the decoder panic" in line for line in log), decoder
 
 
 @pytest.mark.parametrize("message", [
@@ -208,7 +218,7 @@ def test_memory_of_a_burst_goes_back_once_idle(target):
     """Found by the soak: after 32 clients had left, the server stayed at 6.6 GB (glibc
     kept what the queries had freed). Eight clients ask five questions at once; a few
     seconds after the last answer the server's anonymous memory is back within 100 MB
-    of where it started (src/memory.rs gives freed memory back when no statement runs)."""
+    of where it started (src/server/memory.rs gives freed memory back when no statement runs)."""
     with psycopg.connect(target.dsn, autocommit=True) as c:
         for sql in BURST:
             c.execute(sql).fetchall()

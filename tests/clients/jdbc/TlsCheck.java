@@ -1,6 +1,6 @@
 // pgJDBC over TLS with sslmode=verify-full: connects to <host>:<port> trusting <ca.crt>,
-// runs a metric query and prints "ok <region>", or "refused <message>" when the driver
-// refuses the server (a certificate that does not name the host).
+// runs a metric query and prints "ok <region>", or "refused <SQLSTATE> <message>" when the
+// driver refuses the server (a certificate that does not name the host).
 // Run: java -cp postgresql.jar TlsCheck.java <host> <port> <ca.crt>
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -23,7 +23,7 @@ public class TlsCheck {
             rs.next();
             System.out.println("ok " + rs.getString(1));
         } catch (SQLException e) {
-            System.out.println("refused " + e.getMessage().replace('\n', ' '));
+            System.out.println("refused " + e.getSQLState() + " " + e.getMessage().replace('\n', ' '));
         }
     }
 }
