@@ -730,8 +730,9 @@ pub async fn serve(
         "shutting down: no new connections; running statements may finish"
     );
     connections.drain(grace).await;
-    // Give the ended sessions a moment to send their last message.
-    for _ in 0..40 {
+    // Give the ended sessions a moment to send their last message and see their client
+    // close (socket_loop's LINGER).
+    for _ in 0..80 {
         if connections.open() == 0 {
             break;
         }

@@ -21,6 +21,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::server::notify::{Mailbox, Note};
 
+/// How long an ended session waits for its client to close after the FATAL message.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// How long a client may take to finish startup and authentication (pgwire's value).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -61,9 +64,16 @@ where
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
-        let deliverable = at_rest
-            && matches!(socket.state(), PgWireConnectionState::ReadyForQuery)
-            && matches!(socket.transaction_status(), TransactionStatus::Idle);
+        let quiet = at_rest && matches!(socket.state(), PgWireConnectionState::ReadyForQuery);
+        let deliverable = quiet && matches!(socket.transaction_status(), TransactionStatus::Idle);
+        // A session ended while it waits (shutdown, an idle timeout, an administrator):
+        // its FATAL message goes out through the protocol's writer, after whatever the
+        // session sent last, and the session closes.
+        let mut stops = if quiet {
+            super::connection(&socket).map(|c| c.stops())
+        } else {
+            None
+        };
         let msg = tokio::select! {
             biased;
             _ = &mut startup_timeout, if starting => None,
@@ -75,6 +85,15 @@ where
                     "invalid message format".to_owned(),
                 ))))
             }),
+            why = ended(stops.as_mut()), if stops.is_some() => {
+                let error = crate::error::Error::Terminated(why);
+                let info = super::error_info(&error);
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                linger(&mut socket).await;
+                break;
+            }
             Some(note) = notes.recv(), if deliverable => {
                 let message = NotificationResponse::new(note.pid, note.channel, note.payload);
                 socket
@@ -119,6 +138,7 @@ where
             let is_fatal = e.is_fatal();
             process_error(&mut socket, e, is_extended_query).await?;
             if is_fatal {
+                linger(&mut socket).await;
                 break;
             }
         }
@@ -127,4 +147,43 @@ where
         }
     }
     Ok(())
+}
+
+/// Resolves with the reason once the session is ended (never, without a connection).
+async fn ended(
+    stops: Option<&mut tokio::sync::watch::Receiver<Option<crate::server::activity::Stop>>>,
+) -> crate::error::Ending {
+    use crate::server::activity::Stop;
+    let Some(stops) = stops else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(Stop::End(why)) = *stops.borrow_and_update() {
+            return why;
+        }
+        if stops.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// After a FATAL message: read (and drop) what the client still sends until it closes,
+/// for at most [`LINGER`]. Closing under its unread bytes (the rest of an extended-protocol
+/// cycle, a query sent before it saw the message) would make the kernel reset the
+/// connection, and the reset makes the client's kernel drop the FATAL message before the
+/// client reads it ("server closed the connection unexpectedly").
+async fn linger<S>(socket: &mut S)
+where
+    S: futures::Stream + Unpin,
+{
+    let _ = tokio::time::timeout(LINGER, async {
+        while AssertUnwindSafe(socket.next())
+            .catch_unwind()
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {}
+    })
+    .await;
 }
