@@ -6,7 +6,7 @@ question sent to its last row, queue included), wall time, and the server's peak
 idle resident memory (VmHWM, VmRSS), next to DuckDB answering the same questions in
 one process, one after the other.
 
-    python3 benches/queue.py [--sessions 64] [--rounds 2] [--bin target/release/kpitables]
+    python3 benches/queue_load.py [--sessions 64] [--rounds 2] [--bin target/release/kpitables]
                              [--executing 2 --executing 64]
 
 Needs the demo data (`kpitables demo`) and the Python packages of tests/clients.
@@ -16,6 +16,7 @@ import argparse
 import concurrent.futures
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,10 @@ def serve(binary, executing, sessions):
     port = free_port()
     config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     text = (ROOT / "kpitables.toml").read_text()
+    # The model by absolute path (the configuration is written elsewhere); no audit or
+    # history files of the demo's.
+    text = re.sub(r'^model = .*$', f'model = "{ROOT / "semantic" / "demo"}"', text, flags=re.M)
+    text = re.sub(r'^(audit_file|history_file) = .*$', "", text, flags=re.M)
     config.write(text + f"\n[limits]\nmax_connections = {sessions + 10}\n"
                  f"max_executing_statements = {executing}\nqueue_timeout = 0\n")
     config.close()
@@ -50,6 +55,8 @@ def serve(binary, executing, sessions):
     )
     dsn = f"host=127.0.0.1 port={port} user=analyst password=analyst dbname=kpitables"
     for _ in range(1200):
+        if server.poll() is not None:
+            sys.exit(f"kpitables exited at start (configuration {config.name})")
         try:
             psycopg.connect(dsn).close()
             break
