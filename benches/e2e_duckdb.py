@@ -164,6 +164,15 @@ TPCH_QUERIES = [
 ]
 
 
+def demo_duckdb():
+    """DuckDB over the demo's files: the ground truth of the demo questions."""
+    duck = duckdb.connect()
+    for name in ["order_lines", "orders", "stores", "products"]:
+        duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
+    duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
+    return duck
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,10 +245,7 @@ def main():
     if not (DATA / "_SUCCESS").exists():
         sys.exit("no demo data: run `kpitables demo` first")
 
-    duck = duckdb.connect()
-    for name in ["order_lines", "orders", "stores", "products"]:
-        duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
-    duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
+    duck = demo_duckdb()
     bins = args.bin or [os.environ.get("KPITABLES_BIN", str(ROOT / "target" / "release" / "kpitables"))]
     print(f"binaries: {', '.join(bins)}; runs per query: {args.runs}; DuckDB {duckdb.__version__} (threads: default)")
     summary = []

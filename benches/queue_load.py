@@ -23,11 +23,10 @@ import sys
 import tempfile
 import time
 
-import duckdb
 import psycopg
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from e2e_duckdb import DATA, QUERIES, ROOT, free_port, same_answer  # noqa: E402
+from e2e_duckdb import DATA, QUERIES, ROOT, demo_duckdb, free_port, same_answer  # noqa: E402
 
 
 def rss_kb(pid, field):
@@ -114,10 +113,7 @@ def main():
     args = parser.parse_args()
     if not (DATA / "_SUCCESS").exists():
         sys.exit("no demo data: run `kpitables demo` first")
-    duck = duckdb.connect()
-    for name in ["order_lines", "orders", "stores", "products"]:
-        duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
-    duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
+    duck = demo_duckdb()
     truth = {}
     started = time.perf_counter()
     for name, _, sql in QUERIES:
