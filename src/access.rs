@@ -146,13 +146,14 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
 
     let row_filter = row_filter(&rules, user, open);
     let mut restricted = semantics.clone();
-    restricted.denied_views = BTreeMap::new();
+    restricted.access.denied_views = BTreeMap::new();
     restricted.views.clear();
     for view in &semantics.views {
         let model_view = semantics.model.view(&view.name);
         let sensitive = model_view.is_some_and(|v| v.sensitive);
         if !grants(|r| r.views.as_slice(), &view.name, sensitive) {
             restricted
+                .access
                 .denied_views
                 .insert(view.name.clone(), permission());
             continue;
@@ -161,7 +162,7 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
         if let Some(filter) = &row_filter {
             let unreachable = unreachable_dimensions(semantics, &view, filter);
             if !unreachable.is_empty() {
-                restricted.denied_views.insert(
+                restricted.access.denied_views.insert(
                     view.name.clone(),
                     Denial::RowsNotLimitable {
                         dimensions: unreachable,
@@ -177,8 +178,8 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
         });
         restricted.views.push(view);
     }
-    restricted.denied_metrics = denied;
-    restricted.may_read_audit = open || rules.iter().any(|r| r.audit);
+    restricted.access.denied_metrics = denied;
+    restricted.access.may_read_audit = open || rules.iter().any(|r| r.audit);
 
     // Masks, unless a rule of the user's roles unmasks the dimension.
     for dimension in &semantics.model.dimensions {
@@ -192,7 +193,7 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
         if unmasked {
             continue;
         }
-        restricted.masked_dimensions.insert(name.clone());
+        restricted.access.masked_dimensions.insert(name.clone());
         if let Some(bound) = restricted.dimensions.get_mut(name) {
             bound.expr = masked(&bound.expr, mask);
         }

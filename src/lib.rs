@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod aggregates;
 pub mod bind;
 pub mod catalog;
 pub mod cli;

@@ -486,7 +486,8 @@ async fn serve(config: Config, alerts_clock: Option<String>, import: ImportOptio
     drop(engine);
     Arc::clone(&served).watch();
     if config.alerts {
-        kpitables::server::alerts::schedule(Arc::clone(&alerts), Arc::clone(&served), clock);
+        let served = Arc::clone(&served);
+        kpitables::server::alerts::schedule(Arc::clone(&alerts), move || served.engine(), clock);
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(address) = &config.http {

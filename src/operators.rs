@@ -83,6 +83,23 @@ impl ExprPlanner for UnknownLiteralPlanner {
                 ));
                 Ok(PlannerResult::Planned(times(left, inverse)))
             }
+            BinaryOperator::Divide => {
+                match left_type
+                    .as_ref()
+                    .zip(right_type.as_ref())
+                    .and_then(|(l, r)| rounded_division(l, r))
+                {
+                    Some((widened, result)) => {
+                        let quotient = Expr::BinaryExpr(BinaryExpr::new(
+                            Box::new(cast(left, widened)),
+                            Operator::Divide,
+                            Box::new(right),
+                        ));
+                        Ok(PlannerResult::Planned(cast(quotient, result)))
+                    }
+                    None => Ok(PlannerResult::Original(RawBinaryExpr { op, left, right })),
+                }
+            }
             _ => Ok(PlannerResult::Original(RawBinaryExpr { op, left, right })),
         }
     }
@@ -122,6 +139,49 @@ fn target(op: &BinaryOperator, literal: &Expr, other: Option<&DataType>) -> Opti
         {
             Some(other.clone())
         }
+        _ => None,
+    }
+}
+
+/// A division whose result is a `numeric`, rounded as PostgreSQL rounds it: Arrow's
+/// decimal division cuts the quotient after its last place (the dividend's scale + 4);
+/// with the dividend widened by five places the quotient is cut five places further,
+/// which never moves it across a half of its last place, and the cast back to the
+/// division's own type rounds it, half away from zero. Returns the dividend's widened
+/// type and the division's result type, when the dividend is a `numeric` (or an integer
+/// over a `numeric`). A dividend already at precision 38 (a sum) gives five of its
+/// integer digits to the places: one with more than 33 - scale integer digits fails the
+/// cast (22003) rather than be divided without them.
+fn rounded_division(left: &DataType, right: &DataType) -> Option<(DataType, DataType)> {
+    use datafusion::arrow::datatypes::DECIMAL128_MAX_PRECISION;
+    use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
+    let result = BinaryTypeCoercer::new(left, &Operator::Divide, right)
+        .get_result_type()
+        .ok()?;
+    let DataType::Decimal128(_, result_scale) = result else {
+        return None;
+    };
+    let (precision, scale) = match left {
+        DataType::Decimal128(p, s) => (*p, *s),
+        DataType::Int8 | DataType::UInt8 => (3, 0),
+        DataType::Int16 | DataType::UInt16 => (5, 0),
+        DataType::Int32 | DataType::UInt32 => (10, 0),
+        DataType::Int64 | DataType::UInt64 => (20, 0),
+        _ => return None,
+    };
+    let places = i16::from(scale) + 5;
+    if scale < 0 || places > i16::from(DECIMAL128_MAX_PRECISION) {
+        return None;
+    }
+    let widened = DataType::Decimal128(
+        (precision + 5).min(DECIMAL128_MAX_PRECISION),
+        i8::try_from(places).ok()?,
+    );
+    let inner = BinaryTypeCoercer::new(&widened, &Operator::Divide, right)
+        .get_result_type()
+        .ok()?;
+    match inner {
+        DataType::Decimal128(_, s) if s > result_scale => Some((widened, result)),
         _ => None,
     }
 }
@@ -241,5 +301,26 @@ mod tests {
         assert!(out.contains("6 hours"), "{out}");
         let out = one_value("SELECT 'x' = 'x' AS s").await;
         assert!(out.contains("| true |"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn numeric_division_is_rounded_half_away_from_zero() {
+        // Arrow alone cuts: 0.666666, 0.001666, -0.666666, 0.6666.
+        let out = one_value(
+            "SELECT CAST(2.00 AS DECIMAL(10,2)) / 3 AS a, CAST(0.01 AS DECIMAL(10,2)) / 6 AS b, \
+             CAST(-2.00 AS DECIMAL(10,2)) / 3 AS c, 2 / CAST(3.00 AS DECIMAL(10,2)) AS d, \
+             arrow_typeof(CAST(2.00 AS DECIMAL(10,2)) / 3) AS t",
+        )
+        .await;
+        assert!(
+            out.contains("| 0.666667 | 0.001667 | -0.666667 | 0.6667 | Decimal128("),
+            "{out}"
+        );
+        // A sum at precision 38 too.
+        let out = one_value("SELECT CAST(2.00 AS DECIMAL(38,2)) / 3 AS a").await;
+        assert!(out.contains("| 0.666667 |"), "{out}");
+        // Integers and floats divide as before.
+        let out = one_value("SELECT 7 / 2 AS i, 1.0 / 4.0 AS f").await;
+        assert!(out.contains("| 3 | 0.25 |"), "{out}");
     }
 }

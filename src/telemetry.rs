@@ -83,6 +83,7 @@ pub struct Telemetry {
     alert_deliveries: Family<DeliveryLabels, Counter>,
     queued: Family<QueueLabels, Gauge>,
     queue_seconds: Family<QueueLabels, Histogram>,
+    memory_releases: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,6 +138,12 @@ impl Telemetry {
             "kpitables_statement_errors",
             "Statements that failed, by SQLSTATE",
             errors.clone(),
+        );
+        let memory_releases = Counter::default();
+        registry.register(
+            "kpitables_memory_releases",
+            "Times the server gave freed memory back to the system, idle after statements ended",
+            memory_releases.clone(),
         );
         let denied = Counter::default();
         registry.register(
@@ -225,6 +232,7 @@ impl Telemetry {
             alert_evaluations,
             alert_transitions,
             alert_deliveries,
+            memory_releases,
             queries,
             query_seconds,
             rows,
@@ -301,6 +309,11 @@ impl Telemetry {
                 queue: queue.into(),
             })
             .observe(waited.as_secs_f64());
+    }
+
+    /// Freed memory was given back to the system (the server was idle).
+    pub fn memory_released(&self) {
+        self.memory_releases.inc();
     }
 
     /// A statement was rewritten and planned in `duration`.

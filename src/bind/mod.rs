@@ -8,7 +8,7 @@
 //! Invariant: pure data in, pure data out. No I/O, no DataFusion session; column types
 //! of views are filled in later by the engine, which can plan.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -22,8 +22,11 @@ use crate::model::{
 };
 use crate::time_zone::TimeZone;
 
+mod access;
 mod join_graph;
 mod metric;
+
+pub use access::{Access, Denial};
 
 pub(crate) use join_graph::aggregate_tables;
 use join_graph::check_join_graph;
@@ -184,29 +187,6 @@ impl AggregateDef {
     }
 }
 
-/// Why a view or metric is not available to a user (what the access rules decided;
-/// [`crate::access`] decides it and words the error).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
-    /// The user's roles do not grant it (or it depends on something they do not grant).
-    Permission {
-        /// The user's roles, for the message.
-        roles: Vec<String>,
-    },
-    /// A draft, visible only to modelers and its owner.
-    Draft,
-    /// Retired; use the replacement.
-    Retired {
-        /// The metric to use instead.
-        replacement: Option<String>,
-    },
-    /// The view's rows cannot be limited to those the user may see.
-    RowsNotLimitable {
-        /// The dimensions of the row filter the view's facts cannot reach.
-        dimensions: Vec<String>,
-    },
-}
-
 impl BoundMetric {
     /// The aggregation, for atomic and derived metrics.
     pub fn aggregate(&self) -> Option<&AggregateDef> {
@@ -358,14 +338,9 @@ pub struct Semantics {
     pub views: Vec<BoundView>,
     /// The model's default time zone (sessions start in it).
     pub time_zone: TimeZone,
-    /// Metrics the reading user may not query, and why (see [`crate::access`]).
-    pub denied_metrics: BTreeMap<String, Denial>,
-    /// Views the reading user may not query, and why.
-    pub denied_views: BTreeMap<String, Denial>,
-    /// Dimensions the reading user sees masked.
-    pub masked_dimensions: BTreeSet<String>,
-    /// The reading user may read the audit trail (`kp.audit`).
-    pub may_read_audit: bool,
+    /// What the access rules decided for the reading user (nothing denied until
+    /// [`crate::access::restrict`] narrows it).
+    pub access: Access,
 }
 
 impl Semantics {
@@ -719,10 +694,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
     }
     Ok(Semantics {
         time_zone: model.time_zone(),
-        denied_metrics: BTreeMap::new(),
-        denied_views: BTreeMap::new(),
-        masked_dimensions: BTreeSet::new(),
-        may_read_audit: false,
+        access: Access::default(),
         model,
         table_columns: columns,
         dimensions,

@@ -70,7 +70,12 @@ fn visible_metrics(semantics: &Semantics) -> BTreeMap<&str, &crate::model::Metri
         .model
         .metrics
         .iter()
-        .filter(|m| !semantics.denied_metrics.contains_key(m.name.get_ref()))
+        .filter(|m| {
+            !semantics
+                .access
+                .denied_metrics
+                .contains_key(m.name.get_ref())
+        })
         .map(|m| (m.name.get_ref().as_str(), m))
         .collect()
 }
@@ -164,7 +169,7 @@ fn dimensions(semantics: &Semantics) -> CatalogTable {
             crate::model::DimensionKind::Time => "time",
             crate::model::DimensionKind::Categorical => "categorical",
         };
-        let masked = semantics.masked_dimensions.contains(name);
+        let masked = semantics.access.masked_dimensions.contains(name);
         t.rows.push(vec![
             tv(name),
             or_null(&dimension.label),

@@ -313,6 +313,7 @@ impl Engine {
         }
         catalog::functions::register(&ctx, &semantics);
         crate::operators::register(&ctx);
+        crate::aggregates::register(&ctx);
         let default_scope = Arc::new(Scope::new(&ctx, &semantics, &nobody(), &identity, &[])?);
         Ok(Engine {
             ctx,

@@ -143,9 +143,10 @@ pub(super) fn denied_metric(error: Error, cx: &RewriteContext<'_>) -> Error {
     let last = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
     let denial = cx
         .semantics
+        .access
         .denied_metrics
         .get(last)
-        .or_else(|| cx.semantics.denied_metrics.get(&last.to_lowercase()));
+        .or_else(|| cx.semantics.access.denied_metrics.get(&last.to_lowercase()));
     match denial {
         Some(denial) => denial.error("metric", last),
         None => error,

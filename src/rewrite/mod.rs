@@ -553,13 +553,13 @@ pub fn resolve_relation<'a>(
         return Ok(Relation::View(view));
     }
     if matches!(schema, None | Some("public"))
-        && let Some(denial) = cx.semantics.denied_views.get(table)
+        && let Some(denial) = cx.semantics.access.denied_views.get(table)
     {
         return Err(denial.error("view", table));
     }
     if schema == Some(crate::catalog::kp::SCHEMA)
         && table == "audit"
-        && !cx.semantics.may_read_audit
+        && !cx.semantics.access.may_read_audit
     {
         return Err(
             crate::access::Denial::Permission { roles: Vec::new() }.error("table", "kp.audit")

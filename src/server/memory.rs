@@ -104,7 +104,10 @@ pub fn release_when_idle(connections: Arc<Connections>) {
             }
             released_at = finished;
             match tokio::task::spawn_blocking(release_freed).await {
-                Ok(released) => tracing::debug!(released, "idle: freed memory given back"),
+                Ok(released) => {
+                    crate::telemetry::global().memory_released();
+                    tracing::debug!(released, "idle: freed memory given back");
+                }
                 Err(e) => tracing::warn!(error = %e, "giving freed memory back failed"),
             }
         }

@@ -32,6 +32,19 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: pathlib.Path) -> None:
     raise RuntimeError(f"kpitables did not listen on {port}:\n{log.read_text()}")
 
 
+def wait_until(condition, what="the condition", seconds=120):
+    """Wait for another party's state (a readiness wait, not a timing assertion): the
+    condition's first true value; AssertionError naming `what` if it never comes."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.05)
+
+
 class Kpitables:
     """A kpitables server process (the real binary) on a free port."""
 

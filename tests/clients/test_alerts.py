@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import math
 import os
 import re
 import shutil
@@ -31,8 +32,8 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import BIN, DATA, ROOT, Kpitables, free_port
-from test_ground_truth import LINES, OK, ORDERS_DISTINCT, REVENUE
+from conftest import BIN, DATA, ROOT, Kpitables, free_port, wait_until
+from test_ground_truth import FLOAT_TOLERANCE, LINES, OK, ORDERS_DISTINCT, REVENUE
 
 # The evaluation time of most tests: 15 June 2024, 10:00 in the model's time zone
 # (Asia/Shanghai); yesterday is 14 June.
@@ -128,9 +129,12 @@ def rule(report, name):
 
 
 def close(a, b):
+    """An alert's value is a double (a JSON number in messages, double precision in
+    kp.alerts), computed by another engine than the hand-written query: equal within the
+    ground truth's tolerance for doubles (test_ground_truth.FLOAT_TOLERANCE)."""
     if a is None or b is None:
         return a is None and b is None
-    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+    return math.isclose(float(a), float(b), rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
 
 
 # ---- each condition against ground truth, embedded and PostgreSQL ---------------------
@@ -573,15 +577,6 @@ def connect(k, user):
     )
 
 
-def wait_until(condition, seconds=60):
-    for _ in range(seconds * 4):
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError("condition not met in time")
-
-
 def test_the_server_evaluates_on_schedule_and_tells_only_who_may_see(tmp_path, duck, receiver):
     east = duck.execute(
         f"SELECT CAST({REVENUE} AS {FLOAT}) FROM {LINES} WHERE o.order_date = {DAY} AND s.region = 'East'"
@@ -598,12 +593,13 @@ def test_the_server_evaluates_on_schedule_and_tells_only_who_may_see(tmp_path, d
         listeners = {user: connect(k, user) for user in ["manager_east", "exec", "staff"]}
         for c in listeners.values():
             c.execute("LISTEN kp_alerts")
+            c.execute("LISTEN barrier")
         psql = subprocess.Popen(
             ["psql", "-X", "-h", "127.0.0.1", "-p", str(k.port), "-U", "manager_east", "kpitables"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PGPASSWORD": "manager_east"},
         )
-        psql.stdin.write("LISTEN kp_alerts;\n")
+        psql.stdin.write("LISTEN kp_alerts;\nLISTEN barrier;\n")
         psql.stdin.flush()
         # A new rule file: the server reloads the model and evaluates the rules each second.
         (model / "alerts.toml").write_text(CHANNELS + SERVER_RULES)
@@ -617,17 +613,27 @@ def test_the_server_evaluates_on_schedule_and_tells_only_who_may_see(tmp_path, d
                 ("cost_watch", "", "firing"), ("east_revenue", "region=East", "firing"),
             ]
             # Each listener got what it may see: manager_east its own rule, exec both,
-            # staff (a row filter, and not the rule's user) nothing.
-            def received(user, n):
-                return [json.loads(n.payload) for n in listeners[user].notifies(timeout=3, stop_after=n)]
-            [mine] = received("manager_east", 1)
+            # staff (a row filter, and not the rule's user) nothing. A session gets its
+            # notifications in the order they were sent: the webhook's delivery follows
+            # the announcements, so a NOTIFY on another channel sent after it marks the end
+            # of what each listener was sent (no waiting for a silence).
+            wait_until(lambda: receiver.on("/hook"))
+            with connect(k, "analyst") as marker:
+                marker.execute("NOTIFY barrier, 'end'")
+
+            def received(user):
+                got = []
+                for n in listeners[user].notifies(timeout=60):
+                    if n.channel == "barrier":
+                        return got
+                    got.append(json.loads(n.payload))
+                raise AssertionError(f"{user} never got the barrier")
+            [mine] = received("manager_east")
             assert mine["rule"] == "east_revenue" and mine["dimensions"] == {"region": "East"}
             assert mine["from"] == "ok" and mine["to"] == "firing" and close(mine["value"], east)
-            assert received("manager_east", 1) == []
-            assert sorted(n["rule"] for n in received("exec", 2)) == ["cost_watch", "east_revenue"]
-            assert received("staff", 1) == []
-            # psql shows the notification after its next command.
-            time.sleep(0.5)
+            assert sorted(n["rule"] for n in received("exec")) == ["cost_watch", "east_revenue"]
+            assert received("staff") == []
+            # psql shows the notifications (sent before the barrier) after its next command.
             out, _ = psql.communicate("SELECT 1 AS one;\n\\q\n", timeout=30)
             assert 'Asynchronous notification "kp_alerts" with payload "' in out, out
             assert '"rule":"east_revenue"' in out and "cost_watch" not in out
@@ -780,3 +786,67 @@ def test_stale_data_gives_a_warning_a_kp_quality_row_and_an_alert(tmp_path, duck
         assert body["dimensions"] == {"check": "freshness"} and body["state"] == "firing"
     finally:
         k.close()
+
+
+def test_each_check_fails_on_a_table_made_to_break_it_and_passes_on_one_that_keeps_it(tmp_path, duck):
+    """`not_null`, `unique` and `row_count_change` on an orders file written to break
+    them, then on files that keep them, each result against a hand-written count of the
+    same file; the row count of one `alerts run` is where the next one's change starts
+    (kept in the state file)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in DATA.iterdir():
+        if f.name != "orders.parquet":
+            (data / f.name).symlink_to(f)
+    source = DATA / "orders.parquet"
+    orders = data / "orders.parquet"
+
+    def write(select):
+        duck.execute(f"COPY ({select}) TO '{data / 'next.parquet'}' (FORMAT parquet)")
+        os.replace(data / "next.parquet", orders)
+        return duck.execute(
+            f"""SELECT COUNT(*), COUNT(*) - COUNT(customer_id), COUNT(*) - COUNT(store_id),
+                       COUNT(order_id) - COUNT(DISTINCT order_id)
+                FROM read_parquet('{orders}')"""
+        ).fetchone()
+
+    model = model_with(tmp_path, "")
+    sources = model / "sources.toml"
+    sources.write_text(sources.read_text().replace(f'"{DATA}"', f'"{data}"'))
+    assert str(data) in sources.read_text()
+    state = tmp_path / "state.json"
+
+    def checks():
+        report, _ = alerts_run(model, state=state)
+        return {c["check"]: (c["status"], c["value"]) for c in report["quality"] if c["table"] == "orders"}
+
+    # Broken: a few customers blanked out, a few orders twice.
+    rows, no_customer, no_store, duplicates = write(
+        f"""SELECT * FROM read_parquet('{source}')
+            UNION ALL SELECT * REPLACE (CAST(NULL AS BIGINT) AS customer_id)
+                      FROM read_parquet('{source}') WHERE order_id % 100000 = 7
+            UNION ALL SELECT * FROM read_parquet('{source}') WHERE order_id % 40000 = 3"""
+    )
+    assert no_customer > 0 and no_store == 0 and duplicates > no_customer
+    assert checks() == {
+        "not_null(customer_id)": ("fail", f"{no_customer} NULL"),
+        "not_null(store_id)": ("pass", "0 NULL"),
+        "unique(order_id)": ("fail", f"{duplicates} duplicate values"),
+        "row_count_change": ("pass", f"{rows} rows (first check)"),
+    }
+    assert json.loads(state.read_text())["row_counts"] == {"orders": rows}
+    # Clean, but 60 % of the rows gone since the last run: more than half.
+    before = rows
+    rows, no_customer, no_store, duplicates = write(f"SELECT * FROM read_parquet('{source}') WHERE order_id % 5 < 2")
+    assert (no_customer, no_store, duplicates) == (0, 0, 0) and rows < before / 2
+    assert checks() == {
+        "not_null(customer_id)": ("pass", "0 NULL"),
+        "not_null(store_id)": ("pass", "0 NULL"),
+        "unique(order_id)": ("pass", "0 duplicate values"),
+        "row_count_change": ("fail", f"{before} rows, now {rows}"),
+    }
+    # A quarter more rows: within half.
+    before = rows
+    rows, *_ = write(f"SELECT * FROM read_parquet('{source}') WHERE order_id % 10 < 5")
+    assert before < rows <= before * 1.5
+    assert checks()["row_count_change"] == ("pass", f"{before} rows, now {rows}")

@@ -36,7 +36,7 @@ def two(tmp_path_factory, warehouses):
     (model / "tables.toml").write_text("[[tables]]".join(tables))
     k = Kpitables(tmp / "kpitables.log", ["--model", str(model)], maria.env)
     try:
-        yield pg.server, k
+        yield pg.server, maria.server, k
     finally:
         k.close()
 
@@ -56,11 +56,27 @@ def truth(pg, sql):
          f"FROM {LINES} WHERE c.segment = 'Consumer' GROUP BY 1, 2 ORDER BY 1, 2"),
     ],
 )
+def sent(server, before):
+    """The statements `server` received since it had received `before`, from its own log."""
+    return server.statements()[before:]
+
+
+def reads(statements, table):
+    return [s for s in statements if re.search(rf"\b{table}\b", s)]
+
+
 def test_a_view_over_two_warehouses(two, ours, expected):
-    pg, k = two
+    pg, maria, k = two
     with psycopg.connect(k.dsn, autocommit=True) as c:
-        assert_rows_equal(c.execute(ours).fetchall(), truth(pg, expected))
+        pg_before, maria_before = len(pg.statements()), len(maria.statements())
+        got = c.execute(ours).fetchall()
+        to_pg, to_maria = sent(pg, pg_before), sent(maria, maria_before)
+        assert_rows_equal(got, truth(pg, expected))
         plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + ours).fetchall())
+    # The warehouses' own logs: the facts were read from PostgreSQL only, the stores from
+    # MariaDB only.
+    assert reads(to_pg, "order_lines") and not reads(to_pg, "stores"), to_pg
+    assert reads(to_maria, "stores") and not reads(to_maria, "order_lines"), to_maria
     # Each source receives its own statement: facts from PostgreSQL, dimensions from MariaDB.
     assert 'Sent to source "pg":' in plan and 'Sent to source "maria":' in plan, plan
     maria_sql = plan.split('Sent to source "maria":', 1)[1]
@@ -70,12 +86,18 @@ def test_a_view_over_two_warehouses(two, ours, expected):
 def test_a_query_on_one_source_still_goes_there_whole(two):
     """Metrics over the facts alone, grouped by a fact column: one statement, to PostgreSQL,
     with the aggregation in it."""
-    pg, k = two
+    pg, maria, k = two
     query = "SELECT channel, order_count FROM order_summary ORDER BY channel"
     with psycopg.connect(k.dsn, autocommit=True) as c:
         plan = "\n".join(r[0] for r in c.execute("EXPLAIN " + query).fetchall())
+        pg_before, maria_before = len(pg.statements()), len(maria.statements())
         got = c.execute(query).fetchall()
+        to_pg, to_maria = sent(pg, pg_before), sent(maria, maria_before)
     assert plan.count("Sent to source") == 1 and 'Sent to source "pg":' in plan, plan
+    # PostgreSQL's log has the one statement, aggregated there; MariaDB read no table.
+    [statement] = reads(to_pg, "orders")
+    assert re.search(r"count\(", statement, re.I), statement
+    assert not any(reads(to_maria, t) for t in ["orders", "order_lines", "stores", "customers", "products"]), to_maria
     assert re.search(r"count\(", plan.split('Sent to source "pg":', 1)[1]), plan
     assert_rows_equal(got, truth(pg, "SELECT channel, COUNT(CASE WHEN status <> 'cancelled' THEN 1 END) "
                                      "FROM orders GROUP BY 1 ORDER BY 1"))

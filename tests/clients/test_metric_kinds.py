@@ -10,7 +10,7 @@ with the daily totals before it and summing with CASE.
 
 import pytest
 
-from test_ground_truth import LINES, OK, REVENUE, assert_rows_equal
+from test_ground_truth import LINES, OK, REVENUE, assert_rows_equal, assert_same_answer
 
 COST = f"SUM(CASE WHEN {OK} THEN l.quantity * l.unit_cost END)"
 ORDERS = f"COUNT(DISTINCT CASE WHEN {OK} THEN l.order_id END)"
@@ -21,7 +21,7 @@ FLOAT = "DOUBLE PRECISION"
 def per_period(grain, where="1 = 1", extra_keys=""):
     """Revenue, cost and orders per period (and extra keys), over all data matching
     `where` (not limited to the periods shown)."""
-    keys = f"date_trunc('{grain}', o.order_date) AS p" if grain != "day" else "o.order_date AS p"
+    keys = f"CAST(date_trunc('{grain}', o.order_date) AS DATE) AS p" if grain != "day" else "o.order_date AS p"
     return f"""SELECT {keys}{extra_keys}, {REVENUE} AS r, {COST} AS c, {ORDERS} AS n
                FROM {LINES} WHERE {where} GROUP BY 1{', 2' if extra_keys else ''}"""
 
@@ -56,7 +56,7 @@ CASES = [
     (
         "composite: the margin rate of a year is computed from the year's totals",
         "SELECT order_date__year, gross_margin_rate FROM sales ORDER BY 1",
-        f"""SELECT date_trunc('year', o.order_date), CAST({REVENUE} - {COST} AS {FLOAT}) / CAST({REVENUE} AS {FLOAT})
+        f"""SELECT CAST(date_trunc('year', o.order_date) AS DATE), CAST({REVENUE} - {COST} AS {FLOAT}) / CAST({REVENUE} AS {FLOAT})
             FROM {LINES} GROUP BY 1 ORDER BY 1""",
     ),
     (
@@ -112,8 +112,9 @@ CASES = [
     (
         "previous ISO week, with the grain written as date_trunc",
         "SELECT date_trunc('week', order_date) AS week, revenue_growth FROM sales_trends WHERE order_date >= '2024-01-01' AND order_date < '2024-04-01' GROUP BY 1 ORDER BY 1",
+        # date_trunc of a date is a timestamp, as the query wrote it.
         f"""WITH w AS ({per_period('week')})
-            SELECT cur.p, {growth('cur.r', 'prev.r')}
+            SELECT CAST(cur.p AS TIMESTAMP), {growth('cur.r', 'prev.r')}
             FROM w cur LEFT JOIN w prev ON prev.p = cur.p - INTERVAL '7 day'
             WHERE cur.p >= DATE '2024-01-01' AND cur.p < DATE '2024-04-01' ORDER BY 1""",
     ),
@@ -130,8 +131,8 @@ CASES = [
         "SELECT order_date, revenue_mtd, revenue_ytd, revenue_running_total, revenue_trailing_7d, revenue_avg_7d FROM sales_trends WHERE order_date BETWEEN '2024-03-01' AND '2024-03-10' ORDER BY 1",
         f"""WITH daily AS ({DAILY})
             SELECT d.day,
-                   SUM(CASE WHEN x.day >= date_trunc('month', d.day) THEN x.r END),
-                   SUM(CASE WHEN x.day >= date_trunc('year', d.day) THEN x.r END),
+                   SUM(CASE WHEN x.day >= CAST(date_trunc('month', d.day) AS DATE) THEN x.r END),
+                   SUM(CASE WHEN x.day >= CAST(date_trunc('year', d.day) AS DATE) THEN x.r END),
                    SUM(x.r),
                    SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END),
                    CAST(SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END) AS {FLOAT}) / 7
@@ -144,7 +145,7 @@ CASES = [
         "SELECT order_date__month, revenue, revenue_ytd FROM sales_trends WHERE order_date >= '2024-04-01' AND order_date < '2024-07-01' ORDER BY 1",
         f"""WITH m AS ({per_period('month')})
             SELECT cur.p, cur.r, SUM(x.r) FROM m cur JOIN m x
-              ON x.p <= cur.p AND x.p >= date_trunc('year', cur.p)
+              ON x.p <= cur.p AND x.p >= CAST(date_trunc('year', cur.p) AS DATE)
             WHERE cur.p >= DATE '2024-04-01' AND cur.p < DATE '2024-07-01'
             GROUP BY cur.p, cur.r ORDER BY 1""",
     ),
@@ -152,10 +153,10 @@ CASES = [
         "month- and year-to-date by day with the day's month and week beside it: the windows run across them",
         "SELECT order_date__month, order_date__week, order_date, revenue_mtd, revenue_ytd FROM sales_trends WHERE order_date BETWEEN '2024-02-26' AND '2024-03-05' ORDER BY 3",
         f"""WITH daily AS ({DAILY})
-            SELECT date_trunc('month', d.day), date_trunc('week', d.day), d.day,
-                   SUM(CASE WHEN x.day >= date_trunc('month', d.day) THEN x.r END),
+            SELECT CAST(date_trunc('month', d.day) AS DATE), CAST(date_trunc('week', d.day) AS DATE), d.day,
+                   SUM(CASE WHEN x.day >= CAST(date_trunc('month', d.day) AS DATE) THEN x.r END),
                    SUM(x.r)
-            FROM daily d JOIN daily x ON x.day <= d.day AND x.day >= date_trunc('year', d.day)
+            FROM daily d JOIN daily x ON x.day <= d.day AND x.day >= CAST(date_trunc('year', d.day) AS DATE)
             WHERE d.day BETWEEN DATE '2024-02-26' AND DATE '2024-03-05'
             GROUP BY d.day ORDER BY 3""",
     ),
@@ -163,7 +164,7 @@ CASES = [
         "previous period with the month before the day: the period is the finest grain, the day",
         "SELECT order_date__month, order_date, revenue, revenue_previous_period FROM sales_trends WHERE order_date BETWEEN '2024-02-28' AND '2024-03-02' ORDER BY 2",
         f"""WITH d AS ({per_period('day')})
-            SELECT date_trunc('month', cur.p), cur.p, cur.r, prev.r
+            SELECT CAST(date_trunc('month', cur.p) AS DATE), cur.p, cur.r, prev.r
             FROM d cur LEFT JOIN d prev ON prev.p = cur.p - INTERVAL '1 day'
             WHERE cur.p BETWEEN DATE '2024-02-28' AND DATE '2024-03-02' ORDER BY 2""",
     ),
@@ -260,7 +261,7 @@ CASES += [
     (
         "targets and attainment by month and region",
         "SELECT order_date__month, region, revenue, revenue_target, revenue_attainment FROM sales_targets WHERE order_date >= '2024-10-01' ORDER BY 1, 2",
-        f"""WITH a AS (SELECT date_trunc('month', o.order_date) AS p, s.region AS g, {REVENUE} AS r
+        f"""WITH a AS (SELECT CAST(date_trunc('month', o.order_date) AS DATE) AS p, s.region AS g, {REVENUE} AS r
                        FROM {LINES} WHERE o.order_date >= DATE '2024-10-01' GROUP BY 1, 2)
             SELECT a.p, a.g, a.r, t.revenue_target, CAST(a.r AS {FLOAT}) / CAST(t.revenue_target AS {FLOAT})
             FROM a JOIN revenue_targets t ON t.month = a.p AND t.region = a.g ORDER BY 1, 2""",
@@ -268,9 +269,9 @@ CASES += [
     (
         "targets roll up to quarters: attainment from the quarter's totals",
         "SELECT order_date__quarter, revenue, revenue_target, revenue_attainment FROM sales_targets WHERE order_date >= '2024-01-01' ORDER BY 1",
-        f"""WITH a AS (SELECT date_trunc('quarter', o.order_date) AS p, {REVENUE} AS r FROM {LINES}
+        f"""WITH a AS (SELECT CAST(date_trunc('quarter', o.order_date) AS DATE) AS p, {REVENUE} AS r FROM {LINES}
                        WHERE o.order_date >= DATE '2024-01-01' GROUP BY 1),
-                 t AS ({targets_by("date_trunc('quarter', t.month)", "t.month >= DATE '2024-01-01'")})
+                 t AS ({targets_by("CAST(date_trunc('quarter', t.month) AS DATE)", "t.month >= DATE '2024-01-01'")})
             SELECT a.p, a.r, t.target, CAST(a.r AS {FLOAT}) / CAST(t.target AS {FLOAT})
             FROM a JOIN t ON t.p = a.p ORDER BY 1""",
     ),
@@ -285,9 +286,9 @@ CASES += [
     (
         "yearly attainment of the East region",
         "SELECT order_date__year, revenue_attainment FROM sales_targets WHERE region = 'East' ORDER BY 1",
-        f"""WITH a AS (SELECT date_trunc('year', o.order_date) AS p, {REVENUE} AS r FROM {LINES}
+        f"""WITH a AS (SELECT CAST(date_trunc('year', o.order_date) AS DATE) AS p, {REVENUE} AS r FROM {LINES}
                        WHERE s.region = 'East' GROUP BY 1),
-                 t AS ({targets_by("date_trunc('year', t.month)", "t.region = 'East'")})
+                 t AS ({targets_by("CAST(date_trunc('year', t.month) AS DATE)", "t.region = 'East'")})
             SELECT a.p, CAST(a.r AS {FLOAT}) / CAST(t.target AS {FLOAT}) FROM a JOIN t ON t.p = a.p ORDER BY 1""",
     ),
 ]
@@ -295,8 +296,7 @@ CASES += [
 
 @pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_metric_kind_matches_ground_truth(conn, duck, name, ours, truth):
-    got = conn.execute(ours).fetchall()
-    assert_rows_equal(got, duck.execute(truth).fetchall())
+    assert_same_answer(conn.execute(ours), duck.execute(truth))
 
 
 def test_a_period_metric_without_its_time_dimension_is_a_clear_error(conn):
@@ -388,8 +388,8 @@ def fiscal(tmp_path_factory):
 
 # Fiscal year from April: the fiscal year (and quarter) of a date is found by moving the
 # date back three months, truncating, and moving forward again.
-FY = "date_trunc('year', o.order_date - INTERVAL '3 month') + INTERVAL '3 month'"
-FQ = "date_trunc('quarter', o.order_date - INTERVAL '3 month') + INTERVAL '3 month'"
+FY = "CAST(date_trunc('year', o.order_date - INTERVAL '3 month') + INTERVAL '3 month' AS DATE)"
+FQ = "CAST(date_trunc('quarter', o.order_date - INTERVAL '3 month') + INTERVAL '3 month' AS DATE)"
 # Weeks from Sunday: the Sunday on or before the date.
 SUNDAY_WEEK = "o.order_date - CAST(dayofweek(o.order_date) AS INTEGER)"
 
@@ -418,8 +418,7 @@ FISCAL_CASES = [
 
 @pytest.mark.parametrize("name,ours,truth", FISCAL_CASES, ids=[c[0] for c in FISCAL_CASES])
 def test_fiscal_years_and_week_starts_match_ground_truth(fiscal, duck, name, ours, truth):
-    got = fiscal.execute(ours).fetchall()
-    assert_rows_equal(got, duck.execute(truth).fetchall())
+    assert_same_answer(fiscal.execute(ours), duck.execute(truth))
 
 
 def test_calendar_year_to_date_at_fiscal_quarter_grain(fiscal, duck):
@@ -518,11 +517,11 @@ FUNNEL_CASES = [
         "first-order rate and orders after signup by signup month",
         "SELECT signup_date__month, signups, first_order_rate_30d, orders_after_signup FROM customer_funnel "
         "WHERE signup_date >= '2023-01-01' ORDER BY 1",
-        f"""WITH b AS (SELECT date_trunc('month', signup_date) AS m, count(*) AS n FROM customers
+        f"""WITH b AS (SELECT CAST(date_trunc('month', signup_date) AS DATE) AS m, count(*) AS n FROM customers
                        WHERE signup_date >= DATE '2023-01-01' GROUP BY 1),
-                 r AS (SELECT date_trunc('month', signup_date) AS m, count(DISTINCT customer_id) AS n
+                 r AS (SELECT CAST(date_trunc('month', signup_date) AS DATE) AS m, count(DISTINCT customer_id) AS n
                        FROM ({credited_orders(WITHIN_30)}) GROUP BY 1),
-                 a AS (SELECT date_trunc('month', signup_date) AS m, count(*) AS n
+                 a AS (SELECT CAST(date_trunc('month', signup_date) AS DATE) AS m, count(*) AS n
                        FROM ({credited_orders()}) GROUP BY 1)
             SELECT b.m, b.n, CAST(coalesce(r.n, 0) AS DOUBLE) / b.n, coalesce(a.n, 0)
             FROM b LEFT JOIN r USING (m) LEFT JOIN a USING (m) ORDER BY 1""",
@@ -539,8 +538,6 @@ FUNNEL_CASES = [
 
 @pytest.mark.parametrize("name,ours,truth", FUNNEL_CASES, ids=[c[0] for c in FUNNEL_CASES])
 def test_conversion_metrics_match_ground_truth(funnel, duck, name, ours, truth):
-    got = funnel.execute(ours).fetchall()
-    expected = duck.execute(truth).fetchall()
+    expected = assert_same_answer(funnel.execute(ours), duck.execute(truth))
     assert any(r[-1] for r in expected), "some signups converted"
-    assert_rows_equal(got, expected)
 

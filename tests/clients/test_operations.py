@@ -19,7 +19,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import BIN, ROOT, Kpitables, free_port
+from conftest import BIN, ROOT, Kpitables, free_port, wait_until
 
 HERE = os.path.dirname(__file__)
 JAR = os.environ.get("KPITABLES_JDBC_JAR", "/usr/share/java/postgresql.jar")
@@ -58,15 +58,6 @@ def metric(text, name, **labels):
         if sample.split("{")[0] == name and all(found.get(k) == v for k, v in labels.items()):
             total += float(value)
     return total
-
-
-def wait_until(condition, what):
-    """Readiness wait for another session's state (not a timing assertion)."""
-    for _ in range(600):
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never: {what}")
 
 
 def active_pid(k, user):

@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import DATA, ROOT, Kpitables, free_port
+from conftest import DATA, ROOT, Kpitables, free_port, wait_until
 from test_ground_truth import LINES, REVENUE, assert_rows_equal
 from test_operations import http_get, metric, write_config
 
@@ -29,14 +29,6 @@ def cache_line(c, sql):
     """The plan cache line of EXPLAIN for `sql`."""
     lines = [r[0] for r in c.execute(f"EXPLAIN {sql}").fetchall()]
     return lines[0]
-
-
-def wait_until(condition):
-    for _ in range(600):
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,8 @@ import time
 import psycopg
 import pytest
 
-from conftest import DATA, ROOT, Kpitables
+from conftest import DATA, ROOT, Kpitables, wait_until
 from test_ground_truth import LINES, OK, REVENUE, assert_rows_equal
-
-
-def wait_until(condition, seconds=60):
-    deadline = time.monotonic() + seconds  # readiness wait, not a timing assertion
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def count(conn, sql):

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from conftest import DATA, ROOT, Kpitables
-from test_ground_truth import assert_rows_equal
+from test_ground_truth import assert_rows_equal, duckdb_pg_types
 
 # Metrics over ordered_at and a view of them, added to a copy of the demo model.
 ZONED_METRICS = """
@@ -90,7 +90,7 @@ CASES = [
         "CAST(ordered_at AS DATE) and EXTRACT(hour ...) are local, as in PostgreSQL",
         "UTC",
         "SELECT CAST(ordered_at AS DATE) AS d, EXTRACT(hour FROM ordered_at) AS h, order_count FROM order_summary WHERE order_date = '2024-06-01' GROUP BY 1, 2 ORDER BY 1, 2",
-        "SELECT CAST(t.lt AS DATE), EXTRACT(hour FROM t.lt), COUNT(*) FROM t WHERE t.order_date = DATE '2024-06-01' GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT CAST(t.lt AS DATE), CAST(EXTRACT(hour FROM t.lt) AS INTEGER), COUNT(*) FROM t WHERE t.order_date = DATE '2024-06-01' GROUP BY 1, 2 ORDER BY 1, 2",
     ),
     (
         "a filter on a day column selects the local day",
@@ -126,11 +126,14 @@ def truth_sql(engine: str, zone: str, sql: str) -> str:
     return f"WITH t AS ({ORDERS_LOCAL.format(local=local)}) {sql}"
 
 
-def ask(dsn: str, zone, sql: str):
+def ask(dsn: str, zone, sql: str, types=False):
+    """The rows (and the PostgreSQL type of each column, with `types`)."""
     with psycopg.connect(dsn, autocommit=True) as c:
         if zone is not None:
             c.execute(f"SET TimeZone = '{zone}'")
-        return c.execute(sql).fetchall()
+        cur = c.execute(sql)
+        rows = cur.fetchall()
+        return (rows, [d.type_code for d in cur.description]) if types else rows
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +150,10 @@ def zoned(tmp_path_factory):
 
 @pytest.mark.parametrize("name,zone,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_buckets_follow_the_session_time_zone(zoned, duck, name, zone, ours, truth):
-    got = ask(zoned.dsn, zone, ours)
-    expected = duck.execute(truth_sql("duckdb", zone or "Asia/Shanghai", truth)).fetchall()
-    assert_rows_equal(got, expected)
+    got, types = ask(zoned.dsn, zone, ours, types=True)
+    truth = duck.execute(truth_sql("duckdb", zone or "Asia/Shanghai", truth))
+    assert_rows_equal(got, truth.fetchall())
+    assert types == duckdb_pg_types(truth.description)
 
 
 def test_the_zone_changes_the_answer(zoned):

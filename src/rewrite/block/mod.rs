@@ -362,7 +362,7 @@ struct Canon<'a> {
 impl Canon<'_> {
     fn unknown(&mut self, name: String) -> ControlFlow<()> {
         let last = name.rsplit('.').next().unwrap_or(&name).to_string();
-        if let Some(denial) = self.semantics.denied_metrics.get(&last) {
+        if let Some(denial) = self.semantics.access.denied_metrics.get(&last) {
             self.error = Some(denial.error("metric", &last));
             return ControlFlow::Break(());
         }

@@ -105,9 +105,16 @@ impl Alerts {
         hub: Option<Arc<Hub>>,
         now: DateTime<Utc>,
     ) -> Result<Alerts> {
+        let state = StateFile::open(state_file)?;
+        // The row counts of the last checks, kept in the state file, are where
+        // `row_count_change` starts from.
+        let quality = quality::Results {
+            counts: state.row_counts.clone(),
+            ..quality::Results::default()
+        };
         Ok(Alerts {
-            state: Mutex::new(StateFile::open(state_file)?),
-            quality: Mutex::new(quality::Results::default()),
+            state: Mutex::new(state),
+            quality: Mutex::new(quality),
             events: Mutex::new(VecDeque::new()),
             sender: Sender::new(),
             hub,
@@ -161,7 +168,7 @@ impl Alerts {
             .checks
             .values()
             .flatten()
-            .any(|c| c.status == "fail")
+            .any(|c| c.status == quality::Status::Fail)
     }
 
     /// The failing data quality checks of `tables`.
@@ -196,9 +203,9 @@ impl Alerts {
                             comparison: None,
                             measure: None,
                             verdict: match c.status {
-                                "fail" => evaluate::Verdict::Breach,
-                                "pass" => evaluate::Verdict::Clear,
-                                _ => evaluate::Verdict::NoData,
+                                quality::Status::Fail => evaluate::Verdict::Breach,
+                                quality::Status::Pass => evaluate::Verdict::Clear,
+                                quality::Status::Error => evaluate::Verdict::NoData,
                             },
                         }
                     })
@@ -255,8 +262,8 @@ impl Alerts {
             }
             let (results, count) = quality::check_table(engine, table, &at, previous).await;
             for r in &results {
-                if r.status != "pass" {
-                    tracing::warn!(table = %r.table, check = %r.check, status = r.status, value = %r.value, "data quality check");
+                if r.status != quality::Status::Pass {
+                    tracing::warn!(table = %r.table, check = %r.check, status = r.status.as_str(), value = %r.value, "data quality check");
                 }
             }
             let mut all = self.quality.lock().unwrap_or_else(|p| p.into_inner());
@@ -384,8 +391,13 @@ impl Alerts {
                 report.deliveries.push(delivery);
             }
         }
-        if !options.dry_run && !report.rules.is_empty() {
-            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !options.dry_run && (!report.rules.is_empty() || !report.quality.is_empty()) {
+            let counts = {
+                let results = self.quality.lock().unwrap_or_else(|p| p.into_inner());
+                results.counts.clone()
+            };
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.row_counts = counts;
             if let Err(e) = state.save() {
                 tracing::error!(error = %e, "the alert state was not saved");
             }
@@ -585,10 +597,11 @@ impl Alerts {
 pub const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Evaluate the served model's rules on their schedules, with time from `clock`, until
-/// the process ends. One run at a time; a slow run delays the next tick, never doubles.
+/// the process ends; `served` gives the engine of the model served at each tick. One run
+/// at a time; a slow run delays the next tick, never doubles.
 pub fn schedule(
     alerts: Arc<Alerts>,
-    served: Arc<crate::server::serving::Served>,
+    served: impl Fn() -> Arc<Engine> + Send + Sync + 'static,
     clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
 ) {
     tokio::spawn(async move {
@@ -596,7 +609,7 @@ pub fn schedule(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let engine = served.engine();
+            let engine = served();
             let model = &engine.semantics().model;
             if model.alerts.is_empty() && model.tables.iter().all(|t| t.quality.is_none()) {
                 continue;
@@ -656,15 +669,15 @@ pub fn visible_in(semantics: &crate::bind::Semantics, reader: &str, rule: &Rule)
             || semantics
                 .metrics
                 .keys()
-                .filter(|m| !semantics.denied_metrics.contains_key(*m))
+                .filter(|m| !semantics.access.denied_metrics.contains_key(*m))
                 .any(|m| {
                     crate::model::lineage::of(&semantics.model, m)
                         .tables
                         .contains(table)
                 });
     }
-    if semantics.denied_metrics.contains_key(&rule.metric)
-        || semantics.denied_views.contains_key(&rule.view)
+    if semantics.access.denied_metrics.contains_key(&rule.metric)
+        || semantics.access.denied_views.contains_key(&rule.view)
     {
         return false;
     }

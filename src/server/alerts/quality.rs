@@ -22,6 +22,33 @@ use crate::model::Table;
 use crate::model::alerts::parse_interval;
 use crate::time_zone::TimeZone;
 
+/// What a check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Within what is allowed.
+    Pass,
+    /// Outside what is allowed.
+    Fail,
+    /// The check could not run, or its result could not be read.
+    Error,
+}
+
+impl Status {
+    /// As `kp.quality` and the JSON report spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Error => "error",
+        }
+    }
+
+    fn failing_if(breach: bool) -> Status {
+        if breach { Status::Fail } else { Status::Pass }
+    }
+}
+
 /// The result of one check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckResult {
@@ -29,8 +56,8 @@ pub struct CheckResult {
     pub table: String,
     /// `freshness`, `not_null(column)`, `unique(column)` or `row_count_change`.
     pub check: String,
-    /// `pass`, `fail` or `error` (the check could not run).
-    pub status: &'static str,
+    /// Whether it passed.
+    pub status: Status,
     /// What was found (the newest value and its age, the NULLs, the duplicates, the row
     /// counts).
     pub value: String,
@@ -63,15 +90,14 @@ pub async fn check_table(
         return (Vec::new(), previous_count);
     };
     let name = table.name.get_ref().clone();
-    let result =
-        |check: String, status: &'static str, value: String, threshold: String| CheckResult {
-            table: name.clone(),
-            check,
-            status,
-            value,
-            threshold,
-            checked_at: *now,
-        };
+    let result = |check: String, status: Status, value: String, threshold: String| CheckResult {
+        table: name.clone(),
+        check,
+        status,
+        value,
+        threshold,
+        checked_at: *now,
+    };
     let mut select = vec!["COUNT(*)".to_string()];
     if let Some(f) = &quality.freshness {
         select.push(format!("MAX({})", quote(f.column.get_ref())));
@@ -94,7 +120,12 @@ pub async fn check_table(
         Ok(b) => b,
         Err(e) => {
             return (
-                vec![result("all".into(), "error", e.to_string(), String::new())],
+                vec![result(
+                    "all".into(),
+                    Status::Error,
+                    e.to_string(),
+                    String::new(),
+                )],
                 previous_count,
             );
         }
@@ -103,7 +134,7 @@ pub async fn check_table(
         return (
             vec![result(
                 "all".into(),
-                "error",
+                Status::Error,
                 "no result row".into(),
                 String::new(),
             )],
@@ -122,10 +153,9 @@ pub async fn check_table(
                     .signed_duration_since(instant)
                     .to_std()
                     .unwrap_or_default();
-                let status = if age > max_lag { "fail" } else { "pass" };
                 out.push(result(
                     "freshness".into(),
-                    status,
+                    Status::failing_if(age > max_lag),
                     format!(
                         "newest {} {shown} is {} old",
                         f.column.get_ref(),
@@ -136,38 +166,60 @@ pub async fn check_table(
             }
             Ok(None) => out.push(result(
                 "freshness".into(),
-                "fail",
+                Status::Fail,
                 "the table has no rows".into(),
                 threshold,
             )),
             Err(e) => out.push(result(
                 "freshness".into(),
-                "error",
+                Status::Error,
                 e.to_string(),
                 threshold,
             )),
         }
         index += 1;
     }
+    // A count that cannot be read is an error, never a pass.
+    let counted =
+        |index: usize, check: String, what: &str, allowed: String| match integer(batch, index) {
+            Some(n) => result(
+                check,
+                Status::failing_if(n > 0),
+                format!("{n} {what}"),
+                allowed,
+            ),
+            None => result(
+                check,
+                Status::Error,
+                format!("the number of {what} could not be read"),
+                allowed,
+            ),
+        };
     for column in &quality.not_null {
-        let nulls = integer(batch, index).unwrap_or(0);
-        out.push(result(
+        out.push(counted(
+            index,
             format!("not_null({})", column.get_ref()),
-            if nulls > 0 { "fail" } else { "pass" },
-            format!("{nulls} NULL"),
+            "NULL",
             "0 NULL".into(),
         ));
         index += 1;
     }
     for column in &quality.unique {
-        let duplicates = integer(batch, index).unwrap_or(0);
-        out.push(result(
+        out.push(counted(
+            index,
             format!("unique({})", column.get_ref()),
-            if duplicates > 0 { "fail" } else { "pass" },
-            format!("{duplicates} duplicate values"),
+            "duplicate values",
             "0 duplicate values".into(),
         ));
         index += 1;
+    }
+    if let (Some(_), None) = (&quality.row_count_change, count) {
+        out.push(result(
+            "row_count_change".into(),
+            Status::Error,
+            "the row count could not be read".into(),
+            String::new(),
+        ));
     }
     if let (Some(share), Some(now_count)) = (&quality.row_count_change, count) {
         let share = *share.get_ref();
@@ -181,14 +233,14 @@ pub async fn check_table(
                 };
                 out.push(result(
                     "row_count_change".into(),
-                    if change.abs() > share { "fail" } else { "pass" },
+                    Status::failing_if(change.abs() > share),
                     format!("{before} rows, now {now_count}"),
                     threshold,
                 ));
             }
             None => out.push(result(
                 "row_count_change".into(),
-                "pass",
+                Status::Pass,
                 format!("{now_count} rows (first check)"),
                 threshold,
             )),
@@ -288,7 +340,7 @@ impl Results {
             .into_iter()
             .filter_map(|t| self.checks.get(t))
             .flatten()
-            .filter(|c| c.status == "fail")
+            .filter(|c| c.status == Status::Fail)
             .collect()
     }
 }

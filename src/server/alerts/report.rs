@@ -66,7 +66,11 @@ impl Report {
             let _ = writeln!(
                 out,
                 "quality {} {}: {} ({}; allowed: {})",
-                c.table, c.check, c.status, c.value, c.threshold
+                c.table,
+                c.check,
+                c.status.as_str(),
+                c.value,
+                c.threshold
             );
         }
         for rule in &self.rules {
@@ -140,7 +144,10 @@ impl Report {
     /// sent).
     pub fn succeeded(&self) -> bool {
         self.rules.iter().all(|r| r.error.is_none())
-            && self.quality.iter().all(|c| c.status != "error")
+            && self
+                .quality
+                .iter()
+                .all(|c| c.status != super::quality::Status::Error)
             && self
                 .deliveries
                 .iter()

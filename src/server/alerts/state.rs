@@ -167,6 +167,9 @@ pub struct StateFile {
     pub rules: BTreeMap<String, BTreeMap<String, Instance>>,
     /// rule → when it was last evaluated (for the schedule).
     pub evaluated: BTreeMap<String, DateTime<Utc>>,
+    /// table → its row count at its last data quality check (for `row_count_change`
+    /// from one run of `kpitables alerts run` to the next, and across a restart).
+    pub row_counts: BTreeMap<String, i64>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -174,6 +177,8 @@ struct OnDisk {
     rules: BTreeMap<String, BTreeMap<String, Instance>>,
     #[serde(default, with = "rfc3339::map")]
     evaluated: BTreeMap<String, DateTime<Utc>>,
+    #[serde(default)]
+    row_counts: BTreeMap<String, i64>,
 }
 
 impl StateFile {
@@ -201,6 +206,7 @@ impl StateFile {
             path: Some(path.to_path_buf()),
             rules: disk.rules,
             evaluated: disk.evaluated,
+            row_counts: disk.row_counts,
         })
     }
 
@@ -213,6 +219,7 @@ impl StateFile {
         let disk = OnDisk {
             rules: self.rules.clone(),
             evaluated: self.evaluated.clone(),
+            row_counts: self.row_counts.clone(),
         };
         let text = serde_json::to_string_pretty(&disk)
             .map_err(|e| Error::Internal(format!("alert state: {e}")))?;

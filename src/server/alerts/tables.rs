@@ -174,7 +174,7 @@ fn tables(
     let tables: std::collections::BTreeSet<String> = semantics
         .metrics
         .keys()
-        .filter(|m| !semantics.denied_metrics.contains_key(*m))
+        .filter(|m| !semantics.access.denied_metrics.contains_key(*m))
         .flat_map(|m| crate::model::lineage::of(&semantics.model, m).tables)
         .collect();
     let empty = CatalogTable::new(
@@ -197,7 +197,7 @@ fn tables(
             t.rows.push(vec![
                 tv(&c.table),
                 tv(&c.check),
-                tv(c.status),
+                tv(c.status.as_str()),
                 tv(&c.value),
                 tv(&c.threshold),
                 at(&c.checked_at),

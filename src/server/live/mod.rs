@@ -46,7 +46,7 @@ impl LiveSource for AuditTable {
         _: &Reader,
         _: &Identity,
     ) -> crate::error::Result<Vec<Live>> {
-        if !restricted.may_read_audit {
+        if !restricted.access.may_read_audit {
             return Ok(Vec::new());
         }
         Ok(vec![(SCHEMA, "audit", audit_table(Arc::clone(&self.0))?)])
@@ -60,8 +60,9 @@ fn history_tables(
     history: Arc<History>,
     semantics: &Semantics,
 ) -> crate::error::Result<Vec<(&'static str, Arc<dyn TableProvider>)>> {
-    let hidden_metrics: BTreeSet<String> = semantics.denied_metrics.keys().cloned().collect();
-    let hidden_views: BTreeSet<String> = semantics.denied_views.keys().cloned().collect();
+    let hidden_metrics: BTreeSet<String> =
+        semantics.access.denied_metrics.keys().cloned().collect();
+    let hidden_views: BTreeSet<String> = semantics.access.denied_views.keys().cloned().collect();
     let sees_rules = hidden_metrics.is_empty() && hidden_views.is_empty();
     let changes = CatalogTable::new(
         SCHEMA,
