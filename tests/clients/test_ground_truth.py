@@ -218,6 +218,13 @@ def assert_rows_equal(ours, truth, float_tol=FLOAT_TOLERANCE):
         assert all(same(x, y, float_tol) for x, y in zip(a, b)), f"row {i}: {a} != {b}"
 
 
+def as_doubles(rows):
+    """The hand-written answer for a client that holds every number as a double (a
+    spreadsheet, a pandas frame, JSON): numeric values as the doubles nearest them,
+    compared within the tolerance for doubles."""
+    return [tuple(float(v) if isinstance(v, decimal.Decimal) else v for v in row) for row in rows]
+
+
 def assert_same_answer(ours, truth, float_tol=FLOAT_TOLERANCE):
     """`ours`, a psycopg cursor, answers as `truth`, a DuckDB connection that ran the
     hand-written query: the same rows (numeric exactly) and the PostgreSQL type of every

@@ -2,6 +2,7 @@
 server: DatabaseMetaData, server-side prepared statements, fetch-size portals, errors.
 The numbers are compared with DuckDB on the same files."""
 
+import decimal
 import os
 import re
 import shutil
@@ -80,7 +81,7 @@ def test_prepared_statement_goes_server_side_and_stays_correct(jdbc, duck):
     assert flags[-1] == "true", flags
     by_run = defaultdict(list)
     for run, channel, region, revenue in jdbc["prepared"]:
-        by_run[(int(run), channel)].append((region, float(revenue)))
+        by_run[(int(run), channel)].append((region, decimal.Decimal(revenue)))
     assert len(by_run) == 6
     for (_, channel), rows in by_run.items():
         truth = duck.execute(
@@ -109,7 +110,7 @@ def test_fetch_size_in_a_transaction_reads_every_row(jdbc, duck):
     truth = duck.execute(
         f"SELECT date_trunc('month', o.order_date)::date, {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1"
     ).fetchall()
-    rows = [(date, float(revenue)) for date, revenue in jdbc["fetched"]]
+    rows = [(date, decimal.Decimal(revenue)) for date, revenue in jdbc["fetched"]]
     assert len(rows) > 7  # more than one fetch of 7
     assert_rows_equal(rows, truth)
 

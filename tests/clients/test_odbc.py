@@ -3,6 +3,7 @@ the real server, through pyodbc and through unixODBC's `isql`, in both fetch mod
 the default and the driver's declare/fetch cursors (`UseDeclareFetch=1`). Numbers are
 compared with DuckDB on the same files."""
 
+import decimal
 import os
 import shutil
 import subprocess
@@ -153,7 +154,7 @@ def test_isql_query_matches_ground_truth(isql, duck):
     out = isql("SELECT region, revenue FROM sales ORDER BY region\n")
     rows = [tuple(l.split("|")) for l in out.splitlines() if l.count("|") == 1]
     truth = duck.execute(f"SELECT s.region, {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1").fetchall()
-    assert_rows_equal([(r, float(v)) for r, v in rows], truth)
+    assert_rows_equal([(r, decimal.Decimal(v)) for r, v in rows], truth)
 
 
 def test_isql_reports_errors_with_sqlstate(isql):

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from model_facts import DIMENSIONS, METRICS, VIEWS, comment
-from test_ground_truth import LINES, REVENUE, assert_rows_equal
+from test_ground_truth import LINES, REVENUE, as_doubles, assert_rows_equal
 
 VENV = pathlib.Path(
     os.environ.get("KPITABLES_SUPERSET_VENV", pathlib.Path.home() / ".cache/kpitables/superset-venv")
@@ -77,11 +77,12 @@ def test_chart_grouped_by_a_dimension_matches_ground_truth(superset, duck):
     got = [(r["region"], r["SUM(revenue)"]) for r in superset["chart_rows"]]
     expected = duck.execute(f"SELECT s.region, {REVENUE} AS r FROM {LINES} GROUP BY 1 ORDER BY r DESC").fetchall()
     assert len(expected) > 1
-    assert_rows_equal(got, expected)
+    # Superset's chart data is JSON: its numbers are doubles.
+    assert_rows_equal(got, as_doubles(expected))
     assert "GROUP BY region" in superset["chart_query"]
 
 
 def test_sql_lab_query_matches_ground_truth(superset, duck):
     got = [(r["region"], r["revenue"]) for r in superset["sqllab_rows"]]
     expected = duck.execute(f"SELECT s.region, {REVENUE} FROM {LINES} GROUP BY 1 ORDER BY 1").fetchall()
-    assert_rows_equal(got, expected)
+    assert_rows_equal(got, as_doubles(expected))
