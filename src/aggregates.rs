@@ -75,6 +75,31 @@ impl RoundedAvg {
     }
 }
 
+impl RoundedAvg {
+    /// The accumulator `make` gives over the widened input, wrapped to round its answer;
+    /// or, when the input is not widened, the one it gives over the input as it is.
+    fn rounding<A: ?Sized>(
+        &self,
+        args: AccumulatorArgs,
+        make: impl Fn(AccumulatorArgs) -> Result<Box<A>>,
+    ) -> Result<std::result::Result<Rounding<A>, Box<A>>> {
+        let Some(w) = self.widen(args.expr_fields, args.is_distinct)? else {
+            return Ok(Err(make(args)?));
+        };
+        let output = args.return_field.data_type().clone();
+        let inner = make(AccumulatorArgs {
+            return_field: Arc::clone(&w.return_field),
+            expr_fields: &w.expr_fields,
+            ..args
+        })?;
+        Ok(Ok(Rounding {
+            inner,
+            input: w.input,
+            output,
+        }))
+    }
+}
+
 impl AggregateUDFImpl for RoundedAvg {
     fn name(&self) -> &str {
         self.inner.name()
@@ -93,20 +118,10 @@ impl AggregateUDFImpl for RoundedAvg {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let Some(w) = self.widen(args.expr_fields, args.is_distinct)? else {
-            return self.inner.accumulator(args);
-        };
-        let output = args.return_field.data_type().clone();
-        let inner = self.inner.accumulator(AccumulatorArgs {
-            return_field: Arc::clone(&w.return_field),
-            expr_fields: &w.expr_fields,
-            ..args
-        })?;
-        Ok(Box::new(Rounding {
-            inner,
-            input: w.input,
-            output,
-        }))
+        Ok(match self.rounding(args, |a| self.inner.accumulator(a))? {
+            Ok(rounding) => Box::new(rounding),
+            Err(plain) => plain,
+        })
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -128,20 +143,12 @@ impl AggregateUDFImpl for RoundedAvg {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        let Some(w) = self.widen(args.expr_fields, args.is_distinct)? else {
-            return self.inner.create_groups_accumulator(args);
-        };
-        let output = args.return_field.data_type().clone();
-        let inner = self.inner.create_groups_accumulator(AccumulatorArgs {
-            return_field: Arc::clone(&w.return_field),
-            expr_fields: &w.expr_fields,
-            ..args
-        })?;
-        Ok(Box::new(Rounding {
-            inner,
-            input: w.input,
-            output,
-        }))
+        Ok(
+            match self.rounding(args, |a| self.inner.create_groups_accumulator(a))? {
+                Ok(rounding) => Box::new(rounding),
+                Err(plain) => plain,
+            },
+        )
     }
 
     fn reverse_expr(&self) -> ReversedUDAF {
