@@ -88,8 +88,6 @@ def rss_kb(pid):
 def main():
     import psycopg
 
-    from conftest import DATA, Kpitables
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=300)
@@ -97,6 +95,8 @@ def main():
     args = parser.parse_args()
     if args.bin:
         os.environ["KPITABLES_BIN"] = str(pathlib.Path(args.bin).resolve())
+    # conftest reads KPITABLES_BIN when it is imported.
+    from conftest import DATA, Kpitables
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="kpitables-soak-"))
     model = work / "model"

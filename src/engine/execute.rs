@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_federation::sql::VirtualExecutionPlan;
 
 use super::plan_cache::CacheUse;
@@ -52,7 +52,7 @@ impl Engine {
         let state = self.ctx.state();
         let physical = self.physical_plan_in(&state, plan, params).await?;
         let pushed = if self.has_warehouse {
-            pushed_down(&physical)
+            pushed_down(&physical)?
         } else {
             Vec::new()
         };
@@ -161,7 +161,7 @@ impl Engine {
         );
         if self.has_warehouse {
             let physical = self.ctx.state().create_physical_plan(&plan.plan).await?;
-            let pushed = pushed_down(&physical);
+            let pushed = pushed_down(&physical)?;
             if pushed.is_empty() {
                 lines.push("Pushed down: nothing (the engine answers from its own tables)".into());
             }
@@ -216,43 +216,18 @@ fn catch_panics(stream: SendableRecordBatchStream) -> SendableRecordBatchStream 
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, caught))
 }
 
-/// Each warehouse statement of a physical plan, as `(source, SQL)`, in plan order.
-pub fn pushed_down(plan: &Arc<dyn ExecutionPlan>) -> Vec<(String, String)> {
+/// Each warehouse statement of a physical plan, as `(source, SQL)`, in plan order: the
+/// text each source's executor receives ([`crate::sources::warehouse::statement_sent`]).
+pub fn pushed_down(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     if let Some(remote) = plan.downcast_ref::<VirtualExecutionPlan>() {
-        let line = displayable(plan.as_ref()).one_line().to_string();
-        // The plan node prints the statement after each rewrite stage; the last one is
-        // what the source receives.
-        let sql = [
-            " rewritten_sql_query=",
-            " rewritten_ast_analyzer=",
-            " rewritten_executor_sql=",
-            " rewritten_logical_sql=",
-            " base_sql=",
-        ]
-        .iter()
-        .find_map(|marker| line.rsplit_once(marker).map(|(_, sql)| sql))
-        .map(|sql| cut_at_next_marker(sql).trim().to_string())
-        .unwrap_or(line.clone());
+        let sql = crate::sources::warehouse::statement_sent(remote)?;
         out.push((remote.executor().name().to_string(), sql));
     }
     for child in plan.children() {
-        out.extend(pushed_down(child));
+        out.extend(pushed_down(child)?);
     }
-    out
-}
-
-fn cut_at_next_marker(sql: &str) -> &str {
-    [
-        " rewritten_logical_sql=",
-        " rewritten_executor_sql=",
-        " rewritten_ast_analyzer=",
-        " rewritten_sql_query=",
-    ]
-    .iter()
-    .filter_map(|m| sql.find(m))
-    .min()
-    .map_or(sql, |i| &sql[..i])
+    Ok(out)
 }
 
 impl QueryPlan {

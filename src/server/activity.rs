@@ -161,8 +161,22 @@ impl Connection {
         self.touch();
     }
 
-    /// A statement starts (`application`: the session's `application_name` now).
-    pub fn statement_started(&self, query: &str, application: &str) {
+    /// A statement starts (`application`: the session's `application_name` now), unless
+    /// the session was ended: then the reason, and the statement must not run.
+    ///
+    /// The check and the start are one step under the lock [`Connection::end`] takes,
+    /// so an end either comes first (refused here) or sees the statement running (and
+    /// stops it): an end that read "idle" could otherwise be wiped by the clearing of
+    /// the stop request below, and the session would run on until its socket was closed
+    /// under it (the SIGTERM race of docs/reliability.md).
+    pub fn statement_started(&self, query: &str, application: &str) -> Result<(), Ending> {
+        let ended = match self.ended.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(why) = *ended {
+            return Err(why);
+        }
         let now = Utc::now();
         self.update(|a| {
             a.application = application.to_string();
@@ -173,6 +187,8 @@ impl Connection {
         });
         // A new statement starts with no stop request of an earlier one.
         self.stop.send_replace(None);
+        drop(ended);
+        Ok(())
     }
 
     /// The running statement waits for `wait`, or (None) no longer waits.
@@ -219,14 +235,17 @@ impl Connection {
     /// End the session: a running statement fails with the FATAL error; an idle session
     /// is told (plaintext) and its socket closed.
     pub fn end(&self, why: Ending) {
-        if let Ok(mut ended) = self.ended.lock() {
-            if ended.is_some() {
-                return;
-            }
-            *ended = Some(why);
+        let mut ended = match self.ended.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if ended.is_some() {
+            return;
         }
+        *ended = Some(why);
         let active = self.activity().state == State::Active;
         self.stop.send_replace(Some(Stop::End(why)));
+        drop(ended);
         if !active {
             self.close_idle(why);
         }
@@ -700,6 +719,28 @@ mod tests {
         drop(waiting);
         assert_eq!(registered.connection.activity().wait, None);
         assert_eq!(connections.waiting_statements(), 0);
+    }
+
+    #[test]
+    fn an_ended_session_starts_no_statement_and_an_end_is_never_wiped() {
+        let connections = Connections::new(Limits::default());
+        let registered = connections.register("127.0.0.1:5".parse().expect("address"), None);
+        let c = &registered.connection;
+        let mut stops = c.stops();
+        // A statement that started first is stopped by the end (it does not wipe it).
+        assert_eq!(c.statement_started("SELECT 1", "app"), Ok(()));
+        c.end(Ending::Administrator);
+        assert_eq!(
+            *stops.borrow_and_update(),
+            Some(Stop::End(Ending::Administrator))
+        );
+        // Once ended, no statement starts, and the stop request stays.
+        assert_eq!(
+            c.statement_started("SELECT 2", "app"),
+            Err(Ending::Administrator)
+        );
+        assert_eq!(*stops.borrow(), Some(Stop::End(Ending::Administrator)));
+        assert_eq!(c.activity().query, "SELECT 1", "the refused one never ran");
     }
 
     #[tokio::test]

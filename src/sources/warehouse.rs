@@ -150,6 +150,61 @@ pub fn arrow_type(kind: SourceKind, c: &ColumnInfo) -> DataType {
     }
 }
 
+/// The statement a federation plan node sends to its warehouse, without running it.
+///
+/// The node computes its final SQL (its plan unparsed in the source's dialect, then each
+/// rewrite stage of datafusion-federation and our own AST fixes) only inside `execute`,
+/// and keeps no other copy: the text is what the executor receives. So the node is
+/// executed here with the capture on, and both connectors' [`SQLExecutor::execute`]
+/// hand the statement to [`captured`] and return an empty stream instead of running it.
+/// The capture is per thread and lasts only the synchronous call.
+///
+/// [`SQLExecutor::execute`]: datafusion_federation::sql::SQLExecutor::execute
+pub fn statement_sent(
+    node: &datafusion_federation::sql::VirtualExecutionPlan,
+) -> Result<String, DataFusionError> {
+    use datafusion::execution::TaskContext;
+    use datafusion::physical_plan::ExecutionPlan;
+    CAPTURE.with_borrow_mut(|c| *c = Capture::Waiting);
+    let run = node.execute(0, Arc::new(TaskContext::default()));
+    let got = CAPTURE.with_borrow_mut(|c| std::mem::replace(c, Capture::Off));
+    drop(run?);
+    match got {
+        Capture::Got(sql) => Ok(sql),
+        Capture::Off | Capture::Waiting => Err(DataFusionError::Internal(format!(
+            "the executor of source \"{}\" did not report its statement",
+            node.executor().name()
+        ))),
+    }
+}
+
+/// Called first by a connector's `execute`: while [`statement_sent`] asks, the statement
+/// is recorded and an empty stream returned, so nothing reaches the warehouse.
+pub fn captured(query: &str, schema: &SchemaRef) -> Option<SendableRecordBatchStream> {
+    CAPTURE.with_borrow_mut(|c| match c {
+        Capture::Waiting => {
+            *c = Capture::Got(query.to_string());
+            Some(
+                Box::pin(datafusion::physical_plan::EmptyRecordBatchStream::new(
+                    Arc::clone(schema),
+                )) as SendableRecordBatchStream,
+            )
+        }
+        Capture::Off | Capture::Got(_) => None,
+    })
+}
+
+/// Where [`statement_sent`] stands on this thread.
+enum Capture {
+    Off,
+    Waiting,
+    Got(String),
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Capture> = const { std::cell::RefCell::new(Capture::Off) };
+}
+
 /// The stream the engine reads while `job` runs on its own task and sends batches.
 ///
 /// `job` receives the sender; it must stop when a send fails (the engine stopped

@@ -176,11 +176,11 @@ impl SimpleQueryHandler for Handler {
             let mut responses = Vec::new();
             let mut status = client.transaction_status();
             let conn = connection(client);
-            if let Some(ended) = conn.as_ref().and_then(|c| c.ended()) {
+            if let Some(c) = &conn
+                && let Err(ended) =
+                    c.statement_started(query, &session.get("application_name").unwrap_or_default())
+            {
                 return Err(user_error(Error::Terminated(ended)));
-            }
-            if let Some(c) = &conn {
-                c.statement_started(query, &session.get("application_name").unwrap_or_default());
             }
             let mut finished = watch::Finished::new(
                 conn.clone(),
@@ -531,19 +531,18 @@ impl ExtendedQueryHandler for Handler {
             };
             let status = client.transaction_status();
             let conn = connection(client);
-            if let Some(ended) = conn.as_ref().and_then(|c| c.ended()) {
-                return Err(user_error(Error::Terminated(ended)));
-            }
             let failed = |e: Error| {
                 tracing::info!(sqlstate = e.sqlstate(), error = %e, "statement failed");
                 self.served.record_failure(&session, &e);
                 user_error(e)
             };
-            if let Some(c) = &conn {
-                c.statement_started(
+            if let Some(c) = &conn
+                && let Err(ended) = c.statement_started(
                     &statement_text(prepared),
                     &session.get("application_name").unwrap_or_default(),
-                );
+                )
+            {
+                return Err(user_error(Error::Terminated(ended)));
             }
             let mut finished = watch::Finished::new(
                 conn.clone(),

@@ -87,11 +87,12 @@ where
             }),
             why = ended(stops.as_mut()), if stops.is_some() => {
                 let error = crate::error::Error::Terminated(why);
-                let info = super::error_info(&error);
-                let _ = socket
-                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
-                    .await;
-                linger(&mut socket).await;
+                let fatal = || PgWireBackendMessage::ErrorResponse(super::error_info(&error).into());
+                let _ = socket.send(fatal()).await;
+                // libpq reads a message that comes while no statement of its runs as a
+                // notice, and keeps the connection: its next statement then waits for
+                // an answer. So that statement is answered with the same FATAL message.
+                linger(&mut socket, Some(fatal())).await;
                 break;
             }
             Some(note) = notes.recv(), if deliverable => {
@@ -138,7 +139,7 @@ where
             let is_fatal = e.is_fatal();
             process_error(&mut socket, e, is_extended_query).await?;
             if is_fatal {
-                linger(&mut socket).await;
+                linger(&mut socket, None).await;
                 break;
             }
         }
@@ -168,13 +169,14 @@ async fn ended(
 }
 
 /// After a FATAL message: read (and drop) what the client still sends until it closes,
-/// for at most [`LINGER`]. Closing under its unread bytes (the rest of an extended-protocol
-/// cycle, a query sent before it saw the message) would make the kernel reset the
-/// connection, and the reset makes the client's kernel drop the FATAL message before the
-/// client reads it ("server closed the connection unexpectedly").
-async fn linger<S>(socket: &mut S)
+/// for at most [`LINGER`], answering the first message with `answer` if there is one.
+/// Closing under its unread bytes (the rest of an extended-protocol cycle, a query sent
+/// before it saw the message) would make the kernel reset the connection, and the reset
+/// makes the client's kernel drop the FATAL message before the client reads it ("server
+/// closed the connection unexpectedly").
+async fn linger<S>(socket: &mut S, mut answer: Option<PgWireBackendMessage>)
 where
-    S: futures::Stream + Unpin,
+    S: futures::Stream + futures::Sink<PgWireBackendMessage> + Unpin,
 {
     let _ = tokio::time::timeout(LINGER, async {
         while AssertUnwindSafe(socket.next())
@@ -183,7 +185,11 @@ where
             .ok()
             .flatten()
             .is_some()
-        {}
+        {
+            if let Some(message) = answer.take() {
+                let _ = socket.send(message).await;
+            }
+        }
     })
     .await;
 }
