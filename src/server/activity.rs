@@ -170,10 +170,7 @@ impl Connection {
     /// the stop request below, and the session would run on until its socket was closed
     /// under it (the SIGTERM race of docs/reliability.md).
     pub fn statement_started(&self, query: &str, application: &str) -> Result<(), Ending> {
-        let ended = match self.ended.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let ended = self.ended_lock();
         if let Some(why) = *ended {
             return Err(why);
         }
@@ -227,18 +224,18 @@ impl Connection {
         self.stop.subscribe()
     }
 
-    /// Why the session was ended, if it was.
-    pub fn ended(&self) -> Option<Ending> {
-        self.ended.lock().ok().and_then(|e| *e)
+    /// The lock that makes an end and a statement's start one step each (see
+    /// [`Connection::statement_started`]).
+    fn ended_lock(&self) -> std::sync::MutexGuard<'_, Option<Ending>> {
+        self.ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// End the session: a running statement fails with the FATAL error; an idle session
     /// is told (plaintext) and its socket closed.
     pub fn end(&self, why: Ending) {
-        let mut ended = match self.ended.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut ended = self.ended_lock();
         if ended.is_some() {
             return;
         }
