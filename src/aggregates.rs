@@ -1,88 +1,114 @@
 //! PostgreSQL's aggregates where DataFusion's give another number.
 //!
-//! `avg` of a `numeric(p, s)`: DataFusion answers `numeric(p + 4, s + 4)` with the quotient
-//! cut after the last place, PostgreSQL (and a warehouse kpitables pushes the aggregate to,
-//! whose answer Arrow rounds to that type) rounds it, half away from zero. [`RoundedAvg`]
-//! replaces `avg`: for a `Decimal128` input it runs DataFusion's own accumulator over the
-//! input widened by one place (exact), which cuts after place s + 5, and rounds that to
-//! s + 4 with Arrow's decimal cast. Cutting after s + 5 never moves a value across the
-//! half-way point of place s + 4 (that point is itself a value of scale s + 5), so the
-//! rounded result is the exactly rounded quotient. Every other input (floats, integers,
-//! intervals, `DISTINCT`, decimals of precision above 33) is DataFusion's `avg` unchanged.
+//! Each runs DataFusion's own accumulator over its input widened to a type that holds
+//! the exact answer ([`Widened`]), then narrows that answer to the aggregate's type, where
+//! a value out of the type's range is an error (22003), never a wrapped number:
+//!
+//! - `avg` of a `numeric(p, s)` ([`RoundedAvg`]): DataFusion answers `numeric(p + 4, s + 4)`
+//!   with the quotient cut after the last place, PostgreSQL (and a warehouse kpitables
+//!   pushes the aggregate to, whose answer Arrow rounds to that type) rounds it, half away
+//!   from zero. Over the input widened by one place (exact) the quotient is cut after place
+//!   s + 5, and Arrow's decimal cast rounds that to s + 4. Cutting after s + 5 never moves a
+//!   value across the half-way point of place s + 4 (that point is itself a value of scale
+//!   s + 5), so the rounded result is the exactly rounded quotient.
+//! - `sum` of integers ([`CheckedSum`]): DataFusion adds `bigint`s with wrapping
+//!   arithmetic, so a sum past 2^63 - 1 would answer a negative number; PostgreSQL refuses
+//!   it ("bigint out of range"). Over the input widened to `numeric(20, 0)` the sum is
+//!   exact (DataFusion sums it as `numeric(30, 0)`), and narrowing it back refuses what
+//!   does not fit.
+//!
+//! Every other input (floats, intervals, `DISTINCT`, decimals of precision above 33) is
+//! DataFusion's aggregate unchanged.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_PRECISION, DataType, Field, FieldRef};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::functions_aggregate::average::Avg;
+use datafusion::functions_aggregate::sum::Sum;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    ReversedUDAF, Signature,
+    ReversedUDAF, SetMonotonicity, Signature,
 };
 
+/// One of DataFusion's aggregates with the input type it runs over instead of `input`,
+/// when it needs one to be exact (see the module docs).
+pub trait Widen: AggregateUDFImpl + Default + Eq + std::hash::Hash {
+    /// The input type that holds the exact answer, if `input` is not one.
+    fn widened(input: &DataType) -> Option<DataType>;
+}
+
+impl Widen for Avg {
+    fn widened(input: &DataType) -> Option<DataType> {
+        match input {
+            // Room for the inner avg's numeric(p + 5, s + 5) without DataFusion capping it.
+            DataType::Decimal128(precision, scale)
+                if *precision + 5 <= DECIMAL128_MAX_PRECISION && *scale >= 0 =>
+            {
+                Some(DataType::Decimal128(precision + 1, scale + 1))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Widen for Sum {
+    fn widened(input: &DataType) -> Option<DataType> {
+        // Every 64-bit integer fits in 20 digits; DataFusion sums those in 30, so 10^10
+        // rows of the largest bigint still add up exactly.
+        input.is_integer().then_some(DataType::Decimal128(20, 0))
+    }
+}
+
+/// DataFusion's aggregate `F` over a widened input, its answer narrowed back.
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct Widened<F> {
+    inner: F,
+}
+
 /// `avg`, rounded as PostgreSQL rounds it (see the module docs).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct RoundedAvg {
-    inner: datafusion::functions_aggregate::average::Avg,
-}
+pub type RoundedAvg = Widened<Avg>;
 
-impl Default for RoundedAvg {
-    fn default() -> Self {
-        RoundedAvg {
-            inner: datafusion::functions_aggregate::average::Avg::new(),
-        }
-    }
-}
+/// `sum`, refusing an integer overflow as PostgreSQL does (see the module docs).
+pub type CheckedSum = Widened<Sum>;
 
-/// The input type that carries one more place, when there is room for it.
-fn widened(input: &DataType) -> Option<DataType> {
-    match input {
-        // Room for the inner avg's numeric(p + 5, s + 5) without DataFusion capping it.
-        DataType::Decimal128(precision, scale)
-            if *precision + 5 <= DECIMAL128_MAX_PRECISION && *scale >= 0 =>
-        {
-            Some(DataType::Decimal128(precision + 1, scale + 1))
-        }
-        _ => None,
-    }
-}
-
-/// The arguments of the inner `avg` over the widened input, with its own return field.
-struct Widened {
+/// The arguments of the inner aggregate over the widened input, with its own return field.
+struct WideArgs {
     input: DataType,
     expr_fields: Vec<FieldRef>,
     return_field: FieldRef,
 }
 
-impl RoundedAvg {
-    fn widen(&self, fields: &[FieldRef], distinct: bool) -> Result<Option<Widened>> {
+impl<F: Widen> Widened<F> {
+    fn widen(&self, fields: &[FieldRef], distinct: bool) -> Result<Option<WideArgs>> {
         let Some(first) = fields.first() else {
             return Ok(None);
         };
-        let Some(input) = widened(first.data_type()).filter(|_| !distinct) else {
+        let Some(input) = F::widened(first.data_type()).filter(|_| !distinct) else {
             return Ok(None);
         };
         let inner_return = self.inner.return_type(std::slice::from_ref(&input))?;
         let mut expr_fields = fields.to_vec();
         expr_fields[0] = Arc::new(first.as_ref().clone().with_data_type(input.clone()));
-        Ok(Some(Widened {
+        Ok(Some(WideArgs {
             input,
             expr_fields,
-            return_field: Arc::new(Field::new("avg", inner_return, true)),
+            return_field: Arc::new(Field::new(self.inner.name(), inner_return, true)),
         }))
     }
-}
 
-impl RoundedAvg {
-    /// The accumulator `make` gives over the widened input, wrapped to round its answer;
+    /// The accumulator `make` gives over the widened input, wrapped to narrow its answer;
     /// or, when the input is not widened, the one it gives over the input as it is.
-    fn rounding<A: ?Sized>(
+    fn narrowing<A: ?Sized>(
         &self,
         args: AccumulatorArgs,
         make: impl Fn(AccumulatorArgs) -> Result<Box<A>>,
-    ) -> Result<std::result::Result<Rounding<A>, Box<A>>> {
+    ) -> Result<std::result::Result<Narrowing<A>, Box<A>>> {
         let Some(w) = self.widen(args.expr_fields, args.is_distinct)? else {
             return Ok(Err(make(args)?));
         };
@@ -92,7 +118,7 @@ impl RoundedAvg {
             expr_fields: &w.expr_fields,
             ..args
         })?;
-        Ok(Ok(Rounding {
+        Ok(Ok(Narrowing {
             inner,
             input: w.input,
             output,
@@ -100,7 +126,7 @@ impl RoundedAvg {
     }
 }
 
-impl AggregateUDFImpl for RoundedAvg {
+impl<F: Widen> AggregateUDFImpl for Widened<F> {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -117,11 +143,24 @@ impl AggregateUDFImpl for RoundedAvg {
         self.inner.return_type(arg_types)
     }
 
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(match self.rounding(args, |a| self.inner.accumulator(a))? {
-            Ok(rounding) => Box::new(rounding),
+        Ok(match self.narrowing(args, |a| self.inner.accumulator(a))? {
+            Ok(narrowing) => Box::new(narrowing),
             Err(plain) => plain,
         })
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(
+            match self.narrowing(args, |a| self.inner.create_sliding_accumulator(a))? {
+                Ok(narrowing) => Box::new(narrowing),
+                Err(plain) => plain,
+            },
+        )
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -144,8 +183,8 @@ impl AggregateUDFImpl for RoundedAvg {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(
-            match self.rounding(args, |a| self.inner.create_groups_accumulator(a))? {
-                Ok(rounding) => Box::new(rounding),
+            match self.narrowing(args, |a| self.inner.create_groups_accumulator(a))? {
+                Ok(narrowing) => Box::new(narrowing),
                 Err(plain) => plain,
             },
         )
@@ -155,19 +194,42 @@ impl AggregateUDFImpl for RoundedAvg {
         self.inner.reverse_expr()
     }
 
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        self.inner.order_sensitivity()
+    }
+
+    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
+        self.inner.set_monotonicity(data_type)
+    }
+
     fn documentation(&self) -> Option<&Documentation> {
         self.inner.documentation()
     }
 }
 
-/// DataFusion's accumulator over the widened input, its answer rounded to the output.
-struct Rounding<A: ?Sized> {
+/// `values` cast to `output`, a value that does not fit being an error (22003).
+fn narrowed(values: &ArrayRef, output: &DataType) -> Result<ArrayRef> {
+    // Arrow's default cast makes a value out of range NULL: count them.
+    let narrow = cast(values, output)?;
+    if narrow.null_count() > values.null_count() {
+        return Err(DataFusionError::ArrowError(
+            Box::new(ArrowError::ArithmeticOverflow(format!(
+                "{output} out of range"
+            ))),
+            None,
+        ));
+    }
+    Ok(narrow)
+}
+
+/// DataFusion's accumulator over the widened input, its answer narrowed to the output.
+struct Narrowing<A: ?Sized> {
     inner: Box<A>,
     input: DataType,
     output: DataType,
 }
 
-impl<A: ?Sized> Rounding<A> {
+impl<A: ?Sized> Narrowing<A> {
     fn widen(&self, values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
         let mut values = values.to_vec();
         if let Some(first) = values.first_mut() {
@@ -177,23 +239,24 @@ impl<A: ?Sized> Rounding<A> {
     }
 }
 
-impl<A: ?Sized> std::fmt::Debug for Rounding<A> {
+impl<A: ?Sized> std::fmt::Debug for Narrowing<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rounding")
+        f.debug_struct("Narrowing")
             .field("input", &self.input)
             .field("output", &self.output)
             .finish()
     }
 }
 
-impl Accumulator for Rounding<dyn Accumulator> {
+impl Accumulator for Narrowing<dyn Accumulator> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let values = self.widen(values)?;
         self.inner.update_batch(&values)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.inner.evaluate()?.cast_to(&self.output)
+        let wide = self.inner.evaluate()?.to_array()?;
+        ScalarValue::try_from_array(&narrowed(&wide, &self.output)?, 0)
     }
 
     fn size(&self) -> usize {
@@ -218,7 +281,7 @@ impl Accumulator for Rounding<dyn Accumulator> {
     }
 }
 
-impl GroupsAccumulator for Rounding<dyn GroupsAccumulator> {
+impl GroupsAccumulator for Narrowing<dyn GroupsAccumulator> {
     fn update_batch(
         &mut self,
         values: &[ArrayRef],
@@ -232,7 +295,7 @@ impl GroupsAccumulator for Rounding<dyn GroupsAccumulator> {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        Ok(cast(&self.inner.evaluate(emit_to)?, &self.output)?)
+        narrowed(&self.inner.evaluate(emit_to)?, &self.output)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -265,7 +328,17 @@ impl GroupsAccumulator for Rounding<dyn GroupsAccumulator> {
 
 /// Put PostgreSQL's aggregates in place of DataFusion's where they differ.
 pub fn register(ctx: &datafusion::prelude::SessionContext) {
-    ctx.register_udaf(AggregateUDF::new_from_impl(RoundedAvg::default()));
+    // DataFusion's are removed with their aliases first (`mean`): a state rebuilt from
+    // this one registers every function again, and one left under an alias would take
+    // back the name in whatever order the functions come.
+    let ours = [
+        AggregateUDF::new_from_impl(RoundedAvg::default()),
+        AggregateUDF::new_from_impl(CheckedSum::default()),
+    ];
+    for aggregate in ours {
+        ctx.deregister_udaf(aggregate.name());
+        ctx.register_udaf(aggregate);
+    }
 }
 
 #[cfg(test)]
@@ -282,8 +355,58 @@ mod tests {
         text.lines()
             .skip(3)
             .filter(|l| !l.starts_with('+'))
-            .map(|l| l.trim_matches(|c| c == '|' || c == ' ').to_string())
+            .map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                cells.join(" | ")
+            })
             .collect()
+    }
+
+    async fn refusal(sql: &str) -> String {
+        let ctx = SessionContext::new();
+        super::register(&ctx);
+        let answer = match ctx.sql(sql).await {
+            Ok(frame) => frame.collect().await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(batches) => panic!("{sql} answered {batches:?}"),
+            Err(e) => crate::error::Error::from(e).sqlstate().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_integer_sum_out_of_range_is_refused_not_wrapped() {
+        const BIG: &str = "CAST(9223372036854775807 AS BIGINT)";
+        let rows = format!("(1, {BIG}), (1, 1), (2, {BIG}), (2, -1), (3, -{BIG}), (3, -2)");
+        // Grouped, plain and over a running window: DataFusion alone wraps each of them.
+        for sql in [
+            format!("SELECT g, sum(x) FROM (VALUES {rows}) t(g, x) GROUP BY g"),
+            format!("SELECT sum(x) FROM (VALUES {rows}) t(g, x) WHERE g = 1"),
+            format!(
+                "SELECT sum(x) OVER (ORDER BY g ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM (VALUES {rows}) t(g, x)"
+            ),
+        ] {
+            assert_eq!(refusal(&sql).await, "22003", "{sql}");
+        }
+        // What fits is the exact sum, of type bigint, and an integer sum's sliding window too.
+        let rows = format!(
+            "(1, {BIG}), (1, -1), (2, -5), (2, CAST(NULL AS BIGINT)), (3, CAST(NULL AS BIGINT))"
+        );
+        assert_eq!(
+            answer(&format!(
+                "SELECT g, sum(x), arrow_typeof(sum(x)) FROM (VALUES {rows}) t(g, x) GROUP BY g ORDER BY g"
+            ))
+            .await,
+            ["1 | 9223372036854775806 | Int64", "2 | -5 | Int64", "3 |  | Int64"]
+        );
+        assert_eq!(
+            answer(&format!(
+                "SELECT sum(x) OVER (ORDER BY g, x ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM (VALUES {rows}) t(g, x) ORDER BY g, x"
+            ))
+            .await,
+            ["-1", "9223372036854775806", "9223372036854775802", "-5", ""]
+        );
     }
 
     #[tokio::test]

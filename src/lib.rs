@@ -28,6 +28,7 @@ pub mod http;
 pub mod import;
 pub mod model;
 pub mod operators;
+pub mod percentiles;
 pub mod rewrite;
 pub mod server;
 pub mod session;

@@ -18,6 +18,8 @@ use datafusion::arrow::array::{AsArray, IntervalMonthDayNanoArray};
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
 };
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
@@ -260,6 +262,221 @@ fn interval_times(i: IntervalMonthDayNano, f: f64) -> IntervalMonthDayNano {
     )
 }
 
+/// Integer `+`, `-` and `*` that fail on overflow, as PostgreSQL's do (22003 "integer out
+/// of range"). DataFusion computes them with Arrow's wrapping kernels, so
+/// `9223372036854775807 + 1` would answer a negative number: a wrong number, never
+/// returned. [`CheckedIntegers`] turns each such operation into a call of one of these
+/// functions (Arrow's checked kernels); a warehouse receives the plain operator and checks
+/// its own overflow ([`Checked::sql_operator`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Checked {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+}
+
+impl Checked {
+    const ALL: [Checked; 3] = [Checked::Add, Checked::Sub, Checked::Mul];
+
+    /// The function's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checked::Add => "kp_checked_add",
+            Checked::Sub => "kp_checked_sub",
+            Checked::Mul => "kp_checked_mul",
+        }
+    }
+
+    fn of(op: Operator) -> Option<Checked> {
+        match op {
+            Operator::Plus => Some(Checked::Add),
+            Operator::Minus => Some(Checked::Sub),
+            Operator::Multiply => Some(Checked::Mul),
+            _ => None,
+        }
+    }
+
+    /// The SQL operator a source computes the function `name` with, if it is one of these.
+    pub fn sql_operator(name: &str) -> Option<BinaryOperator> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .map(|c| match c {
+                Checked::Add => BinaryOperator::Plus,
+                Checked::Sub => BinaryOperator::Minus,
+                Checked::Mul => BinaryOperator::Multiply,
+            })
+    }
+}
+
+/// One checked operation over two integers of the same type (see [`Checked`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CheckedArithmetic {
+    op: Checked,
+    signature: Signature,
+}
+
+impl CheckedArithmetic {
+    fn new(op: Checked) -> Self {
+        CheckedArithmetic {
+            op,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CheckedArithmetic {
+    fn name(&self) -> &str {
+        self.op.name()
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [left, right] if left == right && left.is_integer() => Ok(left.clone()),
+            _ => exec_err!("{} takes two integers of one type", self.op.name()),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::compute::kernels::numeric;
+        let arrow_kernel = match self.op {
+            Checked::Add => numeric::add,
+            Checked::Sub => numeric::sub,
+            Checked::Mul => numeric::mul,
+        };
+        // PostgreSQL's words: "bigint out of range", not the operands.
+        let kernel = |l: &dyn datafusion::arrow::array::Datum,
+                      r: &dyn datafusion::arrow::array::Datum| {
+            arrow_kernel(l, r).map_err(|e| match e {
+                ArrowError::ArithmeticOverflow(_) => ArrowError::ArithmeticOverflow(format!(
+                    "{} out of range",
+                    l.get().0.data_type()
+                )),
+                other => other,
+            })
+        };
+        let [left, right] = args.args.as_slice() else {
+            return exec_err!("{} takes two integers of one type", self.op.name());
+        };
+        Ok(match (left, right) {
+            (ColumnarValue::Scalar(l), ColumnarValue::Scalar(r)) => {
+                let one = kernel(&l.to_scalar()?, &r.to_scalar()?)?;
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&one, 0)?)
+            }
+            (ColumnarValue::Array(l), ColumnarValue::Scalar(r)) => {
+                ColumnarValue::Array(kernel(l, &r.to_scalar()?)?)
+            }
+            (ColumnarValue::Scalar(l), ColumnarValue::Array(r)) => {
+                ColumnarValue::Array(kernel(&l.to_scalar()?, r)?)
+            }
+            (ColumnarValue::Array(l), ColumnarValue::Array(r)) => {
+                ColumnarValue::Array(kernel(l, r)?)
+            }
+        })
+    }
+}
+
+/// The optimizer rule that checks integer arithmetic (see [`Checked`]). It runs first, so
+/// that the simplifier's constant folding evaluates the checked functions too; federated
+/// parts are left alone (their SQL spells the plain operators).
+#[derive(Debug)]
+pub struct CheckedIntegers {
+    functions: [Arc<ScalarUDF>; 3],
+}
+
+impl Default for CheckedIntegers {
+    fn default() -> Self {
+        CheckedIntegers {
+            functions: Checked::ALL.map(|op| Arc::new(ScalarUDF::from(CheckedArithmetic::new(op)))),
+        }
+    }
+}
+
+impl datafusion::optimizer::OptimizerRule for CheckedIntegers {
+    fn name(&self) -> &str {
+        "kp_checked_integers"
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        Some(datafusion::optimizer::ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> Result<Transformed<datafusion::logical_expr::LogicalPlan>> {
+        use datafusion::logical_expr::LogicalPlan;
+        use datafusion::logical_expr::expr_rewriter::NamePreserver;
+        if matches!(plan, LogicalPlan::Extension(_)) {
+            return Ok(Transformed::no(plan));
+        }
+        let schema = input_schema(&plan);
+        let names = NamePreserver::new(&plan);
+        let mut rewrite = |expr: Expr| -> Result<Transformed<Expr>> {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| self.check(e, &schema))?;
+            Ok(if rewritten.transformed {
+                rewritten.update_data(|e| name.restore(e))
+            } else {
+                rewritten
+            })
+        };
+        plan.map_expressions(|expr| {
+            // Grouping sets keep their own aliases, as the simplifier does.
+            if let Expr::GroupingSet(_) = &expr {
+                expr.map_children(&mut rewrite)
+            } else {
+                rewrite(expr)
+            }
+        })
+    }
+}
+
+impl CheckedIntegers {
+    fn check(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+        let Expr::BinaryExpr(binary) = expr else {
+            return Ok(Transformed::no(expr));
+        };
+        let integers = match (binary.left.get_type(schema), binary.right.get_type(schema)) {
+            (Ok(l), Ok(r)) => l == r && l.is_integer(),
+            _ => false,
+        };
+        let Some(op) = Checked::of(binary.op).filter(|_| integers) else {
+            return Ok(Transformed::no(Expr::BinaryExpr(binary)));
+        };
+        let function = match op {
+            Checked::Add => &self.functions[0],
+            Checked::Sub => &self.functions[1],
+            Checked::Mul => &self.functions[2],
+        };
+        Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(Arc::clone(function), vec![*binary.left, *binary.right]),
+        )))
+    }
+}
+
+/// The columns a node's expressions may name: its inputs' (a scan's own, for its filters).
+fn input_schema(plan: &datafusion::logical_expr::LogicalPlan) -> DFSchema {
+    let inputs = plan.inputs();
+    let Some((first, rest)) = inputs.split_first() else {
+        return plan.schema().as_ref().clone();
+    };
+    rest.iter()
+        .try_fold(first.schema().as_ref().clone(), |all, next| {
+            all.join(next.schema())
+        })
+        .unwrap_or_else(|_| plan.schema().as_ref().clone())
+}
+
 /// Register the planner on a session context.
 pub fn register(ctx: &datafusion::prelude::SessionContext) {
     use datafusion::execution::FunctionRegistry;
@@ -301,6 +518,52 @@ mod tests {
         assert!(out.contains("6 hours"), "{out}");
         let out = one_value("SELECT 'x' = 'x' AS s").await;
         assert!(out.contains("| true |"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn integer_overflow_is_an_error_not_a_wrapped_number() {
+        use datafusion::execution::SessionStateBuilder;
+        use datafusion::optimizer::{Optimizer, OptimizerRule};
+        use std::sync::Arc;
+        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> =
+            vec![Arc::new(super::CheckedIntegers::default())];
+        rules.extend(Optimizer::new().rules);
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_optimizer_rules(rules)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let answer = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                match ctx.sql(sql).await {
+                    Ok(frame) => frame.collect().await.map(|b| {
+                        datafusion::arrow::util::pretty::pretty_format_batches(&b)
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        // Folded at planning time and computed over a column: both refused.
+        for sql in [
+            "SELECT CAST(9223372036854775807 AS BIGINT) + 1",
+            "SELECT x * 2 FROM (VALUES (CAST(9223372036854775807 AS BIGINT))) t(x)",
+            "SELECT x - CAST(1 AS INT) FROM (VALUES (CAST(-2147483648 AS INT))) t(x)",
+        ] {
+            match answer(sql).await {
+                Err(e) => assert_eq!(crate::error::Error::from(e).sqlstate(), "22003", "{sql}"),
+                Ok(out) => panic!("{sql} answered {out}"),
+            }
+        }
+        let ok = answer("SELECT x + 1 AS y, x * 2 AS z FROM (VALUES (CAST(41 AS BIGINT))) t(x)")
+            .await
+            .map_err(|e| e.to_string());
+        assert!(
+            ok.as_ref().is_ok_and(|o| o.contains("| 42 | 82 |")),
+            "{ok:?}"
+        );
     }
 
     #[tokio::test]

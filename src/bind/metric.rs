@@ -12,7 +12,7 @@ use super::{
     AggregateDef, Binder, BoundDimension, BoundMetric, Definition, TOTAL_PREFIX, parse_expr,
 };
 use crate::error::did_you_mean;
-use crate::model::{Metric, MetricKind, Window};
+use crate::model::{Aggregation, Metric, MetricKind, Window};
 
 /// Bind `metric` (and, first, the metrics it is defined from) into `bound`. `stack`
 /// holds the metrics being bound, to report cycles. Problems go to the binder's issues.
@@ -130,6 +130,10 @@ fn bind_metric_inner(
                     expr: expr.map(|e| e.expr),
                     filter: filter.map(|e| e.expr),
                     tables,
+                    fraction: match agg {
+                        Aggregation::Median => Some(0.5),
+                        _ => metric.percentile.as_ref().map(|p| *p.get_ref()),
+                    },
                 })),
                 None,
             ))

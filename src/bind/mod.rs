@@ -162,6 +162,8 @@ pub struct AggregateDef {
     pub filter: Option<Expr>,
     /// Every table the expression and filter read (the fact table included).
     pub tables: BTreeSet<String>,
+    /// A percentile's fraction (0.5 for the median).
+    pub fraction: Option<f64>,
 }
 
 impl AggregateDef {
@@ -180,8 +182,18 @@ impl AggregateDef {
     /// filter as a CASE inside.
     pub fn sql(&self) -> String {
         let value = self.value_sql();
+        self.sql_of(&value)
+    }
+
+    /// The aggregate over `value` (the value or a column that holds it).
+    pub fn sql_of(&self, value: &str) -> String {
         match self.agg {
             Aggregation::CountDistinct => format!("count(DISTINCT {value})"),
+            agg if agg.is_percentile() => format!(
+                "{}({}) WITHIN GROUP (ORDER BY {value})",
+                agg.sql_function(),
+                self.fraction.unwrap_or(0.5)
+            ),
             agg => format!("{}({value})", agg.sql_function()),
         }
     }

@@ -292,15 +292,26 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_optimizer_rules(sources::pushdown::optimizer_rules(
-                sources::warehouse_tables(&model),
-            ))
+            .with_optimizer_rules({
+                // Integer arithmetic checked first, so that constant folding is too.
+                let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
+                    vec![Arc::new(crate::operators::CheckedIntegers::default())];
+                rules.extend(sources::pushdown::optimizer_rules(
+                    sources::warehouse_tables(&model),
+                ));
+                rules
+            })
             .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
             crate::time_zone::LocalTime::default(),
         ));
+        // PostgreSQL's operators and aggregates before anything is planned: the views'
+        // column types are inferred with them.
+        crate::operators::register(&ctx);
+        crate::aggregates::register(&ctx);
+        crate::percentiles::register(&ctx);
         let has_warehouse = model.sources.iter().any(|s| s.kind.is_warehouse());
         let registered = sources::register_tables(&ctx, &model, model_dir).await?;
         let mut semantics = bind::bind(model, &registered.schemas)?;
@@ -312,8 +323,6 @@ impl Engine {
             catalog_tables.insert((catalog::kp::SCHEMA.to_string(), table.to_string()));
         }
         catalog::functions::register(&ctx, &semantics);
-        crate::operators::register(&ctx);
-        crate::aggregates::register(&ctx);
         let default_scope = Arc::new(Scope::new(&ctx, &semantics, &nobody(), &identity, &[])?);
         Ok(Engine {
             ctx,

@@ -22,6 +22,9 @@ pub struct Metric {
     pub agg: Option<Aggregation>,
     /// Atomic: SQL expression over the table's columns; required except for `count`.
     pub expr: Option<Spanned<String>>,
+    /// Atomic, `percentile_cont` and `percentile_disc`: the fraction of the ordered values,
+    /// between 0 and 1 (`0.9` for the 90th percentile).
+    pub percentile: Option<Spanned<f64>>,
     /// Atomic and derived: SQL condition; only rows where it holds are aggregated. May use
     /// the table's columns and dimension names reachable from the table. On a derived
     /// metric it is added (AND) to the base metric's own filter.
@@ -252,6 +255,15 @@ pub enum Aggregation {
     Min,
     /// Largest value.
     Max,
+    /// The median: the middle value, or the mean of the two middle values
+    /// (`percentile_cont(0.5)`), as `double precision`.
+    Median,
+    /// The value at the fraction `percentile` of the ordered values, interpolated between
+    /// the two around it, as `double precision` (PostgreSQL's `percentile_cont`).
+    PercentileCont,
+    /// The first value at or past the fraction `percentile` of the ordered values, of the
+    /// expression's own type (PostgreSQL's `percentile_disc`).
+    PercentileDisc,
 }
 
 impl Aggregation {
@@ -263,7 +275,26 @@ impl Aggregation {
             Aggregation::Avg => "avg",
             Aggregation::Min => "min",
             Aggregation::Max => "max",
+            Aggregation::Median | Aggregation::PercentileCont => "percentile_cont",
+            Aggregation::PercentileDisc => "percentile_disc",
         }
+    }
+
+    /// Whether the aggregation is a percentile (an ordered-set aggregate, which needs every
+    /// value of a group and has no running or partial form).
+    pub fn is_percentile(self) -> bool {
+        matches!(
+            self,
+            Aggregation::Median | Aggregation::PercentileCont | Aggregation::PercentileDisc
+        )
+    }
+
+    /// Whether the aggregation takes the key `percentile`.
+    pub fn takes_fraction(self) -> bool {
+        matches!(
+            self,
+            Aggregation::PercentileCont | Aggregation::PercentileDisc
+        )
     }
 }
 

@@ -475,7 +475,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
     let kind = metric.kind();
     // Keys each kind takes; any other key set is reported.
     let allowed: &[&str] = match kind {
-        MetricKind::Atomic => &["table", "agg", "expr", "filter"],
+        MetricKind::Atomic => &["table", "agg", "expr", "filter", "percentile"],
         MetricKind::Derived => &["base", "filter"],
         MetricKind::Composite => &["formula"],
         MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show", "grains"],
@@ -490,8 +490,12 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             "calculation",
         ],
     };
-    let set: [(&str, Option<usize>); 16] = [
+    let set: [(&str, Option<usize>); 17] = [
         ("table", metric.table.as_ref().map(|s| s.span().start)),
+        (
+            "percentile",
+            metric.percentile.as_ref().map(|s| s.span().start),
+        ),
         ("agg", metric.agg.map(|_| metric.name.span().start)),
         ("expr", metric.expr.as_ref().map(|s| s.span().start)),
         ("filter", metric.filter.as_ref().map(|s| s.span().start)),
@@ -549,6 +553,12 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
                     c.reference(f, "table", table, table_names());
                     if metric.expr.is_none() && agg != Aggregation::Count {
                         c.at(f, &metric.name, format!("metric \"{name}\" needs an expr for its aggregation"));
+                    }
+                    match (&metric.percentile, agg.takes_fraction()) {
+                        (None, true) => c.at(f, &metric.name, format!("metric \"{name}\" needs `percentile`, the fraction of the ordered values (0.9 for the 90th percentile)")),
+                        (Some(p), true) if !(0.0..=1.0).contains(p.get_ref()) => c.at(f, p, format!("metric \"{name}\": `percentile` must be between 0 and 1, not {}", p.get_ref())),
+                        (Some(p), false) => c.at(f, p, format!("metric \"{name}\": `percentile` belongs to agg = \"percentile_cont\" or \"percentile_disc\"")),
+                        _ => {}
                     }
                 }
                 _ => c.at(

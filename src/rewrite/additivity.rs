@@ -483,6 +483,11 @@ pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> 
             Aggregation::Max => Some(format!(
                 "{metric} is a maximum: a sum of the groups' maxima is not a maximum"
             )),
+            Aggregation::Median | Aggregation::PercentileCont | Aggregation::PercentileDisc => {
+                Some(format!(
+                    "{metric} is a percentile: a sum of the groups' percentiles is not a percentile"
+                ))
+            }
         },
         Definition::Composite { formula, .. } => {
             if mentions_total(formula) {
@@ -538,7 +543,7 @@ pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> 
     }
 }
 
-fn mentions_total(formula: &Expr) -> bool {
+pub(crate) fn mentions_total(formula: &Expr) -> bool {
     struct V(bool);
     impl Visitor for V {
         type Break = ();

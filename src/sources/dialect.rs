@@ -83,6 +83,9 @@ impl Dialect for Postgres {
         func_name: &str,
         args: &[Expr],
     ) -> Result<Option<SqlExpr>> {
+        if let Some(sql) = checked_operator(unparser, func_name, args)? {
+            return Ok(Some(sql));
+        }
         if func_name == LOCAL_TIME {
             let Some((value, zone)) = local_time_args(unparser, args)? else {
                 return Ok(None);
@@ -104,6 +107,24 @@ impl Dialect for Postgres {
         }
         PostgreSqlDialect {}.scalar_function_to_sql_overrides(unparser, func_name, args)
     }
+}
+
+/// A checked integer operation of the embedded engine ([`crate::operators::Checked`]) as
+/// the plain operator: the warehouse checks its own overflow.
+fn checked_operator(
+    unparser: &Unparser,
+    func_name: &str,
+    args: &[Expr],
+) -> Result<Option<SqlExpr>> {
+    let (Some(op), [left, right]) = (crate::operators::Checked::sql_operator(func_name), args)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(SqlExpr::Nested(Box::new(SqlExpr::BinaryOp {
+        left: Box::new(unparser.expr_to_sql(left)?),
+        op,
+        right: Box::new(unparser.expr_to_sql(right)?),
+    }))))
 }
 
 /// The operands of `kp_local_time(value, 'zone')`: the value as SQL and the zone.
@@ -178,6 +199,9 @@ impl Dialect for Mysql {
         func_name: &str,
         args: &[Expr],
     ) -> Result<Option<SqlExpr>> {
+        if let Some(sql) = checked_operator(unparser, func_name, args)? {
+            return Ok(Some(sql));
+        }
         match (func_name, args) {
             (LOCAL_TIME, _) => {
                 let Some((value, zone)) = local_time_args(unparser, args)? else {

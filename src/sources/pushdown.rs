@@ -222,6 +222,10 @@ fn integer(expr: &Expr, schemas: &[&DFSchema]) -> bool {
 /// Scalar functions both the embedded engine and every source of the kind compute the
 /// same way, under the name the unparser writes.
 fn scalar_supported(kind: SourceKind, name: &str) -> bool {
+    // The engine's checked integer operators are sent as the plain operators.
+    if crate::operators::Checked::sql_operator(name).is_some() {
+        return true;
+    }
     const COMMON: &[&str] = &[
         "abs",
         "ceil",
@@ -313,6 +317,10 @@ fn aggregate_supported(kind: SourceKind, name: &str) -> bool {
         "array_agg",
         "string_agg",
         "corr",
+        // Ordered-set aggregates, computed as crate::percentiles computes them; MySQL and
+        // MariaDB have them as window functions only.
+        "percentile_cont",
+        "percentile_disc",
     ];
     COMMON.contains(&name) || (kind == SourceKind::Postgres && POSTGRES.contains(&name))
 }
@@ -320,9 +328,11 @@ fn aggregate_supported(kind: SourceKind, name: &str) -> bool {
 fn window_supported(kind: SourceKind, name: &str) -> bool {
     // The ranking and offset functions, and those that read their frame.
     const FRAMED: &[&str] = &["first_value", "last_value", "nth_value"];
+    // PostgreSQL: "OVER is not supported for ordered-set aggregate".
+    const ORDERED_SET: &[&str] = &["percentile_cont", "percentile_disc"];
     super::dialect::FRAMELESS.contains(&name)
         || FRAMED.contains(&name)
-        || aggregate_supported(kind, name)
+        || (aggregate_supported(kind, name) && !ORDERED_SET.contains(&name))
 }
 
 #[cfg(test)]
@@ -342,5 +352,10 @@ mod tests {
         assert!(!scalar_supported(SourceKind::Postgres, "to_char"));
         assert!(aggregate_supported(SourceKind::Mysql, "count"));
         assert!(!aggregate_supported(SourceKind::Mysql, "string_agg"));
+        // Percentiles: PostgreSQL's aggregates; MariaDB's are window functions only, and
+        // PostgreSQL has no window form.
+        assert!(aggregate_supported(SourceKind::Postgres, "percentile_cont"));
+        assert!(!aggregate_supported(SourceKind::Mysql, "percentile_disc"));
+        assert!(!window_supported(SourceKind::Postgres, "percentile_cont"));
     }
 }

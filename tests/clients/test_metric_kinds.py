@@ -294,9 +294,140 @@ CASES += [
 ]
 
 
+def under(condition, value):
+    """`value`'s aggregate with `condition` added to its CASE (the metric over the rows
+    that meet it)."""
+    return value.replace(f"CASE WHEN {OK} THEN", f"CASE WHEN {OK} AND {condition} THEN")
+
+
+APP = "o.channel = 'app'"
+# Conditional aggregation (step 13): a BI tool's calculated field wraps a metric in
+# CASE WHEN <condition on dimensions> THEN ... END or FILTER (WHERE ...); the answer is
+# the metric over the rows meeting the condition, at the query's grain, for every kind.
+CASES += [
+    (
+        "conditional: SUM(CASE WHEN channel = 'online' THEN revenue ELSE 0 END) by region",
+        "SELECT region, SUM(CASE WHEN channel = 'online' THEN revenue ELSE 0 END) AS online FROM sales GROUP BY region ORDER BY 1",
+        f"SELECT s.region, COALESCE({ONLINE}, 0) FROM {LINES} GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "conditional: FILTER (WHERE ...) and a ratio of the app channel, through a wrapper",
+        "SELECT region, SUM(revenue) FILTER (WHERE channel = 'online'), MAX(CASE WHEN channel = 'app' THEN revenue_per_order END) "
+        "FROM (SELECT * FROM sales) t GROUP BY region ORDER BY 1",
+        f"""SELECT s.region, {ONLINE},
+                   CAST({under(APP, REVENUE)} AS {FLOAT}) / CAST({under(APP, ORDERS)} AS {FLOAT})
+            FROM {LINES} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "conditional: a distinct count under a condition on a joined dimension, no grouping",
+        "SELECT SUM(CASE WHEN category = 'Electronics' THEN orders END) FROM sales",
+        f"""SELECT {under("p.category = 'Electronics'", ORDERS)} FROM {LINES}""",
+    ),
+    (
+        "conditional: by month under a filter, a condition no row of some groups meets",
+        "SELECT order_date__month, SUM(CASE WHEN channel IN ('online', 'app') THEN revenue END), "
+        "SUM(CASE WHEN region = 'Nowhere' THEN revenue ELSE 0 END) "
+        "FROM sales WHERE order_date >= '2024-10-01' GROUP BY 1 ORDER BY 1",
+        f"""SELECT CAST(date_trunc('month', o.order_date) AS DATE), {under("o.channel IN ('online', 'app')", REVENUE)},
+                   COALESCE({under("s.region = 'Nowhere'", REVENUE)}, 0)
+            FROM {LINES} WHERE o.order_date >= DATE '2024-10-01' GROUP BY 1 ORDER BY 1""",
+    ),
+]
+
+
+def test_a_condition_inside_an_aggregate_of_a_period_metric_is_refused(conn):
+    """A growth of the online rows is not the online rows' growth in every model: 0A000
+    with the way to ask it."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(
+            "SELECT order_date__year, SUM(CASE WHEN channel = 'online' THEN revenue_growth END) FROM sales_trends GROUP BY 1"
+        ).fetchall()
+    assert err.value.sqlstate == "0A000"
+    assert "compares periods" in str(err.value)
+    assert "WHERE" in (err.value.diag.message_hint or "")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 @pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_metric_kind_matches_ground_truth(conn, duck, name, ours, truth):
     assert_same_answer(conn.execute(ours), duck.execute(truth))
+
+
+# Percentiles (step 13): each case is (name, our query, the hand-written query in
+# PostgreSQL's and DuckDB's spelling, the same in MariaDB's). MariaDB has PERCENTILE_CONT
+# and PERCENTILE_DISC only as window functions, so its query takes them over a partition
+# and keeps one row of each. Filtered with WHERE, not the metric's CASE. The interpolated
+# percentiles are doubles computed by one formula everywhere (lo + (hi - lo) * fraction,
+# PostgreSQL's float8_lerp): 1e-12 relative allows for a last-bit difference in an
+# engine's order of operations and nothing more; the discrete one is numeric, exact.
+PCT = "percentile_cont({f}) WITHIN GROUP (ORDER BY CAST(o.order_amount AS DOUBLE PRECISION))"
+PCT_DISC = "percentile_disc({f}) WITHIN GROUP (ORDER BY o.order_amount)"
+PCT_OK = "o.status <> 'cancelled'"
+PERCENTILE_TOLERANCE = 1e-12
+PERCENTILE_CASES = [
+    (
+        "percentiles: median, p90 and the listed p90 by channel",
+        "SELECT channel, median_order_value, p90_order_value, p90_order_value_listed FROM order_summary ORDER BY channel",
+        f"""SELECT o.channel, {PCT.format(f=0.5)}, {PCT.format(f=0.9)}, {PCT_DISC.format(f=0.9)}
+            FROM orders o WHERE {PCT_OK} GROUP BY 1 ORDER BY 1""",
+        f"""SELECT DISTINCT o.channel, {PCT.format(f=0.5)} OVER (PARTITION BY o.channel),
+                   {PCT.format(f=0.9)} OVER (PARTITION BY o.channel),
+                   {PCT_DISC.format(f=0.9)} OVER (PARTITION BY o.channel)
+            FROM orders o WHERE {PCT_OK} ORDER BY 1""",
+    ),
+    (
+        "percentiles: all orders, no grouping",
+        "SELECT median_order_value, p90_order_value, p90_order_value_listed FROM order_summary",
+        f"""SELECT {PCT.format(f=0.5)}, {PCT.format(f=0.9)}, {PCT_DISC.format(f=0.9)}
+            FROM orders o WHERE {PCT_OK}""",
+        f"""SELECT DISTINCT {PCT.format(f=0.5)} OVER (), {PCT.format(f=0.9)} OVER (),
+                   {PCT_DISC.format(f=0.9)} OVER ()
+            FROM orders o WHERE {PCT_OK}""",
+    ),
+    (
+        "percentiles: p90 by month and region (a joined dimension), from October 2024",
+        "SELECT order_date__month, region, p90_order_value FROM order_summary WHERE order_date >= '2024-10-01' ORDER BY 1, 2",
+        f"""SELECT CAST(date_trunc('month', o.order_date) AS DATE), s.region, {PCT.format(f=0.9)}
+            FROM orders o JOIN stores s ON s.store_id = o.store_id
+            WHERE {PCT_OK} AND o.order_date >= DATE '2024-10-01' GROUP BY 1, 2 ORDER BY 1, 2""",
+        f"""SELECT DISTINCT CAST(DATE_FORMAT(o.order_date, '%Y-%m-01') AS DATE) AS m, s.region,
+                   {PCT.format(f=0.9)} OVER (PARTITION BY DATE_FORMAT(o.order_date, '%Y-%m-01'), s.region)
+            FROM orders o JOIN stores s ON s.store_id = o.store_id
+            WHERE {PCT_OK} AND o.order_date >= DATE '2024-10-01' ORDER BY 1, 2""",
+    ),
+    (
+        "percentiles: a BI tool's MAX around the metric over a wrapper, by segment",
+        "SELECT segment, MAX(p90_order_value_listed) FROM (SELECT * FROM order_summary) t GROUP BY segment ORDER BY 1",
+        f"""SELECT c.segment, {PCT_DISC.format(f=0.9)}
+            FROM orders o JOIN customers c ON c.customer_id = o.customer_id
+            WHERE {PCT_OK} GROUP BY 1 ORDER BY 1""",
+        f"""SELECT DISTINCT c.segment, {PCT_DISC.format(f=0.9)} OVER (PARTITION BY c.segment)
+            FROM orders o JOIN customers c ON c.customer_id = o.customer_id
+            WHERE {PCT_OK} ORDER BY 1""",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,ours,truth,truth_mysql", PERCENTILE_CASES, ids=[c[0] for c in PERCENTILE_CASES])
+def test_percentiles_match_ground_truth(conn, duck, name, ours, truth, truth_mysql):
+    assert_same_answer(conn.execute(ours), duck.execute(truth), PERCENTILE_TOLERANCE)
+
+
+def test_a_sum_of_percentiles_over_groups_is_refused(conn):
+    """A percentile of the regions is not a sum of the stores' percentiles: 0A000, as for
+    an average, whatever the wrapper."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(
+            "SELECT region, SUM(p90_order_value) FROM "
+            "(SELECT region, city, p90_order_value FROM order_summary GROUP BY 1, 2) t GROUP BY 1"
+        ).fetchall()
+    assert err.value.sqlstate == "0A000"
+    assert "is a percentile" in str(err.value)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_a_period_metric_without_its_time_dimension_is_a_clear_error(conn):

@@ -345,8 +345,8 @@ def test_metadata_is_kept(seeds_server):
 
 
 def test_report_lists_what_cannot_be_mapped(project, tmp_path):
-    """A conversion metric with constant properties and a percentile measure cannot be
-    mapped: the import names each with file, line and reason and fails; --allow-partial
+    """A conversion metric with constant properties and an approximate percentile measure
+    cannot be mapped: the import names each with file, line and reason and fails; --allow-partial
     writes the rest."""
     copy = tmp_path / "project"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns("target", "*.duckdb", "logs"))
@@ -366,6 +366,7 @@ def test_report_lists_what_cannot_be_mapped(project, tmp_path):
         expr: transaction_amount_usd
         agg_params:
           percentile: 0.9
+          use_approximate_percentile: true
     dimensions:
       - name: ds
         type: time
@@ -393,9 +394,9 @@ metrics:
     assert failed.returncode == 1
     assert not out.exists()
     report = failed.stdout
-    assert "models/sample_models/extra.yml:22: metric p90_transaction_amount:" in report, report
-    assert "agg_params" in report
-    assert "models/sample_models/extra.yml:26: metric buy_conversion: constant_properties" in report
+    assert "models/sample_models/extra.yml:23: metric p90_transaction_amount:" in report, report
+    assert "an approximate percentile is not mapped" in report
+    assert "models/sample_models/extra.yml:27: metric buy_conversion: constant_properties" in report
     assert "2 item(s) cannot be mapped" in failed.stderr
     partial = run_import(copy, out, "--allow-partial")
     assert partial.returncode == 0, partial.stdout + partial.stderr
@@ -405,7 +406,7 @@ metrics:
     # Serving the project directly refuses it with the same reasons, at their lines.
     check = subprocess.run([BIN, "check", str(copy)], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode != 0
-    assert "extra.yml:26" in check.stdout + check.stderr
+    assert "extra.yml:27" in check.stdout + check.stderr
 
 
 def test_serve_the_project_directly(project, truth, tmp_path):
@@ -500,6 +501,16 @@ SHOP_QUESTIONS = [
         truth=f"""SELECT date_trunc('month', ordered_at), c.segment, sum(amount), count(order_id),
                   count(DISTINCT o.customer_id), avg(amount), max(amount), min(amount), {DISCOUNTED}
                   FROM {OC} GROUP BY 1, 2""",
+    ),
+    # Percentiles: exact, as PostgreSQL and DuckDB compute them.
+    dict(
+        view="orders",
+        metrics=["median_order", "order_p90", "order_p90_listed"],
+        group_by=["metric_time__month", "order__channel"],
+        truth="""SELECT date_trunc('month', ordered_at), channel, percentile_cont(0.5) WITHIN GROUP (ORDER BY amount),
+                  percentile_cont(0.9) WITHIN GROUP (ORDER BY amount),
+                  percentile_disc(0.9) WITHIN GROUP (ORDER BY amount)
+                  FROM orders GROUP BY 1, 2""",
     ),
     dict(
         view="orders",

@@ -27,7 +27,7 @@ from conftest import Kpitables, free_port, wait_until
 from test_copy import copy_bytes
 from test_ground_truth import CASES, FLOAT_TOLERANCE, LINES, ORDERS_DISTINCT, REVENUE, assert_rows_equal, duckdb_pg_types
 from test_grain import GROUPING_CASES, JOIN_CASES, LITERAL_CASES, WRAPPER_CASES
-from test_metric_kinds import CASES as KIND_CASES
+from test_metric_kinds import CASES as KIND_CASES, PERCENTILE_CASES, PERCENTILE_TOLERANCE
 from test_time_zones import CASES as ZONE_CASES
 from test_time_zones import ask, truth_sql, zoned_model
 
@@ -135,6 +135,21 @@ def test_metric_matches_the_warehouse(wh, kp, duck, name, ours, truth):
 def test_metric_kind_matches_the_warehouse(wh, kp, duck, name, ours, truth):
     """Derived, composite, period-over-period and cumulative metrics, pushed down."""
     assert_warehouse_answer(wh, kp.execute(ours), duck, truth)
+
+
+@pytest.mark.parametrize("name,ours,truth,truth_mysql", PERCENTILE_CASES, ids=[c[0] for c in PERCENTILE_CASES])
+def test_percentiles_match_the_warehouse(wh, kp, duck, name, ours, truth, truth_mysql):
+    """Percentiles, pushed down to PostgreSQL (its ordered-set aggregates) and computed by
+    kpitables over MariaDB's rows (MariaDB has them as window functions only), against
+    each warehouse's own percentile functions."""
+    rows = kp.execute(ours)
+    assert_rows_equal(rows.fetchall(), wh.truth(truth if wh.kind == "postgres" else truth_mysql),
+                      PERCENTILE_TOLERANCE)
+    assert [d.type_code for d in rows.description] == duckdb_pg_types(duck.execute(truth).description)
+    plan = "\n".join(line for (line,) in kp.execute("EXPLAIN " + ours).fetchall())
+    sent = plan.split('Sent to source "warehouse":', 1)[1]
+    # PostgreSQL computes them; MariaDB is asked for the rows only.
+    assert ("percentile_" in sent) == (wh.kind == "postgres"), plan
 
 
 DEMO_TABLES = ["stores", "products", "customers", "orders", "order_lines", "revenue_targets"]

@@ -92,10 +92,23 @@ pub struct Measure {
     /// Also define a simple metric of the same name.
     #[serde(default)]
     pub create_metric: bool,
-    /// Percentile parameters (not mapped).
-    pub agg_params: Option<IgnoredAny>,
+    /// A percentile's parameters.
+    pub agg_params: Option<AggParams>,
     /// Semi-additive measures (not mapped).
     pub non_additive_dimension: Option<IgnoredAny>,
+}
+
+/// The parameters of a `percentile` measure.
+#[derive(Debug, Deserialize)]
+pub struct AggParams {
+    /// The fraction, between 0 and 1.
+    pub percentile: Option<f64>,
+    /// `percentile_disc` rather than `percentile_cont`.
+    #[serde(default)]
+    pub use_discrete_percentile: bool,
+    /// An approximation (not mapped: kpitables' percentiles are exact).
+    #[serde(default)]
+    pub use_approximate_percentile: bool,
 }
 
 /// A dimension of a semantic model.

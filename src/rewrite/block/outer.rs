@@ -76,7 +76,22 @@ impl Outer<'_> {
                 },
                 _ => None,
             };
+            let conditional = single
+                .as_ref()
+                .filter(|_| COLLAPSING.contains(&name.as_str()))
+                .and_then(|arg| conditional(arg, f.filter.as_deref(), self.view));
             match single {
+                _ if conditional.is_some() => {
+                    if let Some(c) = conditional {
+                        match self.under_condition(c) {
+                            Ok(e) => *expr = e,
+                            Err(e) => {
+                                self.error = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                }
                 Some(arg) if COLLAPSING.contains(&name.as_str()) && f.filter.is_none() => {
                     *expr = Expr::Nested(Box::new(arg));
                 }
@@ -108,6 +123,103 @@ impl Outer<'_> {
     }
 }
 
+/// An aggregate that restricts the metrics it wraps to rows meeting a condition on
+/// dimensions, as a BI tool's calculated field writes it: `SUM(CASE WHEN <condition> THEN
+/// <metrics> [ELSE 0] END)` or `SUM(<metrics>) FILTER (WHERE <condition>)`.
+struct Conditional {
+    condition: Expr,
+    value: Expr,
+    /// `ELSE 0`: no row meeting the condition is 0, not NULL.
+    else_zero: bool,
+}
+
+/// The condition and value of `arg` (an aggregate's one argument, with its FILTER), when
+/// the condition reads dimensions only and the value metrics only.
+fn conditional(arg: &Expr, filter: Option<&Expr>, view: &BoundView) -> Option<Conditional> {
+    let dimensions_only = |e: &Expr| {
+        let r = refs(e, view);
+        !r.metrics && !super::contains_aggregate(e)
+    };
+    let metrics_only = |e: &Expr| {
+        let r = refs(e, view);
+        r.metrics && !r.dimensions
+    };
+    if let Some(condition) = filter {
+        return (dimensions_only(condition) && metrics_only(arg)).then(|| Conditional {
+            condition: condition.clone(),
+            value: arg.clone(),
+            else_zero: false,
+        });
+    }
+    let Expr::Case {
+        operand: None,
+        conditions,
+        else_result,
+        ..
+    } = arg
+    else {
+        return None;
+    };
+    let [when] = conditions.as_slice() else {
+        return None;
+    };
+    let else_zero = match else_result.as_deref() {
+        None => false,
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Null => false,
+            Value::Number(n, _) if n.parse::<f64>().is_ok_and(|x| x == 0.0) => true,
+            _ => return None,
+        },
+        Some(_) => return None,
+    };
+    (dimensions_only(&when.condition) && metrics_only(&when.result)).then(|| Conditional {
+        condition: when.condition.clone(),
+        value: when.result.clone(),
+        else_zero,
+    })
+}
+
+impl Outer<'_> {
+    /// The metrics of `c.value` computed over the rows meeting `c.condition` only, at the
+    /// block's grain: each group has one such value, so SUM, MIN, MAX and AVG of it over
+    /// the group (what the query asks) are that value.
+    fn under_condition(&mut self, c: Conditional) -> Result<Expr> {
+        let transform = Transform::Where {
+            condition: Box::new(c.condition),
+        };
+        let mut value = c.value;
+        let mut error = None;
+        let _ = visit_expressions_mut(&mut value, |e| {
+            if let Expr::Identifier(ident) = e
+                && ident.quote_style.is_none()
+                && let Some(ColumnKind::Metric(m)) = self.view.column(&ident.value).map(|c| &c.kind)
+            {
+                let m = m.clone();
+                if !self.named.contains(&m) {
+                    self.named.push(m.clone());
+                }
+                match self.metric(&m, &transform) {
+                    Ok(part) => *e = part,
+                    Err(err) => {
+                        error = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let value = Expr::Nested(Box::new(value));
+        if !c.else_zero {
+            return Ok(value);
+        }
+        crate::sql::parse_expr(&format!("coalesce({value}, 0)"))
+            .ok_or_else(|| Error::Internal(format!("generated expression coalesce({value}, 0)")))
+    }
+}
+
 impl Outer<'_> {
     /// The expression over the derived table's columns that computes metric `name`
     /// under `transform`.
@@ -115,6 +227,14 @@ impl Outer<'_> {
         let Some(metric) = self.semantics.metrics.get(name) else {
             return Err(Error::Internal(format!("metric {name} is not bound")));
         };
+        if matches!(transform, Transform::Where { .. }) && !under_condition_ok(metric) {
+            return Err(Error::unsupported(
+                format!(
+                    "metric \"{name}\" compares periods, accumulates them or divides by a total: a condition inside an aggregate of it is not supported"
+                ),
+                Some("filter the query with WHERE instead, or define a derived metric with that filter".into()),
+            ));
+        }
         match &metric.definition {
             Definition::Aggregate(_) => {
                 let physical = Physical {
@@ -508,5 +628,17 @@ impl VisitorMut for Outer<'_> {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Whether metric `m` can be computed over the rows meeting a condition by computing its
+/// parts so: an aggregate, or a formula over such metrics without `total()`.
+fn under_condition_ok(m: &crate::bind::BoundMetric) -> bool {
+    match &m.definition {
+        Definition::Aggregate(_) => true,
+        Definition::Composite { formula, .. } => {
+            !crate::rewrite::additivity::mentions_total(formula)
+        }
+        _ => false,
     }
 }

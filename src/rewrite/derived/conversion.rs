@@ -10,7 +10,7 @@ use super::translate::{is_zoned, local_time_sql};
 use super::{DerivedSpec, InnerExpr, Part, from_clause, interval, quote, write_filters};
 use crate::bind::{AggregateDef, BoundExpr, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{Aggregation, TimeGrain};
+use crate::model::TimeGrain;
 
 /// One conversion column `__m<j>` of the derived table.
 pub(super) struct Conversion<'a> {
@@ -151,10 +151,7 @@ impl Conversion<'_> {
             "ROW_NUMBER() OVER (PARTITION BY c.\"__id\" ORDER BY b.\"__t\" DESC, b.\"__k\" DESC) AS \"__rn\""
                 .to_string(),
         );
-        let aggregate = match self.conversion.agg {
-            Aggregation::CountDistinct => "count(DISTINCT x.\"__v\")".to_string(),
-            agg => format!("{}(x.\"__v\")", agg.sql_function()),
-        };
+        let aggregate = self.conversion.sql_of("x.\"__v\"");
         let mut outer: Vec<String> = groups.iter().map(|g| format!("x.{g} AS {g}")).collect();
         outer.push(format!("{aggregate} AS \"__m{j}\""));
         let mut sql = format!(

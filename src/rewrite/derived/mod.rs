@@ -62,6 +62,14 @@ pub enum Transform {
     /// The metric over every row the query selects, at no grain (`total(m)` in a
     /// formula: shares of total).
     Total,
+    /// The metric at the block's grain over the rows that also meet a condition on the
+    /// view's dimensions (a BI tool's `SUM(CASE WHEN <condition> THEN m END)`, or
+    /// `FILTER (WHERE <condition>)`). Its groups are only given values: a group without
+    /// such rows is NULL.
+    Where {
+        /// The condition, over the view's columns.
+        condition: Box<Expr>,
+    },
     /// The metric accumulated over a window ending with each period of the grain.
     Window {
         /// The time dimension.
@@ -231,7 +239,13 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
     let has_plain = groups.iter().any(|(fact, t, _)| {
         *t == Transform::Plain && !semantics.table_dimensions.contains_key(fact)
     });
-    if groups.is_empty() || (plain_aggregates > 0 && !has_plain) {
+    // Parts under a condition give values to groups, not groups: the groups come from
+    // the rows the query selects, as a plain part's do.
+    let only_conditional = !groups.is_empty()
+        && groups
+            .iter()
+            .all(|(_, t, _)| matches!(t, Transform::Where { .. }));
+    if groups.is_empty() || (plain_aggregates > 0 && !has_plain) || only_conditional {
         groups.insert(
             0,
             (
@@ -266,6 +280,26 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                     &spec.grain,
                     &spec.filters,
                 )?);
+            }
+            Transform::Where { condition } => {
+                let carried = semantics.table_dimensions.contains_key(fact);
+                let (grain, mut filters) = if carried {
+                    spec.translate_for(semantics, None, fact)?
+                } else {
+                    (spec.grain.clone(), spec.filters.clone())
+                };
+                filters.push(InnerExpr::translate(
+                    condition,
+                    spec.view,
+                    semantics,
+                    spec.time_zone,
+                    None,
+                    carried.then_some(fact.as_str()),
+                )?);
+                let mut part =
+                    grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
+                part.primary = false;
+                parts.push(part);
             }
             Transform::Total => {
                 let mut part =

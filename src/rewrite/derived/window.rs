@@ -138,6 +138,18 @@ pub(super) fn window_part(
             keys.push(value.clone());
             "count(DISTINCT r.\"__v\")".to_string()
         }
+        Aggregation::Median | Aggregation::PercentileCont | Aggregation::PercentileDisc => {
+            return Err(Error::Unsupported {
+                message: format!(
+                    "{} is a percentile: a running or to-date window of it is not supported",
+                    names[0]
+                ),
+                hint: Some(
+                    "ask the percentile at the window's own grain (a month's percentile by month)"
+                        .into(),
+                ),
+            });
+        }
     };
     let mut rows = format!("SELECT {} FROM {from}", items.join(", "));
     write_filters(&mut rows, &row_filters);

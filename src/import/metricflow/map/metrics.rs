@@ -112,11 +112,8 @@ impl<'a> Mapper<'a> {
                 let mut block = Block::new("metrics")
                     .comment(comment)
                     .str("name", name)
-                    .str("table", &self.sms[fact].name)
-                    .str("agg", atomic.0);
-                if let Some(expr) = &atomic.1 {
-                    block = block.str("expr", expr);
-                }
+                    .str("table", &self.sms[fact].name);
+                block = atomic.write(block);
                 if !filters.is_empty() {
                     block = block.str("filter", &and(filters.clone()));
                 } else {
@@ -267,10 +264,7 @@ impl<'a> Mapper<'a> {
     }
 
     /// The atomic aggregation of measure `name`: its semantic model, and (agg, expr).
-    pub(super) fn atomic(
-        &self,
-        name: &str,
-    ) -> Result<(usize, (&'static str, Option<String>)), String> {
+    pub(super) fn atomic(&self, name: &str) -> Result<(usize, Atomic), String> {
         let &(fact, measure) = self
             .measures
             .get(name)
@@ -279,9 +273,9 @@ impl<'a> Mapper<'a> {
         if !sm.ok {
             return Err(format!("its semantic model {} is not mapped", sm.name));
         }
-        if measure.agg_params.is_some() || measure.non_additive_dimension.is_some() {
+        if measure.non_additive_dimension.is_some() {
             return Err(format!(
-                "measure {name}: agg_params and non_additive_dimension (semi-additive measures) are not mapped"
+                "measure {name}: non_additive_dimension (a semi-additive measure) is not mapped"
             ));
         }
         if let Some(t) = &measure.agg_time_dimension {
@@ -301,7 +295,32 @@ impl<'a> Mapper<'a> {
             .expr
             .as_ref()
             .map_or(measure.name.value.clone(), |e| e.sql());
-        let agg = match measure.agg.to_ascii_lowercase().as_str() {
+        let agg = measure.agg.to_ascii_lowercase();
+        let percentile = match (agg.as_str(), &measure.agg_params) {
+            ("percentile", Some(p)) if p.use_approximate_percentile => {
+                return Err(format!(
+                    "measure {name}: an approximate percentile is not mapped (kpitables' percentiles are exact)"
+                ));
+            }
+            ("percentile", Some(p)) => match p.percentile {
+                Some(f) if (0.0..=1.0).contains(&f) => Some((f, p.use_discrete_percentile)),
+                _ => {
+                    return Err(format!(
+                        "measure {name}: a percentile needs agg_params.percentile between 0 and 1"
+                    ));
+                }
+            },
+            ("percentile", None) => {
+                return Err(format!("measure {name}: a percentile needs agg_params"));
+            }
+            _ => None,
+        };
+        let agg = match agg.as_str() {
+            "percentile" => match percentile {
+                Some((_, true)) => ("percentile_disc", Some(expr)),
+                _ => ("percentile_cont", Some(expr)),
+            },
+            "median" => ("median", Some(expr)),
             "sum" => ("sum", Some(expr)),
             "count" => ("count", Some(expr)),
             "count_distinct" => ("count_distinct", Some(expr)),
@@ -317,11 +336,18 @@ impl<'a> Mapper<'a> {
             ),
             other => {
                 return Err(format!(
-                    "measure {name}: aggregation {other} is not mapped (kpitables has sum, count, count_distinct, avg, min, max)"
+                    "measure {name}: aggregation {other} is not mapped (kpitables has sum, count, count_distinct, avg, min, max, median, percentile_cont, percentile_disc)"
                 ));
             }
         };
-        Ok((fact, agg))
+        Ok((
+            fact,
+            Atomic {
+                agg: agg.0,
+                expr: agg.1,
+                percentile: percentile.map(|(f, _)| f),
+            },
+        ))
     }
 
     /// A kpitables metric aggregating measure `measure` with the metric's filter, for a
@@ -375,16 +401,14 @@ impl<'a> Mapper<'a> {
         {
             return Ok(existing.clone());
         }
-        let (_, (agg, expr)) = self.atomic(measure)?;
+        let (_, atomic) = self.atomic(measure)?;
         let helper = self.fresh(&format!("{owner}_{role}"));
-        let mut block = Block::new("metrics")
-            .comment(format!("measure {measure}, the {role} of {owner}"))
-            .str("name", &helper)
-            .str("table", &self.sms[fact].name)
-            .str("agg", agg);
-        if let Some(e) = &expr {
-            block = block.str("expr", e);
-        }
+        let mut block = atomic.write(
+            Block::new("metrics")
+                .comment(format!("measure {measure}, the {role} of {owner}"))
+                .str("name", &helper)
+                .str("table", &self.sms[fact].name),
+        );
         if !filters.is_empty() {
             block = block.str("filter", &and(filters));
         }
@@ -420,7 +444,7 @@ impl<'a> Mapper<'a> {
             ("base", &c.base_measure),
             ("conversion", &c.conversion_measure),
         ] {
-            let (fact, (agg, _)) = self.atomic(input.name())?;
+            let (fact, Atomic { agg, .. }) = self.atomic(input.name())?;
             let sm = &self.sms[fact];
             if sm.agg_time.is_none() {
                 return Err(format!(
@@ -735,6 +759,31 @@ fn replace_names(expr: &str, names: &HashMap<String, String>) -> String {
     }
     flush(&mut word, &mut out);
     out
+}
+
+/// A measure's aggregation as a kpitables atomic metric's keys.
+pub(super) struct Atomic {
+    /// `agg`.
+    pub agg: &'static str,
+    /// `expr` (none: count rows).
+    pub expr: Option<String>,
+    /// `percentile`, for `percentile_cont` and `percentile_disc`.
+    pub percentile: Option<f64>,
+}
+
+impl Atomic {
+    /// `agg`, `expr` and `percentile` written into `block`.
+    fn write(&self, mut block: Block) -> Block {
+        block = block.str("agg", self.agg);
+        if let Some(e) = &self.expr {
+            block = block.str("expr", e);
+        }
+        if let Some(p) = self.percentile {
+            // TOML's float: `1.0`, never the integer `1`.
+            block = block.raw("percentile", format!("{p:?}"));
+        }
+        block
+    }
 }
 
 #[cfg(test)]
