@@ -503,6 +503,65 @@ label = "no kind"
     assert_eq!(found.len(), expected.len(), "{found:#?}");
 }
 
+#[test]
+fn percentiles_take_a_fraction_and_no_running_window() {
+    let extra = r#"
+[[dimensions]]
+name = "day"
+table = "orders"
+kind = "time"
+
+[[metrics]]
+name = "p90"
+table = "orders"
+agg = "percentile_cont"
+percentile = 0.9
+expr = "amount"
+
+[[metrics]]
+name = "no_fraction"
+table = "orders"
+agg = "percentile_disc"
+expr = "amount"
+
+[[metrics]]
+name = "too_large"
+table = "orders"
+agg = "percentile_cont"
+percentile = 90
+expr = "amount"
+
+[[metrics]]
+name = "median_with_fraction"
+table = "orders"
+agg = "median"
+percentile = 0.5
+expr = "amount"
+
+[[metrics]]
+name = "p90_east"
+base = "p90"
+filter = "region = 'East'"
+
+[[metrics]]
+name = "p90_to_date"
+base = "p90_east"
+time = "day"
+window = "month_to_date"
+"#;
+    let found = issues(&[("m.toml", &format!("{GOOD}{extra}"))]);
+    let expected = [
+        "m.toml:41:8: metric \"no_fraction\" needs `percentile`, the fraction of the ordered values (0.9 for the 90th percentile)",
+        "m.toml:50:14: metric \"too_large\": `percentile` must be between 0 and 1, not 90",
+        "m.toml:57:14: metric \"median_with_fraction\": `percentile` belongs to agg = \"percentile_cont\" or \"percentile_disc\"",
+        "m.toml:67:8: metric \"p90_to_date\" accumulates \"p90\", a percentile: a running or to-date percentile needs every row of its window and is not supported (ask the percentile at the window's own grain)",
+    ];
+    for e in expected {
+        assert!(found.iter().any(|f| f == e), "missing {e} in {found:#?}");
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
 #[tokio::test]
 async fn metric_definitions_are_bound_and_their_mistakes_reported_with_positions() {
     let dir = unreachable_model();

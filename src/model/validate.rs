@@ -611,6 +611,18 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             {
                 c.at(f, window, reason);
             }
+            if kind == MetricKind::Cumulative
+                && let Some(base) = &metric.base
+                && let Some(p) = percentile_under(model, base.get_ref())
+            {
+                c.at(
+                    f,
+                    base,
+                    format!(
+                        "metric \"{name}\" accumulates \"{p}\", a percentile: a running or to-date percentile needs every row of its window and is not supported (ask the percentile at the window's own grain)"
+                    ),
+                );
+            }
             if let Some(grains) = &metric.grains {
                 let known = [
                     "day",
@@ -636,6 +648,20 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             }
         }
     }
+}
+
+/// The percentile metric `name` is, or is derived from (through `base` filters).
+fn percentile_under<'m>(model: &'m Model, name: &'m str) -> Option<&'m str> {
+    let mut at = name;
+    for _ in 0..model.metrics.len() {
+        let metric = model.metrics.iter().find(|m| m.name.get_ref() == at)?;
+        match (metric.agg, metric.kind(), &metric.base) {
+            (Some(agg), _, _) if agg.is_percentile() => return Some(metric.name.get_ref()),
+            (_, MetricKind::Derived, Some(base)) => at = base.get_ref(),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A conversion metric names its base and conversion metrics, the entity dimension, the
