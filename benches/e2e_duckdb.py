@@ -122,6 +122,28 @@ STEP13_QUERIES = [
         f"SELECT s.region, SUM(CASE WHEN o.channel = 'online' THEN {NET} ELSE 0 END) FROM {LO} "
         f"JOIN stores s ON o.store_id = s.store_id WHERE {OK} GROUP BY 1 ORDER BY 1",
     ),
+    (
+        "YTD against last year's YTD by month, 2024",
+        "SELECT order_date__month, revenue_ytd_yoy_growth FROM sales_trends "
+        "WHERE order_date >= '2024-01-01' AND order_date < '2025-01-01' ORDER BY 1",
+        f"WITH m AS (SELECT date_trunc('month', o.order_date) AS p, SUM({NET}) AS r FROM {LO} "
+        f"WHERE {OK} AND o.order_date >= DATE '2023-01-01' AND o.order_date < DATE '2025-01-01' GROUP BY 1), "
+        "c AS (SELECT p, SUM(r) OVER (PARTITION BY year(p) ORDER BY p) AS ytd FROM m) "
+        "SELECT cur.p, CAST(cur.ytd - prev.ytd AS DOUBLE) / CAST(prev.ytd AS DOUBLE) FROM c cur "
+        "JOIN c prev ON prev.p = cur.p - INTERVAL 1 YEAR WHERE cur.p >= DATE '2024-01-01' ORDER BY 1",
+    ),
+    (
+        "running total on every day, sparse rows (spine)",
+        "SELECT order_date, revenue_running_total FROM sales_trends WHERE region = 'West' "
+        "AND channel = 'online' AND category = 'Electronics' "
+        "AND order_date BETWEEN '2024-05-01' AND '2024-05-31' ORDER BY 1",
+        f"WITH d AS (SELECT o.order_date AS day, SUM({NET}) AS r FROM {LO} "
+        "JOIN stores s ON o.store_id = s.store_id JOIN products p ON l.product_id = p.product_id "
+        f"WHERE {OK} AND s.region = 'West' AND o.channel = 'online' AND p.category = 'Electronics' "
+        "AND o.order_date <= DATE '2024-05-31' GROUP BY 1), "
+        "days AS (SELECT CAST(x AS DATE) AS day FROM generate_series(DATE '2024-05-01', DATE '2024-05-31', INTERVAL 1 DAY) t(x)) "
+        "SELECT days.day, (SELECT SUM(r) FROM d WHERE d.day <= days.day) FROM days ORDER BY 1",
+    ),
 ]
 
 

@@ -599,6 +599,36 @@ compare = "previous_period"
 name = "no_time"
 dimensions = ["region"]
 metrics = ["revenue_growth"]
+
+[[dimensions]]
+name = "other_day"
+table = "orders"
+expr = "CAST('2024-01-01' AS DATE)"
+kind = "time"
+
+[[metrics]]
+name = "revenue_ytd"
+base = "revenue"
+time = "day"
+window = "year_to_date"
+
+[[metrics]]
+name = "revenue_ytd_yoy"
+base = "revenue_ytd"
+time = "day"
+compare = "same_period_last_year"
+
+[[metrics]]
+name = "growth_of_growth"
+base = "revenue_growth"
+time = "day"
+compare = "previous_period"
+
+[[metrics]]
+name = "ytd_on_another_day"
+base = "revenue_ytd"
+time = "other_day"
+compare = "previous_period"
 "#;
     write(dir.path(), "model.toml", &format!("{text}{extra}"));
     let err = Engine::open(
@@ -616,12 +646,16 @@ metrics = ["revenue_growth"]
         "model.toml:55:11: formula of \"per_order\" names \"ordrs\", which is not a metric",
         "model.toml:59:11: \"sum(revenue)\": a formula combines metrics, which are already aggregated",
         "model.toml:76:12: view \"no_time\" offers metric \"revenue_growth\", which is computed per period of \"day\": add \"day\" to the view's dimensions",
+        "model.toml:98:8: metric \"growth_of_growth\" is defined from \"revenue_growth\", which already depends on periods of time",
+        "model.toml:104:8: metric \"ytd_on_another_day\" is defined from \"revenue_ytd\", which already depends on periods of time",
     ] {
         assert!(
             message.contains(expected),
             "missing {expected} in {message}"
         );
     }
+    // A comparison of a cumulative metric over its own time dimension is defined.
+    assert!(!message.contains("\"revenue_ytd_yoy\""), "{message}");
     // A cycle is reported once, where it is first found.
     assert!(
         !message.contains("metric \"loop_b\" is defined from itself"),

@@ -12,7 +12,7 @@ use super::{
     AggregateDef, Binder, BoundDimension, BoundMetric, Definition, TOTAL_PREFIX, parse_expr,
 };
 use crate::error::did_you_mean;
-use crate::model::{Aggregation, Metric, MetricKind, Window};
+use crate::model::{Aggregation, Compare, Metric, MetricKind, Window};
 
 /// Bind `metric` (and, first, the metrics it is defined from) into `bound`. `stack`
 /// holds the metrics being bound, to report cycles. Problems go to the binder's issues.
@@ -340,10 +340,18 @@ fn bind_metric_inner(
                 );
                 return None;
             }
-            if matches!(
-                base.kind,
-                MetricKind::PeriodOverPeriod | MetricKind::Cumulative
-            ) || base.time.is_some()
+            // A comparison of a cumulative metric over its own time dimension (this
+            // year's to-date against last year's to the same day) is the window of the
+            // earlier period; other combinations of periods are not defined.
+            let compared_window = metric.kind() == MetricKind::PeriodOverPeriod
+                && base.kind == MetricKind::Cumulative
+                && base.time.as_deref() == Some(time.as_str())
+                && !matches!(metric.compare, Some(Compare::PeriodStart(_)));
+            if !compared_window
+                && (matches!(
+                    base.kind,
+                    MetricKind::PeriodOverPeriod | MetricKind::Cumulative
+                ) || base.time.is_some())
             {
                 b.issue(
                     file,

@@ -121,7 +121,9 @@ fn split(
         }));
     }
     // A projection or aggregate that stays here needs only the columns it reads: ask the
-    // source for those, not for every column of every table below.
+    // source for those, not for every column of every table below. (Only over an input
+    // the source runs whole: below one it does not, the narrowing would only be split
+    // again, without end.)
     let needed: Option<HashSet<Column>> = match plan {
         LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) => Some(
             plan.expressions()
@@ -136,7 +138,9 @@ fn split(
         .inputs()
         .into_iter()
         .map(|input| match &needed {
-            Some(columns) if columns.len() < input.schema().fields().len() => {
+            Some(columns)
+                if columns.len() < input.schema().fields().len() && pushable(input, kind)? =>
+            {
                 let narrowed = LogicalPlanBuilder::from(input.clone())
                     .project(
                         input

@@ -71,12 +71,14 @@ CASES = [
             FROM {LINES} GROUP BY 1 ORDER BY 1""",
     ),
     (
-        "previous period by month, filtered from January: December is read for January",
+        "previous period by month, filtered from January: December is read for January, and the "
+        "month after the data has the previous period's value",
         "SELECT order_date__month, revenue, revenue_previous_period, revenue_growth FROM sales_trends WHERE order_date >= '2024-01-01' ORDER BY 1",
-        f"""WITH m AS ({per_period('month')})
-            SELECT cur.p, cur.r, prev.r, {growth('cur.r', 'prev.r')}
-            FROM m cur LEFT JOIN m prev ON prev.p = cur.p - INTERVAL '1 month'
-            WHERE cur.p >= DATE '2024-01-01' ORDER BY 1""",
+        f"""WITH m AS ({per_period('month')}),
+                 k AS (SELECT p FROM m UNION SELECT CAST(p + INTERVAL '1 month' AS DATE) FROM m)
+            SELECT k.p, cur.r, prev.r, {growth('cur.r', 'prev.r')}
+            FROM k LEFT JOIN m cur ON cur.p = k.p LEFT JOIN m prev ON prev.p = k.p - INTERVAL '1 month'
+            WHERE k.p >= DATE '2024-01-01' ORDER BY 1""",
     ),
     (
         "previous period at the first month of the data is NULL",
@@ -331,6 +333,111 @@ CASES += [
         f"""SELECT CAST(date_trunc('month', o.order_date) AS DATE), {under("o.channel IN ('online', 'app')", REVENUE)},
                    COALESCE({under("s.region = 'Nowhere'", REVENUE)}, 0)
             FROM {LINES} WHERE o.order_date >= DATE '2024-10-01' GROUP BY 1 ORDER BY 1""",
+    ),
+]
+
+# The time spine: a window metric has a value on every period whose window holds rows,
+# whether the period has rows or not (West's online Electronics sales have no row on
+# 2024-05-10), past the last row as far as a window reaches, and up to the filter's bound.
+# The days are every day of the demo's range (every day has an order) and 30 after it.
+SPARSE = "s.region = 'West' AND o.channel = 'online' AND p.category = 'Electronics'"
+SPARSE_DAILY = f"SELECT o.order_date AS day, {REVENUE} AS r FROM {LINES} WHERE {SPARSE} GROUP BY 1"
+ALL_DAYS = """SELECT DISTINCT o.order_date AS day FROM orders o
+              UNION SELECT DISTINCT CAST(o.order_date + INTERVAL '30 day' AS DATE) FROM orders o"""
+SPARSE_VIEW = "sales_trends WHERE region = 'West' AND channel = 'online' AND category = 'Electronics'"
+
+SPINE_CASES = [
+    (
+        "spine: a day without rows has its month-to-date, running total and trailing 7 days",
+        f"SELECT order_date__month, order_date, revenue, revenue_mtd, revenue_running_total, revenue_trailing_7d FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-05-08' AND '2024-05-12' ORDER BY 2",
+        f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
+            SELECT CAST(date_trunc('month', d.day) AS DATE), d.day, MAX(CASE WHEN x.day = d.day THEN x.r END),
+                   SUM(CASE WHEN x.day >= CAST(date_trunc('month', d.day) AS DATE) THEN x.r END),
+                   SUM(x.r),
+                   SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END)
+            FROM days d JOIN daily x ON x.day <= d.day
+            WHERE d.day BETWEEN DATE '2024-05-08' AND DATE '2024-05-12'
+            GROUP BY d.day ORDER BY 2""",
+    ),
+    (
+        "spine: trailing 7 days go on past the last row until the window is empty",
+        f"SELECT order_date, revenue_trailing_7d FROM {SPARSE_VIEW} AND order_date >= '2024-12-28' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
+            SELECT d.day, SUM(x.r) FROM days d JOIN daily x ON x.day <= d.day AND x.day > d.day - INTERVAL '7 day'
+            WHERE d.day >= DATE '2024-12-28' GROUP BY d.day ORDER BY 1""",
+    ),
+    (
+        "spine: month-to-date ends with the last row's month",
+        f"SELECT order_date, revenue_mtd FROM {SPARSE_VIEW} AND order_date >= '2024-12-28' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
+            SELECT d.day, SUM(x.r) FROM days d JOIN daily x
+              ON x.day <= d.day AND x.day >= CAST(date_trunc('month', d.day) AS DATE)
+            WHERE d.day >= DATE '2024-12-28' GROUP BY d.day ORDER BY 1""",
+    ),
+    (
+        "spine: a running total runs up to the filter's bound, past the data",
+        f"SELECT order_date, revenue_running_total FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-12-30' AND '2025-01-03' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
+            SELECT d.day, SUM(x.r) FROM days d JOIN daily x ON x.day <= d.day
+            WHERE d.day BETWEEN DATE '2024-12-30' AND DATE '2025-01-03' GROUP BY d.day ORDER BY 1""",
+    ),
+    (
+        "offset: a day whose previous day has rows has the previous day's value, with rows of its own or not",
+        f"SELECT order_date, revenue_previous_period FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-05-08' AND '2024-05-12' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
+            SELECT d.day, x.r FROM days d JOIN daily x ON x.day = d.day - INTERVAL '1 day'
+            WHERE d.day BETWEEN DATE '2024-05-08' AND DATE '2024-05-12' ORDER BY 1""",
+    ),
+    (
+        "spine: every category on every day, with rows on the day or not",
+        "SELECT order_date, category, revenue_trailing_7d FROM sales_trends WHERE region = 'West' AND channel = 'online' AND order_date BETWEEN '2024-05-09' AND '2024-05-11' ORDER BY 1, 2",
+        f"""WITH daily AS (SELECT o.order_date AS day, p.category AS g, {REVENUE} AS r FROM {LINES}
+                           WHERE s.region = 'West' AND o.channel = 'online' GROUP BY 1, 2),
+                 days AS ({ALL_DAYS})
+            SELECT d.day, x.g, SUM(x.r) FROM days d JOIN daily x
+              ON x.day <= d.day AND x.day > d.day - INTERVAL '7 day'
+            WHERE d.day BETWEEN DATE '2024-05-09' AND DATE '2024-05-11'
+            GROUP BY d.day, x.g ORDER BY 1, 2""",
+    ),
+]
+CASES += SPINE_CASES
+
+# 本年累计同比: this year's to-date against last year's to the same day (a period-over-period
+# metric of a cumulative one). Last year's same day is the day one year before (29 February
+# 2024 against 28 February 2023).
+YTD = "x.day >= CAST(date_trunc('year', d.day) AS DATE) AND x.day <= d.day"
+YTD_LAST_YEAR = ("x.day >= CAST(date_trunc('year', d.day) AS DATE) - INTERVAL '1 year' "
+                 "AND x.day <= d.day - INTERVAL '1 year'")
+CASES += [
+    (
+        "year-to-date against last year's to the same day, by day across 29 February",
+        "SELECT order_date, revenue_ytd, revenue_ytd_last_year, revenue_ytd_yoy_growth FROM sales_trends "
+        "WHERE order_date BETWEEN '2024-02-27' AND '2024-03-02' ORDER BY 1",
+        f"""WITH daily AS ({DAILY}),
+                 t AS (SELECT d.day, SUM(CASE WHEN {YTD} THEN x.r END) AS cur,
+                              SUM(CASE WHEN {YTD_LAST_YEAR} THEN x.r END) AS prev
+                       FROM daily d CROSS JOIN daily x
+                       WHERE d.day BETWEEN DATE '2024-02-27' AND DATE '2024-03-02' GROUP BY d.day)
+            SELECT day, cur, prev, {growth('cur', 'prev')} FROM t ORDER BY 1""",
+    ),
+    (
+        "year-to-date growth by month and region: each month's to-date against the same months last year",
+        "SELECT order_date__month, region, revenue_ytd_yoy_growth FROM sales_trends "
+        "WHERE order_date >= '2024-01-01' AND order_date < '2025-01-01' ORDER BY 1, 2",
+        f"""WITH m AS ({per_period('month', extra_keys=', s.region AS g')}),
+                 t AS (SELECT d.p, d.g,
+                              SUM(CASE WHEN x.p >= CAST(date_trunc('year', d.p) AS DATE) AND x.p <= d.p THEN x.r END) AS cur,
+                              SUM(CASE WHEN x.p >= CAST(date_trunc('year', d.p) AS DATE) - INTERVAL '1 year'
+                                        AND x.p <= d.p - INTERVAL '1 year' THEN x.r END) AS prev
+                       FROM m d JOIN m x ON x.g = d.g
+                       WHERE d.p >= DATE '2024-01-01' AND d.p < DATE '2025-01-01' GROUP BY d.p, d.g)
+            SELECT p, g, {growth('cur', 'prev')} FROM t ORDER BY 1, 2""",
+    ),
+    (
+        "last year's year-to-date alone by year: a row for each year after a year with data",
+        "SELECT order_date__year, revenue_ytd_last_year FROM sales_trends ORDER BY 1",
+        f"""WITH y AS ({per_period('year')})
+            SELECT CAST(p + INTERVAL '1 year' AS DATE), r FROM y ORDER BY 1""",
     ),
 ]
 

@@ -16,7 +16,7 @@ use super::{COLLAPSING, counts_rows, function_name, is_aggregate, refs};
 use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result};
 use crate::model::{Aggregation, Calculation, Compare, Show, TimeGrain, Window};
-use crate::rewrite::derived::{Period, Physical, Transform};
+use crate::rewrite::derived::{Earlier, Period, Physical, Transform};
 
 /// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
 /// them: one per combination of its dimensions. It becomes the marker aggregate
@@ -308,6 +308,7 @@ impl Outer<'_> {
                                 dependent,
                                 first_day: false,
                             },
+                            earlier: None,
                         };
                         let current = self.metric(base, transform)?;
                         let earlier = self.metric(base, &start)?;
@@ -325,13 +326,20 @@ impl Outer<'_> {
                         crate::rewrite::derived::interval(1, TimeGrain::Year)
                     }
                 };
+                // An offset metric (the earlier value alone) has a row for each period
+                // whose earlier period has rows, with rows of its own or not. A
+                // comparison has the periods of this period's value, always computed.
+                let offset = *show == Show::Value;
                 let shifted = Transform::Shift {
                     time: time.clone(),
                     interval,
+                    periods: offset,
                 };
-                // This period's value is always computed: its rows are the periods.
-                let current = self.metric(base, transform)?;
                 let earlier = self.metric(base, &shifted)?;
+                if offset {
+                    return Ok(earlier);
+                }
+                let current = self.metric(base, transform)?;
                 compared(*show, &current, &earlier)
             }
             Definition::Conversion(c) => {
@@ -388,6 +396,27 @@ impl Outer<'_> {
                 let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
                 let dependent = self.period_labels(name, time, index, grain)?;
+                // Under a shift on the same time dimension (a period-over-period metric
+                // of this one), the window of the earlier period.
+                let earlier = match transform {
+                    Transform::Shift {
+                        time: shifted,
+                        interval,
+                        periods,
+                    } if shifted == time => Some(Earlier {
+                        interval: interval.clone(),
+                        periods: *periods,
+                    }),
+                    Transform::Shift { time: shifted, .. } => {
+                        return Err(Error::unsupported(
+                            format!(
+                                "metric \"{name}\" accumulates over \"{time}\" and is compared over \"{shifted}\": a comparison of a cumulative metric is over its own time dimension"
+                            ),
+                            None,
+                        ));
+                    }
+                    _ => None,
+                };
                 let windowed = Transform::Window {
                     time: time.clone(),
                     window: *window,
@@ -397,6 +426,7 @@ impl Outer<'_> {
                         dependent,
                         first_day: *first_day,
                     },
+                    earlier,
                 };
                 self.metric(base, &windowed)
             }

@@ -45,6 +45,11 @@ impl Bounds {
         bounds
     }
 
+    /// The constant the filters put above the dimension, if any.
+    pub(super) fn upper(&self) -> Option<&Expr> {
+        self.upper.as_ref()
+    }
+
     fn collect(&mut self, filter: &Expr, time: &str) {
         let is_time = |e: &Expr| matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value == time);
         match filter {
@@ -110,7 +115,8 @@ impl Bounds {
     }
 
     /// Conditions for the rows of a window part at `grain`: its periods are those the
-    /// filters select, each reads from its window's start to its own end.
+    /// filters select, each reads from its window's start to its own end (or, with
+    /// `earlier`, from and to the same of the period that long before it).
     pub(super) fn for_window(
         &self,
         semantics: &Semantics,
@@ -118,7 +124,15 @@ impl Bounds {
         time: &str,
         window: Window,
         grain: TimeGrain,
+        earlier: Option<&str>,
     ) -> Result<Vec<InnerExpr>> {
+        let (shortest, longest) = match earlier {
+            Some(interval) => match interval_days(interval) {
+                Some(days) => days,
+                None => return Ok(Vec::new()),
+            },
+            None => (0, 0),
+        };
         let period = grain_days(grain).1;
         // The first period starts at most one period before `lower`; the window reaches
         // back at most its own length before that.
@@ -132,14 +146,14 @@ impl Bounds {
             lower: None,
             upper: self.upper.clone(),
         }
-        .conditions(semantics, fact, time, 0, -period)?;
+        .conditions(semantics, fact, time, 0, shortest - period)?;
         if let Some(back) = back {
             conditions.extend(
                 Bounds {
                     lower: self.lower.clone(),
                     upper: None,
                 }
-                .conditions(semantics, fact, time, back, 0)?,
+                .conditions(semantics, fact, time, back + longest, 0)?,
             );
         }
         Ok(conditions)

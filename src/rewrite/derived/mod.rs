@@ -31,7 +31,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use combine::join_parts;
 use row_count::{row_count_part, view_rows_arguments};
-pub use translate::{InnerExpr, truncate_sql};
+pub use translate::{InnerExpr, Moved, truncate_sql};
 use window::window_part;
 
 use crate::bind::{AggregateDef, BoundView, ColumnKind, Semantics};
@@ -58,6 +58,10 @@ pub enum Transform {
         time: String,
         /// SQL interval literal, e.g. `1 month`.
         interval: String,
+        /// Its periods are periods of the answer (an offset metric: a period whose
+        /// earlier period has rows has a row); else it only brings values to the periods
+        /// other parts have (a comparison with this period).
+        periods: bool,
     },
     /// The metric over every row the query selects, at no grain (`total(m)` in a
     /// formula: shares of total).
@@ -78,6 +82,9 @@ pub enum Transform {
         window: Window,
         /// Where the block's grain has the periods.
         period: Period,
+        /// The window of an earlier period (a period-over-period metric of a cumulative
+        /// one: this year's to-date against last year's to the same day).
+        earlier: Option<Earlier>,
     },
     /// The metric over the conversion events credited to the base events of each group
     /// (the latest base event of the same entity at or before the conversion, within the
@@ -94,6 +101,16 @@ pub enum Transform {
         /// How long after a base event a conversion counts.
         window: Option<(u32, TimeGrain)>,
     },
+}
+
+/// For a window part: the window of the period this long before each period, and
+/// whether its periods are periods of the answer (as [`Transform::Shift`]'s `periods`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Earlier {
+    /// SQL interval literal, e.g. `1 year`.
+    pub interval: String,
+    /// An offset metric's periods are rows of the answer; a comparison's are not.
+    pub periods: bool,
 }
 
 /// The periods of a time dimension in a block's grain, for a metric computed per period.
@@ -144,16 +161,16 @@ pub struct DerivedSpec<'a> {
 
 impl DerivedSpec<'_> {
     /// The grain and the row filters translated again for the rows of table `fact`
-    /// (dimensions it carries in its own columns), with the time dimension moved by
-    /// `shift` if given.
+    /// (dimensions it carries in its own columns), with the time dimension moved if
+    /// `moved` says so.
     fn translate_for(
         &self,
         semantics: &Semantics,
-        shift: Option<(&str, &str)>,
+        moved: Option<(&str, Moved<'_>)>,
         fact: &str,
     ) -> Result<(Vec<InnerExpr>, Vec<InnerExpr>)> {
         let translate = |e: &Expr| {
-            InnerExpr::translate(e, self.view, semantics, self.time_zone, shift, Some(fact))
+            InnerExpr::translate(e, self.view, semantics, self.time_zone, moved, Some(fact))
         };
         let grain = self
             .view_grain
@@ -307,8 +324,12 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 part.total = true;
                 parts.push(part);
             }
-            Transform::Shift { time, interval } => {
-                let shift = Some((time.as_str(), interval.as_str()));
+            Transform::Shift {
+                time,
+                interval,
+                periods,
+            } => {
+                let shift = Some((time.as_str(), Moved::Shift(interval.as_str())));
                 let (grain, mut filters) = spec.translate_for(semantics, shift, fact)?;
                 // The exact condition is on the shifted time; this range on the column
                 // itself lets the engine or the warehouse read only the earlier periods.
@@ -318,7 +339,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 );
                 let mut part =
                     grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
-                part.primary = false;
+                part.primary = *periods;
                 parts.push(part);
             }
             Transform::Conversion {
@@ -345,11 +366,22 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 time,
                 window,
                 period,
+                earlier,
             } => {
                 for &j in js {
-                    parts.push(window_part(
-                        spec, semantics, fact, j, defs[j], time, *window, period,
-                    )?);
+                    let mut part = window_part(
+                        spec,
+                        semantics,
+                        fact,
+                        j,
+                        defs[j],
+                        time,
+                        *window,
+                        period,
+                        earlier.as_ref().map(|e| e.interval.as_str()),
+                    )?;
+                    part.primary = earlier.as_ref().is_none_or(|e| e.periods);
+                    parts.push(part);
                 }
             }
         }

@@ -17,6 +17,17 @@ use crate::model::TimeGrain;
 use crate::rewrite::block::dimension_names;
 use crate::time_zone::TimeZone;
 
+/// What a time dimension's values become in a translated expression.
+#[derive(Debug, Clone, Copy)]
+pub enum Moved<'a> {
+    /// Moved forward by an SQL interval literal (`1 month`): an earlier period's rows
+    /// fall in the group of the period they are compared with.
+    Shift(&'a str),
+    /// Replaced by a column of generated periods (the time spine, in local time, of the
+    /// dimension's type): the expression labels a period rather than a row.
+    Spine(&'a str),
+}
+
 /// A block expression translated to base tables.
 #[derive(Debug, Clone)]
 pub struct InnerExpr {
@@ -41,8 +52,7 @@ impl InnerExpr {
 
     /// Translate `expr` for the rows of table `fact` (whose own columns give the
     /// dimensions it carries), with the values of one time dimension moved forward by an
-    /// interval (`shift`: dimension name, SQL interval literal): the rows of an earlier
-    /// period then fall in the group and filters of the period they are compared with.
+    /// interval or replaced by the time spine (`moved`: dimension name, how).
     /// Time grains of `timestamptz` dimensions (and `date_trunc`, `date_part`, `EXTRACT`,
     /// `to_char` and casts to a date or time of them) are computed in local time of
     /// `time_zone`, as PostgreSQL does in the session's `TimeZone`.
@@ -51,14 +61,14 @@ impl InnerExpr {
         view: &BoundView,
         semantics: &Semantics,
         time_zone: TimeZone,
-        shift: Option<(&str, &str)>,
+        moved: Option<(&str, Moved<'_>)>,
         fact: Option<&str>,
     ) -> Result<InnerExpr> {
         struct Sub<'a> {
             view: &'a BoundView,
             semantics: &'a Semantics,
             time_zone: TimeZone,
-            shift: Option<(&'a str, &'a str)>,
+            moved: Option<(&'a str, Moved<'a>)>,
             carried: Option<&'a std::collections::HashMap<String, crate::bind::BoundExpr>>,
             tables: BTreeSet<String>,
             error: Option<Error>,
@@ -127,15 +137,22 @@ impl InnerExpr {
                     .carried
                     .and_then(|c| c.get(dim_name))
                     .unwrap_or(&dim.expr);
-                self.tables.extend(source.tables.iter().cloned());
                 let mut base = source.expr.to_string();
-                if matches!(kind, ColumnKind::TimeGrain(..)) && is_zoned(dim) {
-                    base = local_time_sql(&base, self.time_zone);
-                }
-                if let Some((time, interval)) = self.shift
-                    && time == dim_name
-                {
-                    base = shift_sql(&base, interval, &dim.data_type);
+                match self.moved {
+                    Some((time, Moved::Spine(column))) if time == dim_name => {
+                        base = column.to_string();
+                    }
+                    moved => {
+                        self.tables.extend(source.tables.iter().cloned());
+                        if matches!(kind, ColumnKind::TimeGrain(..)) && is_zoned(dim) {
+                            base = local_time_sql(&base, self.time_zone);
+                        }
+                        if let Some((time, Moved::Shift(interval))) = moved
+                            && time == dim_name
+                        {
+                            base = shift_sql(&base, interval, &dim.data_type);
+                        }
+                    }
                 }
                 let sql = match &kind {
                     ColumnKind::TimeGrain(_, grain) => {
@@ -163,7 +180,7 @@ impl InnerExpr {
             view,
             semantics,
             time_zone,
-            shift,
+            moved,
             carried: fact.and_then(|f| semantics.table_dimensions.get(f)),
             tables: BTreeSet::new(),
             error: None,

@@ -6,11 +6,14 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::translate::{is_zoned, local_time_sql};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::Expr;
+
+use super::translate::{Moved, is_zoned, local_time_sql};
 use super::{
     DerivedSpec, InnerExpr, Part, Period, from_clause, interval, truncate_sql, write_filters,
 };
-use crate::bind::{AggregateDef, Semantics};
+use crate::bind::{AggregateDef, BoundDimension, Semantics};
 use crate::error::{Error, Result};
 use crate::model::{Aggregation, TimeGrain, Window};
 
@@ -29,6 +32,8 @@ use crate::model::{Aggregation, TimeGrain, Window};
 /// ```
 /// `<other grain>` leaves out the grain expressions that depend on the period (the month
 /// of a day): they are in `b` and label the period, and a window runs across them.
+/// Where it can, `b` is generated rather than read ([`Spine`]) and joined with `r` by an
+/// inner join: every period whose window holds rows, with rows of its own or not.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn window_part(
     spec: &DerivedSpec<'_>,
@@ -39,6 +44,7 @@ pub(super) fn window_part(
     time: &str,
     window: Window,
     period: &Period,
+    earlier: Option<&str>,
 ) -> Result<Part> {
     let (index, grain) = (period.index, period.grain);
     let dim = semantics
@@ -58,23 +64,6 @@ pub(super) fn window_part(
     };
     let time_expr = carried.and_then(|c| c.get(time)).unwrap_or(&dim.expr);
 
-    // b: the periods.
-    let needed: BTreeSet<String> = grain_exprs
-        .iter()
-        .chain(filters)
-        .flat_map(|e| e.tables.iter().cloned())
-        .collect();
-    let from = from_clause(fact, &needed, spec, &names, semantics)?;
-    let items: Vec<String> = grain_exprs
-        .iter()
-        .enumerate()
-        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
-        .collect();
-    let keys: Vec<String> = grain_exprs.iter().map(|g| g.expr.to_string()).collect();
-    let mut periods = format!("SELECT {} FROM {from}", items.join(", "));
-    write_filters(&mut periods, filters);
-    let _ = write!(periods, " GROUP BY {}", keys.join(", "));
-
     // r: the rows, per value of the time dimension.
     let on_time = |e: &InnerExpr| {
         e.dimensions
@@ -91,7 +80,7 @@ pub(super) fn window_part(
     // outside this range: reading only it spares the rest of the history.
     row_filters.extend(
         super::bounds::Bounds::of(&spec.view_filters, time)
-            .for_window(semantics, fact, time, window, grain)?,
+            .for_window(semantics, fact, time, window, grain, earlier)?,
     );
     let mut needed: BTreeSet<String> = others
         .iter()
@@ -155,8 +144,46 @@ pub(super) fn window_part(
     write_filters(&mut rows, &row_filters);
     let _ = write!(rows, " GROUP BY {}", keys.join(", "));
 
-    // The window of each period.
-    let start_of_period = format!("b.\"__g{index}\"");
+    // b: the periods: every period of the range (the time spine) where it can be
+    // generated, else the periods that have rows.
+    let needed: BTreeSet<String> = grain_exprs
+        .iter()
+        .chain(filters)
+        .flat_map(|e| e.tables.iter().cloned())
+        .collect();
+    let from = from_clause(fact, &needed, spec, &names, semantics)?;
+    let items: Vec<String> = grain_exprs
+        .iter()
+        .enumerate()
+        .map(|(i, g)| format!("{} AS \"__g{i}\"", g.expr))
+        .collect();
+    let keys: Vec<String> = grain_exprs.iter().map(|g| g.expr.to_string()).collect();
+    let mut periods = format!("SELECT {} FROM {from}", items.join(", "));
+    write_filters(&mut periods, filters);
+    let _ = write!(periods, " GROUP BY {}", keys.join(", "));
+    let spine = Spine {
+        spec,
+        semantics,
+        time,
+        dim,
+        window,
+        period,
+        grain: grain_exprs,
+        filters,
+        others_from: &from,
+        earlier,
+    }
+    .periods(&rows)?;
+    let (periods, join) = match spine {
+        Some(periods) => (periods, "JOIN"),
+        None => (periods, "LEFT JOIN"),
+    };
+
+    // The window of each period (or of the period `earlier` before it).
+    let start_of_period = match earlier {
+        Some(interval) => moved_sql(&format!("b.\"__g{index}\""), "-", interval, dim),
+        None => format!("b.\"__g{index}\""),
+    };
     let last = if period.first_day {
         TimeGrain::Day
     } else {
@@ -189,7 +216,7 @@ pub(super) fn window_part(
         .map(|i| format!("b.\"__g{i}\""))
         .collect();
     let sql = format!(
-        "SELECT {} FROM ({periods}) AS b LEFT JOIN ({rows}) AS r ON {} GROUP BY {}",
+        "SELECT {} FROM ({periods}) AS b {join} ({rows}) AS r ON {} GROUP BY {}",
         outer_items.join(", "),
         on.join(" AND "),
         outer_keys.join(", ")
@@ -200,4 +227,161 @@ pub(super) fn window_part(
         primary: true,
         total: false,
     })
+}
+
+/// The periods of a window part generated rather than read: every period of the time
+/// dimension's grain from the first row the window part reads to the end of the range
+/// (the filters' upper bound, or the last row plus what a window ending later still
+/// holds), crossed with the other grain values that have rows, under the filters. Joined
+/// (inner) with the rows, a period keeps a value whenever its window holds rows, whether
+/// or not the period itself has any, as MetricFlow's time spine gives.
+struct Spine<'a> {
+    spec: &'a DerivedSpec<'a>,
+    semantics: &'a Semantics,
+    time: &'a str,
+    dim: &'a BoundDimension,
+    window: Window,
+    period: &'a Period,
+    grain: &'a [InnerExpr],
+    filters: &'a [InnerExpr],
+    /// The FROM clause reaching every table of the grain and the filters.
+    others_from: &'a str,
+    /// The windows are those of the periods this long before.
+    earlier: Option<&'a str>,
+}
+
+/// The spine's column: one day per row.
+const DAY: &str = "s.\"__day\"";
+
+impl Spine<'_> {
+    /// `SELECT <grain> AS __g.. FROM <days> [CROSS JOIN <other grain values>] WHERE <time
+    /// filters> GROUP BY <grain>`, or `None` where the periods cannot be generated: a time
+    /// dimension that is not a date, a window at the period's first day, a grain
+    /// expression or filter that mixes the time dimension with others, or a grain
+    /// expression on time that is not the period or a label of it.
+    fn periods(&self, rows: &str) -> Result<Option<String>> {
+        if self.period.first_day
+            || matches!(self.window, Window::PeriodStart(_))
+            || self.dim.data_type != DataType::Date32
+        {
+            return Ok(None);
+        }
+        let translate = |e: &Expr, moved| {
+            InnerExpr::translate(
+                e,
+                self.spec.view,
+                self.semantics,
+                self.spec.time_zone,
+                moved,
+                None,
+            )
+        };
+        // Where an expression belongs: on the spine (it reads only the time dimension),
+        // on the rows (it does not read it), or nowhere (it mixes both).
+        let place = |e: &Expr| -> Result<Place> {
+            let moved = translate(e, Some((self.time, Moved::Spine(DAY))))?;
+            Ok(if moved.tables.is_empty() {
+                Place::Spine(Box::new(moved))
+            } else if moved.expr == translate(e, None)?.expr {
+                Place::Rows
+            } else {
+                Place::Mixed
+            })
+        };
+        let mut items = Vec::new();
+        let mut keys = Vec::new();
+        let mut others = Vec::new();
+        let mut other_keys = Vec::new();
+        for (i, (view_expr, row_expr)) in self.spec.view_grain.iter().zip(self.grain).enumerate() {
+            match place(view_expr)? {
+                Place::Spine(moved)
+                    if i == self.period.index || self.period.dependent.contains(&i) =>
+                {
+                    items.push(format!("{} AS \"__g{i}\"", moved.expr));
+                    keys.push(moved.expr.to_string());
+                }
+                Place::Rows => {
+                    others.push(format!("{} AS \"__g{i}\"", row_expr.expr));
+                    other_keys.push(row_expr.expr.to_string());
+                    items.push(format!("o.\"__g{i}\" AS \"__g{i}\""));
+                    keys.push(format!("o.\"__g{i}\""));
+                }
+                _ => return Ok(None),
+            }
+        }
+        let mut on_time = Vec::new();
+        let mut not_on_time = Vec::new();
+        for (view_expr, row_expr) in self.spec.view_filters.iter().zip(self.filters) {
+            match place(view_expr)? {
+                Place::Spine(moved) => on_time.push(*moved),
+                Place::Rows => not_on_time.push(row_expr.clone()),
+                Place::Mixed => return Ok(None),
+            }
+        }
+
+        // The range: from the first row read to the upper bound or the last row and
+        // what a window ending after it still holds.
+        // Under `earlier`, each period reads the rows of the one before it: the range
+        // moves forward by as much.
+        let moved = |bound: &str| match self.earlier {
+            Some(interval) => moved_sql(bound, "+", interval, self.dim),
+            None => bound.to_string(),
+        };
+        let (first, last) = (moved("x.\"__lo\""), moved("x.\"__hi\""));
+        let last = last.as_str();
+        let reach = match self.window {
+            Window::AllTime | Window::PeriodStart(_) => last.to_string(),
+            Window::Trailing(n, unit) => format!(
+                "CAST((CAST({last} AS TIMESTAMP) + INTERVAL '{}' - INTERVAL '1 day') AS DATE)",
+                interval(n, unit)
+            ),
+            Window::ToDate(of) => format!(
+                "CAST(({} + INTERVAL '{}' - INTERVAL '1 day') AS DATE)",
+                truncate_sql(last, of, self.dim),
+                interval(1, of)
+            ),
+        };
+        let bounds = super::bounds::Bounds::of(&self.spec.view_filters, self.time);
+        let end = match bounds.upper() {
+            Some(upper) if matches!(self.window, Window::AllTime) => {
+                format!("CAST({upper} AS DATE)")
+            }
+            Some(upper) => format!("least(CAST({upper} AS DATE), {reach})"),
+            None => reach,
+        };
+        let days = format!(
+            "SELECT unnest(generate_series({first}, {end}, INTERVAL '1 day')) AS \"__day\" \
+             FROM (SELECT min(r.\"__t\") AS \"__lo\", max(r.\"__t\") AS \"__hi\" FROM ({rows}) AS r) AS x"
+        );
+        let mut sql = format!("SELECT {} FROM ({days}) AS s", items.join(", "));
+        if !others.is_empty() {
+            let mut o = format!("SELECT {} FROM {}", others.join(", "), self.others_from);
+            write_filters(&mut o, &not_on_time);
+            let _ = write!(o, " GROUP BY {}", other_keys.join(", "));
+            let _ = write!(sql, " CROSS JOIN ({o}) AS o");
+        }
+        write_filters(&mut sql, &on_time);
+        let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+        Ok(Some(sql))
+    }
+}
+
+/// Where a grain expression or filter of a window part is computed.
+enum Place {
+    /// On the generated periods: it reads the time dimension only (translated here).
+    Spine(Box<InnerExpr>),
+    /// On the rows: it does not read the time dimension.
+    Rows,
+    /// It reads the time dimension and other columns.
+    Mixed,
+}
+
+/// `value <sign> interval` for a period start or a day of dimension `dim`, keeping its type.
+fn moved_sql(value: &str, sign: &str, interval: &str, dim: &BoundDimension) -> String {
+    let moved = format!("CAST(({value}) AS TIMESTAMP) {sign} INTERVAL '{interval}'");
+    if dim.data_type == DataType::Date32 {
+        format!("CAST(({moved}) AS DATE)")
+    } else {
+        format!("({moved})")
+    }
 }
