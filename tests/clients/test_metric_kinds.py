@@ -360,19 +360,27 @@ SPINE_CASES = [
             GROUP BY d.day ORDER BY 2""",
     ),
     (
-        "spine: trailing 7 days go on past the last row until the window is empty",
-        f"SELECT order_date, revenue_trailing_7d FROM {SPARSE_VIEW} AND order_date >= '2024-12-28' ORDER BY 1",
+        "spine: up to a bound past the last row, trailing 7 days go on until the window is empty",
+        f"SELECT order_date, revenue_trailing_7d FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-12-28' AND '2025-01-20' ORDER BY 1",
         f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
             SELECT d.day, SUM(x.r) FROM days d JOIN daily x ON x.day <= d.day AND x.day > d.day - INTERVAL '7 day'
-            WHERE d.day >= DATE '2024-12-28' GROUP BY d.day ORDER BY 1""",
+            WHERE d.day BETWEEN DATE '2024-12-28' AND DATE '2025-01-20' GROUP BY d.day ORDER BY 1""",
+    ),
+    (
+        "spine: without an upper bound every window ends with the last row",
+        f"SELECT order_date, revenue_running_total, revenue_trailing_7d FROM {SPARSE_VIEW} AND order_date >= '2024-12-28' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
+            SELECT d.day, SUM(x.r), SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END)
+            FROM days d JOIN daily x ON x.day <= d.day
+            WHERE d.day >= DATE '2024-12-28' AND d.day <= (SELECT MAX(day) FROM daily) GROUP BY d.day ORDER BY 1""",
     ),
     (
         "spine: month-to-date ends with the last row's month",
-        f"SELECT order_date, revenue_mtd FROM {SPARSE_VIEW} AND order_date >= '2024-12-28' ORDER BY 1",
+        f"SELECT order_date, revenue_mtd FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-12-28' AND '2025-01-05' ORDER BY 1",
         f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
             SELECT d.day, SUM(x.r) FROM days d JOIN daily x
               ON x.day <= d.day AND x.day >= CAST(date_trunc('month', d.day) AS DATE)
-            WHERE d.day >= DATE '2024-12-28' GROUP BY d.day ORDER BY 1""",
+            WHERE d.day BETWEEN DATE '2024-12-28' AND DATE '2025-01-05' GROUP BY d.day ORDER BY 1""",
     ),
     (
         "spine: a running total runs up to the filter's bound, past the data",

@@ -207,10 +207,13 @@ CUMULATIVE = dict(
     view="transactions",
     metrics=["cumulative_transactions", "cumulative_transactions_in_last_7_days"],
     group_by=["metric_time__day"],
+    # Every day from the first row to the last (the time spine), rows on the day or not;
+    # a window without rows has no value.
     truth="""SELECT d.ds,
              (SELECT count(*) FROM transactions t WHERE t.ds <= d.ds),
-             (SELECT count(*) FROM transactions t WHERE t.ds <= d.ds AND t.ds > d.ds - INTERVAL 7 DAY)
-             FROM (SELECT DISTINCT ds FROM transactions) d""",
+             (SELECT nullif(count(*), 0) FROM transactions t WHERE t.ds <= d.ds AND t.ds > d.ds - INTERVAL 7 DAY)
+             FROM (SELECT CAST(x AS DATE) AS ds FROM generate_series(
+                 (SELECT min(ds) FROM transactions), (SELECT max(ds) FROM transactions), INTERVAL 1 DAY) AS s(x)) d""",
 )
 
 
@@ -291,7 +294,7 @@ def test_cumulative_metrics_by_day(seeds_server, pg_server, truth, metricflow):
     same(ours, expected)
     same(ask(pg_server, CUMULATIVE), expected)
     # MetricFlow has the same value on each of those days, and more days: those of its
-    # time spine after the data (nothing new in them).
+    # time spine after the data.
     theirs = {r[0]: r for r in rows(metricflow[len(QUESTIONS)]["rows"])}
     for r in ours:
         same([theirs[r[0]]], [r])
@@ -575,12 +578,14 @@ SHOP_QUESTIONS = [
         metrics=["revenue_trailing_7_days", "revenue_month_to_date"],
         group_by=["metric_time__day"],
         more_periods=True,
-        # metric_time is a timestamp here: the periods are those with rows (the spine is
-        # generated for date dimensions, docs/model-reference.md).
-        truth="""SELECT d.d,
-                 (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at > d.d - INTERVAL 7 DAY),
-                 (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at >= date_trunc('month', d.d))
-                 FROM (SELECT DISTINCT ordered_at AS d FROM orders) d""",
+        # Every day whose window holds rows (the time spine) up to the last row, rows on
+        # the day or not.
+        truth="""SELECT * FROM (SELECT d.d,
+                 (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at > d.d - INTERVAL 7 DAY) AS t,
+                 (SELECT sum(amount) FROM orders WHERE ordered_at <= d.d AND ordered_at >= date_trunc('month', d.d)) AS m
+                 FROM (SELECT CAST(x AS DATE) AS d FROM generate_series(
+                     (SELECT min(ordered_at) FROM orders), (SELECT max(ordered_at) FROM orders),
+                     INTERVAL 1 DAY) AS s(x)) d) WHERE t IS NOT NULL OR m IS NOT NULL""",
     ),
     # At coarser grains a cumulative metric's value is its first day's (MetricFlow's
     # default period_agg) or its last day's (period_agg: last).
@@ -610,8 +615,12 @@ SHOP_QUESTIONS = [
         metrics=["signups_all_time"],
         group_by=["metric_time__day", "customer__segment"],
         more_periods=True,
-        truth="""SELECT d.d, d.s, (SELECT count(*) FROM customers WHERE segment = d.s AND signed_up_at <= d.d)
-                 FROM (SELECT DISTINCT signed_up_at AS d, segment AS s FROM customers) d""",
+        # Every day from the first signup to the last, for each segment with signups by then.
+        truth="""SELECT * FROM (SELECT d.d, g.s, (SELECT count(*) FROM customers WHERE segment = g.s AND signed_up_at <= d.d) AS n
+                 FROM (SELECT CAST(x AS DATE) AS d FROM generate_series(
+                     (SELECT min(signed_up_at) FROM customers), (SELECT max(signed_up_at) FROM customers),
+                     INTERVAL 1 DAY) AS s(x)) d
+                 CROSS JOIN (SELECT DISTINCT segment AS s FROM customers) g) WHERE n > 0""",
     ),
     dict(
         view="all_metrics",

@@ -231,8 +231,8 @@ pub(super) fn window_part(
 
 /// The periods of a window part generated rather than read: every period of the time
 /// dimension's grain from the first row the window part reads to the end of the range
-/// (the filters' upper bound, or the last row plus what a window ending later still
-/// holds), crossed with the other grain values that have rows, under the filters. Joined
+/// (the filters' upper bound, as far as a window ending then still holds rows, or else
+/// the last row), crossed with the other grain values that have rows, under the filters. Joined
 /// (inner) with the rows, a period keeps a value whenever its window holds rows, whether
 /// or not the period itself has any, as MetricFlow's time spine gives.
 struct Spine<'a> {
@@ -256,11 +256,13 @@ const DAY: &str = "s.\"__day\"";
 impl Spine<'_> {
     /// `SELECT <grain> AS __g.. FROM <days> [CROSS JOIN <other grain values>] WHERE <time
     /// filters> GROUP BY <grain>`, or `None` where the periods cannot be generated: a time
-    /// dimension that is not a date, a window at the period's first day, a grain
+    /// dimension that is not a date, a window at a coarser period's first day, a grain
     /// expression or filter that mixes the time dimension with others, or a grain
     /// expression on time that is not the period or a label of it.
     fn periods(&self, rows: &str) -> Result<Option<String>> {
-        if self.period.first_day
+        // (At day grain a window that ends with the period's first day ends with the
+        // period: `period_agg = "first"` changes nothing there.)
+        if (self.period.first_day && self.period.grain != TimeGrain::Day)
             || matches!(self.window, Window::PeriodStart(_))
             || self.dim.data_type != DataType::Date32
         {
@@ -319,8 +321,8 @@ impl Spine<'_> {
             }
         }
 
-        // The range: from the first row read to the upper bound or the last row and
-        // what a window ending after it still holds.
+        // The range: from the first row read to the upper bound (as far as a window
+        // still holds rows) or the last row.
         // Under `earlier`, each period reads the rows of the one before it: the range
         // moves forward by as much.
         let moved = |bound: &str| match self.earlier {
@@ -342,12 +344,15 @@ impl Spine<'_> {
             ),
         };
         let bounds = super::bounds::Bounds::of(&self.spec.view_filters, self.time);
+        // Without an upper bound the range ends with the last row, for every window
+        // alike: a period one window part adds after it would have no value of the
+        // others (an all-time total is defined on every later day).
         let end = match bounds.upper() {
             Some(upper) if matches!(self.window, Window::AllTime) => {
                 format!("CAST({upper} AS DATE)")
             }
             Some(upper) => format!("least(CAST({upper} AS DATE), {reach})"),
-            None => reach,
+            None => last.to_string(),
         };
         let days = format!(
             "SELECT unnest(generate_series({first}, {end}, INTERVAL '1 day')) AS \"__day\" \
