@@ -150,7 +150,7 @@ impl InnerExpr {
                         if let Some((time, Moved::Shift(interval))) = moved
                             && time == dim_name
                         {
-                            base = shift_sql(&base, interval, &dim.data_type);
+                            base = shift_sql(&base, "+", interval, &dim.data_type);
                         }
                     }
                 }
@@ -279,10 +279,11 @@ pub fn truncate_sql(value: &str, grain: TimeGrain, dim: &BoundDimension) -> Stri
     }
 }
 
-/// `value + interval` on a time dimension's values, keeping their type (a date stays
-/// a date). Computed on timestamps: PostgreSQL's `date + interval` is a timestamp.
-fn shift_sql(value: &str, interval: &str, data_type: &DataType) -> String {
-    let shifted = format!("CAST(({value}) AS TIMESTAMP) + INTERVAL '{interval}'");
+/// `value + interval` (or `- interval`, `sign`) on a time dimension's values, keeping
+/// their type (a date stays a date). Computed on timestamps: PostgreSQL's
+/// `date + interval` is a timestamp.
+pub(super) fn shift_sql(value: &str, sign: &str, interval: &str, data_type: &DataType) -> String {
+    let shifted = format!("CAST(({value}) AS TIMESTAMP) {sign} INTERVAL '{interval}'");
     if *data_type == DataType::Date32 {
         format!("CAST(({shifted}) AS DATE)")
     } else {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::Expr;
 
-use super::translate::{Moved, is_zoned, local_time_sql};
+use super::translate::{Moved, is_zoned, local_time_sql, shift_sql};
 use super::{
     DerivedSpec, InnerExpr, Part, Period, from_clause, interval, truncate_sql, write_filters,
 };
@@ -181,7 +181,7 @@ pub(super) fn window_part(
 
     // The window of each period (or of the period `earlier` before it).
     let start_of_period = match earlier {
-        Some(interval) => moved_sql(&format!("b.\"__g{index}\""), "-", interval, dim),
+        Some(interval) => shift_sql(&format!("b.\"__g{index}\""), "-", interval, &dim.data_type),
         None => format!("b.\"__g{index}\""),
     };
     let last = if period.first_day {
@@ -326,7 +326,7 @@ impl Spine<'_> {
         // Under `earlier`, each period reads the rows of the one before it: the range
         // moves forward by as much.
         let moved = |bound: &str| match self.earlier {
-            Some(interval) => moved_sql(bound, "+", interval, self.dim),
+            Some(interval) => shift_sql(bound, "+", interval, &self.dim.data_type),
             None => bound.to_string(),
         };
         let (first, last) = (moved("x.\"__lo\""), moved("x.\"__hi\""));
@@ -379,14 +379,4 @@ enum Place {
     Rows,
     /// It reads the time dimension and other columns.
     Mixed,
-}
-
-/// `value <sign> interval` for a period start or a day of dimension `dim`, keeping its type.
-fn moved_sql(value: &str, sign: &str, interval: &str, dim: &BoundDimension) -> String {
-    let moved = format!("CAST(({value}) AS TIMESTAMP) {sign} INTERVAL '{interval}'");
-    if dim.data_type == DataType::Date32 {
-        format!("CAST(({moved}) AS DATE)")
-    } else {
-        format!("({moved})")
-    }
 }
