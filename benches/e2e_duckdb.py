@@ -144,6 +144,28 @@ STEP13_QUERIES = [
         "days AS (SELECT CAST(x AS DATE) AS day FROM generate_series(DATE '2024-05-01', DATE '2024-05-31', INTERVAL 1 DAY) t(x)) "
         "SELECT days.day, (SELECT SUM(r) FROM d WHERE d.day <= days.day) FROM days ORDER BY 1",
     ),
+    (
+        "orders per hour, one week (sub-daily grain)",
+        "SELECT ordered_at__hour, order_count FROM order_summary "
+        "WHERE order_date BETWEEN '2024-06-10' AND '2024-06-16' ORDER BY 1",
+        "SELECT date_trunc('hour', o.ordered_at AT TIME ZONE 'Asia/Shanghai') AS h, "
+        "COUNT(CASE WHEN o.status <> 'cancelled' THEN 1 END) FROM orders o "
+        "WHERE o.order_date BETWEEN DATE '2024-06-10' AND DATE '2024-06-16' GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "month-end stock by region (balance per store)",
+        "SELECT region, count_date__month, stock_units FROM inventory ORDER BY 1, 2",
+        "SELECT region, m, SUM(units) FROM (SELECT s.region, CAST(date_trunc('month', c.count_date) AS DATE) AS m, "
+        "c.units, c.count_date, max(c.count_date) OVER (PARTITION BY date_trunc('month', c.count_date), c.store_id) AS d "
+        "FROM stock_counts c JOIN stores s ON s.store_id = c.store_id) t WHERE count_date = d GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "average stock by region and quarter",
+        "SELECT region, count_date__quarter, avg_stock_units FROM inventory ORDER BY 1, 2",
+        "SELECT region, q, SUM(a) FROM (SELECT s.region, CAST(date_trunc('quarter', c.count_date) AS DATE) AS q, "
+        "c.store_id, AVG(c.units) AS a FROM stock_counts c JOIN stores s ON s.store_id = c.store_id "
+        "GROUP BY 1, 2, 3) t GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
 ]
 
 
@@ -210,6 +232,7 @@ def demo_duckdb():
     for name in ["order_lines", "orders", "stores", "products"]:
         duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
     duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
+    duck.execute(f"CREATE VIEW stock_counts AS SELECT * FROM read_csv('{DATA / 'stock_counts.csv'}', header = true)")
     return duck
 
 

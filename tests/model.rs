@@ -663,6 +663,89 @@ compare = "previous_period"
     );
 }
 
+#[tokio::test]
+async fn balances_that_would_add_up_over_days_are_refused_where_defined() {
+    let dir = unreachable_model();
+    let text = std::fs::read_to_string(dir.path().join("model.toml")).expect("read");
+    let extra = r#"
+[[dimensions]]
+name = "day"
+table = "orders"
+expr = "CAST('2024-01-01' AS DATE)"
+kind = "time"
+
+[[dimensions]]
+name = "other_day"
+table = "orders"
+expr = "CAST('2024-01-01' AS DATE)"
+kind = "time"
+
+[[metrics]]
+name = "balance"
+table = "orders"
+agg = "sum"
+expr = "amount"
+semi_additive = { time = "day", per = ["store_id"] }
+
+[[metrics]]
+name = "balance_running"
+base = "balance"
+time = "day"
+window = "all_time"
+
+[[metrics]]
+name = "balance_on_another_day"
+base = "balance"
+time = "other_day"
+compare = "previous_period"
+
+[[metrics]]
+name = "balance_last_month"
+base = "balance"
+time = "day"
+compare = "previous_period"
+show = "value"
+
+[[metrics]]
+name = "average_of_maxima"
+table = "orders"
+agg = "max"
+expr = "amount"
+semi_additive = { time = "day", at = "average" }
+
+[[metrics]]
+name = "misspelled"
+table = "orders"
+agg = "sum"
+expr = "amount"
+semi_additive = { time = "dya", at = "last" }
+"#;
+    write(dir.path(), "model.toml", &format!("{text}{extra}"));
+    let err = Engine::open(
+        dir.path(),
+        Identity {
+            database: "kpitables".into(),
+            roles: vec![],
+        },
+    )
+    .await
+    .expect_err("bad balances");
+    let message = err.to_string();
+    for expected in [
+        "metric \"balance_running\" accumulates \"balance\", a balance (semi-additive over time)",
+        "metric \"balance_on_another_day\" compares on another time dimension \"balance\", a balance",
+        "metric \"average_of_maxima\": a semi-additive average (at = \"average\") averages each day's sum; it needs agg = \"sum\"",
+        "unknown time dimension \"dya\"; did you mean \"day\"?",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected} in {message}"
+        );
+    }
+    // The previous period's balance on its own time dimension is defined.
+    assert!(!message.contains("\"balance_last_month\""), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dimension_reached_by_two_join_paths_is_an_ambiguous_model() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,8 @@ use datafusion::sql::sqlparser::ast::{Expr, Ident, visit_expressions_mut};
 use toml::Spanned;
 
 use super::{
-    AggregateDef, Binder, BoundDimension, BoundMetric, Definition, TOTAL_PREFIX, parse_expr,
+    AggregateDef, Binder, BoundDimension, BoundMetric, Definition, SemiAdditiveDef, TOTAL_PREFIX,
+    parse_expr,
 };
 use crate::error::did_you_mean;
 use crate::model::{Aggregation, Compare, Metric, MetricKind, Window};
@@ -123,6 +124,39 @@ fn bind_metric_inner(
             for e in expr.iter().chain(filter.iter()) {
                 tables.extend(e.tables.iter().cloned());
             }
+            let semi_additive = match &metric.semi_additive {
+                None => None,
+                Some(semi) => {
+                    // A dimension the table carries in its own columns is read there.
+                    let model = b.model;
+                    let carried = |name: &Spanned<String>| {
+                        model.table(table).and_then(|t| {
+                            t.dimensions
+                                .get(name.get_ref())
+                                .map(|expr| (t.file_index, expr))
+                        })
+                    };
+                    let bind_name = |b: &mut Binder<'_>, name: &Spanned<String>| match carried(name)
+                    {
+                        Some((table_file, expr)) => b.bind(table_file, expr, table, None),
+                        None => b.bind(file, name, table, Some(dimensions)),
+                    };
+                    let time = bind_name(b, &semi.time)?;
+                    let mut per = Vec::new();
+                    for p in &semi.per {
+                        let bound = bind_name(b, p)?;
+                        tables.extend(bound.tables.iter().cloned());
+                        per.push(bound.expr);
+                    }
+                    tables.extend(time.tables.iter().cloned());
+                    Some(SemiAdditiveDef {
+                        dimension: semi.time.get_ref().clone(),
+                        time: time.expr,
+                        at: semi.at,
+                        per,
+                    })
+                }
+            };
             Some((
                 Definition::Aggregate(Box::new(AggregateDef {
                     table: table.clone(),
@@ -134,6 +168,7 @@ fn bind_metric_inner(
                         Aggregation::Median => Some(0.5),
                         _ => metric.percentile.as_ref().map(|p| *p.get_ref()),
                     },
+                    semi_additive,
                 })),
                 None,
             ))

@@ -17,8 +17,8 @@ use toml::Spanned;
 
 use crate::error::{Error, ModelIssue, Result, did_you_mean};
 use crate::model::{
-    Aggregation, Calculation, Compare, DimensionKind, MetricKind, Model, Show, Status, TimeGrain,
-    WeekStart, Window,
+    Aggregation, Calculation, Compare, DimensionKind, MetricKind, Model, Show, Snapshot, Status,
+    TimeGrain, WeekStart, Window,
 };
 use crate::time_zone::TimeZone;
 
@@ -164,6 +164,21 @@ pub struct AggregateDef {
     pub tables: BTreeSet<String>,
     /// A percentile's fraction (0.5 for the median).
     pub fraction: Option<f64>,
+    /// A balance or stock: which rows of each period are aggregated.
+    pub semi_additive: Option<SemiAdditiveDef>,
+}
+
+/// A semi-additive metric's time dimension and its snapshot rule, bound to base columns.
+#[derive(Debug, Clone)]
+pub struct SemiAdditiveDef {
+    /// The time dimension's name (grain expressions that read it split the snapshots).
+    pub dimension: String,
+    /// Its expression over qualified base columns.
+    pub time: Expr,
+    /// Which rows of a period count.
+    pub at: Snapshot,
+    /// Expressions each value of which has its own last (or first) day.
+    pub per: Vec<Expr>,
 }
 
 impl AggregateDef {
@@ -211,7 +226,23 @@ impl BoundMetric {
     /// The definition in SQL-like words, for catalogs.
     pub fn definition_text(&self) -> String {
         match &self.definition {
-            Definition::Aggregate(a) => a.sql(),
+            Definition::Aggregate(a) => match &a.semi_additive {
+                None => a.sql(),
+                Some(semi) => {
+                    let per = if semi.per.is_empty() {
+                        String::new()
+                    } else {
+                        let per: Vec<String> = semi.per.iter().map(|e| e.to_string()).collect();
+                        format!(" per {}", per.join(", "))
+                    };
+                    let at = match semi.at {
+                        Snapshot::Last => "on the last day",
+                        Snapshot::First => "on the first day",
+                        Snapshot::Average => "averaged over the days",
+                    };
+                    format!("{} {at} of {} of each period{per}", a.sql(), semi.dimension)
+                }
+            },
             Definition::Composite { formula, .. } => formula.to_string(),
             Definition::PeriodOverPeriod {
                 base,
@@ -364,8 +395,8 @@ impl Semantics {
 
 /// Give each time dimension whose values are timestamps (not dates), and each that asks
 /// for it (`day_column`), a `__day` grain column after its own column (a date is its own
-/// day). Called once the dimensions'
-/// types are known.
+/// day), preceded by `__hour`, `__minute` and `__second` down to the dimension's
+/// `granularity`. Called once the dimensions' types are known.
 pub fn add_day_grains(semantics: &mut Semantics) {
     let asked: BTreeSet<&str> = semantics
         .model
@@ -373,6 +404,20 @@ pub fn add_day_grains(semantics: &mut Semantics) {
         .iter()
         .filter(|d| d.day_column)
         .map(|d| d.name.get_ref().as_str())
+        .collect();
+    // The grains finer than a day each timestamp dimension offers (finest first).
+    let sub_daily: HashMap<String, Vec<TimeGrain>> = semantics
+        .model
+        .dimensions
+        .iter()
+        .filter_map(|d| {
+            let finest = TimeGrain::from_name(d.granularity.as_ref()?.get_ref())?;
+            let grains = TimeGrain::SUB_DAILY
+                .into_iter()
+                .filter(|g| g.rank() >= finest.rank())
+                .collect();
+            Some((d.name.get_ref().clone(), grains))
+        })
         .collect();
     let timestamps: BTreeSet<String> = semantics
         .dimensions
@@ -387,17 +432,32 @@ pub fn add_day_grains(semantics: &mut Semantics) {
     for view in &mut semantics.views {
         let mut columns = Vec::with_capacity(view.columns.len());
         for column in std::mem::take(&mut view.columns) {
-            let day = match &column.kind {
-                ColumnKind::Dimension(d) if timestamps.contains(d) => Some(ViewColumn {
-                    name: format!("{d}__{}", TimeGrain::Day.name()),
-                    kind: ColumnKind::TimeGrain(d.clone(), TimeGrain::Day),
-                    data_type: DataType::Null,
-                    comment: format!("{} (truncated to day)", column.comment),
-                }),
-                _ => None,
+            let (d, comment) = match &column.kind {
+                ColumnKind::Dimension(d) if timestamps.contains(d) => {
+                    (d.clone(), column.comment.clone())
+                }
+                _ => {
+                    columns.push(column);
+                    continue;
+                }
             };
             columns.push(column);
-            columns.extend(day);
+            let is_instant = semantics
+                .dimensions
+                .get(&d)
+                .is_some_and(|dim| matches!(dim.data_type, DataType::Timestamp(..)));
+            let finer = match sub_daily.get(&d) {
+                Some(grains) if is_instant => grains.as_slice(),
+                _ => &[],
+            };
+            for &grain in finer.iter().chain([&TimeGrain::Day]) {
+                columns.push(ViewColumn {
+                    name: format!("{d}__{}", grain.name()),
+                    kind: ColumnKind::TimeGrain(d.clone(), grain),
+                    data_type: DataType::Null,
+                    comment: format!("{comment} (truncated to {})", grain.name()),
+                });
+            }
         }
         view.columns = columns;
     }

@@ -25,6 +25,10 @@ pub struct Metric {
     /// Atomic, `percentile_cont` and `percentile_disc`: the fraction of the ordered values,
     /// between 0 and 1 (`0.9` for the 90th percentile).
     pub percentile: Option<Spanned<f64>>,
+    /// Atomic: a balance or stock (semi-additive): summed across the other dimensions but
+    /// not across time; a period's value is the value at its last (or first) day, or the
+    /// average of its days (see [`SemiAdditive`]).
+    pub semi_additive: Option<SemiAdditive>,
     /// Atomic and derived: SQL condition; only rows where it holds are aggregated. May use
     /// the table's columns and dimension names reachable from the table. On a derived
     /// metric it is added (AND) to the base metric's own filter.
@@ -190,6 +194,9 @@ impl TryFrom<String> for Compare {
         };
         let n: u32 = n.parse().map_err(|_| wrong())?;
         let grain = match unit.trim_end_matches('s') {
+            "second" => TimeGrain::Second,
+            "minute" => TimeGrain::Minute,
+            "hour" => TimeGrain::Hour,
             "day" => TimeGrain::Day,
             "week" => TimeGrain::Week,
             "month" => TimeGrain::Month,
@@ -201,6 +208,49 @@ impl TryFrom<String> for Compare {
             return Err(wrong());
         }
         Ok(Compare::Offset(n, grain))
+    }
+}
+
+/// How a balance or stock is read over time (MetricFlow's `non_additive_dimension`): the
+/// rows of one day of each period, or the average of the period's days.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemiAdditive {
+    /// The time dimension the value does not add up over (the snapshot's date).
+    pub time: Spanned<String>,
+    /// Which day of each period gives its value (default `last`).
+    #[serde(default)]
+    pub at: Snapshot,
+    /// Columns or dimensions each of which has its own last (or first) day: an account
+    /// or a store whose latest snapshot in the period is taken even when others have a
+    /// later one (MetricFlow's `window_groupings`). With `average`, each one's average
+    /// over its days, then aggregated across them.
+    #[serde(default)]
+    pub per: Vec<Spanned<String>>,
+}
+
+/// Which rows of a period a semi-additive metric aggregates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Snapshot {
+    /// The rows of the period's last day with rows (期末余额, closing balance).
+    #[default]
+    Last,
+    /// The rows of the period's first day with rows (期初余额, opening balance).
+    First,
+    /// Each day's value (the metric over that day's rows), averaged over the period's
+    /// days with rows (日均余额, average daily balance).
+    Average,
+}
+
+impl Snapshot {
+    /// The word used in the model.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Snapshot::Last => "last",
+            Snapshot::First => "first",
+            Snapshot::Average => "average",
+        }
     }
 }
 

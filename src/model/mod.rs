@@ -16,7 +16,10 @@ pub mod quality;
 mod time;
 pub mod validate;
 
-pub use metric::{Aggregation, Calculation, Compare, Metric, MetricKind, PeriodAgg, Show, Status};
+pub use metric::{
+    Aggregation, Calculation, Compare, Metric, MetricKind, PeriodAgg, SemiAdditive, Show, Snapshot,
+    Status,
+};
 pub use time::{TimeGrain, WeekStart, Window, dimension_of_column, grain_suffix};
 
 use serde::Deserialize;
@@ -232,6 +235,9 @@ pub struct Dimension {
     /// MetricFlow names it); instants always have it.
     #[serde(default)]
     pub day_column: bool,
+    /// Time dimensions over timestamps: the finest grain offered, `hour`, `minute` or
+    /// `second` (`<name>__hour`, ...; MetricFlow's `time_granularity`). Default `day`.
+    pub granularity: Option<Spanned<String>>,
     /// Business label (any language).
     #[serde(default)]
     pub label: String,

@@ -42,6 +42,12 @@ impl WeekStart {
 /// Time grains of a time dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeGrain {
+    /// Second (timestamp dimensions whose `granularity` is `second`).
+    Second,
+    /// Minute (timestamp dimensions whose `granularity` is `minute` or finer).
+    Minute,
+    /// Hour (timestamp dimensions whose `granularity` is `hour` or finer).
+    Hour,
     /// Calendar day.
     Day,
     /// ISO week, starting Monday.
@@ -68,15 +74,36 @@ impl TimeGrain {
         TimeGrain::Year,
     ];
 
-    /// Finer grains first: day, week, month, (fiscal) quarter, (fiscal) year.
+    /// The grains finer than a day, finest first.
+    pub const SUB_DAILY: [TimeGrain; 3] = [TimeGrain::Second, TimeGrain::Minute, TimeGrain::Hour];
+
+    /// Finer grains first: second, minute, hour, day, week, month, (fiscal) quarter,
+    /// (fiscal) year.
     pub fn rank(self) -> u8 {
         match self {
-            TimeGrain::Day => 0,
-            TimeGrain::Week => 1,
-            TimeGrain::Month => 2,
-            TimeGrain::Quarter | TimeGrain::FiscalQuarter => 3,
-            TimeGrain::Year | TimeGrain::FiscalYear => 4,
+            TimeGrain::Second => 0,
+            TimeGrain::Minute => 1,
+            TimeGrain::Hour => 2,
+            TimeGrain::Day => 3,
+            TimeGrain::Week => 4,
+            TimeGrain::Month => 5,
+            TimeGrain::Quarter | TimeGrain::FiscalQuarter => 6,
+            TimeGrain::Year | TimeGrain::FiscalYear => 7,
         }
+    }
+
+    /// Whether the grain is finer than a day (hour, minute, second).
+    pub fn is_sub_daily(self) -> bool {
+        self.rank() < TimeGrain::Day.rank()
+    }
+
+    /// The grain a `date_trunc` unit or a `<dimension>__<grain>` suffix names.
+    pub fn from_name(name: &str) -> Option<TimeGrain> {
+        TimeGrain::SUB_DAILY
+            .into_iter()
+            .chain(TimeGrain::ALL)
+            .chain([TimeGrain::FiscalQuarter, TimeGrain::FiscalYear])
+            .find(|g| g.name() == name)
     }
 
     /// Whether each period of this grain lies within one period of `coarser` (a day in
@@ -86,10 +113,10 @@ impl TimeGrain {
     pub fn nests_in(self, coarser: TimeGrain) -> bool {
         use TimeGrain::*;
         self == coarser
+            || (self.rank() <= Day.rank() && coarser.rank() > self.rank())
             || matches!(
                 (self, coarser),
-                (Day, _)
-                    | (Month, Quarter | Year | FiscalQuarter | FiscalYear)
+                (Month, Quarter | Year | FiscalQuarter | FiscalYear)
                     | (Quarter, Year)
                     | (FiscalQuarter, FiscalYear)
             )
@@ -98,6 +125,9 @@ impl TimeGrain {
     /// The name used in `date_trunc` and in `<dimension>__<grain>` columns.
     pub fn name(self) -> &'static str {
         match self {
+            TimeGrain::Second => "second",
+            TimeGrain::Minute => "minute",
+            TimeGrain::Hour => "hour",
             TimeGrain::Day => "day",
             TimeGrain::Week => "week",
             TimeGrain::Month => "month",
@@ -113,11 +143,7 @@ impl TimeGrain {
 /// `customer__ds__week` names, when it ends in a grain; `None` for other names.
 pub fn grain_suffix(column: &str) -> Option<(&str, TimeGrain)> {
     let (dimension, grain) = column.rsplit_once("__")?;
-    let grain = TimeGrain::ALL
-        .into_iter()
-        .chain([TimeGrain::FiscalQuarter, TimeGrain::FiscalYear])
-        .find(|g| g.name() == grain)?;
-    Some((dimension, grain))
+    Some((dimension, TimeGrain::from_name(grain)?))
 }
 
 /// The dimension a view column belongs to: `customer__ds` for `customer__ds__month`,
@@ -190,6 +216,27 @@ mod tests {
         assert!(!Quarter.nests_in(FiscalYear));
         assert!(!Year.nests_in(Quarter));
         assert!(FiscalQuarter.nests_in(FiscalYear));
+    }
+
+    #[test]
+    fn sub_daily_grains_nest_in_coarser_ones_and_no_day_in_an_hour() {
+        for g in [
+            Minute,
+            Hour,
+            Day,
+            Week,
+            Month,
+            Quarter,
+            Year,
+            FiscalQuarter,
+            FiscalYear,
+        ] {
+            assert!(Second.nests_in(g));
+        }
+        assert!(Minute.nests_in(Hour) && Hour.nests_in(Day) && Hour.nests_in(Week));
+        assert!(!Day.nests_in(Hour) && !Hour.nests_in(Minute) && !Minute.nests_in(Second));
+        assert!(Second.rank() < Minute.rank() && Hour.rank() < Day.rank());
+        assert_eq!(super::grain_suffix("t__hour"), Some(("t", Hour)));
     }
 
     #[test]

@@ -316,6 +316,28 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
                 ),
             );
         }
+        if let Some(granularity) = &dim.granularity {
+            if dim.kind != DimensionKind::Time {
+                c.at(
+                    dim.file,
+                    granularity,
+                    format!(
+                        "dimension \"{}\" is not a time dimension: granularity needs kind = \"time\"",
+                        dim.name.get_ref()
+                    ),
+                );
+            } else if !["day", "hour", "minute", "second"].contains(&granularity.get_ref().as_str())
+            {
+                c.at(
+                    dim.file,
+                    granularity,
+                    format!(
+                        "unknown granularity \"{}\": day, hour, minute or second",
+                        granularity.get_ref()
+                    ),
+                );
+            }
+        }
         c.reference(dim.file, "table", &dim.table, table_names());
         if let Some(expr) = &dim.expr {
             c.expr(dim.file, "expr", expr);
@@ -475,7 +497,14 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
     let kind = metric.kind();
     // Keys each kind takes; any other key set is reported.
     let allowed: &[&str] = match kind {
-        MetricKind::Atomic => &["table", "agg", "expr", "filter", "percentile"],
+        MetricKind::Atomic => &[
+            "table",
+            "agg",
+            "expr",
+            "filter",
+            "percentile",
+            "semi_additive",
+        ],
         MetricKind::Derived => &["base", "filter"],
         MetricKind::Composite => &["formula"],
         MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show", "grains"],
@@ -490,7 +519,11 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             "calculation",
         ],
     };
-    let set: [(&str, Option<usize>); 17] = [
+    let set: [(&str, Option<usize>); 18] = [
+        (
+            "semi_additive",
+            metric.semi_additive.as_ref().map(|s| s.time.span().start),
+        ),
         ("table", metric.table.as_ref().map(|s| s.span().start)),
         (
             "percentile",
@@ -570,6 +603,22 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             if let Some(expr) = &metric.expr {
                 c.expr(f, "expr", expr);
             }
+            if let Some(semi) = &metric.semi_additive {
+                c.reference(f, "time dimension", &semi.time, time_dimensions(model));
+                let agg = metric.agg.unwrap_or(Aggregation::Sum);
+                if semi.at == crate::model::Snapshot::Average && agg != Aggregation::Sum {
+                    c.at(
+                        f,
+                        &semi.time,
+                        format!(
+                            "metric \"{name}\": a semi-additive average (at = \"average\") averages each day's sum; it needs agg = \"sum\""
+                        ),
+                    );
+                }
+                for per in &semi.per {
+                    c.expr(f, "per", per);
+                }
+            }
             if let Some(filter) = &metric.filter {
                 c.expr(f, "filter", filter);
             }
@@ -623,6 +672,30 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
                     ),
                 );
             }
+            if let Some(base) = &metric.base
+                && let Some(b) = semi_additive_under(model, base.get_ref())
+            {
+                let over = if kind == MetricKind::Cumulative {
+                    Some("accumulates")
+                } else {
+                    // A comparison on the metric's own snapshot time is an earlier
+                    // period's balance; on another time dimension it has no meaning.
+                    metric
+                        .time
+                        .as_ref()
+                        .filter(|t| Some(t.get_ref().as_str()) != semi_time(model, b))
+                        .map(|_| "compares on another time dimension")
+                };
+                if let Some(verb) = over {
+                    c.at(
+                        f,
+                        base,
+                        format!(
+                            "metric \"{name}\" {verb} \"{b}\", a balance (semi-additive over time): a balance is taken at one day of each period and does not add up over days"
+                        ),
+                    );
+                }
+            }
             if let Some(grains) = &metric.grains {
                 let known = [
                     "day",
@@ -650,6 +723,30 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
     }
 }
 
+/// The semi-additive metric `name` is, or is derived from (through `base` filters).
+fn semi_additive_under<'m>(model: &'m Model, name: &'m str) -> Option<&'m str> {
+    let mut at = name;
+    for _ in 0..model.metrics.len() {
+        let metric = model.metrics.iter().find(|m| m.name.get_ref() == at)?;
+        match (&metric.semi_additive, metric.kind(), &metric.base) {
+            (Some(_), _, _) => return Some(metric.name.get_ref()),
+            (_, MetricKind::Derived, Some(base)) => at = base.get_ref(),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The time dimension a semi-additive metric is taken at.
+fn semi_time<'m>(model: &'m Model, name: &str) -> Option<&'m str> {
+    model
+        .metrics
+        .iter()
+        .find(|m| m.name.get_ref() == name)
+        .and_then(|m| m.semi_additive.as_ref())
+        .map(|s| s.time.get_ref().as_str())
+}
+
 /// The percentile metric `name` is, or is derived from (through `base` filters).
 fn percentile_under<'m>(model: &'m Model, name: &'m str) -> Option<&'m str> {
     let mut at = name;
@@ -674,6 +771,15 @@ fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         match value {
             Some(m) => {
                 c.reference(f, "metric", m, metric_names());
+                if let Some(b) = semi_additive_under(model, m.get_ref()) {
+                    c.at(
+                        f,
+                        m,
+                        format!(
+                            "conversion metric \"{name}\" counts events of \"{b}\", a balance (semi-additive over time); its {key} metric must add up over events"
+                        ),
+                    );
+                }
             }
             None => c.at(
                 f,

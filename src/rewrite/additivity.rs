@@ -455,6 +455,16 @@ fn additivity(
 pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> {
     let bound = semantics.metrics.get(metric)?;
     match &bound.definition {
+        Definition::Aggregate(a) if a.semi_additive.is_some() => {
+            let time = a
+                .semi_additive
+                .as_ref()
+                .map(|s| s.dimension.as_str())
+                .unwrap_or_default();
+            Some(format!(
+                "{metric} is a balance (semi-additive over {time}): each group's value is taken at one day of its period, and a sum over days counts a balance once per day"
+            ))
+        }
         Definition::Aggregate(a) => match a.agg {
             Aggregation::Sum | Aggregation::Count => None,
             Aggregation::CountDistinct => {

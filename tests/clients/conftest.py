@@ -127,6 +127,9 @@ def duck():
     db.execute(
         f"CREATE VIEW revenue_targets AS SELECT * FROM read_csv('{DATA / 'targets.csv'}', header = true)"
     )
+    db.execute(
+        f"CREATE VIEW stock_counts AS SELECT * FROM read_csv('{DATA / 'stock_counts.csv'}', header = true)"
+    )
     return db
 
 

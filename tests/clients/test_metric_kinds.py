@@ -450,6 +450,101 @@ CASES += [
 ]
 
 
+# Balances (semi-additive metrics, step 13): stock counts add up across stores, not across
+# days. The hand-written queries keep a count when no later (earlier) count of the same
+# store falls in the same period (NOT EXISTS), rather than comparing with a maximum.
+COUNTS = "stock_counts c JOIN stores s ON s.store_id = c.store_id"
+H1 = "c.count_date >= DATE '2024-01-01' AND c.count_date < DATE '2024-07-01'"
+
+
+def last_in(grain, op=">", per_store=True):
+    """The count is its store's last (op '>') or first ('<') of the period."""
+    store = "l.store_id = c.store_id AND " if per_store else ""
+    return f"""NOT EXISTS (SELECT 1 FROM stock_counts l WHERE {store}l.count_date {op} c.count_date
+                              AND date_trunc('{grain}', l.count_date) = date_trunc('{grain}', c.count_date))"""
+
+
+CLOSING_BY_MONTH = f"""SELECT CAST(date_trunc('month', c.count_date) AS DATE) AS m, SUM(c.units) AS u
+                       FROM stock_counts c WHERE {last_in('month')} GROUP BY 1"""
+
+SEMI_ADDITIVE_CASES = [
+    (
+        "balance: closing and opening stock and value by region and month (each store's last "
+        "or first count in the month)",
+        "SELECT region, count_date__month, stock_units, stock_value, opening_stock_units FROM inventory "
+        "WHERE count_date >= '2024-01-01' AND count_date < '2024-07-01' ORDER BY 1, 2",
+        f"""SELECT s.region, CAST(date_trunc('month', c.count_date) AS DATE),
+                   CAST(SUM(CASE WHEN {last_in('month')} THEN c.units END) AS BIGINT),
+                   CAST(SUM(CASE WHEN {last_in('month')} THEN c.stock_value END) AS BIGINT),
+                   CAST(SUM(CASE WHEN {last_in('month', '<')} THEN c.units END) AS BIGINT)
+            FROM {COUNTS} WHERE {H1} GROUP BY 1, 2 ORDER BY 1, 2""",
+    ),
+    (
+        "balance: the stock now (each store's last count ever) and at the start, no grouping",
+        "SELECT stock_units, opening_stock_units FROM inventory",
+        f"""SELECT CAST(SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM stock_counts l WHERE l.store_id = c.store_id AND l.count_date > c.count_date) THEN c.units END) AS BIGINT),
+                   CAST(SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM stock_counts l WHERE l.store_id = c.store_id AND l.count_date < c.count_date) THEN c.units END) AS BIGINT)
+            FROM stock_counts c""",
+    ),
+    (
+        "balance: average stock by region and quarter (each store's average over its counts, summed)",
+        "SELECT region, count_date__quarter, avg_stock_units FROM inventory WHERE count_date >= '2023-01-01' ORDER BY 1, 2",
+        f"""SELECT region, q, CAST(SUM(a) AS DOUBLE PRECISION) FROM (
+                SELECT s.region, CAST(date_trunc('quarter', c.count_date) AS DATE) AS q, c.store_id,
+                       AVG(CAST(c.units AS DOUBLE PRECISION)) AS a
+                FROM {COUNTS} WHERE c.count_date >= DATE '2023-01-01' GROUP BY 1, 2, 3) t
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+    ),
+    (
+        "balance without `per`: the units of the month's last count day (only the stores counted that day)",
+        "SELECT count_date__month, last_count_units FROM inventory WHERE count_date >= '2024-01-01' ORDER BY 1",
+        f"""SELECT CAST(date_trunc('month', c.count_date) AS DATE), CAST(SUM(c.units) AS BIGINT)
+            FROM stock_counts c WHERE c.count_date >= DATE '2024-01-01' AND {last_in('month', per_store=False)}
+            GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "balance: month-end stock against the previous month-end (December 2023 read for January)",
+        "SELECT count_date__month, stock_units, stock_units_change FROM inventory WHERE count_date >= '2024-01-01' ORDER BY 1",
+        f"""WITH e AS ({CLOSING_BY_MONTH})
+            SELECT cur.m, CAST(cur.u AS BIGINT), CAST(cur.u - prev.u AS BIGINT)
+            FROM e cur LEFT JOIN e prev ON prev.m = cur.m - INTERVAL '1 month'
+            WHERE cur.m >= DATE '2024-01-01' ORDER BY 1""",
+    ),
+    (
+        "balance: a BI tool's SUM(CASE WHEN region = ... THEN stock END) by year (East stores' year-end stock)",
+        "SELECT count_date__year, SUM(CASE WHEN region = 'East' THEN stock_units END) FROM inventory GROUP BY 1 ORDER BY 1",
+        f"""SELECT CAST(date_trunc('year', c.count_date) AS DATE),
+                   CAST(SUM(CASE WHEN {last_in('year')} THEN c.units END) AS BIGINT)
+            FROM {COUNTS} WHERE s.region = 'East' GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "balance: through a BI wrapper that passes rows through, by city, in one region",
+        "SELECT city, SUM(stock_units) FROM (SELECT * FROM inventory) t WHERE region = 'North' GROUP BY city ORDER BY 1",
+        f"""SELECT s.city, CAST(SUM(c.units) AS BIGINT) FROM {COUNTS}
+            WHERE s.region = 'North' AND NOT EXISTS (SELECT 1 FROM stock_counts l WHERE l.store_id = c.store_id AND l.count_date > c.count_date)
+            GROUP BY 1 ORDER BY 1""",
+    ),
+]
+CASES += SEMI_ADDITIVE_CASES
+
+
+def test_a_sum_of_balances_over_days_is_refused(conn):
+    """Month-end stock summed over the months of a subquery is no stock at all: 0A000
+    naming the balance; MAX over the same months is answered as written."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(
+            "SELECT region, SUM(stock_units) FROM (SELECT region, count_date__month, stock_units FROM inventory GROUP BY 1, 2) t GROUP BY 1"
+        ).fetchall()
+    assert err.value.sqlstate == "0A000"
+    assert "balance" in str(err.value)
+    peak = conn.execute(
+        "SELECT MAX(stock_units) FROM (SELECT count_date__month, stock_units FROM inventory GROUP BY 1) t"
+    ).fetchone()[0]
+    months = conn.execute("SELECT count_date__month, stock_units FROM inventory ORDER BY 1").fetchall()
+    assert len(months) == 36 and peak == max(u for _, u in months)
+
 def test_a_condition_inside_an_aggregate_of_a_period_metric_is_refused(conn):
     """A growth of the online rows is not the online rows' growth in every model: 0A000
     with the way to ask it."""

@@ -471,6 +471,19 @@ def write_shop_seeds(seeds: pathlib.Path):
                 continue
             seen.add((customer, day))
             w.writerow([v, customer, day, rng.choice(["ad", "search", "direct"])])
+    # Wallet snapshots: each customer's balance on a few random days a month, so
+    # customers' last snapshots in a month fall on different days.
+    with open(seeds / "wallets_seed.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["snapshot_id", "customer_id", "snapshot_date", "balance"])
+        sid = 0
+        for customer in range(1, 41):
+            balance = rng.randint(0, 50000)
+            for day in sorted(rng.sample(range(0, 182), 12)):
+                sid += 1
+                balance = max(0, balance + rng.randint(-8000, 9000))
+                w.writerow([sid, customer, datetime.date(2024, 1, 1) + datetime.timedelta(days=day),
+                            f"{balance / 100:.2f}"])
 
 
 @pytest.fixture(scope="module")
@@ -485,7 +498,7 @@ def shop(tmp_path_factory):
     assert "not mapped (0)" in done.stdout
     k = Kpitables(root.parent / "kpitables.log", args=["--model", str(out)])
     db = duckdb.connect()
-    for table in ["orders", "customers", "regions", "visits"]:
+    for table in ["orders", "customers", "regions", "visits", "wallets"]:
         db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_csv('{root / 'seeds' / (table + '_seed.csv')}', header = true)")
     try:
         yield root, k, db
@@ -742,12 +755,42 @@ def test_own_project_every_metric_type(shop):
     same(rows(answers[-1]["rows"]), expected)
 
 
+# Balances: MetricFlow's non_additive_dimension. The day is chosen per period of the
+# queried time and per window grouping (customer), not per other group-by column.
+WC = "wallets w LEFT JOIN customers c USING (customer_id)"
+SHOP_QUESTIONS += [
+    dict(
+        view="wallets",
+        metrics=["wallet_balance", "first_day_wallet_balance"],
+        group_by=["metric_time__month", "customer__segment"],
+        truth=f"""SELECT date_trunc('month', snapshot_date), c.segment,
+                  sum(balance) FILTER (WHERE NOT EXISTS (SELECT 1 FROM wallets l WHERE l.customer_id = w.customer_id
+                      AND date_trunc('month', l.snapshot_date) = date_trunc('month', w.snapshot_date)
+                      AND l.snapshot_date > w.snapshot_date)),
+                  sum(balance) FILTER (WHERE NOT EXISTS (SELECT 1 FROM wallets l
+                      WHERE date_trunc('month', l.snapshot_date) = date_trunc('month', w.snapshot_date)
+                      AND l.snapshot_date < w.snapshot_date))
+                  FROM {WC} GROUP BY 1, 2""",
+    ),
+    dict(
+        view="wallets",
+        metrics=["wallet_balance", "first_day_wallet_balance"],
+        group_by=["customer__segment"],
+        truth=f"""SELECT c.segment,
+                  sum(balance) FILTER (WHERE NOT EXISTS (SELECT 1 FROM wallets l WHERE l.customer_id = w.customer_id
+                      AND l.snapshot_date > w.snapshot_date)),
+                  sum(balance) FILTER (WHERE NOT EXISTS (SELECT 1 FROM wallets l WHERE l.snapshot_date < w.snapshot_date))
+                  FROM {WC} GROUP BY 1""",
+    ),
+]
+
 SHOP_TABLES = {
     "regions": "region_id int PRIMARY KEY, region_name varchar(20), country varchar(2)",
     "customers": "customer_id int PRIMARY KEY, region_id int, segment varchar(20), signed_up_at date",
     "orders": "order_id int PRIMARY KEY, customer_id int, ordered_at date, channel varchar(10), "
               "amount decimal(10, 2), discount int",
     "visits": "visit_id int PRIMARY KEY, customer_id int, visited_at date, referrer varchar(10)",
+    "wallets": "snapshot_id int PRIMARY KEY, customer_id int, snapshot_date date, balance decimal(10, 2)",
 }
 
 

@@ -37,6 +37,8 @@ GRAINS = {
     "month": "CAST(DATE_FORMAT({x}, '%Y-%m-01') AS DATETIME)",
     "week": "CAST(DATE({x}) - INTERVAL WEEKDAY({x}) DAY AS DATETIME)",
     "day": "CAST(DATE({x}) AS DATETIME)",
+    "hour": "CAST(DATE_FORMAT({x}, '%Y-%m-%d %H:00:00') AS DATETIME)",
+    "minute": "CAST(DATE_FORMAT({x}, '%Y-%m-%d %H:%i:00') AS DATETIME)",
 }
 
 
@@ -152,7 +154,7 @@ def test_percentiles_match_the_warehouse(wh, kp, duck, name, ours, truth, truth_
     assert ("percentile_" in sent) == (wh.kind == "postgres"), plan
 
 
-DEMO_TABLES = ["stores", "products", "customers", "orders", "order_lines", "revenue_targets"]
+DEMO_TABLES = ["stores", "products", "customers", "orders", "order_lines", "revenue_targets", "stock_counts"]
 
 
 def _canonical(kind, column, dialect):
@@ -309,6 +311,18 @@ def test_aggregation_happens_in_the_warehouse(wh, kp):
     received = wh.statements()
     assert any(s.strip() == sent for s in received), (sent, received[-5:])
 
+
+def test_balances_are_computed_in_the_warehouse(wh, kp):
+    """A balance (month-end stock per store, summed by region) and an average balance go
+    to the warehouse as one statement each part, the last day chosen there (a window
+    function), not by kpitables over fetched rows."""
+    query = "SELECT region, count_date__month, stock_units, avg_stock_units FROM inventory GROUP BY 1, 2"
+    plan = "\n".join(r[0] for r in kp.execute("EXPLAIN " + query).fetchall())
+    parts = plan.split('Sent to source "warehouse":')[1:]
+    assert len(parts) == 1, plan
+    sent = parts[0]
+    assert re.search(r"max\(.*\) OVER \(PARTITION BY", sent, re.I) and re.search(r"\bavg\(", sent, re.I), sent
+    assert len(kp.execute(query).fetchall()) == 5 * 36
 
 def test_statements_reuse_the_pooled_warehouse_connections(wh, kp):
     """One statement after another runs on the pooled connection: the warehouse sees no

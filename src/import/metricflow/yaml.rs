@@ -94,8 +94,20 @@ pub struct Measure {
     pub create_metric: bool,
     /// A percentile's parameters.
     pub agg_params: Option<AggParams>,
-    /// Semi-additive measures (not mapped).
-    pub non_additive_dimension: Option<IgnoredAny>,
+    /// A semi-additive measure (a balance): the time dimension it does not add up over.
+    pub non_additive_dimension: Option<NonAdditiveDimension>,
+}
+
+/// `non_additive_dimension: {name, window_choice, window_groupings}`.
+#[derive(Debug, Deserialize)]
+pub struct NonAdditiveDimension {
+    /// The time dimension (of the measure's semantic model).
+    pub name: String,
+    /// `min` (the default: the first day) or `max` (the last day).
+    pub window_choice: Option<String>,
+    /// Entities each of which has its own first or last day.
+    #[serde(default)]
+    pub window_groupings: Vec<String>,
 }
 
 /// The parameters of a `percentile` measure.

@@ -395,6 +395,17 @@ impl Outer<'_> {
             } => {
                 let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
+                if grain.is_sub_daily() {
+                    return Err(Error::unsupported(
+                        format!(
+                            "metric \"{name}\" accumulates over days of \"{time}\" and this query asks for it per {}: its windows end with days",
+                            grain.name()
+                        ),
+                        Some(format!(
+                            "ask for \"{name}\" by \"{time}__day\" or a coarser grain"
+                        )),
+                    ));
+                }
                 let dependent = self.period_labels(name, time, index, grain)?;
                 // Under a shift on the same time dimension (a period-over-period metric
                 // of this one), the window of the earlier period.
@@ -607,7 +618,7 @@ fn time_grain_of(expr: &Expr, time: &str, view: &BoundView) -> Option<TimeGrain>
             if !is_time {
                 return None;
             }
-            TimeGrain::ALL.into_iter().find(|g| g.name() == unit)
+            TimeGrain::from_name(&unit)
         }
         _ => None,
     }

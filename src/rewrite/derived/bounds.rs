@@ -249,6 +249,11 @@ fn interval_days(interval: &str) -> Option<(i64, i64)> {
     let (n, unit) = interval.split_once(' ')?;
     let n: i64 = n.trim().parse().ok()?;
     let (short, long) = match unit.trim().trim_end_matches('s') {
+        // Bounds are whole days: the days an interval of hours, minutes or seconds
+        // spans at least and at most.
+        "hour" => return Some((n / 24, (n + 23) / 24)),
+        "minute" => return Some((n / 1_440, (n + 1_439) / 1_440)),
+        "second" => return Some((n / 86_400, (n + 86_399) / 86_400)),
         "day" => (1, 1),
         "month" => (28, 31),
         "year" => (365, 366),
@@ -260,6 +265,8 @@ fn interval_days(interval: &str) -> Option<(i64, i64)> {
 /// The shortest and longest length in days of one period of `grain`.
 fn grain_days(grain: TimeGrain) -> (i64, i64) {
     match grain {
+        // A period shorter than a day lies within a day or two of its rows.
+        TimeGrain::Second | TimeGrain::Minute | TimeGrain::Hour => (0, 1),
         TimeGrain::Day => (1, 1),
         TimeGrain::Week => (7, 7),
         TimeGrain::Month => (28, 31),

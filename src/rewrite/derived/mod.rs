@@ -19,6 +19,7 @@ mod bounds;
 mod combine;
 mod conversion;
 mod row_count;
+mod snapshot;
 pub mod translate;
 mod window;
 
@@ -228,7 +229,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         let shared = !matches!(
             physical.transform,
             Transform::Window { .. } | Transform::Conversion { .. }
-        );
+        ) && def.semi_additive.is_none();
         match groups
             .iter_mut()
             .find(|(t, tr, _)| shared && *t == def.table && *tr == physical.transform)
@@ -253,8 +254,11 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
         .collect();
     let plain_aggregates = spec.aggregates.len() - row_counts.len();
     let only_row_counts = groups.is_empty() && plain_aggregates == 0 && !row_counts.is_empty();
-    let has_plain = groups.iter().any(|(fact, t, _)| {
-        *t == Transform::Plain && !semantics.table_dimensions.contains_key(fact)
+    let is_semi_additive = |js: &[usize]| js.iter().any(|&j| defs[j].semi_additive.is_some());
+    let has_plain = groups.iter().any(|(fact, t, js)| {
+        *t == Transform::Plain
+            && !semantics.table_dimensions.contains_key(fact)
+            && !is_semi_additive(js)
     });
     // Parts under a condition give values to groups, not groups: the groups come from
     // the rows the query selects, as a plain part's do.
@@ -285,8 +289,9 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 )?);
             }
             Transform::Plain => {
-                let with_aggregates = !aggregates_placed;
-                aggregates_placed = true;
+                // A balance's part reads one day's rows: dimension aggregates go elsewhere.
+                let with_aggregates = !aggregates_placed && !is_semi_additive(js);
+                aggregates_placed |= with_aggregates;
                 parts.push(grouped_part(
                     spec,
                     semantics,
@@ -460,6 +465,16 @@ fn grouped_part(
         .map(|&j| spec.metrics[j].metric.as_str())
         .collect();
     let from = from_clause(fact, &needed, spec, &names, semantics)?;
+    if let [j] = js
+        && let Some(semi) = &defs[*j].semi_additive
+    {
+        return Ok(Part {
+            sql: snapshot::part_sql(*j, defs[*j], semi, spec.view, &from, grain, filters),
+            provides: vec![format!("__m{j}")],
+            primary: true,
+            total: false,
+        });
+    }
 
     let mut items = Vec::new();
     let mut provides = Vec::new();
@@ -498,6 +513,9 @@ fn grouped_part(
 /// SQL interval literal of `n` units of `grain`.
 pub fn interval(n: u32, grain: TimeGrain) -> String {
     match grain {
+        TimeGrain::Second => format!("{n} second"),
+        TimeGrain::Minute => format!("{n} minute"),
+        TimeGrain::Hour => format!("{n} hour"),
         TimeGrain::Day => format!("{n} day"),
         TimeGrain::Week => format!("{} day", n * 7),
         TimeGrain::Month => format!("{n} month"),

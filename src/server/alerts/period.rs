@@ -58,7 +58,8 @@ pub fn local_date(at: &DateTime<Utc>, zone: TimeZone) -> NaiveDate {
 /// The first day of the period of `grain` that holds `day`.
 pub fn truncate(day: NaiveDate, grain: TimeGrain, week_start: WeekStart) -> NaiveDate {
     match grain {
-        TimeGrain::Day => day,
+        // Alert rules are evaluated per day or coarser (`AlertRule::grain`).
+        TimeGrain::Second | TimeGrain::Minute | TimeGrain::Hour | TimeGrain::Day => day,
         TimeGrain::Week => {
             // Days since the week's first day.
             let since_monday = day.weekday().num_days_from_monday();
@@ -96,7 +97,7 @@ pub fn shift(day: NaiveDate, grain: TimeGrain, n: i64) -> NaiveDate {
         moved.unwrap_or(day)
     };
     match grain {
-        TimeGrain::Day => days(n),
+        TimeGrain::Second | TimeGrain::Minute | TimeGrain::Hour | TimeGrain::Day => days(n),
         TimeGrain::Week => days(7 * n),
         TimeGrain::Month => months(n),
         TimeGrain::Quarter | TimeGrain::FiscalQuarter => months(3 * n),

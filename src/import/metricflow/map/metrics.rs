@@ -209,7 +209,13 @@ impl<'a> Mapper<'a> {
                     (None, None) => "all_time".to_string(),
                     (Some(_), Some(_)) => return Err("both window and grain_to_date".into()),
                 };
-                let (fact, _) = self.atomic(measure.name())?;
+                let (fact, atomic) = self.atomic(measure.name())?;
+                if atomic.semi_additive.is_some() {
+                    return Err(format!(
+                        "measure {}: a cumulative metric of a semi-additive measure (a balance summed over days) is not mapped",
+                        measure.name()
+                    ));
+                }
                 if self.sms[fact].agg_time.is_none() {
                     return Err(format!(
                         "semantic model {} has no agg_time_dimension",
@@ -273,11 +279,43 @@ impl<'a> Mapper<'a> {
         if !sm.ok {
             return Err(format!("its semantic model {} is not mapped", sm.name));
         }
-        if measure.non_additive_dimension.is_some() {
-            return Err(format!(
-                "measure {name}: non_additive_dimension (a semi-additive measure) is not mapped"
-            ));
-        }
+        let semi_additive = match &measure.non_additive_dimension {
+            None => None,
+            Some(n) => {
+                let own = sm
+                    .def
+                    .defaults
+                    .as_ref()
+                    .and_then(|d| d.agg_time_dimension.as_ref());
+                let agg_time = measure.agg_time_dimension.as_ref().or(own);
+                if agg_time != Some(&n.name) {
+                    return Err(format!(
+                        "measure {name}: non_additive_dimension {} is not the measure's agg_time_dimension ({}); a balance over another time dimension is not mapped",
+                        n.name,
+                        agg_time.map_or("none", String::as_str)
+                    ));
+                }
+                let at = match n
+                    .window_choice
+                    .as_deref()
+                    .unwrap_or("min")
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "min" => "first",
+                    "max" => "last",
+                    other => {
+                        return Err(format!(
+                            "measure {name}: non_additive_dimension window_choice {other} (min or max)"
+                        ));
+                    }
+                };
+                Some(SemiAdditive {
+                    at,
+                    per: n.window_groupings.clone(),
+                })
+            }
+        };
         if let Some(t) = &measure.agg_time_dimension {
             let own = sm
                 .def
@@ -346,6 +384,7 @@ impl<'a> Mapper<'a> {
                 agg: agg.0,
                 expr: agg.1,
                 percentile: percentile.map(|(f, _)| f),
+                semi_additive,
             },
         ))
     }
@@ -444,7 +483,18 @@ impl<'a> Mapper<'a> {
             ("base", &c.base_measure),
             ("conversion", &c.conversion_measure),
         ] {
-            let (fact, Atomic { agg, .. }) = self.atomic(input.name())?;
+            let (
+                fact,
+                Atomic {
+                    agg, semi_additive, ..
+                },
+            ) = self.atomic(input.name())?;
+            if semi_additive.is_some() {
+                return Err(format!(
+                    "measure {}: a conversion metric of a semi-additive measure is not mapped",
+                    input.name()
+                ));
+            }
             let sm = &self.sms[fact];
             if sm.agg_time.is_none() {
                 return Err(format!(
@@ -769,6 +819,16 @@ pub(super) struct Atomic {
     pub expr: Option<String>,
     /// `percentile`, for `percentile_cont` and `percentile_disc`.
     pub percentile: Option<f64>,
+    /// `semi_additive`, over metric_time.
+    pub semi_additive: Option<SemiAdditive>,
+}
+
+/// A balance's snapshot rule (from `non_additive_dimension`).
+pub(super) struct SemiAdditive {
+    /// `first` or `last`.
+    pub at: &'static str,
+    /// The entities with their own day.
+    pub per: Vec<String>,
 }
 
 impl Atomic {
@@ -781,6 +841,21 @@ impl Atomic {
         if let Some(p) = self.percentile {
             // TOML's float: `1.0`, never the integer `1`.
             block = block.raw("percentile", format!("{p:?}"));
+        }
+        if let Some(semi) = &self.semi_additive {
+            let per: Vec<String> = semi
+                .per
+                .iter()
+                .map(|p| super::super::write::quote(p))
+                .collect();
+            block = block.raw(
+                "semi_additive",
+                format!(
+                    "{{ time = \"metric_time\", at = \"{}\", per = [{}] }}",
+                    semi.at,
+                    per.join(", ")
+                ),
+            );
         }
         block
     }

@@ -52,6 +52,8 @@ struct DimDef {
     table: String,
     expr: String,
     time: bool,
+    /// A time dimension's grain finer than a day (`hour`, `minute`, `second`).
+    granularity: Option<String>,
     label: Option<String>,
     description: Option<String>,
 }
@@ -355,6 +357,15 @@ impl<'a> Mapper<'a> {
                             table: self.sms[i].name.clone(),
                             expr,
                             time: true,
+                            granularity: self.sms[i]
+                                .def
+                                .defaults
+                                .as_ref()
+                                .and_then(|d| d.agg_time_dimension.as_ref())
+                                .and_then(|t| {
+                                    self.sms[i].def.dimensions.iter().find(|d| d.name.value == *t)
+                                })
+                                .and_then(sub_daily),
                             label: Some("Metric time".into()),
                             description: Some(
                                 "The time dimension each metric is aggregated on (its semantic model's agg_time_dimension)"
@@ -389,6 +400,7 @@ impl<'a> Mapper<'a> {
                         table: self.sms[i].name.clone(),
                         expr,
                         time: false,
+                        granularity: None,
                         label: None,
                         description: e.description.clone(),
                     };
@@ -436,6 +448,7 @@ impl<'a> Mapper<'a> {
                         table: sm_name.clone(),
                         expr: d.expr.as_ref().map_or(d.name.value.clone(), |x| x.sql()),
                         time: is_time,
+                        granularity: if is_time { sub_daily(d) } else { None },
                         label: d.label.clone(),
                         description: d.description.clone(),
                     };
@@ -664,4 +677,17 @@ fn absolute(base: &Path) -> std::io::Result<PathBuf> {
             }
         }
     }
+}
+
+/// A time dimension's `time_granularity` when it is finer than a day.
+fn sub_daily(d: &crate::import::metricflow::yaml::Dimension) -> Option<String> {
+    let grain = d
+        .type_params
+        .as_ref()?
+        .time_granularity
+        .as_deref()?
+        .to_ascii_lowercase();
+    ["hour", "minute", "second"]
+        .contains(&grain.as_str())
+        .then_some(grain)
 }

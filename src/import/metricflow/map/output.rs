@@ -109,6 +109,9 @@ impl<'a> Mapper<'a> {
             }
             if d.time {
                 b = b.str("kind", "time").raw("day_column", "true");
+                if let Some(g) = &d.granularity {
+                    b = b.str("granularity", g);
+                }
             }
             dims.push(
                 b.opt("label", d.label.as_deref())

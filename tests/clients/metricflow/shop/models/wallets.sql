@@ -1,0 +1,1 @@
+select * from {{ ref('wallets_seed') }}
