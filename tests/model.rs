@@ -181,6 +181,56 @@ fn check_command_accepts_the_demo_model() {
     );
 }
 
+/// `check` without the data finds every problem `serve` finds that does not depend on the
+/// tables' columns: metric definitions, views, join paths.
+#[test]
+fn check_without_data_finds_the_model_problems_serve_finds() {
+    let dir = unreachable_model();
+    let text = std::fs::read_to_string(dir.path().join("model.toml")).expect("read");
+    let extra = r#"
+[[dimensions]]
+name = "day"
+table = "orders"
+expr = "CAST('2024-01-01' AS DATE)"
+kind = "time"
+
+[[metrics]]
+name = "revenue_growth"
+base = "revenue"
+time = "day"
+compare = "previous_period"
+
+[[metrics]]
+name = "growth_of_growth"
+base = "revenue_growth"
+time = "day"
+compare = "previous_period"
+
+[[views]]
+name = "no_time"
+dimensions = ["region"]
+metrics = ["revenue_growth"]
+"#;
+    write(dir.path(), "model.toml", &format!("{text}{extra}"));
+    // No data at all: the files are gone.
+    std::fs::remove_dir_all(dir.path().join("data")).expect("rm data");
+    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    for expected in [
+        "metric \"growth_of_growth\" is defined from \"revenue_growth\", which already depends on periods of time",
+        "view \"no_time\" offers metric \"revenue_growth\", which is computed per period of \"day\"",
+        "no many-to-one join path",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected} in {stdout}");
+    }
+    assert!(!stdout.contains("has no column"), "{stdout}");
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write");
 }

@@ -61,6 +61,7 @@ pub(super) fn bind_metric(
             label: metric.label.clone(),
             description: metric.description.clone(),
             status: metric.status,
+            fill: metric.fill_nulls_with.as_ref().map(|f| *f.get_ref()),
         },
     );
     Some(())

@@ -87,6 +87,8 @@ pub struct BoundMetric {
     pub description: String,
     /// Lifecycle status.
     pub status: Status,
+    /// The value shown where the metric has none.
+    pub fill: Option<f64>,
 }
 
 /// How a metric is computed.
@@ -471,6 +473,10 @@ pub fn parse_expr(text: &str) -> std::result::Result<Expr, String> {
 struct Binder<'a> {
     model: &'a Model,
     columns: &'a HashMap<String, Vec<String>>,
+    /// Without the tables' schemas (`kpitables check` without `--with-data`): every
+    /// column name of a table is taken to exist, so only the model's own structure is
+    /// checked.
+    any_column: bool,
     issues: Vec<ModelIssue>,
     /// Metrics whose definition failed (reported once, where found).
     failed_metrics: std::collections::HashSet<String>,
@@ -506,7 +512,8 @@ impl Binder<'_> {
                 Expr::Identifier(ident) => {
                     let name = ident.value.clone();
                     let own = self.columns.get(table).map(Vec::as_slice).unwrap_or(&[]);
-                    if own.contains(&name) {
+                    let is_dimension = dimensions.is_some_and(|d| d.contains_key(&name));
+                    if own.contains(&name) || (self.any_column && !is_dimension) {
                         *e = Expr::CompoundIdentifier(vec![
                             Ident::with_quote('"', table),
                             Ident::with_quote('"', name),
@@ -528,7 +535,12 @@ impl Binder<'_> {
                 }
                 Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
                     let (t, c) = (parts[0].value.clone(), parts[1].value.clone());
-                    match self.columns.get(&t) {
+                    let known = if self.any_column {
+                        self.model.table(&t).map(|_| vec![c.clone()])
+                    } else {
+                        self.columns.get(&t).cloned()
+                    };
+                    match known.as_ref() {
                         None => {
                             let hint = did_you_mean(&t, self.columns.keys().map(String::as_str))
                                 .map(|h| format!("; {h}"))
@@ -579,6 +591,16 @@ impl Binder<'_> {
 
 /// Bind `model` to the tables' schemas. Every problem is reported with its position.
 pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> {
+    bind_with(model, schemas, false)
+}
+
+/// Bind `model` without its data: every column a table's expressions name is taken to
+/// exist (checked only with the data), every other rule is checked as [`bind`] checks it.
+pub fn bind_structure(model: Model) -> Result<Semantics> {
+    bind_with(model, &[], true)
+}
+
+fn bind_with(model: Model, schemas: &[(String, SchemaRef)], any_column: bool) -> Result<Semantics> {
     let columns: HashMap<String, Vec<String>> = schemas
         .iter()
         .map(|(t, s)| {
@@ -591,6 +613,7 @@ pub fn bind(model: Model, schemas: &[(String, SchemaRef)]) -> Result<Semantics> 
     let mut b = Binder {
         model: &model,
         columns: &columns,
+        any_column,
         issues: Vec::new(),
         failed_metrics: Default::default(),
     };

@@ -67,6 +67,9 @@ pub struct Metric {
     /// be queried at (default all); a query at another grain is refused. An import from
     /// MetricFlow sets them where MetricFlow's answer at other grains differs.
     pub grains: Option<Spanned<Vec<String>>>,
+    /// The value the metric shows where it has none (no rows, or no earlier period):
+    /// `0` for a count or sum that should read 0 (MetricFlow's `fill_nulls_with`).
+    pub fill_nulls_with: Option<Spanned<f64>>,
     /// Business label (any language), e.g. "销售额".
     #[serde(default)]
     pub label: String,

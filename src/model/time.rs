@@ -155,11 +155,13 @@ pub fn dimension_of_column(column: &str) -> &str {
 /// The window of a cumulative metric, ending with each period of the query's grain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
-    /// From the start of the period (`month_to_date`, `quarter_to_date`, `year_to_date`).
+    /// From the start of the period (`day_to_date`, `week_to_date`, `month_to_date`,
+    /// `quarter_to_date`, `year_to_date`).
     ToDate(TimeGrain),
     /// Since the beginning of the data (running total): `all_time`.
     AllTime,
-    /// The last `n` days, weeks or months: `"7 days"`, `"4 weeks"`, `"3 months"`.
+    /// The last `n` minutes, hours, days, weeks or months: `"24 hours"`, `"7 days"`,
+    /// `"4 weeks"`, `"3 months"`.
     Trailing(u32, TimeGrain),
     /// The first day of the period of this grain that holds the period's first day (a
     /// period-over-period metric's `compare = "start_of_month"`; never written as a
@@ -176,12 +178,13 @@ impl Window {
             "quarter_to_date" => return Ok(Window::ToDate(TimeGrain::Quarter)),
             "year_to_date" => return Ok(Window::ToDate(TimeGrain::Year)),
             "week_to_date" => return Ok(Window::ToDate(TimeGrain::Week)),
+            "day_to_date" => return Ok(Window::ToDate(TimeGrain::Day)),
             "fiscal_quarter_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalQuarter)),
             "fiscal_year_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalYear)),
             "all_time" => return Ok(Window::AllTime),
             _ => {}
         }
-        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, all_time, or a trailing window such as \"7 days\", \"4 weeks\" or \"3 months\"";
+        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, day_to_date, all_time, or a trailing window such as \"24 hours\", \"7 days\", \"4 weeks\" or \"3 months\"";
         let mut words = text.split_whitespace();
         let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
             return Err(usage.to_string());
@@ -191,6 +194,8 @@ impl Window {
             return Err("a trailing window has 1 to 10000 units".to_string());
         }
         let grain = match unit.trim_end_matches('s') {
+            "minute" => TimeGrain::Minute,
+            "hour" => TimeGrain::Hour,
             "day" => TimeGrain::Day,
             "week" => TimeGrain::Week,
             "month" => TimeGrain::Month,

@@ -504,11 +504,26 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             "filter",
             "percentile",
             "semi_additive",
+            "fill_nulls_with",
         ],
-        MetricKind::Derived => &["base", "filter"],
-        MetricKind::Composite => &["formula"],
-        MetricKind::PeriodOverPeriod => &["base", "time", "compare", "show", "grains"],
-        MetricKind::Cumulative => &["base", "time", "window", "grains", "period_agg"],
+        MetricKind::Derived => &["base", "filter", "fill_nulls_with"],
+        MetricKind::Composite => &["formula", "fill_nulls_with"],
+        MetricKind::PeriodOverPeriod => &[
+            "base",
+            "time",
+            "compare",
+            "show",
+            "grains",
+            "fill_nulls_with",
+        ],
+        MetricKind::Cumulative => &[
+            "base",
+            "time",
+            "window",
+            "grains",
+            "period_agg",
+            "fill_nulls_with",
+        ],
         MetricKind::Conversion => &[
             "base",
             "conversion",
@@ -517,9 +532,14 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             "conversion_time",
             "window",
             "calculation",
+            "fill_nulls_with",
         ],
     };
-    let set: [(&str, Option<usize>); 18] = [
+    let set: [(&str, Option<usize>); 19] = [
+        (
+            "fill_nulls_with",
+            metric.fill_nulls_with.as_ref().map(|s| s.span().start),
+        ),
         (
             "semi_additive",
             metric.semi_additive.as_ref().map(|s| s.time.span().start),

@@ -527,6 +527,18 @@ SEMI_ADDITIVE_CASES = [
 ]
 CASES += SEMI_ADDITIVE_CASES
 
+CASES += [
+    (
+        "fill_nulls_with: last year's revenue is 0 in the data's first year, not NULL",
+        "SELECT order_date__month, revenue, revenue_last_year FROM sales_trends WHERE order_date < '2023-03-01' ORDER BY 1",
+        f"""WITH m AS ({per_period('month')}),
+                 k AS (SELECT p FROM m UNION SELECT CAST(p + INTERVAL '1 year' AS DATE) FROM m)
+            SELECT k.p, cur.r, coalesce(prev.r, 0)
+            FROM k LEFT JOIN m cur ON cur.p = k.p LEFT JOIN m prev ON prev.p = k.p - INTERVAL '1 year'
+            WHERE k.p < DATE '2023-03-01' ORDER BY 1""",
+    ),
+]
+
 
 def test_a_sum_of_balances_over_days_is_refused(conn):
     """Month-end stock summed over the months of a subquery is no stock at all: 0A000

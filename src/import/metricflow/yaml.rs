@@ -257,8 +257,8 @@ pub struct TypeParams {
     pub conversion_type_params: Option<ConversionParams>,
     /// Fill empty periods from the time spine (not mapped).
     pub join_to_timespine: Option<bool>,
-    /// A value for empty periods (not mapped).
-    pub fill_nulls_with: Option<IgnoredAny>,
+    /// The value shown where the metric has none (mapped on simple metrics).
+    pub fill_nulls_with: Option<Scalar>,
 }
 
 /// `cumulative_type_params`.

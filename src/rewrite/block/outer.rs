@@ -224,6 +224,15 @@ impl Outer<'_> {
     /// The expression over the derived table's columns that computes metric `name`
     /// under `transform`.
     fn metric(&mut self, name: &str, transform: &Transform) -> Result<Expr> {
+        let value = self.metric_value(name, transform)?;
+        match self.semantics.metrics.get(name).and_then(|m| m.fill) {
+            None => Ok(value),
+            Some(fill) => Ok(coalesce(value, fill)),
+        }
+    }
+
+    /// The metric's value, NULL where it has none (see [`Outer::metric`] for the fill).
+    fn metric_value(&mut self, name: &str, transform: &Transform) -> Result<Expr> {
         let Some(metric) = self.semantics.metrics.get(name) else {
             return Err(Error::Internal(format!("metric {name} is not bound")));
         };
@@ -395,14 +404,20 @@ impl Outer<'_> {
             } => {
                 let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
-                if grain.is_sub_daily() {
+                let is_instant = self.semantics.dimensions.get(time).is_some_and(|d| {
+                    matches!(
+                        d.data_type,
+                        datafusion::arrow::datatypes::DataType::Timestamp(..)
+                    )
+                });
+                if grain.is_sub_daily() && !is_instant {
                     return Err(Error::unsupported(
                         format!(
-                            "metric \"{name}\" accumulates over days of \"{time}\" and this query asks for it per {}: its windows end with days",
+                            "metric \"{name}\" accumulates over \"{time}\", whose values are dates, and this query asks for it per {}",
                             grain.name()
                         ),
                         Some(format!(
-                            "ask for \"{name}\" by \"{time}__day\" or a coarser grain"
+                            "ask for \"{name}\" by \"{time}\" (a day) or a coarser grain"
                         )),
                     ));
                 }
@@ -682,4 +697,34 @@ fn under_condition_ok(m: &crate::bind::BoundMetric) -> bool {
         }
         _ => false,
     }
+}
+
+/// `coalesce(value, fill)`: a metric's `fill_nulls_with`, a whole number written as one.
+fn coalesce(value: Expr, fill: f64) -> Expr {
+    use datafusion::sql::sqlparser::ast::{
+        Function, FunctionArgumentList, Ident, ObjectName, Value as SqlValue,
+    };
+    let literal = if fill.fract() == 0.0 && fill.abs() < 1e15 {
+        format!("{}", fill as i64)
+    } else {
+        format!("{fill:?}")
+    };
+    let argument = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new("coalesce")]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![
+                argument(value),
+                argument(Expr::value(SqlValue::Number(literal, false))),
+            ],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
 }

@@ -184,7 +184,8 @@ pub(super) fn window_part(
         Some(interval) => shift_sql(&format!("b.\"__g{index}\""), "-", interval, &dim.data_type),
         None => format!("b.\"__g{index}\""),
     };
-    let last = if period.first_day {
+    // A period shorter than a day ends with itself (`period_agg` is about coarser ones).
+    let last = if period.first_day && !grain.is_sub_daily() {
         TimeGrain::Day
     } else {
         grain
@@ -192,6 +193,8 @@ pub(super) fn window_part(
     let mut end = format!("({start_of_period} + INTERVAL '{}')", interval(1, last));
     let start = match window {
         Window::AllTime => None,
+        // An hour lies in one day: its to-date window starts with its own day's (month's).
+        Window::ToDate(of) if grain.is_sub_daily() => Some(truncate_sql(&start_of_period, of, dim)),
         Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),
         Window::Trailing(n, unit) => Some(format!("({end} - INTERVAL '{}')", interval(n, unit))),
         Window::PeriodStart(of) => {

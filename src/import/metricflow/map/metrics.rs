@@ -82,10 +82,17 @@ impl<'a> Mapper<'a> {
         depth: usize,
     ) -> Result<Mapped, String> {
         let p = &metric.type_params;
-        if p.join_to_timespine.is_some() || p.fill_nulls_with.is_some() {
-            return Err("join_to_timespine / fill_nulls_with (filling periods without data) are not mapped: kpitables has no time spine".into());
-        }
         let kind = metric.kind.to_ascii_lowercase();
+        if p.join_to_timespine == Some(true) {
+            return Err(
+                "join_to_timespine (a row for every period of the time spine) is not mapped".into(),
+            );
+        }
+        if p.fill_nulls_with.is_some() && kind != "simple" {
+            return Err(format!(
+                "fill_nulls_with on a {kind} metric is not mapped (on a simple metric it is)"
+            ));
+        }
         let comment = format!("MetricFlow {kind} metric {name} ({file})");
         match kind.as_str() {
             "simple" => {
@@ -95,9 +102,13 @@ impl<'a> Mapper<'a> {
                     .ok_or("a simple metric needs type_params.measure")?;
                 let (fact, atomic) = self.atomic(measure.name())?;
                 let mut filters = Vec::new();
+                let mut fill = p.fill_nulls_with.as_ref().map(|f| f.sql());
                 if let crate::import::metricflow::yaml::MeasureInput::Full(full) = measure {
-                    if full.join_to_timespine.is_some() || full.fill_nulls_with.is_some() {
-                        return Err("join_to_timespine / fill_nulls_with on the measure are not mapped: kpitables has no time spine".into());
+                    if full.join_to_timespine == Some(true) {
+                        return Err("join_to_timespine on the measure (a row for every period of the time spine) is not mapped".into());
+                    }
+                    if let Some(f) = &full.fill_nulls_with {
+                        fill = Some(f.sql());
                     }
                     if let Some(f) = &full.filter {
                         for c in f.conditions() {
@@ -114,9 +125,15 @@ impl<'a> Mapper<'a> {
                     .str("name", name)
                     .str("table", &self.sms[fact].name);
                 block = atomic.write(block);
+                if let Some(fill) = &fill {
+                    let value: f64 = fill
+                        .parse()
+                        .map_err(|_| format!("fill_nulls_with {fill} is not a number"))?;
+                    block = block.raw("fill_nulls_with", format!("{value:?}"));
+                }
                 if !filters.is_empty() {
                     block = block.str("filter", &and(filters.clone()));
-                } else {
+                } else if fill.is_none() {
                     self.measure_metric
                         .entry(measure.name().to_string())
                         .or_insert_with(|| name.to_string());
@@ -710,6 +727,8 @@ fn trailing(window: &str) -> Result<String, String> {
     let unit = unit.to_ascii_lowercase();
     let unit = unit.trim_end_matches('s');
     Ok(match unit {
+        "minute" => format!("{n} minutes"),
+        "hour" => format!("{n} hours"),
         "day" => format!("{n} days"),
         "week" => format!("{n} weeks"),
         "month" => format!("{n} months"),
@@ -869,6 +888,7 @@ mod tests {
     pub(super) fn windows_and_names() {
         assert_eq!(trailing("7 days").unwrap(), "7 days");
         assert_eq!(trailing("1 year").unwrap(), "12 months");
+        assert_eq!(trailing("2 hours").unwrap(), "2 hours");
         assert!(trailing("7").is_err());
         let names = HashMap::from([("a".to_string(), "x_input_1".to_string())]);
         assert_eq!(
