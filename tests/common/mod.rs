@@ -40,6 +40,18 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Ports this process hands out never repeat, so two servers of tests running in
+    // parallel never get the same one (the OS may give a just-released ephemeral port
+    // twice); each test binary has its own block, below the ephemeral range.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = 20_000 + (std::process::id() % 400) as u16 * 50;
+    for _ in 0..500 {
+        let port = block + NEXT.fetch_add(1, Ordering::Relaxed) % 50;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
