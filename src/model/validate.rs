@@ -682,7 +682,9 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
             }
             if kind == MetricKind::Cumulative
                 && let Some(base) = &metric.base
-                && let Some(p) = percentile_under(model, base.get_ref())
+                && let Some(p) = atomic_under(model, base.get_ref())
+                    .filter(|m| m.agg.is_some_and(Aggregation::is_percentile))
+                    .map(|m| m.name.get_ref())
             {
                 c.at(
                     f,
@@ -693,8 +695,10 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
                 );
             }
             if let Some(base) = &metric.base
-                && let Some(b) = semi_additive_under(model, base.get_ref())
+                && let Some(balance) = atomic_under(model, base.get_ref())
+                && let Some(semi) = &balance.semi_additive
             {
+                let b = balance.name.get_ref();
                 let over = if kind == MetricKind::Cumulative {
                     Some("accumulates")
                 } else {
@@ -703,7 +707,7 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
                     metric
                         .time
                         .as_ref()
-                        .filter(|t| Some(t.get_ref().as_str()) != semi_time(model, b))
+                        .filter(|t| t.get_ref() != semi.time.get_ref())
                         .map(|_| "compares on another time dimension")
                 };
                 if let Some(verb) = over {
@@ -743,38 +747,14 @@ fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
     }
 }
 
-/// The semi-additive metric `name` is, or is derived from (through `base` filters).
-fn semi_additive_under<'m>(model: &'m Model, name: &'m str) -> Option<&'m str> {
+/// The atomic metric `name` is, or is derived from (through `base` filters).
+fn atomic_under<'m>(model: &'m Model, name: &'m str) -> Option<&'m Metric> {
     let mut at = name;
     for _ in 0..model.metrics.len() {
         let metric = model.metrics.iter().find(|m| m.name.get_ref() == at)?;
-        match (&metric.semi_additive, metric.kind(), &metric.base) {
-            (Some(_), _, _) => return Some(metric.name.get_ref()),
-            (_, MetricKind::Derived, Some(base)) => at = base.get_ref(),
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// The time dimension a semi-additive metric is taken at.
-fn semi_time<'m>(model: &'m Model, name: &str) -> Option<&'m str> {
-    model
-        .metrics
-        .iter()
-        .find(|m| m.name.get_ref() == name)
-        .and_then(|m| m.semi_additive.as_ref())
-        .map(|s| s.time.get_ref().as_str())
-}
-
-/// The percentile metric `name` is, or is derived from (through `base` filters).
-fn percentile_under<'m>(model: &'m Model, name: &'m str) -> Option<&'m str> {
-    let mut at = name;
-    for _ in 0..model.metrics.len() {
-        let metric = model.metrics.iter().find(|m| m.name.get_ref() == at)?;
-        match (metric.agg, metric.kind(), &metric.base) {
-            (Some(agg), _, _) if agg.is_percentile() => return Some(metric.name.get_ref()),
-            (_, MetricKind::Derived, Some(base)) => at = base.get_ref(),
+        match (metric.kind(), &metric.base) {
+            (MetricKind::Atomic, _) => return Some(metric),
+            (MetricKind::Derived, Some(base)) => at = base.get_ref(),
             _ => return None,
         }
     }
@@ -791,7 +771,10 @@ fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
         match value {
             Some(m) => {
                 c.reference(f, "metric", m, metric_names());
-                if let Some(b) = semi_additive_under(model, m.get_ref()) {
+                if let Some(b) = atomic_under(model, m.get_ref())
+                    .filter(|a| a.semi_additive.is_some())
+                    .map(|a| a.name.get_ref())
+                {
                     c.at(
                         f,
                         m,

@@ -701,30 +701,13 @@ fn under_condition_ok(m: &crate::bind::BoundMetric) -> bool {
 
 /// `coalesce(value, fill)`: a metric's `fill_nulls_with`, a whole number written as one.
 fn coalesce(value: Expr, fill: f64) -> Expr {
-    use datafusion::sql::sqlparser::ast::{
-        Function, FunctionArgumentList, Ident, ObjectName, Value as SqlValue,
-    };
     let literal = if fill.fract() == 0.0 && fill.abs() < 1e15 {
         format!("{}", fill as i64)
     } else {
         format!("{fill:?}")
     };
-    let argument = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
-    Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("coalesce")]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![
-                argument(value),
-                argument(Expr::value(SqlValue::Number(literal, false))),
-            ],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
+    let fill = Expr::value(datafusion::sql::sqlparser::ast::Value::Number(
+        literal, false,
+    ));
+    Expr::Function(crate::sql::call("coalesce", vec![value, fill]))
 }
