@@ -639,7 +639,11 @@ fn bind_with(model: Model, schemas: &[(String, SchemaRef)], any_column: bool) ->
                 model.table(join.to.get_ref()),
                 columns.get(join.to.get_ref()),
             ) {
-                check(&target.primary_key, target.name.get_ref(), target_cols);
+                check(
+                    join.key.as_ref().unwrap_or(&target.primary_key),
+                    target.name.get_ref(),
+                    target_cols,
+                );
             }
         }
     }

@@ -199,7 +199,7 @@ pub enum FileFormat {
     Csv,
 }
 
-/// A many-to-one join: `this.foreign_key = to.primary_key`.
+/// A many-to-one join: `this.foreign_key = to.key` (by default `to.primary_key`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Join {
@@ -207,6 +207,10 @@ pub struct Join {
     pub to: Spanned<String>,
     /// The column of this table holding the key of `to`.
     pub foreign_key: Spanned<String>,
+    /// The column of `to` it matches, unique there: another key than its primary key
+    /// (a company's `user_id` beside its `company_id`). Default: `to`'s primary key.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
 }
 
 /// An attribute to group and filter by.

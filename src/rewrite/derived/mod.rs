@@ -501,6 +501,17 @@ fn grouped_part(
     if !grain.is_empty() {
         let keys: Vec<String> = grain.iter().map(|g| g.expr.to_string()).collect();
         let _ = write!(sql, " GROUP BY {}", keys.join(", "));
+        // Metrics that each have a filter of their own: a group none of whose rows
+        // passes any of them is no group of theirs (the filter selects the metric's
+        // rows, as MetricFlow's WHERE does), not a group with NULLs.
+        let own: Vec<String> = js
+            .iter()
+            .map_while(|&j| defs[j].filter.as_ref())
+            .map(|f| format!("count(CASE WHEN {f} THEN 1 END) > 0"))
+            .collect();
+        if !with_aggregates && !js.is_empty() && own.len() == js.len() {
+            let _ = write!(sql, " HAVING {}", own.join(" OR "));
+        }
     }
     Ok(Part {
         sql,
@@ -570,9 +581,30 @@ fn base_table(
             candidates.push(dim.table.clone());
         }
     }
+    // A table that carries dimensions in its own columns (`metric_time`) needs only the
+    // tables of the others.
+    let reaches = |t: &String| {
+        let own = semantics
+            .table_dimensions
+            .contains_key(t)
+            .then(|| spec.translate_for(semantics, None, t).ok())
+            .flatten()
+            .map(|(grain, filters)| {
+                grain
+                    .iter()
+                    .chain(&filters)
+                    .chain(&spec.aggregates)
+                    .flat_map(|e| e.tables.iter().cloned())
+                    .collect::<BTreeSet<String>>()
+            });
+        own.as_ref()
+            .unwrap_or(needed)
+            .iter()
+            .all(|n| semantics.model.join_path(t, n).is_some())
+    };
     candidates
         .into_iter()
-        .find(|t| needed.iter().all(|n| semantics.model.join_path(t, n).is_some()))
+        .find(reaches)
         .ok_or_else(|| {
             Error::unsupported(
                 format!(
@@ -642,7 +674,7 @@ fn from_clause(
                 quote(from.name.get_ref()),
                 quote(join.foreign_key.get_ref()),
                 quote(to),
-                quote(to_table.primary_key.get_ref()),
+                quote(join.key.as_ref().unwrap_or(&to_table.primary_key).get_ref()),
             );
             joined.push(to.clone());
         }

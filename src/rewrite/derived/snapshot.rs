@@ -76,7 +76,13 @@ pub(super) fn part_sql(
             };
             items.push(format!("{value} AS \"__v\""));
             items.push(format!("{} AS \"__t\"", semi.time));
-            items.push(format!("{pick}({}) OVER ({over}) AS \"__at\"", semi.time));
+            // The day is chosen among the metric's own rows (its filter applies first,
+            // as MetricFlow's WHERE before its window).
+            let time = match &def.filter {
+                Some(f) => format!("CASE WHEN {f} THEN {} END", semi.time),
+                None => semi.time.to_string(),
+            };
+            items.push(format!("{pick}({time}) OVER ({over}) AS \"__at\""));
             let mut rows = format!("SELECT {} FROM {from}", items.join(", "));
             write_filters(&mut rows, filters);
             let mut selected = outer_keys.clone();

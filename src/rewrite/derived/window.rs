@@ -82,6 +82,15 @@ pub(super) fn window_part(
         super::bounds::Bounds::of(&spec.view_filters, time)
             .for_window(semantics, fact, time, window, grain, earlier)?,
     );
+    // The metric's own filter selects its rows: a window without such rows is empty
+    // (no period), not a window of NULLs.
+    if let Some(f) = &def.filter {
+        row_filters.push(InnerExpr {
+            expr: f.clone(),
+            tables: def.tables.clone(),
+            dimensions: BTreeSet::new(),
+        });
+    }
     let mut needed: BTreeSet<String> = others
         .iter()
         .map(|(_, e)| *e)
@@ -196,6 +205,21 @@ pub(super) fn window_part(
         // An hour lies in one day: its to-date window starts with its own day's (month's).
         Window::ToDate(of) if grain.is_sub_daily() => Some(truncate_sql(&start_of_period, of, dim)),
         Window::ToDate(of) => Some(truncate_sql(&format!("{end} - INTERVAL '1 day'"), of, dim)),
+        // Months and years back from the window's last day, not from the day after
+        // it (two months before 29 February is 29 December: the window holds 30
+        // December to 29 February, as MetricFlow's).
+        Window::Trailing(n, unit)
+            if !grain.is_sub_daily()
+                && matches!(
+                    unit,
+                    TimeGrain::Month | TimeGrain::Quarter | TimeGrain::Year
+                ) =>
+        {
+            Some(format!(
+                "(({end} - INTERVAL '1 day') - INTERVAL '{}' + INTERVAL '1 day')",
+                interval(n, unit)
+            ))
+        }
         Window::Trailing(n, unit) => Some(format!("({end} - INTERVAL '{}')", interval(n, unit))),
         Window::PeriodStart(of) => {
             let start = truncate_sql(&start_of_period, of, dim);
@@ -205,7 +229,12 @@ pub(super) fn window_part(
     };
     let mut on: Vec<String> = others
         .iter()
-        .map(|(i, _)| format!("b.\"__g{i}\" = r.\"__g{i}\""))
+        // NULL matches NULL: a group of rows without the dimension's value is a group.
+        .map(|(i, _)| {
+            format!(
+                "(b.\"__g{i}\" = r.\"__g{i}\" OR (b.\"__g{i}\" IS NULL AND r.\"__g{i}\" IS NULL))"
+            )
+        })
         .collect();
     on.push(format!("r.\"__t\" < {end}"));
     if let Some(start) = start {

@@ -153,6 +153,7 @@ impl<'a> Mapper<'a> {
                     ours: name.to_string(),
                     models: BTreeSet::from([fact]),
                     filterable: true,
+                    periodic: false,
                 })
             }
             "ratio" => {
@@ -176,6 +177,7 @@ impl<'a> Mapper<'a> {
                     ours: name.to_string(),
                     models: n.models.union(&d.models).copied().collect(),
                     filterable: false,
+                    periodic: n.periodic || d.periodic,
                 })
             }
             "derived" => {
@@ -186,11 +188,13 @@ impl<'a> Mapper<'a> {
                     .ok_or("a derived metric needs type_params.expr")?;
                 let mut names: HashMap<String, String> = HashMap::new();
                 let mut models = BTreeSet::new();
+                let mut periodic = false;
                 for (k, input) in p.metrics.iter().enumerate() {
                     let full = input.full();
                     let mapped =
                         self.input(name, &full, metric, &format!("input_{}", k + 1), depth)?;
                     models.extend(mapped.models.iter().copied());
+                    periodic |= mapped.periodic;
                     names.insert(full.alias.clone().unwrap_or(full.name.clone()), mapped.ours);
                 }
                 let formula = replace_names(&expr, &names);
@@ -204,6 +208,7 @@ impl<'a> Mapper<'a> {
                     ours: name.to_string(),
                     models,
                     filterable: false,
+                    periodic,
                 })
             }
             "cumulative" => {
@@ -211,6 +216,11 @@ impl<'a> Mapper<'a> {
                     .measure
                     .as_ref()
                     .ok_or("a cumulative metric needs type_params.measure")?;
+                if let crate::import::metricflow::yaml::MeasureInput::Full(full) = measure
+                    && full.join_to_timespine == Some(true)
+                {
+                    return Err("join_to_timespine on the measure of a cumulative metric (a row for every day of the time spine, windows without rows included) is not mapped".into());
+                }
                 let params = p.cumulative_type_params.as_ref();
                 let window = params.and_then(|c| c.window.clone()).or(p.window.clone());
                 let to_date = params
@@ -279,9 +289,10 @@ impl<'a> Mapper<'a> {
                     ours: name.to_string(),
                     models: BTreeSet::from([fact]),
                     filterable: false,
+                    periodic: true,
                 })
             }
-            "conversion" => self.conversion(name, file, metric, comment),
+            "conversion" => self.conversion(name, metric, comment),
             other => Err(format!("unknown metric type \"{other}\"")),
         }
     }
@@ -477,7 +488,6 @@ impl<'a> Mapper<'a> {
     fn conversion(
         &mut self,
         name: &str,
-        file: &str,
         metric: &'a Metric,
         comment: String,
     ) -> Result<Mapped, String> {
@@ -565,10 +575,22 @@ impl<'a> Mapper<'a> {
         }
         let [(base_fact, base), (_, conversion)] = <[(usize, String); 2]>::try_from(inputs)
             .map_err(|_| "a conversion metric has two measures".to_string())?;
+        // MetricFlow's conversions are NULL where a group's base events had none (and so
+        // is the rate) unless the conversion measure has fill_nulls_with: 0; kpitables
+        // counts 0, so without the fill the metric is NULLIF(conversions, 0).
+        let filled = matches!(
+            &c.conversion_measure,
+            crate::import::metricflow::yaml::MeasureInput::Full(full) if full.fill_nulls_with.is_some()
+        );
         self.taken.insert(name.to_string());
+        let counted = if filled {
+            name.to_string()
+        } else {
+            self.fresh(&format!("{name}_counted"))
+        };
         let mut block = Block::new("metrics")
             .comment(comment)
-            .str("name", name)
+            .str("name", &counted)
             .str("base", &base)
             .str("conversion", &conversion)
             .str("entity", &c.entity)
@@ -577,18 +599,23 @@ impl<'a> Mapper<'a> {
             block = block.str("window", w);
         }
         block = block.str("calculation", &calculation);
-        self.metric_blocks.push(Self::describe(block, metric));
-        self.report.notes.push(item(
-            "metric",
-            name,
-            file,
-            metric.name.referenced.line(),
-            "conversion: where a group has base events and none converted, kpitables answers 0 conversions (MetricFlow: NULL unless fill_nulls_with: 0)",
-        ));
+        if filled {
+            self.metric_blocks.push(Self::describe(block, metric));
+        } else {
+            self.metric_blocks.push(block);
+            let outer = Block::new("metrics")
+                .comment(format!(
+                    "{name}: NULL where no base event converted, as MetricFlow answers"
+                ))
+                .str("name", name)
+                .str("formula", &format!("NULLIF({counted}, 0)"));
+            self.metric_blocks.push(Self::describe(outer, metric));
+        }
         Ok(Mapped {
             ours: name.to_string(),
             models: BTreeSet::from([base_fact]),
             filterable: false,
+            periodic: false,
         })
     }
 
@@ -652,11 +679,18 @@ impl<'a> Mapper<'a> {
                 ours: helper,
                 models: base.models,
                 filterable: true,
+                periodic: base.periodic,
             }
         };
         let Some((compare, grains)) = offset else {
             return Ok(filtered);
         };
+        if filtered.periodic {
+            return Err(format!(
+                "input {} with an offset: {} is itself a cumulative or offset metric, and an offset of a period metric is not mapped yet",
+                input.name, input.name
+            ));
+        }
         if filtered
             .models
             .iter()
@@ -684,6 +718,7 @@ impl<'a> Mapper<'a> {
                 ours: helper,
                 models: filtered.models,
                 filterable: false,
+                periodic: true,
             });
         }
         self.metric_blocks.push(
@@ -711,6 +746,7 @@ impl<'a> Mapper<'a> {
             ours: helper,
             models: filtered.models,
             filterable: false,
+            periodic: true,
         })
     }
 }

@@ -39,8 +39,8 @@ struct Sm<'a> {
     def: &'a SemanticModel,
     file: &'a str,
     name: String,
-    /// The primary entity's name and expression.
-    primary: Option<(String, String)>,
+    /// The primary entity's name and expression (none for a `primary_entity:` alone).
+    primary: Option<(String, Option<String>)>,
     /// The agg_time_dimension's expression.
     agg_time: Option<String>,
     /// Mapped as a table.
@@ -66,6 +66,8 @@ struct Mapped {
     models: BTreeSet<usize>,
     /// Atomic or derived in kpitables (a filter can be added to it).
     filterable: bool,
+    /// Cumulative, or offset, or computed from one (kpitables does not yet offset one).
+    periodic: bool,
 }
 
 struct Mapper<'a> {
@@ -73,8 +75,9 @@ struct Mapper<'a> {
     model_dir: &'a Path,
     options: &'a Options,
     sms: Vec<Sm<'a>>,
-    /// Entity → the semantic model where it is primary or unique.
-    home: HashMap<String, usize>,
+    /// Entity → the semantic models where it is primary or unique (a foreign entity
+    /// joins each of them).
+    home: HashMap<String, Vec<usize>>,
     measures: HashMap<String, (usize, &'a Measure)>,
     metrics: BTreeMap<String, (&'a str, &'a Metric)>,
     dims: BTreeMap<String, DimDef>,
@@ -179,6 +182,8 @@ impl<'a> Mapper<'a> {
         let project = self.project;
         for (file, doc) in &project.documents {
             for sm in &doc.semantic_models {
+                // The primary entity: an entity of type primary (its column), or
+                // `primary_entity:` (a name for the model's own dimensions, no column).
                 let primary = sm
                     .entities
                     .iter()
@@ -186,8 +191,9 @@ impl<'a> Mapper<'a> {
                     .map(|e| {
                         let name = e.name.value.clone();
                         let expr = e.expr.as_ref().map_or(name.clone(), |x| x.sql());
-                        (name, expr)
-                    });
+                        (name, Some(expr))
+                    })
+                    .or_else(|| sm.primary_entity.clone().map(|name| (name, None)));
                 let agg_time = sm
                     .defaults
                     .as_ref()
@@ -202,11 +208,17 @@ impl<'a> Mapper<'a> {
                 for e in &sm.entities {
                     let kind = e.kind.to_ascii_lowercase();
                     if kind == "primary" || kind == "unique" {
-                        self.home.entry(e.name.value.clone()).or_insert(index);
+                        let homes = self.home.entry(e.name.value.clone()).or_default();
+                        if !homes.contains(&index) {
+                            homes.push(index);
+                        }
                     }
                 }
                 if let Some(p) = &sm.primary_entity {
-                    self.home.entry(p.clone()).or_insert(index);
+                    let homes = self.home.entry(p.clone()).or_default();
+                    if !homes.contains(&index) {
+                        homes.push(index);
+                    }
                 }
                 for measure in &sm.measures {
                     self.measures
@@ -314,8 +326,10 @@ impl<'a> Mapper<'a> {
             (0..self.sms.len()).find(|&i| self.sms[i].ok && self.sms[i].agg_time.is_some());
     }
 
-    /// The joins of semantic model `i`: `(entity, foreign key column, target)`.
-    fn joins(&self, i: usize) -> Vec<(String, String, usize)> {
+    /// The joins of semantic model `i`: `(entity, foreign key column, target, the
+    /// target's column of the entity)`, one per model where the entity is primary or
+    /// unique.
+    fn joins(&self, i: usize) -> Vec<(String, String, usize, String)> {
         let mut out = Vec::new();
         for e in &self.sms[i].def.entities {
             if !e.kind.eq_ignore_ascii_case("foreign") {
@@ -323,15 +337,40 @@ impl<'a> Mapper<'a> {
             }
             let name = &e.name.value;
             let expr = e.expr.as_ref().map_or(name.clone(), |x| x.sql());
-            if let Some(&target) = self.home.get(name)
-                && target != i
-                && self.sms[target].ok
-                && is_identifier(&expr)
-            {
-                out.push((name.clone(), expr, target));
+            for &target in self.home.get(name).into_iter().flatten() {
+                let key = self.sms[target]
+                    .def
+                    .entities
+                    .iter()
+                    .find(|t| t.name.value == *name && !t.kind.eq_ignore_ascii_case("foreign"))
+                    .map(|t| t.expr.as_ref().map_or(name.clone(), |x| x.sql()));
+                if let Some(key) = key
+                    && target != i
+                    && self.sms[target].ok
+                    && is_identifier(&expr)
+                    && is_identifier(&key)
+                {
+                    out.push((name.clone(), expr.clone(), target, key));
+                }
             }
         }
         out
+    }
+
+    /// The primary key written for semantic model `i`: its primary entity's column, or
+    /// else its first entity's.
+    fn primary_key(&self, i: usize) -> String {
+        let sm = &self.sms[i];
+        sm.primary
+            .as_ref()
+            .and_then(|(_, e)| e.clone())
+            .or_else(|| {
+                sm.def
+                    .entities
+                    .first()
+                    .map(|e| e.expr.as_ref().map_or(e.name.value.clone(), |x| x.sql()))
+            })
+            .unwrap_or_default()
     }
 
     /// Dimensions: each semantic model's own (named with its primary entity), reached
@@ -385,16 +424,22 @@ impl<'a> Mapper<'a> {
                 let expr = e.expr.as_ref().map_or(name.clone(), |x| x.sql());
                 // Without a primary or unique home, the first model with the entity
                 // defines it and the others carry it.
-                let home = self.home.get(&name).copied().unwrap_or_else(|| {
-                    (0..self.sms.len())
-                        .find(|&k| {
-                            self.sms[k].ok
-                                && self.sms[k].def.entities.iter().any(|x| {
-                                    x.name.value == name && !x.kind.eq_ignore_ascii_case("natural")
-                                })
-                        })
-                        .unwrap_or(i)
-                });
+                let home = self
+                    .home
+                    .get(&name)
+                    .and_then(|h| h.first())
+                    .copied()
+                    .unwrap_or_else(|| {
+                        (0..self.sms.len())
+                            .find(|&k| {
+                                self.sms[k].ok
+                                    && self.sms[k].def.entities.iter().any(|x| {
+                                        x.name.value == name
+                                            && !x.kind.eq_ignore_ascii_case("natural")
+                                    })
+                            })
+                            .unwrap_or(i)
+                    });
                 if home == i || !self.sms[home].ok {
                     let def = DimDef {
                         table: self.sms[i].name.clone(),
@@ -503,7 +548,7 @@ impl<'a> Mapper<'a> {
             if path.len() >= 3 {
                 continue;
             }
-            for (entity, _, target) in self.joins(at) {
+            for (entity, _, target, _) in self.joins(at) {
                 let mut next = path.clone();
                 next.push(entity);
                 match distance.get_mut(&target) {

@@ -64,21 +64,19 @@ impl<'a> Mapper<'a> {
                 }
                 None => b.str("table", &physical),
             };
-            let key = sm.primary.as_ref().map(|(_, e)| e.clone()).or_else(|| {
-                sm.def
-                    .entities
-                    .first()
-                    .map(|e| e.expr.as_ref().map_or(e.name.value.clone(), |x| x.sql()))
-            });
-            b = b.str("primary_key", &key.unwrap_or_default());
+            b = b.str("primary_key", &self.primary_key(i));
             let joins: Vec<Vec<(String, String)>> = self
                 .joins(i)
                 .into_iter()
-                .map(|(_, fk, target)| {
-                    vec![
+                .map(|(_, fk, target, key)| {
+                    let mut join = vec![
                         ("to".to_string(), self.sms[target].name.clone()),
                         ("foreign_key".to_string(), fk),
-                    ]
+                    ];
+                    if key != self.primary_key(target) {
+                        join.push(("key".to_string(), key));
+                    }
+                    join
                 })
                 .collect();
             b = b.tables("joins", &joins);
