@@ -251,13 +251,15 @@ impl<'a> Mapper<'a> {
                 }
                 let base = self.measure_base(name, measure.name(), fact, metric)?;
                 self.taken.insert(name.to_string());
-                // A week's or month's value is its first (or last) day's, as MetricFlow's
-                // period_agg; an average of its days is not a kpitables window.
+                // Served by day only: above the day, MetricFlow's period_agg takes the
+                // first (last) day of the period that has a value within the queried
+                // range, where a kpitables window ends with the period's calendar first
+                // (last) day; and an average of a period's days is no window at all.
                 let (period, note) = match period_agg.as_str() {
                     "first" | "last" => (
                         Some(period_agg.as_str()),
                         format!(
-                            "cumulative ({window}): a week's or month's value is its {period_agg} day's (MetricFlow's period_agg); periods without rows have no row"
+                            "cumulative ({window}): queryable by metric_time (day); a coarser grain is refused (MetricFlow's period_agg {period_agg} takes the {period_agg} day of the period that has a value within the queried range)"
                         ),
                     ),
                     _ => (
@@ -273,10 +275,10 @@ impl<'a> Mapper<'a> {
                     .str("base", &base)
                     .str("time", "metric_time")
                     .str("window", &window);
-                block = match period {
-                    Some(p) => block.str("period_agg", p),
-                    None => block.list("grains", &["day".to_string()]),
-                };
+                if let Some(p) = period {
+                    block = block.str("period_agg", p);
+                }
+                block = block.list("grains", &["day".to_string()]);
                 self.report.notes.push(item(
                     "metric",
                     name,
