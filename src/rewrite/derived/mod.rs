@@ -602,8 +602,11 @@ fn base_table(
             .iter()
             .all(|n| semantics.model.join_path(t, n).is_some())
     };
+    // Each table is tried once (translating for it is not free).
+    let mut tried = BTreeSet::new();
     candidates
         .into_iter()
+        .filter(|t| tried.insert(t.clone()))
         .find(reaches)
         .ok_or_else(|| {
             Error::unsupported(

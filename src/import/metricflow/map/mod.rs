@@ -104,6 +104,14 @@ fn item(kind: &'static str, name: &str, file: &str, line: u64, detail: impl Into
     }
 }
 
+/// Record semantic model `index` as a home of `entity` (once).
+fn add_home(home: &mut HashMap<String, Vec<usize>>, entity: &str, index: usize) {
+    let homes = home.entry(entity.to_string()).or_default();
+    if !homes.contains(&index) {
+        homes.push(index);
+    }
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -208,17 +216,11 @@ impl<'a> Mapper<'a> {
                 for e in &sm.entities {
                     let kind = e.kind.to_ascii_lowercase();
                     if kind == "primary" || kind == "unique" {
-                        let homes = self.home.entry(e.name.value.clone()).or_default();
-                        if !homes.contains(&index) {
-                            homes.push(index);
-                        }
+                        add_home(&mut self.home, &e.name.value, index);
                     }
                 }
                 if let Some(p) = &sm.primary_entity {
-                    let homes = self.home.entry(p.clone()).or_default();
-                    if !homes.contains(&index) {
-                        homes.push(index);
-                    }
+                    add_home(&mut self.home, p, index);
                 }
                 for measure in &sm.measures {
                     self.measures
