@@ -544,7 +544,7 @@ label = "no kind"
         "m.toml:39:8: derived metric \"east_revenue\" needs a filter (the modifier that restricts its base metric)",
         "m.toml:43:8: metric \"growth\" needs `time`, the time dimension its periods are taken on",
         "m.toml:49:8: unknown metric \"revenu\"; did you mean \"revenue\"?",
-        "m.toml:51:10: window must be month_to_date, quarter_to_date, year_to_date, week_to_date, day_to_date, all_time, or a trailing window such as \"24 hours\", \"7 days\", \"4 weeks\" or \"3 months\"",
+        "m.toml:51:10: window must be month_to_date, quarter_to_date, year_to_date, week_to_date, day_to_date, all_time, period, or a trailing window such as \"24 hours\", \"7 days\", \"4 weeks\" or \"3 months\"",
         "m.toml:54:8: metric \"nothing\" needs `table` and `agg` (an atomic metric), `base` (derived, period-over-period or cumulative) or `formula` (composite)",
     ];
     for e in expected {

@@ -290,6 +290,7 @@ impl BoundMetric {
                     Window::AllTime => "running total".to_string(),
                     Window::Trailing(n, g) => format!("trailing {n} {}s", g.name()),
                     Window::PeriodStart(g) => format!("the first day of the {}", g.name()),
+                    Window::Period => "every period, rows or not".to_string(),
                 };
                 let day = if *first_day {
                     " (a period's value is its first day's)"

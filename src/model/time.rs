@@ -167,6 +167,9 @@ pub enum Window {
     /// period-over-period metric's `compare = "start_of_month"`; never written as a
     /// cumulative window).
     PeriodStart(TimeGrain),
+    /// The period itself (`period`): the base metric on every period of the range, rows
+    /// or not (the time spine; MetricFlow's `join_to_timespine`).
+    Period,
 }
 
 impl Window {
@@ -182,9 +185,10 @@ impl Window {
             "fiscal_quarter_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalQuarter)),
             "fiscal_year_to_date" => return Ok(Window::ToDate(TimeGrain::FiscalYear)),
             "all_time" => return Ok(Window::AllTime),
+            "period" => return Ok(Window::Period),
             _ => {}
         }
-        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, day_to_date, all_time, or a trailing window such as \"24 hours\", \"7 days\", \"4 weeks\" or \"3 months\"";
+        let usage = "window must be month_to_date, quarter_to_date, year_to_date, week_to_date, day_to_date, all_time, period, or a trailing window such as \"24 hours\", \"7 days\", \"4 weeks\" or \"3 months\"";
         let mut words = text.split_whitespace();
         let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
             return Err(usage.to_string());

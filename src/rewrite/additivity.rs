@@ -539,12 +539,19 @@ pub fn metric_additivity(metric: &str, semantics: &Semantics) -> Option<String> 
             crate::model::Calculation::Conversions => metric_additivity(&c.conversion, semantics)
                 .map(|why| format!("{metric} counts conversions of {}, and {why}", c.conversion)),
         },
+        // Every period with the base's value: as additive as the base.
+        Definition::Cumulative {
+            window: Window::Period,
+            base,
+            ..
+        } => metric_additivity(base, semantics),
         Definition::Cumulative { window, .. } => {
             let kind = match window {
                 Window::ToDate(_) => "a to-date value",
                 Window::AllTime => "a running total",
                 Window::Trailing(..) => "a trailing-window value",
                 Window::PeriodStart(_) => "the value of a period's first day",
+                Window::Period => "the value of each period",
             };
             Some(format!(
                 "{metric} is {kind}: summed over periods, a day counts once for every period whose window holds it"

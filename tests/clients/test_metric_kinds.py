@@ -72,13 +72,13 @@ CASES = [
     ),
     (
         "previous period by month, filtered from January: December is read for January, and the "
-        "month after the data has the previous period's value",
+        "periods end with the data's last month (the month after it is no period of the answer)",
         "SELECT order_date__month, revenue, revenue_previous_period, revenue_growth FROM sales_trends WHERE order_date >= '2024-01-01' ORDER BY 1",
         f"""WITH m AS ({per_period('month')}),
                  k AS (SELECT p FROM m UNION SELECT CAST(p + INTERVAL '1 month' AS DATE) FROM m)
             SELECT k.p, cur.r, prev.r, {growth('cur.r', 'prev.r')}
             FROM k LEFT JOIN m cur ON cur.p = k.p LEFT JOIN m prev ON prev.p = k.p - INTERVAL '1 month'
-            WHERE k.p >= DATE '2024-01-01' ORDER BY 1""",
+            WHERE k.p >= DATE '2024-01-01' AND k.p <= (SELECT max(p) FROM m) ORDER BY 1""",
     ),
     (
         "previous period at the first month of the data is NULL",
@@ -345,6 +345,8 @@ SPARSE_DAILY = f"SELECT o.order_date AS day, {REVENUE} AS r FROM {LINES} WHERE {
 ALL_DAYS = """SELECT DISTINCT o.order_date AS day FROM orders o
               UNION SELECT DISTINCT CAST(o.order_date + INTERVAL '30 day' AS DATE) FROM orders o"""
 SPARSE_VIEW = "sales_trends WHERE region = 'West' AND channel = 'online' AND category = 'Electronics'"
+# 8 to 12 May 2024, each day (every day has an order).
+RANGE_DAYS = "SELECT DISTINCT o.order_date AS x FROM orders o WHERE o.order_date BETWEEN DATE '2024-05-08' AND DATE '2024-05-12'"
 
 SPINE_CASES = [
     (
@@ -367,12 +369,12 @@ SPINE_CASES = [
             WHERE d.day BETWEEN DATE '2024-12-28' AND DATE '2025-01-20' GROUP BY d.day ORDER BY 1""",
     ),
     (
-        "spine: without an upper bound every window ends with the last row",
+        "spine: without an upper bound every window ends with the data's last day, whatever the filters",
         f"SELECT order_date, revenue_running_total, revenue_trailing_7d FROM {SPARSE_VIEW} AND order_date >= '2024-12-28' ORDER BY 1",
         f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
             SELECT d.day, SUM(x.r), SUM(CASE WHEN x.day > d.day - INTERVAL '7 day' THEN x.r END)
             FROM days d JOIN daily x ON x.day <= d.day
-            WHERE d.day >= DATE '2024-12-28' AND d.day <= (SELECT MAX(day) FROM daily) GROUP BY d.day ORDER BY 1""",
+            WHERE d.day >= DATE '2024-12-28' AND d.day <= (SELECT MAX(order_date) FROM orders) GROUP BY d.day ORDER BY 1""",
     ),
     (
         "spine: month-to-date ends with the last row's month",
@@ -395,6 +397,22 @@ SPINE_CASES = [
         f"""WITH daily AS ({SPARSE_DAILY}), days AS ({ALL_DAYS})
             SELECT d.day, x.r FROM days d JOIN daily x ON x.day = d.day - INTERVAL '1 day'
             WHERE d.day BETWEEN DATE '2024-05-08' AND DATE '2024-05-12' ORDER BY 1""",
+    ),
+    (
+        "every period: each day of the range has the day's revenue, 0 on a day without rows",
+        f"SELECT order_date, revenue, revenue_every_period FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-05-08' AND '2024-05-12' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY})
+            SELECT t.x, d.r, coalesce(d.r, 0) FROM ({RANGE_DAYS}) AS t
+            LEFT JOIN daily d ON d.day = t.x ORDER BY 1""",
+    ),
+    (
+        "every period by day and category: the categories of each day's rows, a day without "
+        "any row once, with NULL (MetricFlow's join_to_timespine)",
+        f"SELECT order_date, category, revenue_every_period FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-05-08' AND '2024-05-12' ORDER BY 1, 2",
+        f"""WITH daily AS (SELECT o.order_date AS day, p.category AS g, {REVENUE} AS r FROM {LINES}
+                           WHERE {SPARSE} GROUP BY 1, 2)
+            SELECT t.x, d.g, coalesce(d.r, 0) FROM ({RANGE_DAYS}) AS t
+            LEFT JOIN daily d ON d.day = t.x ORDER BY 1, 2""",
     ),
     (
         "spine: every category on every day, with rows on the day or not",
@@ -442,10 +460,12 @@ CASES += [
             SELECT p, g, {growth('cur', 'prev')} FROM t ORDER BY 1, 2""",
     ),
     (
-        "last year's year-to-date alone by year: a row for each year after a year with data",
+        "last year's year-to-date alone by year: a row for each year after a year with data, up to "
+        "the data's last year",
         "SELECT order_date__year, revenue_ytd_last_year FROM sales_trends ORDER BY 1",
         f"""WITH y AS ({per_period('year')})
-            SELECT CAST(p + INTERVAL '1 year' AS DATE), r FROM y ORDER BY 1""",
+            SELECT CAST(p + INTERVAL '1 year' AS DATE), r FROM y
+            WHERE p + INTERVAL '1 year' <= (SELECT max(p) FROM y) ORDER BY 1""",
     ),
 ]
 

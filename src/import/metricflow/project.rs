@@ -114,6 +114,7 @@ pub fn read(dir: &Path) -> Result<Project> {
             }
         }
     }
+    create_metrics(&mut documents);
     let mut sql = BTreeMap::new();
     for path in sql_files {
         if let (Some(stem), Ok(text)) = (
@@ -223,6 +224,38 @@ pub fn ref_name(text: &str) -> Option<String> {
         .and_then(|s| s.strip_suffix('\''))
         .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))?;
     Some(name.to_string())
+}
+
+/// A measure with `create_metric: true` is also a simple metric of the same name (unless
+/// a metric has that name): added to its file's metrics, as dbt does.
+fn create_metrics(documents: &mut [(String, super::yaml::Document)]) {
+    use super::yaml::{MeasureInput, Metric, TypeParams};
+    let named: std::collections::HashSet<String> = documents
+        .iter()
+        .flat_map(|(_, d)| d.metrics.iter().map(|m| m.name.value.clone()))
+        .collect();
+    for (_, doc) in documents.iter_mut() {
+        let created: Vec<Metric> = doc
+            .semantic_models
+            .iter()
+            .flat_map(|sm| &sm.measures)
+            .filter(|m| m.create_metric && !named.contains(&m.name.value))
+            .map(|m| Metric {
+                name: m.name.clone(),
+                kind: "simple".to_string(),
+                type_params: TypeParams {
+                    measure: Some(MeasureInput::Name(m.name.value.clone())),
+                    ..TypeParams::default()
+                },
+                filter: None,
+                label: m.label.clone(),
+                description: m.description.clone(),
+                config: None,
+                meta: None,
+            })
+            .collect();
+        doc.metrics.extend(created);
+    }
 }
 
 #[cfg(test)]

@@ -318,9 +318,15 @@ impl Outer<'_> {
                                 first_day: false,
                             },
                             earlier: None,
+                            // A comparison has the periods of this period's value.
+                            primary: *show == Show::Value,
                         };
-                        let current = self.metric(base, transform)?;
                         let earlier = self.metric(base, &start)?;
+                        if *show == Show::Value {
+                            // The first day's value alone: this period's is not asked.
+                            return Ok(earlier);
+                        }
+                        let current = self.metric(base, transform)?;
                         return compared(*show, &current, &earlier);
                     }
                     (Compare::Offset(n, unit), _) => crate::rewrite::derived::interval(*n, *unit),
@@ -339,10 +345,19 @@ impl Outer<'_> {
                 // whose earlier period has rows, with rows of its own or not. A
                 // comparison has the periods of this period's value, always computed.
                 let offset = *show == Show::Value;
+                // An earlier period counted in periods of the grain (`1 week` by week,
+                // the previous period) is the whole earlier period, whatever days of
+                // this one the query's range selects.
+                let whole = match compare {
+                    Compare::Offset(_, unit) => *unit == grain,
+                    Compare::PreviousPeriod => true,
+                    _ => false,
+                };
                 let shifted = Transform::Shift {
                     time: time.clone(),
                     interval,
-                    periods: offset,
+                    periods: offset.then_some(grain),
+                    whole,
                 };
                 let earlier = self.metric(base, &shifted)?;
                 if offset {
@@ -402,6 +417,16 @@ impl Outer<'_> {
                 window,
                 first_day,
             } => {
+                // Every period of the range is about periods: not grouped by them, the
+                // base's value.
+                if *window == Window::Period
+                    && !self
+                        .grain
+                        .iter()
+                        .any(|g| time_grain_of(g, time, self.view).is_some())
+                {
+                    return self.metric(base, transform);
+                }
                 let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
                 let is_instant = self.semantics.dimensions.get(time).is_some_and(|d| {
@@ -429,9 +454,10 @@ impl Outer<'_> {
                         time: shifted,
                         interval,
                         periods,
+                        ..
                     } if shifted == time => Some(Earlier {
                         interval: interval.clone(),
-                        periods: *periods,
+                        periods: periods.is_some(),
                     }),
                     Transform::Shift { time: shifted, .. } => {
                         return Err(Error::unsupported(
@@ -453,6 +479,7 @@ impl Outer<'_> {
                         first_day: *first_day,
                     },
                     earlier,
+                    primary: true,
                 };
                 self.metric(base, &windowed)
             }

@@ -50,6 +50,11 @@ impl Bounds {
         self.upper.as_ref()
     }
 
+    /// The constant the filters put below the dimension, if any.
+    pub(super) fn lower(&self) -> Option<&Expr> {
+        self.lower.as_ref()
+    }
+
     fn collect(&mut self, filter: &Expr, time: &str) {
         let is_time = |e: &Expr| matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value == time);
         match filter {
@@ -99,19 +104,24 @@ impl Bounds {
 
     /// Conditions on the unshifted column for the rows of a part that moves them forward
     /// by `interval` (`"1 month"`, `"7 day"`, `"1 year"`) before the filters apply.
+    /// With `whole`, the filters select whole periods of that grain (see
+    /// [`whole_period`]): the first reaches back up to a period before `lower`, the last
+    /// up to a period after `upper`.
     pub(super) fn for_shift(
         &self,
         semantics: &Semantics,
         fact: &str,
         time: &str,
         interval: &str,
+        whole: Option<TimeGrain>,
     ) -> Result<Vec<InnerExpr>> {
         let Some((shortest, longest)) = interval_days(interval) else {
             return Ok(Vec::new());
         };
+        let back = whole.map_or(0, |g| grain_days(g).1);
         // x + interval >= lower  ⇒  x >= lower - longest;  x + interval <= upper  ⇒
         // x <= upper - shortest.
-        self.conditions(semantics, fact, time, longest, shortest)
+        self.conditions(semantics, fact, time, longest + back, shortest - back)
     }
 
     /// Conditions for the rows of a window part at `grain`: its periods are those the
@@ -138,6 +148,8 @@ impl Bounds {
         // back at most its own length before that.
         let back = match window {
             Window::AllTime => None,
+            // Only the period itself.
+            Window::Period => Some(period),
             Window::ToDate(of) | Window::PeriodStart(of) => Some(period + grain_days(of).1),
             Window::Trailing(n, unit) => Some(period + i64::from(n) * grain_days(unit).1),
         };
@@ -232,6 +244,56 @@ fn flipped(op: &BinaryOperator) -> BinaryOperator {
         BinaryOperator::Lt => BinaryOperator::Gt,
         BinaryOperator::LtEq => BinaryOperator::GtEq,
         other => other.clone(),
+    }
+}
+
+/// A filter that bounds the time dimension `time` by constants (`time >= c`, `time < c`,
+/// `time BETWEEN a AND b`), rewritten to select the whole periods of `grain` it touches:
+/// the same comparisons of `period` (the SQL of the period of a row, a timestamp at the
+/// period's start) with the periods of the constants. `None` for any other filter.
+/// An offset metric's period is worth the whole earlier period, whatever days of it
+/// the range selects (MetricFlow joins the spine's periods, not its days).
+pub(super) fn whole_period(
+    filter: &Expr,
+    time: &str,
+    period: &str,
+    truncate: impl Fn(&str) -> String,
+) -> Option<String> {
+    // The day of the time dimension selects the same periods as the dimension.
+    let day = format!("{time}__day");
+    let is_time = |e: &Expr| matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && (i.value == time || i.value == day));
+    let of = |value: &Expr| truncate(&value.to_string());
+    match filter {
+        Expr::Nested(inner) => whole_period(inner, time, period, truncate),
+        Expr::BinaryOp { left, op, right } => {
+            let (op, value) = if is_time(left) && is_constant(right) {
+                (op.clone(), right)
+            } else if is_time(right) && is_constant(left) {
+                (flipped(op), left)
+            } else {
+                return None;
+            };
+            match op {
+                BinaryOperator::GtEq | BinaryOperator::Gt => {
+                    Some(format!("{period} >= {}", of(value)))
+                }
+                BinaryOperator::LtEq => Some(format!("{period} <= {}", of(value))),
+                BinaryOperator::Lt => Some(format!("{period} < CAST(({value}) AS TIMESTAMP)")),
+                BinaryOperator::Eq => Some(format!("{period} = {}", of(value))),
+                _ => None,
+            }
+        }
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } if is_time(expr) && is_constant(low) && is_constant(high) => Some(format!(
+            "{period} >= {} AND {period} <= {}",
+            of(low),
+            of(high)
+        )),
+        _ => None,
     }
 }
 

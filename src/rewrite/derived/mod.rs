@@ -26,6 +26,7 @@ mod window;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{Expr, Query};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -59,10 +60,14 @@ pub enum Transform {
         time: String,
         /// SQL interval literal, e.g. `1 month`.
         interval: String,
-        /// Its periods are periods of the answer (an offset metric: a period whose
-        /// earlier period has rows has a row); else it only brings values to the periods
-        /// other parts have (a comparison with this period).
-        periods: bool,
+        /// Its periods are periods of the answer, at this grain (an offset metric: a
+        /// period whose earlier period has rows has a row); else (`None`) it only brings
+        /// values to the periods other parts have (a comparison with this period).
+        periods: Option<TimeGrain>,
+        /// The shift is a whole number of the grain's periods: with `periods`, a range
+        /// on the time dimension selects whole periods, each worth the whole earlier
+        /// period (MetricFlow joins periods when the offset is in the query's grain).
+        whole: bool,
     },
     /// The metric over every row the query selects, at no grain (`total(m)` in a
     /// formula: shares of total).
@@ -86,6 +91,10 @@ pub enum Transform {
         /// The window of an earlier period (a period-over-period metric of a cumulative
         /// one: this year's to-date against last year's to the same day).
         earlier: Option<Earlier>,
+        /// Its periods are periods of the answer (a cumulative metric, a period's first
+        /// day shown as a value); else it only brings values to the periods other parts
+        /// have (a comparison with the period's first day).
+        primary: bool,
     },
     /// The metric over the conversion events credited to the base events of each group
     /// (the latest base event of the same entity at or before the conversion, within the
@@ -185,6 +194,115 @@ impl DerivedSpec<'_> {
             .collect::<Result<_>>()?;
         Ok((grain, filters))
     }
+}
+
+/// `<period of time moved forward by interval> <= <period of (SELECT max(<time>) FROM
+/// <fact>)>`: the moved rows of `fact` whose period lies within the data's range (every
+/// row of the table, whatever the query's filters: the range of the time spine). The
+/// data's last period is whole: a year's offset by year reads the whole earlier year.
+fn within_data(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    time: &str,
+    interval: &str,
+    period: TimeGrain,
+) -> Result<InnerExpr> {
+    let dim = semantics
+        .dimensions
+        .get(time)
+        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let column = Expr::Identifier(datafusion::sql::sqlparser::ast::Ident::new(time));
+    let translate = |moved| {
+        InnerExpr::translate(
+            &column,
+            spec.view,
+            semantics,
+            spec.time_zone,
+            moved,
+            Some(fact),
+        )
+    };
+    let moved = translate(Some((time, Moved::Shift(interval))))?;
+    let own = translate(None)?;
+    let last = data_end(spec, semantics, fact, &own.expr, &own.tables)?;
+    let condition = if period == TimeGrain::Day && dim.data_type == DataType::Date32 {
+        format!("{} <= ({last})", moved.expr)
+    } else {
+        format!(
+            "{} <= {}",
+            truncate_sql(&moved.expr.to_string(), period, dim),
+            truncate_sql(&last, period, dim)
+        )
+    };
+    Ok(InnerExpr {
+        expr: parse_expr(&condition)?,
+        tables: moved.tables,
+        dimensions: BTreeSet::from([time.to_string()]),
+    })
+}
+
+/// Replace in `filters` (the view filters translated with `time` moved forward by
+/// `interval`) each range on `time` by the same range on whole periods of `grain`.
+fn whole_periods(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    time: &str,
+    interval: &str,
+    grain: TimeGrain,
+    filters: &mut [InnerExpr],
+) -> Result<()> {
+    let dim = semantics
+        .dimensions
+        .get(time)
+        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let column = Expr::Identifier(datafusion::sql::sqlparser::ast::Ident::new(time));
+    let moved = InnerExpr::translate(
+        &column,
+        spec.view,
+        semantics,
+        spec.time_zone,
+        Some((time, Moved::Shift(interval))),
+        Some(fact),
+    )?;
+    let period = truncate_sql(&moved.expr.to_string(), grain, dim);
+    for (view_filter, filter) in spec.view_filters.iter().zip(filters.iter_mut()) {
+        if let Some(sql) =
+            bounds::whole_period(view_filter, time, &period, |v| truncate_sql(v, grain, dim))
+        {
+            filter.expr = parse_expr(&sql)?;
+        }
+    }
+    Ok(())
+}
+
+/// `SELECT max(<time>) FROM <fact and the joins time needs>`: the last value of a time
+/// dimension (translated for `fact`) over all the table's rows.
+fn data_end(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    time: &Expr,
+    tables: &BTreeSet<String>,
+) -> Result<String> {
+    let from = from_clause(fact, tables, spec, &[], semantics)?;
+    Ok(format!("SELECT max({time}) FROM {from}"))
+}
+
+/// `SELECT min(<time>) AS "__lo", max(<time>) AS "__hi" FROM <fact ..>`: the first and
+/// last value of a time dimension over all the table's rows.
+fn data_range(
+    spec: &DerivedSpec<'_>,
+    semantics: &Semantics,
+    fact: &str,
+    time: &Expr,
+    tables: &BTreeSet<String>,
+) -> Result<String> {
+    let from = from_clause(fact, tables, spec, &[], semantics)?;
+    Ok(format!(
+        "SELECT min({time}) AS \"__lo\", max({time}) AS \"__hi\" FROM {from}"
+    ))
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {
@@ -333,18 +451,31 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 time,
                 interval,
                 periods,
+                whole,
             } => {
                 let shift = Some((time.as_str(), Moved::Shift(interval.as_str())));
                 let (grain, mut filters) = spec.translate_for(semantics, shift, fact)?;
+                // An offset metric's period coarser than a day is the whole earlier
+                // period: the range selects the periods it touches.
+                let whole = periods.filter(|g| *whole && *g != TimeGrain::Day && !g.is_sub_daily());
+                if let Some(period) = whole {
+                    whole_periods(spec, semantics, fact, time, interval, period, &mut filters)?;
+                }
                 // The exact condition is on the shifted time; this range on the column
                 // itself lets the engine or the warehouse read only the earlier periods.
                 filters.extend(
                     bounds::Bounds::of(&spec.view_filters, time)
-                        .for_shift(semantics, fact, time, interval)?,
+                        .for_shift(semantics, fact, time, interval, whole)?,
                 );
+                // An offset metric's periods end with the data: a period after the last
+                // row has no rows of its own to be an answer's period (MetricFlow's end
+                // with its time spine).
+                if let Some(period) = periods {
+                    filters.push(within_data(spec, semantics, fact, time, interval, *period)?);
+                }
                 let mut part =
                     grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
-                part.primary = *periods;
+                part.primary = periods.is_some();
                 parts.push(part);
             }
             Transform::Conversion {
@@ -372,6 +503,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 window,
                 period,
                 earlier,
+                primary,
             } => {
                 for &j in js {
                     let mut part = window_part(
@@ -385,7 +517,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                         period,
                         earlier.as_ref().map(|e| e.interval.as_str()),
                     )?;
-                    part.primary = earlier.as_ref().is_none_or(|e| e.periods);
+                    part.primary = *primary && earlier.as_ref().is_none_or(|e| e.periods);
                     parts.push(part);
                 }
             }

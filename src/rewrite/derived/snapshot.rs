@@ -74,14 +74,15 @@ pub(super) fn part_sql(
             } else {
                 "min"
             };
-            items.push(format!("{value} AS \"__v\""));
-            items.push(format!("{} AS \"__t\"", semi.time));
             // The day is chosen among the metric's own rows (its filter applies first,
-            // as MetricFlow's WHERE before its window).
+            // as MetricFlow's WHERE before its window), and only they are that day's
+            // rows: a row its filter leaves out makes no group.
             let time = match &def.filter {
                 Some(f) => format!("CASE WHEN {f} THEN {} END", semi.time),
                 None => semi.time.to_string(),
             };
+            items.push(format!("{value} AS \"__v\""));
+            items.push(format!("{time} AS \"__t\""));
             items.push(format!("{pick}({time}) OVER ({over}) AS \"__at\""));
             let mut rows = format!("SELECT {} FROM {from}", items.join(", "));
             write_filters(&mut rows, filters);

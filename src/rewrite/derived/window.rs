@@ -75,7 +75,12 @@ pub(super) fn window_part(
         .enumerate()
         .filter(|(i, _)| *i != index && !period.dependent.contains(i))
         .collect();
-    let mut row_filters: Vec<InnerExpr> = filters.iter().filter(|f| !on_time(f)).cloned().collect();
+    // (The period itself as the window reads the rows the query selects.)
+    let mut row_filters: Vec<InnerExpr> = filters
+        .iter()
+        .filter(|f| window == Window::Period || !on_time(f))
+        .cloned()
+        .collect();
     // Time filters do not apply to the window's rows, but no period asked reads a row
     // outside this range: reading only it spares the rest of the history.
     row_filters.extend(
@@ -181,10 +186,15 @@ pub(super) fn window_part(
         filters,
         others_from: &from,
         earlier,
+        data_range: &super::data_range(spec, semantics, fact, &time_expr.expr, &time_expr.tables)?,
     }
     .periods(&rows)?;
+    // The periods of the spine whose window holds rows; with the period itself as the
+    // window, every period of the spine.
+    let spine_generated = spine.is_some();
     let (periods, join) = match spine {
-        Some(periods) => (periods, "JOIN"),
+        Some(periods) if window != Window::Period => (periods, "JOIN"),
+        Some(periods) => (periods, "LEFT JOIN"),
         None => (periods, "LEFT JOIN"),
     };
 
@@ -226,9 +236,15 @@ pub(super) fn window_part(
             end = format!("({start} + INTERVAL '1 day')");
             Some(start)
         }
+        Window::Period => Some(start_of_period.clone()),
     };
+    // Every period of the range (`Window::Period`): the spine has the periods alone,
+    // and the rows bring the other grain values (a period without rows has one row,
+    // NULL in them, as MetricFlow's join_to_timespine).
+    let by_time = window == Window::Period && spine_generated;
     let mut on: Vec<String> = others
         .iter()
+        .filter(|_| !by_time)
         // NULL matches NULL: a group of rows without the dimension's value is a group.
         .map(|(i, _)| {
             format!(
@@ -240,12 +256,19 @@ pub(super) fn window_part(
     if let Some(start) = start {
         on.push(format!("r.\"__t\" >= {start}"));
     }
+    let side = |i: usize| {
+        if by_time && others.iter().any(|(o, _)| *o == i) {
+            "r"
+        } else {
+            "b"
+        }
+    };
     let outer_items: Vec<String> = (0..spec.grain.len())
-        .map(|i| format!("b.\"__g{i}\" AS \"__g{i}\""))
+        .map(|i| format!("{}.\"__g{i}\" AS \"__g{i}\"", side(i)))
         .chain(std::iter::once(format!("{outer} AS \"__m{j}\"")))
         .collect();
     let outer_keys: Vec<String> = (0..spec.grain.len())
-        .map(|i| format!("b.\"__g{i}\""))
+        .map(|i| format!("{}.\"__g{i}\"", side(i)))
         .collect();
     let sql = format!(
         "SELECT {} FROM ({periods}) AS b {join} ({rows}) AS r ON {} GROUP BY {}",
@@ -264,7 +287,7 @@ pub(super) fn window_part(
 /// The periods of a window part generated rather than read: every period of the time
 /// dimension's grain from the first row the window part reads to the end of the range
 /// (the filters' upper bound, as far as a window ending then still holds rows, or else
-/// the last row), crossed with the other grain values that have rows, under the filters. Joined
+/// the data's last day, whatever the filters), crossed with the other grain values that have rows, under the filters. Joined
 /// (inner) with the rows, a period keeps a value whenever its window holds rows, whether
 /// or not the period itself has any, as MetricFlow's time spine gives.
 struct Spine<'a> {
@@ -280,6 +303,9 @@ struct Spine<'a> {
     others_from: &'a str,
     /// The windows are those of the periods this long before.
     earlier: Option<&'a str>,
+    /// `SELECT min(<time>) AS "__lo", max(<time>) AS "__hi" FROM <fact>`: the data's
+    /// first and last day, whatever the filters (the ends of the time spine).
+    data_range: &'a str,
 }
 
 /// The spine's column: one day per row.
@@ -294,8 +320,10 @@ impl Spine<'_> {
     fn periods(&self, rows: &str) -> Result<Option<String>> {
         // (At day grain a window that ends with the period's first day ends with the
         // period: `period_agg = "first"` changes nothing there.)
-        if (self.period.first_day && self.period.grain != TimeGrain::Day)
-            || matches!(self.window, Window::PeriodStart(_))
+        // A day's window at its month's (week's, ...) first day is a window like any
+        // other; a coarser period's is not one day's rows.
+        if ((self.period.first_day || matches!(self.window, Window::PeriodStart(_)))
+            && self.period.grain != TimeGrain::Day)
             || self.dim.data_type != DataType::Date32
         {
             return Ok(None);
@@ -334,6 +362,9 @@ impl Spine<'_> {
                     items.push(format!("{} AS \"__g{i}\"", moved.expr));
                     keys.push(moved.expr.to_string());
                 }
+                // Every period of the range: the periods alone (the rows bring the
+                // other values).
+                Place::Rows if self.window == Window::Period => {}
                 Place::Rows => {
                     others.push(format!("{} AS \"__g{i}\"", row_expr.expr));
                     other_keys.push(row_expr.expr.to_string());
@@ -361,10 +392,12 @@ impl Spine<'_> {
             Some(interval) => shift_sql(bound, "+", interval, &self.dim.data_type),
             None => bound.to_string(),
         };
-        let (first, last) = (moved("x.\"__lo\""), moved("x.\"__hi\""));
-        let last = last.as_str();
+        // The range ends with the data's last day, not the last row the filters keep
+        // (a trailing window of a region without rows lately still has its days), nor
+        // later under `earlier` (a period after the data has no rows of its own).
+        let (first, last) = (moved("x.\"__lo\""), "x.\"__hi\"");
         let reach = match self.window {
-            Window::AllTime | Window::PeriodStart(_) => last.to_string(),
+            Window::AllTime | Window::PeriodStart(_) | Window::Period => last.to_string(),
             Window::Trailing(n, unit) => format!(
                 "CAST((CAST({last} AS TIMESTAMP) + INTERVAL '{}' - INTERVAL '1 day') AS DATE)",
                 interval(n, unit)
@@ -376,19 +409,37 @@ impl Spine<'_> {
             ),
         };
         let bounds = super::bounds::Bounds::of(&self.spec.view_filters, self.time);
-        // Without an upper bound the range ends with the last row, for every window
-        // alike: a period one window part adds after it would have no value of the
-        // others (an all-time total is defined on every later day).
+        // Without an upper bound the range ends with the data, for every window alike:
+        // a period one window part adds after it would have no value of the others (an
+        // all-time total is defined on every later day).
         let end = match bounds.upper() {
-            Some(upper) if matches!(self.window, Window::AllTime) => {
+            Some(upper) if matches!(self.window, Window::AllTime | Window::Period) => {
                 format!("CAST({upper} AS DATE)")
             }
             Some(upper) => format!("least(CAST({upper} AS DATE), {reach})"),
             None => last.to_string(),
         };
+        // Every period of the range: from the filters' lower bound or else the data's
+        // first day (not the first row the filters keep).
+        let (first, range) = if self.window == Window::Period {
+            // (Both ends constant, the engine would fold the series into a list and
+            // push it to the warehouse: the data's first day keeps it the engine's.)
+            let first = match bounds.lower() {
+                Some(lower) => format!("least(CAST({lower} AS DATE), {first})"),
+                None => first,
+            };
+            (first, format!("({}) AS x", self.data_range))
+        } else {
+            (
+                first,
+                format!(
+                    "(SELECT min(r.\"__t\") AS \"__lo\", (SELECT d.\"__hi\" FROM ({}) AS d) AS \"__hi\" FROM ({rows}) AS r) AS x",
+                    self.data_range
+                ),
+            )
+        };
         let days = format!(
-            "SELECT unnest(generate_series({first}, {end}, INTERVAL '1 day')) AS \"__day\" \
-             FROM (SELECT min(r.\"__t\") AS \"__lo\", max(r.\"__t\") AS \"__hi\" FROM ({rows}) AS r) AS x"
+            "SELECT unnest(generate_series({first}, {end}, INTERVAL '1 day')) AS \"__day\" FROM {range}"
         );
         let mut sql = format!("SELECT {} FROM ({days}) AS s", items.join(", "));
         if !others.is_empty() {

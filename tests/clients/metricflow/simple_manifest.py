@@ -79,8 +79,12 @@ def tables(rng: random.Random) -> dict:
             base + datetime.timedelta(minutes=rng.randrange(10**3)),
             archived,
         ))
-    users_rows[0] = (users_rows[0][0], START) + users_rows[0][2:]
-    users_rows[1] = (users_rows[1][0], END) + users_rows[1][2:]
+    # The first and last day of the spine in created_at and in archived_at (the time
+    # dimension of the archived_users measure): the data's range is the spine's.
+    first = datetime.datetime.combine(START, datetime.time(7, 15))
+    last = datetime.datetime.combine(END, datetime.time(22, 40))
+    users_rows[0] = (users_rows[0][0], START) + users_rows[0][2:-1] + (first,)
+    users_rows[1] = (users_rows[1][0], END) + users_rows[1][2:-1] + (last,)
     t["dim_users"] = (
         [("user_id", "VARCHAR"), ("created_at", "DATE"), ("ds", "DATE"), ("ds_partitioned", "DATE"),
          ("home_state", "VARCHAR"), ("last_profile_edit_ts", "TIMESTAMP"), ("bio_added_ts", "TIMESTAMP"),

@@ -83,10 +83,10 @@ impl<'a> Mapper<'a> {
     ) -> Result<Mapped, String> {
         let p = &metric.type_params;
         let kind = metric.kind.to_ascii_lowercase();
-        if p.join_to_timespine == Some(true) {
-            return Err(
-                "join_to_timespine (a row for every period of the time spine) is not mapped".into(),
-            );
+        if p.join_to_timespine == Some(true) && kind != "simple" {
+            return Err(format!(
+                "join_to_timespine on a {kind} metric is not mapped (on a simple metric it is)"
+            ));
         }
         if p.fill_nulls_with.is_some() && kind != "simple" {
             return Err(format!(
@@ -103,10 +103,9 @@ impl<'a> Mapper<'a> {
                 let (fact, atomic) = self.atomic(measure.name())?;
                 let mut filters = Vec::new();
                 let mut fill = p.fill_nulls_with.as_ref().map(|f| f.sql());
+                let mut spine = p.join_to_timespine == Some(true);
                 if let crate::import::metricflow::yaml::MeasureInput::Full(full) = measure {
-                    if full.join_to_timespine == Some(true) {
-                        return Err("join_to_timespine on the measure (a row for every period of the time spine) is not mapped".into());
-                    }
+                    spine |= full.join_to_timespine == Some(true);
                     if let Some(f) = &full.fill_nulls_with {
                         fill = Some(f.sql());
                     }
@@ -119,41 +118,75 @@ impl<'a> Mapper<'a> {
                 if let Some(f) = self.metric_filter(fact, metric)? {
                     filters.push(f);
                 }
+                if spine && !filters.is_empty() {
+                    return Err("join_to_timespine with a filter is not mapped: MetricFlow applies the filter to the rows the spine join gives (a period without rows has NULL dimensions, which the filter drops), kpitables to the measure's rows".into());
+                }
+                if spine && self.sms[fact].agg_time.is_none() {
+                    return Err(format!(
+                        "join_to_timespine: semantic model {} has no agg_time_dimension",
+                        self.sms[fact].name
+                    ));
+                }
                 self.taken.insert(name.to_string());
+                // join_to_timespine: the measure's rows in a helper, and the metric its
+                // value on every period of the range (`window = "period"`).
+                let rows = if spine {
+                    self.fresh(&format!("{name}_rows"))
+                } else {
+                    name.to_string()
+                };
+                let table = self.table_of(fact, &atomic);
                 let mut block = Block::new("metrics")
-                    .comment(comment)
-                    .str("name", name)
-                    .str("table", &self.sms[fact].name);
+                    .comment(comment.clone())
+                    .str("name", &rows)
+                    .str("table", &table);
                 block = atomic.write(block);
-                if let Some(fill) = &fill {
-                    let value: f64 = fill
-                        .parse()
-                        .map_err(|_| format!("fill_nulls_with {fill} is not a number"))?;
+                let fill = fill
+                    .map(|fill| {
+                        fill.parse::<f64>()
+                            .map_err(|_| format!("fill_nulls_with {fill} is not a number"))
+                    })
+                    .transpose()?;
+                if let (Some(value), false) = (fill, spine) {
                     block = block.raw("fill_nulls_with", format!("{value:?}"));
                 }
                 if !filters.is_empty() {
                     block = block.str("filter", &and(filters.clone()));
-                } else if fill.is_none() {
+                } else if fill.is_none() || spine {
                     self.measure_metric
                         .entry(measure.name().to_string())
-                        .or_insert_with(|| name.to_string());
+                        .or_insert_with(|| rows.clone());
                 }
+                let mut block = if spine {
+                    self.metric_blocks.push(block);
+                    let mut every = Block::new("metrics")
+                        .comment(comment)
+                        .str("name", name)
+                        .str("base", &rows)
+                        .str("time", "metric_time")
+                        .str("window", "period");
+                    if let Some(value) = fill {
+                        every = every.raw("fill_nulls_with", format!("{value:?}"));
+                    }
+                    every
+                } else {
+                    block
+                };
                 let measure_description = self
                     .measures
                     .get(measure.name())
                     .and_then(|(_, m)| m.description.clone());
-                let block = Self::describe(block, metric);
-                let block = if metric.description.is_none() {
-                    block.opt("description", measure_description.as_deref())
-                } else {
-                    block
-                };
+                block = Self::describe(block, metric);
+                if metric.description.is_none() {
+                    block = block.opt("description", measure_description.as_deref());
+                }
                 self.metric_blocks.push(block);
                 Ok(Mapped {
                     ours: name.to_string(),
                     models: BTreeSet::from([fact]),
-                    filterable: true,
-                    periodic: false,
+                    filterable: !spine,
+                    periodic: spine,
+                    grains: None,
                 })
             }
             "ratio" => {
@@ -167,6 +200,7 @@ impl<'a> Mapper<'a> {
                     .ok_or("a ratio metric needs a denominator")?;
                 let n = self.input(name, &num.full(), metric, "numerator", depth)?;
                 let d = self.input(name, &den.full(), metric, "denominator", depth)?;
+                let grains = Mapped::common_grains(&[&n, &d])?;
                 self.taken.insert(name.to_string());
                 let block = Block::new("metrics")
                     .comment(comment)
@@ -178,6 +212,7 @@ impl<'a> Mapper<'a> {
                     models: n.models.union(&d.models).copied().collect(),
                     filterable: false,
                     periodic: n.periodic || d.periodic,
+                    grains,
                 })
             }
             "derived" => {
@@ -189,14 +224,20 @@ impl<'a> Mapper<'a> {
                 let mut names: HashMap<String, String> = HashMap::new();
                 let mut models = BTreeSet::new();
                 let mut periodic = false;
+                let mut inputs = Vec::new();
                 for (k, input) in p.metrics.iter().enumerate() {
                     let full = input.full();
                     let mapped =
                         self.input(name, &full, metric, &format!("input_{}", k + 1), depth)?;
                     models.extend(mapped.models.iter().copied());
                     periodic |= mapped.periodic;
-                    names.insert(full.alias.clone().unwrap_or(full.name.clone()), mapped.ours);
+                    names.insert(
+                        full.alias.clone().unwrap_or(full.name.clone()),
+                        mapped.ours.clone(),
+                    );
+                    inputs.push(mapped);
                 }
+                let grains = Mapped::common_grains(&inputs.iter().collect::<Vec<_>>())?;
                 let formula = replace_names(&expr, &names);
                 self.taken.insert(name.to_string());
                 let block = Block::new("metrics")
@@ -209,6 +250,7 @@ impl<'a> Mapper<'a> {
                     models,
                     filterable: false,
                     periodic,
+                    grains,
                 })
             }
             "cumulative" => {
@@ -231,8 +273,25 @@ impl<'a> Mapper<'a> {
                     .unwrap_or_else(|| "first".into())
                     .to_ascii_lowercase();
                 let window = match (window, to_date) {
-                    (Some(w), None) => trailing(&w)?,
-                    (None, Some(g)) => format!("{}_to_date", g.to_ascii_lowercase()),
+                    (Some(w), None) => {
+                        let w = trailing(&w)?;
+                        if w.ends_with("hours") || w.ends_with("minutes") {
+                            return Err(format!(
+                                "a window of {w} is not mapped: metric_time's values are days in kpitables"
+                            ));
+                        }
+                        w
+                    }
+                    (None, Some(g)) => match g.to_ascii_lowercase().as_str() {
+                        g @ ("day" | "week" | "month" | "quarter" | "year") => {
+                            format!("{g}_to_date")
+                        }
+                        other => {
+                            return Err(format!(
+                                "grain_to_date {other} is not mapped (day, week, month, quarter, year are)"
+                            ));
+                        }
+                    },
                     (None, None) => "all_time".to_string(),
                     (Some(_), Some(_)) => return Err("both window and grain_to_date".into()),
                 };
@@ -292,6 +351,7 @@ impl<'a> Mapper<'a> {
                     models: BTreeSet::from([fact]),
                     filterable: false,
                     periodic: true,
+                    grains: Some(BTreeSet::from(["day".to_string()])),
                 })
             }
             "conversion" => self.conversion(name, metric, comment),
@@ -346,6 +406,10 @@ impl<'a> Mapper<'a> {
                 })
             }
         };
+        // A measure aggregated on another time dimension than its model's: its rows
+        // are read as a table of their own (the same rows, carrying that dimension as
+        // metric_time) joined to the model's on its primary key.
+        let mut time = None;
         if let Some(t) = &measure.agg_time_dimension {
             let own = sm
                 .def
@@ -353,10 +417,21 @@ impl<'a> Mapper<'a> {
                 .as_ref()
                 .and_then(|d| d.agg_time_dimension.as_ref());
             if own != Some(t) {
-                return Err(format!(
-                    "measure {name} is aggregated on time dimension {t}, not its semantic model's {}: one table carries one metric_time in kpitables",
-                    own.map_or("(none)", String::as_str)
-                ));
+                let Some(dimension) = sm.def.dimensions.iter().find(|d| d.name.value == *t) else {
+                    return Err(format!(
+                        "measure {name}: agg_time_dimension {t} is not a dimension of {}",
+                        sm.name
+                    ));
+                };
+                if !matches!(&sm.primary, Some((_, Some(_)))) {
+                    return Err(format!(
+                        "measure {name} is aggregated on time dimension {t}, not its semantic model's {}: kpitables reads such a measure as a table of its own joined to the model's on its primary key, and {} has no primary entity column",
+                        own.map_or("(none)", String::as_str),
+                        sm.name
+                    ));
+                }
+                let expr = dimension.expr.as_ref().map_or(t.clone(), |x| x.sql());
+                time = Some((t.clone(), expr));
             }
         }
         let expr = measure
@@ -415,8 +490,24 @@ impl<'a> Mapper<'a> {
                 expr: agg.1,
                 percentile: percentile.map(|(f, _)| f),
                 semi_additive,
+                time,
             },
         ))
+    }
+
+    /// The table a measure's metric reads: its semantic model's, or (a measure with its
+    /// own agg_time_dimension) a table of the same rows carrying that time dimension as
+    /// metric_time, joined to the model's on its primary key.
+    pub(super) fn table_of(&mut self, fact: usize, atomic: &Atomic) -> String {
+        let model = self.sms[fact].name.clone();
+        match &atomic.time {
+            None => model,
+            Some((name, expr)) => {
+                let table = format!("{model}_by_{name}");
+                self.aliases.insert(table.clone(), (fact, expr.clone()));
+                table
+            }
+        }
     }
 
     /// A kpitables metric aggregating measure `measure` with the metric's filter, for a
@@ -472,11 +563,12 @@ impl<'a> Mapper<'a> {
         }
         let (_, atomic) = self.atomic(measure)?;
         let helper = self.fresh(&format!("{owner}_{role}"));
+        let table = self.table_of(fact, &atomic);
         let mut block = atomic.write(
             Block::new("metrics")
                 .comment(format!("measure {measure}, the {role} of {owner}"))
                 .str("name", &helper)
-                .str("table", &self.sms[fact].name),
+                .str("table", &table),
         );
         if !filters.is_empty() {
             block = block.str("filter", &and(filters));
@@ -546,7 +638,7 @@ impl<'a> Mapper<'a> {
             if let crate::import::metricflow::yaml::MeasureInput::Full(full) = input {
                 if full.join_to_timespine == Some(true) {
                     return Err(format!(
-                        "join_to_timespine on the {role} measure is not mapped: kpitables has no time spine"
+                        "join_to_timespine on the {role} measure of a conversion metric is not mapped"
                     ));
                 }
                 // kpitables answers 0 conversions (and a rate of 0) where none converted.
@@ -618,6 +710,7 @@ impl<'a> Mapper<'a> {
             models: BTreeSet::from([base_fact]),
             filterable: false,
             periodic: false,
+            grains: None,
         })
     }
 
@@ -682,6 +775,7 @@ impl<'a> Mapper<'a> {
                 models: base.models,
                 filterable: true,
                 periodic: base.periodic,
+                grains: base.grains,
             }
         };
         let Some((compare, grains)) = offset else {
@@ -710,23 +804,15 @@ impl<'a> Mapper<'a> {
             .str("time", "metric_time")
             .str("compare", &compare)
             .str("show", "value");
-        if grains.is_empty() {
-            // offset_to_grain: the same answer at every grain.
-            self.metric_blocks.push(block.comment(format!(
-                "{} on the first day of the period (offset_to_grain), the {role} of {owner}",
-                input.name
-            )));
-            return Ok(Mapped {
-                ours: helper,
-                models: filtered.models,
-                filterable: false,
-                periodic: true,
-            });
-        }
+        let what = if compare.starts_with("start_of_") {
+            "on the first day of the period (offset_to_grain)".to_string()
+        } else {
+            format!("{compare} earlier (offset_window)")
+        };
         self.metric_blocks.push(
             block
                 .comment(format!(
-                    "{} {compare} earlier (offset_window), the {role} of {owner}; MetricFlow's answer at other grains differs, so only these",
+                    "{} {what}, the {role} of {owner}; MetricFlow's answer at other grains differs, so only these",
                     input.name
                 ))
                 .list("grains", &grains),
@@ -749,6 +835,7 @@ impl<'a> Mapper<'a> {
             models: filtered.models,
             filterable: false,
             periodic: true,
+            grains: Some(grains.into_iter().collect()),
         })
     }
 }
@@ -776,12 +863,15 @@ fn trailing(window: &str) -> Result<String, String> {
     })
 }
 
-/// An `offset_to_grain` as a kpitables `compare` (`start_of_month`), at every grain: a
-/// period's value is the first day of the `grain` period its first day is in, which is
-/// what MetricFlow answers (it keeps the spine day that starts each queried period).
+/// An `offset_to_grain` as a kpitables `compare` (`start_of_month`), by day only: a
+/// day's value is the first day of its month's, as MetricFlow's. At coarser grains
+/// MetricFlow joins the spine at the query's grain (a month gets its own value, a
+/// year what its first month's start joins), which is not a first day's rows.
 fn start_of(grain: &str) -> Result<(String, Vec<String>), String> {
     match grain.to_ascii_lowercase().as_str() {
-        g @ ("week" | "month" | "quarter" | "year") => Ok((format!("start_of_{g}"), Vec::new())),
+        g @ ("week" | "month" | "quarter" | "year") => {
+            Ok((format!("start_of_{g}"), vec!["day".to_string()]))
+        }
         other => Err(format!(
             "offset_to_grain {other} is not mapped (week, month, quarter, year are)"
         )),
@@ -878,6 +968,9 @@ pub(super) struct Atomic {
     pub percentile: Option<f64>,
     /// `semi_additive`, over metric_time.
     pub semi_additive: Option<SemiAdditive>,
+    /// The measure's own agg_time_dimension (name, expression), where it is not its
+    /// semantic model's.
+    pub time: Option<(String, String)>,
 }
 
 /// A balance's snapshot rule (from `non_additive_dimension`).

@@ -68,6 +68,41 @@ struct Mapped {
     filterable: bool,
     /// Cumulative, or offset, or computed from one (kpitables does not yet offset one).
     periodic: bool,
+    /// The grains of metric_time it may be asked at, where restricted (those at which
+    /// MetricFlow's answer is the same).
+    grains: Option<BTreeSet<String>>,
+}
+
+impl Mapped {
+    /// The grains at which every input may be asked (`None`: any), or an error naming
+    /// the inputs when there is none: a metric that can never be asked is not mapped.
+    fn common_grains(inputs: &[&Mapped]) -> Result<Option<BTreeSet<String>>, String> {
+        let mut common: Option<BTreeSet<String>> = None;
+        for input in inputs {
+            if let Some(grains) = &input.grains {
+                common = Some(match common {
+                    None => grains.clone(),
+                    Some(c) => c.intersection(grains).cloned().collect(),
+                });
+            }
+        }
+        if common.as_ref().is_some_and(BTreeSet::is_empty) {
+            let each: Vec<String> = inputs
+                .iter()
+                .filter_map(|i| {
+                    i.grains.as_ref().map(|g| {
+                        let g: Vec<&str> = g.iter().map(String::as_str).collect();
+                        format!("{} by {}", i.ours, g.join(", "))
+                    })
+                })
+                .collect();
+            return Err(format!(
+                "its inputs are served at no common grain of metric_time ({}): it could never be asked",
+                each.join("; ")
+            ));
+        }
+        Ok(common)
+    }
 }
 
 struct Mapper<'a> {
@@ -85,6 +120,9 @@ struct Mapper<'a> {
     reach: HashMap<usize, Vec<String>>,
     /// Table → carried dimension → expression.
     carried: BTreeMap<String, BTreeMap<String, String>>,
+    /// Tables of measures with their own agg_time_dimension: name → (the semantic
+    /// model whose rows they read, the time dimension's expression).
+    aliases: BTreeMap<String, (usize, String)>,
     mapped: HashMap<String, Result<Mapped, String>>,
     taken: HashSet<String>,
     metric_blocks: Vec<Block>,
@@ -141,6 +179,7 @@ impl<'a> Mapper<'a> {
             dims: BTreeMap::new(),
             reach: HashMap::new(),
             carried: BTreeMap::new(),
+            aliases: BTreeMap::new(),
             mapped: HashMap::new(),
             taken: HashSet::new(),
             metric_blocks: Vec::new(),
@@ -178,7 +217,7 @@ impl<'a> Mapper<'a> {
                         &model.name,
                         file,
                         0,
-                        "not used: kpitables takes periods from the data, so cumulative metrics have rows for periods with data only (MetricFlow adds every day of the spine)",
+                        "not read: kpitables generates the days of the time spine, from the data's first day to its last (or the query's date range)",
                     ));
                 }
             }

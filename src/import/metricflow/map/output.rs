@@ -90,6 +90,43 @@ impl<'a> Mapper<'a> {
             b = b.opt("description", sm.def.description.as_deref());
             tables.push(b);
         }
+        // The rows of a semantic model again, for measures aggregated on another of its
+        // time dimensions: that dimension is their metric_time, the rest is reached
+        // through the model's table (joined on its primary key).
+        for (name, (i, time)) in &self.aliases {
+            let sm = &self.sms[*i];
+            let physical = ref_name(&sm.def.model.value)
+                .map(|m| physical_name(self.project, &m))
+                .unwrap_or_default();
+            let mut b = Block::new("tables")
+                .comment(format!(
+                    "semantic model {} ({}) by another time dimension: its measures with agg_time_dimension {time}",
+                    sm.name, sm.file
+                ))
+                .str("name", name)
+                .str("source", SOURCE);
+            b = match self.source_dir() {
+                Some(dir) => {
+                    let found = data_file(&dir, &physical).unwrap_or(physical.clone());
+                    b.str("file", &found)
+                }
+                None => b.str("table", &physical),
+            };
+            let key = self.primary_key(*i);
+            b = b.str("primary_key", &key);
+            b = b.tables(
+                "joins",
+                &[vec![
+                    ("to".to_string(), sm.name.clone()),
+                    ("foreign_key".to_string(), key.clone()),
+                ]],
+            );
+            let mut carried = self.carried.get(&sm.name).cloned().unwrap_or_default();
+            carried.insert("metric_time".to_string(), time.clone());
+            let pairs: Vec<(String, String)> = carried.into_iter().collect();
+            b = b.inline("dimensions", &pairs);
+            tables.push(b);
+        }
         files.push(("tables.toml".to_string(), file(&heading, &tables)));
 
         // Dimensions.
