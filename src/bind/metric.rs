@@ -411,7 +411,7 @@ fn bind_metric_inner(
                     base,
                     time: time.clone(),
                     window: Window::parse(window.get_ref()).ok()?,
-                    first_day: metric.period_agg == Some(crate::model::PeriodAgg::First),
+                    day: metric.period_agg,
                 },
                 (None, None) => return None,
             };

@@ -123,8 +123,10 @@ pub enum Definition {
         time: String,
         /// The window.
         window: Window,
-        /// At coarser grains, the window ends with each period's first day.
-        first_day: bool,
+        /// At coarser grains than a day: `None`, the window ends with the period; `First`
+        /// (`Last`), a period's value is its first (last) day's within the query's range
+        /// whose window holds rows (`period_agg`, MetricFlow's).
+        day: Option<crate::model::PeriodAgg>,
     },
     /// Base events followed by conversion events of the same entity.
     Conversion(Box<ConversionDef>),
@@ -283,7 +285,7 @@ impl BoundMetric {
                 base,
                 time,
                 window,
-                first_day,
+                day,
             } => {
                 let window = match window {
                     Window::ToDate(g) => format!("{}-to-date", g.name()),
@@ -292,10 +294,14 @@ impl BoundMetric {
                     Window::PeriodStart(g) => format!("the first day of the {}", g.name()),
                     Window::Period => "every period, rows or not".to_string(),
                 };
-                let day = if *first_day {
-                    " (a period's value is its first day's)"
-                } else {
-                    ""
+                let day = match day {
+                    Some(crate::model::PeriodAgg::First) => {
+                        " (a period's value is its first day's with rows in its window)"
+                    }
+                    Some(crate::model::PeriodAgg::Last) => {
+                        " (a period's value is its last day's with rows in its window)"
+                    }
+                    None => "",
                 };
                 format!("{base} over {window} of {time}{day}")
             }

@@ -303,19 +303,34 @@ def test_cumulative_metrics_by_day(seeds_server, pg_server, truth, metricflow):
     assert len(theirs) > len(ours)
 
 
-def test_cumulative_metrics_are_refused_above_the_day(seeds_server):
-    """Above the day, MetricFlow's period_agg takes the first (last) day of a period that
-    has a value within the queried range, not the period's calendar first (last) day:
-    an imported cumulative metric is served by day only (simple_manifest's sparse days
-    showed the difference; tests/clients/test_mf_conformance.py)."""
-    with psycopg.connect(seeds_server.dsn, autocommit=True) as c:
-        for grain in ["week", "month"]:
-            with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
-                c.execute(f"SELECT metric_time__{grain}, cumulative_transactions FROM transactions GROUP BY 1")
-            assert "day grain" in str(e.value), str(e.value)
-        assert c.execute(
-            "SELECT count(*) FROM (SELECT metric_time__day, cumulative_transactions FROM transactions GROUP BY 1) t"
-        ).fetchone()[0] > 10
+# Every day of the data's range with each cumulative metric's value (NULL where its
+# window holds no row).
+DAILY_WINDOWS = """SELECT d.ds,
+       (SELECT nullif(count(*), 0) FROM transactions t WHERE t.ds <= d.ds) AS total,
+       (SELECT nullif(count(*), 0) FROM transactions t WHERE t.ds <= d.ds AND t.ds > d.ds - INTERVAL 7 DAY) AS last_7
+       FROM (SELECT CAST(x AS DATE) AS ds FROM generate_series(
+           (SELECT min(ds) FROM transactions), (SELECT max(ds) FROM transactions), INTERVAL 1 DAY) AS s(x)) d"""
+
+
+@pytest.mark.parametrize("grain", ["week", "month"])
+@pytest.mark.parametrize("metric,column", [("cumulative_transactions", "total"),
+                                           ("cumulative_transactions_in_last_7_days", "last_7")])
+def test_cumulative_metrics_above_the_day_take_each_periods_first_day(
+        grain, metric, column, seeds_server, pg_server, truth):
+    """Above the day, MetricFlow's period_agg (first, its default) takes the first day of
+    each period within the queried range whose window holds rows: kpitables'
+    `period_agg = "first"`, on the seed files and pushed down to PostgreSQL, against
+    DuckDB by hand (the same rows simple_manifest's sparse days check against MetricFlow
+    itself in test_mf_conformance.py)."""
+    expected = rows(truth.execute(
+        f"""SELECT DISTINCT date_trunc('{grain}', ds),
+                   first_value({column}) OVER (PARTITION BY date_trunc('{grain}', ds) ORDER BY ds)
+            FROM ({DAILY_WINDOWS}) v WHERE {column} IS NOT NULL"""
+    ).fetchall())
+    assert expected
+    q = dict(view="transactions", metrics=[metric], group_by=[f"metric_time__{grain}"])
+    same(ask(seeds_server, q), expected)
+    same(ask(pg_server, q), expected)
 
 
 def test_saved_queries_are_views(seeds_server, truth):

@@ -315,7 +315,7 @@ impl Outer<'_> {
                                 index,
                                 grain,
                                 dependent,
-                                first_day: false,
+                                day: None,
                             },
                             earlier: None,
                             // A comparison has the periods of this period's value.
@@ -415,7 +415,7 @@ impl Outer<'_> {
                 base,
                 time,
                 window,
-                first_day,
+                day,
             } => {
                 // Every period of the range is about periods: not grouped by them, the
                 // base's value.
@@ -476,7 +476,7 @@ impl Outer<'_> {
                         index,
                         grain,
                         dependent,
-                        first_day: *first_day,
+                        day: *day,
                     },
                     earlier,
                     primary: true,

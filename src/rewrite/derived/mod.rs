@@ -134,8 +134,10 @@ pub struct Period {
     /// coarser grain it nests in, such as the month of a day): they label a period and
     /// never split a window.
     pub dependent: Vec<usize>,
-    /// The window ends with the period's first day rather than with the period.
-    pub first_day: bool,
+    /// At a grain coarser than a day, the period's value is that of its first (last) day
+    /// within the query's range whose window holds rows (`period_agg`); `None`: the
+    /// window ends with the period.
+    pub day: Option<crate::model::PeriodAgg>,
 }
 
 /// One metric column `__m<j>` of the derived table: an aggregate metric under a

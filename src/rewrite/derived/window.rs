@@ -192,19 +192,39 @@ pub(super) fn window_part(
     // The periods of the spine whose window holds rows; with the period itself as the
     // window, every period of the spine.
     let spine_generated = spine.is_some();
+    // `period_agg` above the day: each day of the period has its window, and the
+    // period's value is its first (last) day's; the days come from the spine.
+    let by_day = period
+        .day
+        .filter(|_| !matches!(grain, TimeGrain::Day) && !grain.is_sub_daily());
+    if by_day.is_some() && !spine_generated {
+        return Err(Error::unsupported(
+            format!(
+                "metric \"{}\" takes each {}'s value on one of its days (period_agg), which needs the days of \"{time}\" generated: a date dimension, and filters that read it alone",
+                names[0],
+                grain.name()
+            ),
+            Some(format!("ask for \"{}\" by \"{time}\" (a day)", names[0])),
+        ));
+    }
     let (periods, join) = match spine {
         Some(periods) if window != Window::Period => (periods, "JOIN"),
         Some(periods) => (periods, "LEFT JOIN"),
         None => (periods, "LEFT JOIN"),
     };
 
-    // The window of each period (or of the period `earlier` before it).
-    let start_of_period = match earlier {
-        Some(interval) => shift_sql(&format!("b.\"__g{index}\""), "-", interval, &dim.data_type),
-        None => format!("b.\"__g{index}\""),
+    // The window of each period (or of the period `earlier` before it); with
+    // `period_agg`, of each day of the period.
+    let own = if by_day.is_some() {
+        format!("b.{DAY_COLUMN}")
+    } else {
+        format!("b.\"__g{index}\"")
     };
-    // A period shorter than a day ends with itself (`period_agg` is about coarser ones).
-    let last = if period.first_day && !grain.is_sub_daily() {
+    let start_of_period = match earlier {
+        Some(interval) => shift_sql(&own, "-", interval, &dim.data_type),
+        None => own,
+    };
+    let last = if by_day.is_some() {
         TimeGrain::Day
     } else {
         grain
@@ -270,12 +290,35 @@ pub(super) fn window_part(
     let outer_keys: Vec<String> = (0..spec.grain.len())
         .map(|i| format!("{}.\"__g{i}\"", side(i)))
         .collect();
-    let sql = format!(
-        "SELECT {} FROM ({periods}) AS b {join} ({rows}) AS r ON {} GROUP BY {}",
-        outer_items.join(", "),
-        on.join(" AND "),
-        outer_keys.join(", ")
-    );
+    let sql = match by_day {
+        None => format!(
+            "SELECT {} FROM ({periods}) AS b {join} ({rows}) AS r ON {} GROUP BY {}",
+            outer_items.join(", "),
+            on.join(" AND "),
+            outer_keys.join(", ")
+        ),
+        Some(at) => {
+            // Each day's value, then the first (last) day of each period.
+            let keys: Vec<String> = (0..spec.grain.len())
+                .map(|i| format!("\"__g{i}\""))
+                .collect();
+            let order = if at == crate::model::PeriodAgg::First {
+                "ASC"
+            } else {
+                "DESC"
+            };
+            let days = format!(
+                "SELECT {}, b.{DAY_COLUMN} AS {DAY_COLUMN} FROM ({periods}) AS b {join} ({rows}) AS r ON {} GROUP BY {}, b.{DAY_COLUMN}",
+                outer_items.join(", "),
+                on.join(" AND "),
+                outer_keys.join(", ")
+            );
+            format!(
+                "SELECT {k}, \"__m{j}\" FROM (SELECT {k}, \"__m{j}\", row_number() OVER (PARTITION BY {k} ORDER BY {DAY_COLUMN} {order}) AS \"__n\" FROM ({days}) AS d) AS p WHERE \"__n\" = 1",
+                k = keys.join(", ")
+            )
+        }
+    };
     Ok(Part {
         sql,
         provides: vec![format!("__m{j}")],
@@ -311,6 +354,9 @@ struct Spine<'a> {
 /// The spine's column: one day per row.
 const DAY: &str = "s.\"__day\"";
 
+/// The periods' column of their days, with `period_agg` above the day.
+const DAY_COLUMN: &str = "\"__day\"";
+
 impl Spine<'_> {
     /// `SELECT <grain> AS __g.. FROM <days> [CROSS JOIN <other grain values>] WHERE <time
     /// filters> GROUP BY <grain>`, or `None` where the periods cannot be generated: a time
@@ -322,8 +368,7 @@ impl Spine<'_> {
         // period: `period_agg = "first"` changes nothing there.)
         // A day's window at its month's (week's, ...) first day is a window like any
         // other; a coarser period's is not one day's rows.
-        if ((self.period.first_day || matches!(self.window, Window::PeriodStart(_)))
-            && self.period.grain != TimeGrain::Day)
+        if (matches!(self.window, Window::PeriodStart(_)) && self.period.grain != TimeGrain::Day)
             || self.dim.data_type != DataType::Date32
         {
             return Ok(None);
@@ -373,6 +418,14 @@ impl Spine<'_> {
                 }
                 _ => return Ok(None),
             }
+        }
+        // `period_agg` above the day: each day of a period is a row of its own.
+        if self.period.day.is_some()
+            && self.period.grain != TimeGrain::Day
+            && !self.period.grain.is_sub_daily()
+        {
+            items.push(format!("{DAY} AS {DAY_COLUMN}"));
+            keys.push(DAY.to_string());
         }
         let mut on_time = Vec::new();
         let mut not_on_time = Vec::new();

@@ -186,6 +186,7 @@ impl<'a> Mapper<'a> {
                     models: BTreeSet::from([fact]),
                     filterable: !spine,
                     periodic: spine,
+                    cumulative: false,
                     grains: None,
                 })
             }
@@ -212,6 +213,7 @@ impl<'a> Mapper<'a> {
                     models: n.models.union(&d.models).copied().collect(),
                     filterable: false,
                     periodic: n.periodic || d.periodic,
+                    cumulative: false,
                     grains,
                 })
             }
@@ -250,6 +252,7 @@ impl<'a> Mapper<'a> {
                     models,
                     filterable: false,
                     periodic,
+                    cumulative: false,
                     grains,
                 })
             }
@@ -310,15 +313,15 @@ impl<'a> Mapper<'a> {
                 }
                 let base = self.measure_base(name, measure.name(), fact, metric)?;
                 self.taken.insert(name.to_string());
-                // Served by day only: above the day, MetricFlow's period_agg takes the
-                // first (last) day of the period that has a value within the queried
-                // range, where a kpitables window ends with the period's calendar first
-                // (last) day; and an average of a period's days is no window at all.
+                // Above the day, a period's value is its first (last) day's within the
+                // queried range whose window holds rows (kpitables' `period_agg`, as
+                // MetricFlow's); an average of a period's days is no window at all:
+                // served by day only.
                 let (period, note) = match period_agg.as_str() {
                     "first" | "last" => (
                         Some(period_agg.as_str()),
                         format!(
-                            "cumulative ({window}): queryable by metric_time (day); a coarser grain is refused (MetricFlow's period_agg {period_agg} takes the {period_agg} day of the period that has a value within the queried range)"
+                            "cumulative ({window}): above the day, a period's value is its {period_agg} day's within the queried range that has one (period_agg {period_agg})"
                         ),
                     ),
                     _ => (
@@ -334,10 +337,10 @@ impl<'a> Mapper<'a> {
                     .str("base", &base)
                     .str("time", "metric_time")
                     .str("window", &window);
-                if let Some(p) = period {
-                    block = block.str("period_agg", p);
+                match period {
+                    Some(p) => block = block.str("period_agg", p),
+                    None => block = block.list("grains", &["day".to_string()]),
                 }
-                block = block.list("grains", &["day".to_string()]);
                 self.report.notes.push(item(
                     "metric",
                     name,
@@ -351,7 +354,10 @@ impl<'a> Mapper<'a> {
                     models: BTreeSet::from([fact]),
                     filterable: false,
                     periodic: true,
-                    grains: Some(BTreeSet::from(["day".to_string()])),
+                    cumulative: true,
+                    grains: period
+                        .is_none()
+                        .then(|| BTreeSet::from(["day".to_string()])),
                 })
             }
             "conversion" => self.conversion(name, metric, comment),
@@ -710,6 +716,7 @@ impl<'a> Mapper<'a> {
             models: BTreeSet::from([base_fact]),
             filterable: false,
             periodic: false,
+            cumulative: false,
             grains: None,
         })
     }
@@ -775,18 +782,38 @@ impl<'a> Mapper<'a> {
                 models: base.models,
                 filterable: true,
                 periodic: base.periodic,
+                cumulative: base.cumulative,
                 grains: base.grains,
             }
         };
         let Some((compare, grains)) = offset else {
             return Ok(filtered);
         };
-        if filtered.periodic {
+        // An offset (not a first day) of a cumulative metric is kpitables' comparison
+        // of windows (last year's to-date); of an offset or a spine metric, not built.
+        let windowed = filtered.cumulative && !compare.starts_with("start_of_");
+        if filtered.periodic && !windowed {
             return Err(format!(
-                "input {} with an offset: {} is itself a cumulative or offset metric, and an offset of a period metric is not mapped yet",
+                "input {} with an offset: {} is itself an offset metric, a cumulative one offset to a period's start, or every period of the spine, and such an offset of a period metric is not mapped yet",
                 input.name, input.name
             ));
         }
+        let offered = Mapped {
+            grains: Some(grains.iter().cloned().collect()),
+            ..filtered.clone()
+        };
+        // A cumulative input is served by day: the offset at the grains both allow.
+        let grains: Vec<String> = Mapped::common_grains(&[&filtered, &offered])
+            .map_err(|_| {
+                format!(
+                    "input {} offset by {compare}: the offset is served at the {} grain, {} at another only: no grain serves both",
+                    input.name,
+                    grains.join(", "),
+                    input.name
+                )
+            })?
+            .map(|g| g.into_iter().collect())
+            .unwrap_or(grains);
         if filtered
             .models
             .iter()
@@ -835,6 +862,7 @@ impl<'a> Mapper<'a> {
             models: filtered.models,
             filterable: false,
             periodic: true,
+            cumulative: false,
             grains: Some(grains.into_iter().collect()),
         })
     }

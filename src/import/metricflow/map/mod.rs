@@ -68,6 +68,8 @@ struct Mapped {
     filterable: bool,
     /// Cumulative, or offset, or computed from one (kpitables does not yet offset one).
     periodic: bool,
+    /// A cumulative metric itself (kpitables offsets one: last year's to-date).
+    cumulative: bool,
     /// The grains of metric_time it may be asked at, where restricted (those at which
     /// MetricFlow's answer is the same).
     grains: Option<BTreeSet<String>>,
