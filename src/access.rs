@@ -174,6 +174,12 @@ pub fn restrict(semantics: &Semantics, user: &User) -> Semantics {
         }
         view.columns.retain(|c| match &c.kind {
             bind::ColumnKind::Metric(m) => !denied.contains_key(m),
+            // A metric as a dimension shows the metric's values.
+            bind::ColumnKind::Dimension(d) => semantics
+                .dimensions
+                .get(d)
+                .and_then(|d| d.metric.as_ref())
+                .is_none_or(|m| !denied.contains_key(m)),
             _ => true,
         });
         restricted.views.push(view);
@@ -219,7 +225,14 @@ pub fn dependencies(semantics: &Semantics, name: &str) -> BTreeSet<String> {
                 out.insert(c.base.clone());
                 out.insert(c.conversion.clone());
             }
-            Definition::Aggregate(_) => {}
+            Definition::Aggregate(def) => {
+                // A metric dimension it reads (a filter on customer_orders): its metric.
+                out.extend(def.tables.iter().filter_map(|t| {
+                    t.strip_prefix(crate::model::METRIC_DIMENSION_PREFIX)
+                        .and_then(|d| semantics.dimensions.get(d))
+                        .and_then(|d| d.metric.clone())
+                }));
+            }
         }
     }
     if let Some(base) = semantics
@@ -328,12 +341,12 @@ fn unreachable_dimensions(
             if carried.contains_key(&dim.name) {
                 continue;
             }
-            if dim
-                .expr
-                .tables
-                .iter()
-                .any(|t| semantics.model.join_path_count(fact, t) != 1)
-            {
+            if dim.expr.tables.iter().any(|t| {
+                semantics
+                    .model
+                    .join_path_count(fact, semantics.model.reach_table(t))
+                    != 1
+            }) {
                 out.insert(dim.name.clone());
             }
         }

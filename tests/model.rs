@@ -59,6 +59,34 @@ metrics = ["revenue"]
 "#;
 
 #[test]
+fn a_metric_dimension_names_a_metric_and_has_no_expression() {
+    let extra = r#"
+[[dimensions]]
+name = "region_revenue"
+table = "orders"
+metric = "revenue"
+expr = "amount"
+
+[[dimensions]]
+name = "region_profit"
+table = "orders"
+metric = "revenu"
+"#;
+    let found = issues(&[("m.toml", &format!("{GOOD}{extra}"))]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains(
+            "dimension \"region_revenue\" is a metric per row of \"orders\": it has no expr and is not a time dimension"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("unknown metric \"revenu\"; did you mean \"revenue\"?"),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn a_valid_model_has_no_issues() {
     assert_eq!(issues(&[("m.toml", GOOD)]), Vec::<String>::new());
 }
@@ -210,6 +238,31 @@ compare = "previous_period"
 name = "no_time"
 dimensions = ["region"]
 metrics = ["revenue_growth"]
+
+[[dimensions]]
+name = "label_revenue"
+table = "targets"
+metric = "revenue"
+
+[[dimensions]]
+name = "store_growth"
+table = "stores"
+metric = "revenue_growth"
+
+[[dimensions]]
+name = "store_revenue"
+table = "stores"
+metric = "revenue"
+
+[[dimensions]]
+name = "store_big_revenue"
+table = "stores"
+metric = "big_store_revenue"
+
+[[metrics]]
+name = "big_store_revenue"
+base = "revenue"
+filter = "store_revenue > 10"
 "#;
     write(dir.path(), "model.toml", &format!("{text}{extra}"));
     // No data at all: the files are gone.
@@ -225,6 +278,9 @@ metrics = ["revenue_growth"]
         "metric \"growth_of_growth\" is defined from \"revenue_growth\", which already depends on periods of time",
         "view \"no_time\" offers metric \"revenue_growth\", which is computed per period of \"day\"",
         "no many-to-one join path",
+        "dimension \"label_revenue\": metric \"revenue\" (table \"orders\") does not reach table \"targets\" through many-to-one joins",
+        "dimension \"store_growth\": metric \"revenue_growth\" is a period_over_period metric: a dimension may be an atomic or derived metric",
+        "dimension \"store_big_revenue\": metric \"big_store_revenue\" is filtered by a metric dimension itself",
     ] {
         assert!(stdout.contains(expected), "missing {expected} in {stdout}");
     }

@@ -30,6 +30,7 @@ pub(super) fn check_join_graph(
                     continue;
                 }
                 for target in &dim.expr.tables {
+                    let target = b.model.reach_table(target);
                     let reason = match b.model.join_path_count(fact, target) {
                         1 => continue,
                         0 => format!(

@@ -382,7 +382,10 @@ fn bind_metric_inner(
             let compared_window = metric.kind() == MetricKind::PeriodOverPeriod
                 && base.kind == MetricKind::Cumulative
                 && base.time.as_deref() == Some(time.as_str())
-                && !matches!(metric.compare, Some(Compare::PeriodStart(_)));
+                && !matches!(
+                    metric.compare,
+                    Some(Compare::PeriodStart(_) | Compare::Aligned)
+                );
             if !compared_window
                 && (matches!(
                     base.kind,
@@ -400,6 +403,18 @@ fn bind_metric_inner(
                 return None;
             }
             let base = base.name.clone();
+            if metric.compare == Some(Compare::Aligned)
+                && dimensions.get(&time).is_some_and(|d| d.calendar.is_none())
+            {
+                b.issue(
+                    file,
+                    metric.time.as_ref()?,
+                    format!(
+                        "metric \"{name}\" compares with aligned days, and time dimension \"{time}\" has no calendar: add calendar = {{ table = \"...\", aligned = \"...\" }} to the dimension"
+                    ),
+                );
+                return None;
+            }
             let definition = match (metric.compare, &metric.window) {
                 (Some(compare), _) => Definition::PeriodOverPeriod {
                     base,

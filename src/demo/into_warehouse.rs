@@ -36,6 +36,7 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("order_lines", "order_lines.parquet", "line_id"),
     ("revenue_targets", "targets.csv", "target_id"),
     ("stock_counts", "stock_counts.csv", "count_id"),
+    ("calendar", "calendar.csv", "day"),
 ];
 
 /// The demo model's files, written to the model directory (sources and tables adapted).

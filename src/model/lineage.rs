@@ -65,6 +65,17 @@ pub fn direct_dependencies(model: &Model, name: &str) -> BTreeSet<String> {
                 .filter(|i| model.metrics.iter().any(|m| m.name.get_ref() == i)),
         );
     }
+    // A metric dimension in its filter: the metric it is (customer_orders >= 30).
+    if let Some(filter) = &metric.filter {
+        out.extend(identifiers(filter.get_ref()).into_iter().filter_map(|i| {
+            model
+                .dimensions
+                .iter()
+                .find(|d| *d.name.get_ref() == i)
+                .and_then(|d| d.metric.as_ref())
+                .map(|m| m.get_ref().clone())
+        }));
+    }
     out
 }
 
@@ -85,6 +96,8 @@ pub fn of(model: &Model, name: &str) -> Lineage {
         for text in metric.expr.iter().chain(&metric.filter) {
             for id in identifiers(text.get_ref()) {
                 let column = match model.dimensions.iter().find(|d| *d.name.get_ref() == id) {
+                    // A metric dimension: its metric is upstream.
+                    Some(d) if d.metric.is_some() => continue,
                     // A dimension name in a filter: its own column, if it is one.
                     Some(d) => match &d.expr {
                         None => format!("{}.{}", d.table.get_ref(), id),

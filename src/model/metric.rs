@@ -171,6 +171,10 @@ pub enum Compare {
     /// (`"start_of_month"`, MetricFlow's `offset_to_grain`): each period against the
     /// rows of that one day.
     PeriodStart(TimeGrain),
+    /// The days the time dimension's calendar aligns each day with (`"aligned"`: a
+    /// holiday-aligned comparison): each period against the rows of its days' aligned
+    /// days.
+    Aligned,
 }
 
 impl TryFrom<String> for Compare {
@@ -184,11 +188,12 @@ impl TryFrom<String> for Compare {
             "start_of_month" => return Ok(Compare::PeriodStart(TimeGrain::Month)),
             "start_of_quarter" => return Ok(Compare::PeriodStart(TimeGrain::Quarter)),
             "start_of_year" => return Ok(Compare::PeriodStart(TimeGrain::Year)),
+            "aligned" => return Ok(Compare::Aligned),
             _ => {}
         }
         let wrong = || {
             format!(
-                "unknown compare \"{text}\": previous_period, same_period_last_year, start_of_week, start_of_month, start_of_quarter, start_of_year, or an offset such as \"7 days\" or \"1 month\""
+                "unknown compare \"{text}\": previous_period, same_period_last_year, start_of_week, start_of_month, start_of_quarter, start_of_year, aligned (the days of the time dimension's calendar), or an offset such as \"7 days\" or \"1 month\""
             )
         };
         let mut words = text.split_whitespace();

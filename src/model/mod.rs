@@ -223,9 +223,19 @@ pub struct Dimension {
     pub table: Spanned<String>,
     /// SQL expression over the table's columns; defaults to the column named like the dimension.
     pub expr: Option<Spanned<String>>,
+    /// A metric as a dimension: the value of this metric (atomic or derived) for each
+    /// row of `table`, its rows grouped by the table's primary key (MetricFlow's
+    /// `Metric('orders', group_by=['customer'])`): `customer_orders >= 2` in a filter
+    /// keeps the rows of customers with two or more orders. Not with `expr`.
+    pub metric: Option<Spanned<String>>,
     /// `categorical` (the default) or `time`.
     #[serde(default)]
     pub kind: DimensionKind,
+    /// Time dimensions of dates: the calendar table (one row per day) that gives each
+    /// day the day it is compared with (`compare = "aligned"`: a holiday-aligned
+    /// comparison, each day of this year's Spring Festival against the same day of last
+    /// year's).
+    pub calendar: Option<Calendar>,
     /// Time dimensions: the first day of the week for the `__week` grain (default
     /// `monday`, as ISO weeks).
     pub week_start: Option<WeekStart>,
@@ -252,6 +262,36 @@ pub struct Dimension {
     #[serde(skip)]
     pub file: usize,
 }
+
+/// A time dimension's calendar: a table with one row per day (its primary key is the
+/// date) and a column that names, for each day, the day it is compared with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calendar {
+    /// The calendar table.
+    pub table: Spanned<String>,
+    /// Its column of aligned days: the earlier day each day is compared with (the same
+    /// day of last year's Spring Festival, the same weekday last year, ...).
+    pub aligned: Spanned<String>,
+}
+
+/// The name of the relation that holds, for the rows of a shifted part, the days their
+/// time dimension `dimension` is compared on: the calendar joined on its aligned column.
+pub fn aligned_relation(dimension: &str) -> String {
+    format!("{ALIGNED_PREFIX}{dimension}")
+}
+
+/// The prefix of [`aligned_relation`]s.
+pub const ALIGNED_PREFIX: &str = "__kp_al_";
+
+/// The name of the relation that holds the values of metric dimension `dimension` (a
+/// derived table the rewrite joins to the dimension's table on its primary key).
+pub fn metric_dimension_relation(dimension: &str) -> String {
+    format!("{METRIC_DIMENSION_PREFIX}{dimension}")
+}
+
+/// The prefix of [`metric_dimension_relation`]s, which no model table may have.
+pub const METRIC_DIMENSION_PREFIX: &str = "__kp_md_";
 
 /// How a masked dimension's values are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -489,6 +529,16 @@ impl Model {
             }
         }
         depth.get(to).map_or(0, |&(_, count)| count)
+    }
+
+    /// The model table a relation of a bound expression stands for: a metric dimension's
+    /// relation ([`metric_dimension_relation`]) is reached through its dimension's table.
+    pub fn reach_table<'a>(&'a self, relation: &'a str) -> &'a str {
+        relation
+            .strip_prefix(METRIC_DIMENSION_PREFIX)
+            .or_else(|| relation.strip_prefix(ALIGNED_PREFIX))
+            .and_then(|d| self.dimensions.iter().find(|x| x.name.get_ref() == d))
+            .map_or(relation, |d| d.table.get_ref().as_str())
     }
 
     /// The chain of joins from table `from` to table `to`, following many-to-one joins,

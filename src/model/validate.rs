@@ -342,6 +342,33 @@ pub fn validate(model: &Model, texts: &SourceTexts) -> Vec<ModelIssue> {
         if let Some(expr) = &dim.expr {
             c.expr(dim.file, "expr", expr);
         }
+        if let Some(calendar) = &dim.calendar {
+            c.reference(dim.file, "table", &calendar.table, table_names());
+            if dim.kind != DimensionKind::Time {
+                c.at(
+                    dim.file,
+                    &calendar.table,
+                    format!(
+                        "dimension \"{}\" is not a time dimension: a calendar needs kind = \"time\"",
+                        dim.name.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(metric) = &dim.metric {
+            c.reference(dim.file, "metric", metric, metric_names());
+            if dim.expr.is_some() || dim.kind == DimensionKind::Time {
+                c.at(
+                    dim.file,
+                    metric,
+                    format!(
+                        "dimension \"{}\" is a metric per row of \"{}\": it has no expr and is not a time dimension",
+                        dim.name.get_ref(),
+                        dim.table.get_ref()
+                    ),
+                );
+            }
+        }
     }
     for metric in &model.metrics {
         check_metric(&mut c, model, metric);

@@ -130,6 +130,9 @@ def duck():
     db.execute(
         f"CREATE VIEW stock_counts AS SELECT * FROM read_csv('{DATA / 'stock_counts.csv'}', header = true)"
     )
+    db.execute(
+        f"CREATE VIEW calendar AS SELECT * FROM read_csv('{DATA / 'calendar.csv'}', header = true)"
+    )
     return db
 
 

@@ -91,6 +91,12 @@ MANAGER_CASES = [
     ("targets are limited too (the targets table carries the region)",
      "SELECT region, revenue_target FROM sales_targets ORDER BY 1",
      "SELECT region, SUM(revenue_target) FROM revenue_targets WHERE region = 'East' GROUP BY 1 ORDER BY 1"),
+    ("a metric as a dimension counts what the manager sees: a customer's East orders (none reaches 30)",
+     "SELECT customer_orders, customers, frequent_customer_revenue FROM sales WHERE customer_orders >= 15 ORDER BY 1",
+     f"""WITH k AS (SELECT o.customer_id AS cid, {ORDER_COUNT} AS n FROM {ORDERS} WHERE {EAST} GROUP BY 1)
+         SELECT k.n, COUNT(DISTINCT CASE WHEN o.status <> 'cancelled' THEN o.customer_id END),
+                SUM(CASE WHEN o.status <> 'cancelled' AND k.n >= 30 THEN l.quantity * l.unit_price - l.discount END)
+         FROM {LINES} JOIN k ON k.cid = o.customer_id WHERE {EAST} AND k.n >= 15 GROUP BY 1 ORDER BY 1"""),
     ("shares of total are shares of what the manager sees",
      "SELECT city, revenue_share FROM sales ORDER BY 1",
      f"""SELECT s.city, CAST({REVENUE} AS DOUBLE) / CAST(SUM({REVENUE}) OVER () AS DOUBLE)
@@ -114,6 +120,20 @@ def test_parameters_and_explain_keep_the_row_filter(as_user, duck):
     assert_rows_equal(got, truth)
     plan = "\n".join(r[0] for r in c.execute("EXPLAIN SELECT region, revenue FROM sales").fetchall())
     assert "'East'" in plan, plan
+
+
+def test_a_metric_as_a_dimension_goes_with_its_metric(as_user):
+    """customer_orders shows order_count per customer: store staff, who may not read
+    order_count, do not get the column (nor a metric filtered by it); an analyst does."""
+    staff = as_user("staff")
+    e = denied(staff, "SELECT customer_orders, revenue FROM sales GROUP BY 1", "42703")
+    assert 'column "customer_orders" does not exist' in str(e)
+    columns = [r[0] for r in staff.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'sales'").fetchall()]
+    assert "revenue" in columns and "customer_orders" not in columns
+    denied(staff, "SELECT frequent_customer_revenue FROM sales")
+    analyst = as_user("analyst")
+    assert analyst.execute("SELECT count(*) FROM (SELECT customer_orders FROM sales GROUP BY 1) t").fetchone()[0] > 10
 
 
 def test_each_user_gets_a_different_total(as_user, duck):

@@ -9,8 +9,12 @@ from test_ground_truth import LINES, OK, REVENUE, assert_rows_equal, assert_same
 # units is a bigint (SUM of integers), as in PostgreSQL.
 UNITS = f"CAST(SUM(CASE WHEN {OK} THEN l.quantity END) AS BIGINT)"
 # One row of the sales view per combination of its dimensions (what `SELECT *` returns).
+# The view's rows: the distinct combinations of its dimensions, customer_orders (each
+# customer's orders not cancelled) included.
 SALES_ROWS = f"""SELECT DISTINCT o.order_date, s.region, s.city, s.store_name, o.channel,
-  p.category, p.product_name, c.segment, o.status FROM {LINES}"""
+  p.category, p.product_name, c.segment, o.status, k.n FROM {LINES}
+  LEFT JOIN (SELECT customer_id, COUNT(CASE WHEN status <> 'cancelled' THEN 1 END) AS n
+             FROM orders GROUP BY 1) k ON k.customer_id = o.customer_id"""
 
 SHAPES = [
     (

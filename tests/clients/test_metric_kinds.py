@@ -547,6 +547,86 @@ SEMI_ADDITIVE_CASES = [
 ]
 CASES += SEMI_ADDITIVE_CASES
 
+# Metric filters (step 13): a metric per row of a table as a dimension. The demo's
+# customer_orders is each customer's order_count (orders not cancelled, at any time,
+# whatever the query's filters); frequent_customer_revenue is revenue filtered by it.
+CUSTOMER_ORDERS = """SELECT o.customer_id AS cid, COUNT(CASE WHEN o.status <> 'cancelled' THEN 1 END) AS n
+                     FROM orders o GROUP BY 1"""
+BY_CUSTOMER = f"{LINES} LEFT JOIN ({CUSTOMER_ORDERS}) k ON k.cid = o.customer_id"
+METRIC_FILTER_CASES = [
+    (
+        "metric filter: frequent customers' revenue by region (customers with 30 or more orders)",
+        "SELECT region, revenue, frequent_customer_revenue FROM sales ORDER BY region",
+        f"""SELECT s.region, {REVENUE}, SUM(CASE WHEN {OK} AND k.n >= 30 THEN l.quantity * l.unit_price - l.discount END)
+            FROM {BY_CUSTOMER} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "metric as a dimension: customers and revenue in 2024 by their number of orders (counted at any time)",
+        "SELECT customer_orders, customers, revenue FROM sales WHERE order_date__year = DATE '2024-01-01' ORDER BY 1",
+        f"""SELECT k.n, COUNT(DISTINCT CASE WHEN {OK} THEN o.customer_id END), {REVENUE}
+            FROM {BY_CUSTOMER} WHERE o.order_date >= DATE '2024-01-01' AND o.order_date < DATE '2025-01-01'
+            GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "metric as a dimension in a query's WHERE, over the orders table, by segment",
+        "SELECT segment, order_count FROM order_summary WHERE customer_orders BETWEEN 20 AND 25 ORDER BY 1",
+        f"""SELECT c.segment, COUNT(CASE WHEN {OK} THEN 1 END)
+            FROM orders o LEFT JOIN customers c ON o.customer_id = c.customer_id
+            LEFT JOIN ({CUSTOMER_ORDERS}) k ON k.cid = o.customer_id
+            WHERE k.n BETWEEN 20 AND 25 GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "metric filter through a BI wrapper with a segment and a time grain",
+        "SELECT order_date__quarter, SUM(frequent_customer_revenue) FROM (SELECT * FROM sales WHERE online_orders) t WHERE order_date < '2024-01-01' GROUP BY 1 ORDER BY 1",
+        f"""SELECT CAST(date_trunc('quarter', o.order_date) AS DATE), SUM(CASE WHEN {OK} AND k.n >= 30 THEN l.quantity * l.unit_price - l.discount END)
+            FROM {BY_CUSTOMER} WHERE o.channel IN ('online', 'app') AND o.order_date < DATE '2024-01-01' GROUP BY 1 ORDER BY 1""",
+    ),
+]
+CASES += METRIC_FILTER_CASES
+
+# Calendars (step 13): the demo's retail calendar gives each day its 4-4-5 retail month,
+# its festival season and the day it is compared with a year earlier (last_year_day:
+# in the Spring Festival season the same day counted from last year's festival). The
+# hand-written queries join the same calendar table.
+ALIGNED_DAILY = f"""SELECT o.order_date AS day, {REVENUE} AS r FROM {LINES} GROUP BY 1"""
+CALENDAR_CASES = [
+    (
+        "calendar: revenue by 4-4-5 retail month in 2024",
+        "SELECT retail_month, revenue FROM sales_trends WHERE order_date >= '2024-01-01' ORDER BY 1",
+        f"""SELECT k.retail_month, {REVENUE} FROM {LINES} JOIN calendar k ON k.day = o.order_date
+            WHERE o.order_date >= DATE '2024-01-01' GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "holiday-aligned: each day of the 2024 Spring Festival season against the aligned day of 2023's",
+        "SELECT order_date, revenue, revenue_aligned_last_year, revenue_aligned_growth FROM sales_trends "
+        "WHERE season = '春节' AND order_date__year = '2024-01-01' ORDER BY 1",
+        f"""WITH d AS ({ALIGNED_DAILY})
+            SELECT k.day, cur.r, prev.r, {growth('cur.r', 'prev.r')}
+            FROM calendar k JOIN d cur ON cur.day = k.day LEFT JOIN d prev ON prev.day = k.last_year_day
+            WHERE k.season = '春节' AND k.day >= DATE '2024-01-01' AND k.day < DATE '2025-01-01' ORDER BY 1""",
+    ),
+    (
+        "holiday-aligned: the festival season's total by region, against last year's season",
+        "SELECT region, revenue, revenue_aligned_last_year FROM sales_trends "
+        "WHERE season = '春节' AND order_date BETWEEN '2023-01-01' AND '2023-12-31' GROUP BY region, order_date__year ORDER BY 1",
+        f"""WITH r AS (SELECT o.order_date AS day, s.region, {REVENUE} AS r FROM {LINES} GROUP BY 1, 2)
+            SELECT x.region, SUM(CASE WHEN x.day = k.day THEN x.r END), SUM(CASE WHEN x.day = k.last_year_day THEN x.r END)
+            FROM calendar k JOIN r x ON x.day = k.day OR x.day = k.last_year_day
+            WHERE k.season = '春节' AND k.day BETWEEN DATE '2023-01-01' AND DATE '2023-12-31'
+            GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "holiday-aligned: by month, each day's aligned day counted (February 2024 reads late January to February 2023)",
+        "SELECT order_date__month, revenue, revenue_aligned_last_year FROM sales_trends "
+        "WHERE order_date BETWEEN '2024-01-01' AND '2024-03-31' ORDER BY 1",
+        f"""WITH d AS ({ALIGNED_DAILY})
+            SELECT CAST(date_trunc('month', k.day) AS DATE), SUM(cur.r), SUM(prev.r)
+            FROM calendar k LEFT JOIN d cur ON cur.day = k.day LEFT JOIN d prev ON prev.day = k.last_year_day
+            WHERE k.day BETWEEN DATE '2024-01-01' AND DATE '2024-03-31' GROUP BY 1 ORDER BY 1""",
+    ),
+]
+CASES += CALENDAR_CASES
+
 CASES += [
     (
         "fill_nulls_with: last year's revenue is 0 in the data's first year, not NULL",

@@ -1,6 +1,7 @@
 //! MetricFlow's filter templates: `{{ Dimension('customer__country') }}`,
 //! `{{ TimeDimension('metric_time', 'month') }}`, `{{ Entity('customer') }}`, with
-//! `entity_path=[...]` and the `.grain('month')` / `.date_part('year')` methods. A small
+//! `entity_path=[...]` and the `.grain('month')` / `.date_part('year')` methods,
+//! `{{ Metric('bookings', group_by=['listing']) }}`. A small
 //! parser of exactly that call syntax (not Jinja): anything else is an error naming it.
 
 /// What a template (or a saved query's `group_by` item) refers to.
@@ -25,6 +26,14 @@ pub enum Reference {
         /// The entity.
         name: String,
     },
+    /// A metric computed per entity (`Metric('bookings', group_by=['listing'])`), a
+    /// value of each row of the entity's semantic model.
+    Metric {
+        /// The metric.
+        name: String,
+        /// The entities it is grouped by.
+        group_by: Vec<String>,
+    },
 }
 
 impl Reference {
@@ -34,6 +43,7 @@ impl Reference {
             Reference::Dimension { path, name, .. } | Reference::Entity { path, name } => {
                 (path, name)
             }
+            Reference::Metric { name, group_by } => (group_by, name),
         };
         path.iter()
             .map(String::as_str)
@@ -72,6 +82,7 @@ pub fn parse(call: &str) -> Result<Reference, String> {
     p.expect('(')?;
     let mut positional: Vec<String> = Vec::new();
     let mut entity_path: Vec<String> = Vec::new();
+    let mut group_by: Vec<String> = Vec::new();
     let mut grain: Option<String> = None;
     let mut date_part: Option<String> = None;
     loop {
@@ -81,11 +92,14 @@ pub fn parse(call: &str) -> Result<Reference, String> {
         }
         if p.peek_quote() {
             positional.push(p.string()?);
+        } else if p.peek('[') {
+            group_by = p.list()?;
         } else {
             let key = p.identifier()?;
             p.expect('=')?;
             match key.as_str() {
                 "entity_path" => entity_path = p.list()?,
+                "group_by" => group_by = p.list()?,
                 "time_granularity_name" | "time_granularity" => grain = Some(p.string()?),
                 "date_part_name" | "date_part" => date_part = Some(p.string()?),
                 other => return Err(format!("{function}(): argument {other} is not supported")),
@@ -117,6 +131,14 @@ pub fn parse(call: &str) -> Result<Reference, String> {
     let name = positional
         .next()
         .ok_or_else(|| format!("{function}() needs a name"))?;
+    if function == "Metric" {
+        if group_by.is_empty() {
+            return Err(format!(
+                "Metric('{name}') needs the entities it is grouped by"
+            ));
+        }
+        return Ok(Reference::Metric { name, group_by });
+    }
     let mut parts: Vec<String> = entity_path;
     parts.extend(name.split("__").map(str::to_string));
     let name = parts.pop().unwrap_or_default();
@@ -133,10 +155,6 @@ pub fn parse(call: &str) -> Result<Reference, String> {
             })
         }
         "Entity" => Ok(Reference::Entity { path: parts, name }),
-        "Metric" => Err(
-            "Metric() in a filter (a metric computed per entity) is not mapped: kpitables filters rows by dimensions"
-                .into(),
-        ),
         other => Err(format!("unknown template function {other}()")),
     }
 }
@@ -177,6 +195,11 @@ impl Parser<'_> {
                 self.text
             ))
         }
+    }
+
+    fn peek(&mut self, c: char) -> bool {
+        self.skip_space();
+        self.text[self.at..].starts_with(c)
     }
 
     fn peek_quote(&mut self) -> bool {
@@ -275,7 +298,20 @@ mod tests {
                 name: "customer".into()
             }
         );
-        assert!(parse("Metric('revenue', group_by=['customer'])").is_err());
+        let per_customer = Reference::Metric {
+            name: "revenue".into(),
+            group_by: vec!["customer".into()],
+        };
+        assert_eq!(
+            parse("Metric('revenue', group_by=['customer'])").unwrap(),
+            per_customer
+        );
+        assert_eq!(
+            parse("Metric('revenue', ['customer'])").unwrap(),
+            per_customer
+        );
+        assert_eq!(per_customer.qualified(), "customer__revenue");
+        assert!(parse("Metric('revenue')").is_err());
         assert!(parse("Dimension('x'").is_err());
         assert!(parse("Dimension('x') or 1").is_err());
     }

@@ -303,6 +303,20 @@ impl Outer<'_> {
             } => {
                 let (index, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
+                if *compare == Compare::Aligned {
+                    // Each day's rows count for the days its calendar aligns with it.
+                    let offset = *show == Show::Value;
+                    let aligned = Transform::Aligned {
+                        time: time.clone(),
+                        primary: offset,
+                    };
+                    let earlier = self.metric(base, &aligned)?;
+                    if offset {
+                        return Ok(earlier);
+                    }
+                    let current = self.metric(base, transform)?;
+                    return compared(*show, &current, &earlier);
+                }
                 let interval = match (compare, grain) {
                     (Compare::PeriodStart(of), _) => {
                         // One day's rows for every period that starts in the `of`
@@ -337,7 +351,7 @@ impl Outer<'_> {
                     (Compare::SamePeriodLastYear, TimeGrain::Day) => {
                         crate::rewrite::derived::interval(1, TimeGrain::Year)
                     }
-                    (Compare::SamePeriodLastYear, _) => {
+                    (Compare::SamePeriodLastYear, _) | (Compare::Aligned, _) => {
                         crate::rewrite::derived::interval(1, TimeGrain::Year)
                     }
                 };
@@ -459,7 +473,8 @@ impl Outer<'_> {
                         interval: interval.clone(),
                         periods: periods.is_some(),
                     }),
-                    Transform::Shift { time: shifted, .. } => {
+                    Transform::Shift { time: shifted, .. }
+                    | Transform::Aligned { time: shifted, .. } => {
                         return Err(Error::unsupported(
                             format!(
                                 "metric \"{name}\" accumulates over \"{time}\" and is compared over \"{shifted}\": a comparison of a cumulative metric is over its own time dimension"

@@ -18,7 +18,9 @@
 mod bounds;
 mod combine;
 mod conversion;
+mod metric_dimension;
 mod row_count;
+mod shifted;
 mod snapshot;
 pub mod translate;
 mod window;
@@ -38,7 +40,7 @@ use window::window_part;
 
 use crate::bind::{AggregateDef, BoundView, ColumnKind, Semantics};
 use crate::error::{Error, Result};
-use crate::model::{TimeGrain, Window};
+use crate::model::{ALIGNED_PREFIX, TimeGrain, Window};
 use crate::sources::BASE_SCHEMA;
 use crate::time_zone::TimeZone;
 
@@ -68,6 +70,16 @@ pub enum Transform {
         /// on the time dimension selects whole periods, each worth the whole earlier
         /// period (MetricFlow joins periods when the offset is in the query's grain).
         whole: bool,
+    },
+    /// The metric of the days the time dimension's calendar aligns with each day (a
+    /// holiday-aligned comparison): each row is grouped and filtered as the days whose
+    /// aligned day its day is (the calendar joined on its aligned column).
+    Aligned {
+        /// The time dimension (it has a calendar).
+        time: String,
+        /// Its periods are periods of the answer (`show = "value"`); else it only brings
+        /// values to the periods other parts have.
+        primary: bool,
     },
     /// The metric over every row the query selects, at no grain (`total(m)` in a
     /// formula: shares of total).
@@ -196,115 +208,6 @@ impl DerivedSpec<'_> {
             .collect::<Result<_>>()?;
         Ok((grain, filters))
     }
-}
-
-/// `<period of time moved forward by interval> <= <period of (SELECT max(<time>) FROM
-/// <fact>)>`: the moved rows of `fact` whose period lies within the data's range (every
-/// row of the table, whatever the query's filters: the range of the time spine). The
-/// data's last period is whole: a year's offset by year reads the whole earlier year.
-fn within_data(
-    spec: &DerivedSpec<'_>,
-    semantics: &Semantics,
-    fact: &str,
-    time: &str,
-    interval: &str,
-    period: TimeGrain,
-) -> Result<InnerExpr> {
-    let dim = semantics
-        .dimensions
-        .get(time)
-        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
-    let column = Expr::Identifier(datafusion::sql::sqlparser::ast::Ident::new(time));
-    let translate = |moved| {
-        InnerExpr::translate(
-            &column,
-            spec.view,
-            semantics,
-            spec.time_zone,
-            moved,
-            Some(fact),
-        )
-    };
-    let moved = translate(Some((time, Moved::Shift(interval))))?;
-    let own = translate(None)?;
-    let last = data_end(spec, semantics, fact, &own.expr, &own.tables)?;
-    let condition = if period == TimeGrain::Day && dim.data_type == DataType::Date32 {
-        format!("{} <= ({last})", moved.expr)
-    } else {
-        format!(
-            "{} <= {}",
-            truncate_sql(&moved.expr.to_string(), period, dim),
-            truncate_sql(&last, period, dim)
-        )
-    };
-    Ok(InnerExpr {
-        expr: parse_expr(&condition)?,
-        tables: moved.tables,
-        dimensions: BTreeSet::from([time.to_string()]),
-    })
-}
-
-/// Replace in `filters` (the view filters translated with `time` moved forward by
-/// `interval`) each range on `time` by the same range on whole periods of `grain`.
-fn whole_periods(
-    spec: &DerivedSpec<'_>,
-    semantics: &Semantics,
-    fact: &str,
-    time: &str,
-    interval: &str,
-    grain: TimeGrain,
-    filters: &mut [InnerExpr],
-) -> Result<()> {
-    let dim = semantics
-        .dimensions
-        .get(time)
-        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
-    let column = Expr::Identifier(datafusion::sql::sqlparser::ast::Ident::new(time));
-    let moved = InnerExpr::translate(
-        &column,
-        spec.view,
-        semantics,
-        spec.time_zone,
-        Some((time, Moved::Shift(interval))),
-        Some(fact),
-    )?;
-    let period = truncate_sql(&moved.expr.to_string(), grain, dim);
-    for (view_filter, filter) in spec.view_filters.iter().zip(filters.iter_mut()) {
-        if let Some(sql) =
-            bounds::whole_period(view_filter, time, &period, |v| truncate_sql(v, grain, dim))
-        {
-            filter.expr = parse_expr(&sql)?;
-        }
-    }
-    Ok(())
-}
-
-/// `SELECT max(<time>) FROM <fact and the joins time needs>`: the last value of a time
-/// dimension (translated for `fact`) over all the table's rows.
-fn data_end(
-    spec: &DerivedSpec<'_>,
-    semantics: &Semantics,
-    fact: &str,
-    time: &Expr,
-    tables: &BTreeSet<String>,
-) -> Result<String> {
-    let from = from_clause(fact, tables, spec, &[], semantics)?;
-    Ok(format!("SELECT max({time}) FROM {from}"))
-}
-
-/// `SELECT min(<time>) AS "__lo", max(<time>) AS "__hi" FROM <fact ..>`: the first and
-/// last value of a time dimension over all the table's rows.
-fn data_range(
-    spec: &DerivedSpec<'_>,
-    semantics: &Semantics,
-    fact: &str,
-    time: &Expr,
-    tables: &BTreeSet<String>,
-) -> Result<String> {
-    let from = from_clause(fact, tables, spec, &[], semantics)?;
-    Ok(format!(
-        "SELECT min({time}) AS \"__lo\", max({time}) AS \"__hi\" FROM {from}"
-    ))
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {
@@ -461,7 +364,15 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 // period: the range selects the periods it touches.
                 let whole = periods.filter(|g| *whole && *g != TimeGrain::Day && !g.is_sub_daily());
                 if let Some(period) = whole {
-                    whole_periods(spec, semantics, fact, time, interval, period, &mut filters)?;
+                    shifted::whole_periods(
+                        spec,
+                        semantics,
+                        fact,
+                        time,
+                        interval,
+                        period,
+                        &mut filters,
+                    )?;
                 }
                 // The exact condition is on the shifted time; this range on the column
                 // itself lets the engine or the warehouse read only the earlier periods.
@@ -473,11 +384,21 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 // row has no rows of its own to be an answer's period (MetricFlow's end
                 // with its time spine).
                 if let Some(period) = periods {
-                    filters.push(within_data(spec, semantics, fact, time, interval, *period)?);
+                    filters.push(shifted::within_data(
+                        spec, semantics, fact, time, interval, *period,
+                    )?);
                 }
                 let mut part =
                     grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
                 part.primary = periods.is_some();
+                parts.push(part);
+            }
+            Transform::Aligned { time, primary } => {
+                let aligned = Some((time.as_str(), Moved::Aligned));
+                let (grain, filters) = spec.translate_for(semantics, aligned, fact)?;
+                let mut part =
+                    grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
+                part.primary = *primary;
                 parts.push(part);
             }
             Transform::Conversion {
@@ -655,6 +576,41 @@ fn grouped_part(
     })
 }
 
+/// ` JOIN <calendar> AS <aligned relation> ON <relation>.<aligned> = <time of fact>`:
+/// each row of `fact` once for every day whose aligned day its day is (none for a day
+/// no day is aligned with).
+fn aligned_join(time: &str, fact: &str, semantics: &Semantics) -> Result<String> {
+    let dim = semantics
+        .dimensions
+        .get(time)
+        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let calendar = dim
+        .calendar
+        .as_ref()
+        .ok_or_else(|| Error::Internal(format!("dimension {time} has no calendar")))?;
+    if dim.data_type != DataType::Date32 && dim.data_type != DataType::Null {
+        return Err(Error::unsupported(
+            format!(
+                "\"{time}\" is compared on the aligned days of its calendar, and its values are not dates"
+            ),
+            Some("give the calendar to a time dimension of dates".into()),
+        ));
+    }
+    let own = semantics
+        .table_dimensions
+        .get(fact)
+        .and_then(|c| c.get(time))
+        .unwrap_or(&dim.expr);
+    let relation = quote(&crate::model::aligned_relation(time));
+    Ok(format!(
+        " JOIN {}.{} AS {relation} ON {relation}.{} = ({})",
+        quote(BASE_SCHEMA),
+        quote(&calendar.table),
+        quote(&calendar.aligned),
+        own.expr
+    ))
+}
+
 /// SQL interval literal of `n` units of `grain`.
 pub fn interval(n: u32, grain: TimeGrain) -> String {
     match grain {
@@ -731,10 +687,12 @@ fn base_table(
                     .flat_map(|e| e.tables.iter().cloned())
                     .collect::<BTreeSet<String>>()
             });
-        own.as_ref()
-            .unwrap_or(needed)
-            .iter()
-            .all(|n| semantics.model.join_path(t, n).is_some())
+        own.as_ref().unwrap_or(needed).iter().all(|n| {
+            semantics
+                .model
+                .join_path(t, semantics.model.reach_table(n))
+                .is_some()
+        })
     };
     // Each table is tried once (translating for it is not free).
     let mut tried = BTreeSet::new();
@@ -765,7 +723,13 @@ fn from_clause(
     let metric_names: Vec<String> = metrics.iter().map(|m| format!("\"{m}\"")).collect();
     let mut joined: Vec<String> = vec![fact.to_string()];
     let mut sql = format!("{}.{} AS {}", quote(BASE_SCHEMA), quote(fact), quote(fact));
-    for target in needed {
+    // A metric dimension's relation is joined to its table, after the tables.
+    let (relations, tables): (Vec<&String>, Vec<&String>) = needed.iter().partition(|t| {
+        metric_dimension::dimension_of(t).is_some() || t.starts_with(ALIGNED_PREFIX)
+    });
+    let mut targets: BTreeSet<&str> = tables.iter().map(|t| t.as_str()).collect();
+    targets.extend(relations.iter().map(|r| semantics.model.reach_table(r)));
+    for &target in &targets {
         let Some(path) = semantics.model.join_path(fact, target) else {
             let dims: BTreeSet<String> = spec
                 .grain
@@ -814,6 +778,13 @@ fn from_clause(
                 quote(join.key.as_ref().unwrap_or(&to_table.primary_key).get_ref()),
             );
             joined.push(to.clone());
+        }
+    }
+    for relation in relations {
+        if let Some(dimension) = metric_dimension::dimension_of(relation) {
+            sql.push_str(&metric_dimension::join(dimension, spec, semantics)?);
+        } else if let Some(time) = relation.strip_prefix(ALIGNED_PREFIX) {
+            sql.push_str(&aligned_join(time, fact, semantics)?);
         }
     }
     Ok(sql)

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{Expr, VisitMut, VisitorMut};
 
 use super::parse_expr;
-use crate::bind::{BoundDimension, BoundView, ColumnKind, Semantics};
+use crate::bind::{BoundDimension, BoundExpr, BoundView, ColumnKind, Semantics};
 use crate::error::{Error, Result};
 use crate::model::TimeGrain;
 use crate::rewrite::block::dimension_names;
@@ -26,6 +26,9 @@ pub enum Moved<'a> {
     /// Replaced by a column of generated periods (the time spine, in local time, of the
     /// dimension's type): the expression labels a period rather than a row.
     Spine(&'a str),
+    /// Replaced by the days the dimension's calendar aligns with the row's day (the
+    /// calendar's day column of the aligned relation, joined on its aligned column).
+    Aligned,
 }
 
 /// A block expression translated to base tables.
@@ -133,14 +136,45 @@ impl InnerExpr {
                     )));
                     return ControlFlow::Break(());
                 };
-                let source = self
-                    .carried
-                    .and_then(|c| c.get(dim_name))
-                    .unwrap_or(&dim.expr);
+                let carried = self.carried.and_then(|c| c.get(dim_name));
+                // Under an aligned comparison, a dimension of the calendar (the retail
+                // month, the festival season) is the compared day's: read from the
+                // aligned relation, which is the calendar's row of that day.
+                let on_calendar = match self.moved {
+                    Some((time, Moved::Aligned)) if carried.is_none() => self
+                        .semantics
+                        .dimensions
+                        .get(time)
+                        .filter(|t| t.calendar.as_ref().is_some_and(|c| c.table == dim.table))
+                        .map(|t| {
+                            // The relation's join reads the row's own day.
+                            let day = self.carried.and_then(|c| c.get(time)).unwrap_or(&t.expr);
+                            on_relation(&dim.expr, time, &day.tables)
+                        }),
+                    _ => None,
+                };
+                let source = on_calendar.as_ref().or(carried).unwrap_or(&dim.expr);
                 let mut base = source.expr.to_string();
                 match self.moved {
                     Some((time, Moved::Spine(column))) if time == dim_name => {
                         base = column.to_string();
+                    }
+                    Some((time, Moved::Aligned)) if time == dim_name => {
+                        let Some(calendar) = &dim.calendar else {
+                            self.error = Some(Error::Internal(format!(
+                                "dimension {dim_name} has no calendar"
+                            )));
+                            return ControlFlow::Break(());
+                        };
+                        // The join's condition reads the row's own day.
+                        self.tables.extend(source.tables.iter().cloned());
+                        let relation = crate::model::aligned_relation(dim_name);
+                        self.tables.insert(relation.clone());
+                        base = format!(
+                            "{}.{}",
+                            super::quote(&relation),
+                            super::quote(&calendar.day)
+                        );
                     }
                     moved => {
                         self.tables.extend(source.tables.iter().cloned());
@@ -288,5 +322,29 @@ pub(super) fn shift_sql(value: &str, sign: &str, interval: &str, data_type: &Dat
         format!("CAST(({shifted}) AS DATE)")
     } else {
         format!("({shifted})")
+    }
+}
+
+/// `expr` (over the calendar table of time dimension `time`) read from the aligned
+/// relation of `time` instead: the calendar's row of the compared day. It reads the
+/// relation and what the relation's join reads (`day_tables`, the tables of the row's
+/// own day).
+fn on_relation(expr: &BoundExpr, time: &str, day_tables: &BTreeSet<String>) -> BoundExpr {
+    let relation = crate::model::aligned_relation(time);
+    let mut moved = expr.expr.clone();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut moved, |e| {
+        if let Expr::CompoundIdentifier(parts) = e
+            && let Some(first) = parts.first_mut()
+            && expr.tables.contains(&first.value)
+        {
+            first.value = relation.clone();
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let mut tables = BTreeSet::from([relation]);
+    tables.extend(day_tables.iter().cloned());
+    BoundExpr {
+        expr: moved,
+        tables,
     }
 }

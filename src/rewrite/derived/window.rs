@@ -186,7 +186,13 @@ pub(super) fn window_part(
         filters,
         others_from: &from,
         earlier,
-        data_range: &super::data_range(spec, semantics, fact, &time_expr.expr, &time_expr.tables)?,
+        data_range: &super::shifted::data_range(
+            spec,
+            semantics,
+            fact,
+            &time_expr.expr,
+            &time_expr.tables,
+        )?,
     }
     .periods(&rows)?;
     // The periods of the spine whose window holds rows; with the period itself as the

@@ -57,6 +57,13 @@ def sparse_day(rng: random.Random) -> datetime.date:
             return d
 
 
+def skewed(rng: random.Random, listings: list, rare: int, p: float) -> str:
+    """A listing for a row: the last `rare` listings get one with probability `p`, so some
+    listings have few bookings or views and a filter on a metric per listing
+    (`Metric('bookings', ['listing']) > 2`) keeps some listings and drops others."""
+    return rng.choice(listings[-rare:]) if rng.random() < p else rng.choice(listings[:-rare])
+
+
 def tables(rng: random.Random) -> dict:
     """table name -> (columns with DuckDB types, rows)."""
     users = [f"u{i:02d}" for i in range(1, 41)]
@@ -114,7 +121,7 @@ def tables(rng: random.Random) -> dict:
         bookings.append((
             f"b{i:04d}", d, d, d + datetime.timedelta(days=rng.randrange(4)), rng.random() < 0.4,
             round(rng.randint(100, 100000) / 100, 2), rng.choice(users), rng.choice(users),
-            None if rng.random() < 0.05 else rng.choice(listings),
+            None if rng.random() < 0.05 else skewed(rng, listings, 6, 0.015),
             None if rng.random() < 0.5 else rng.choice(users),
         ))
     t["fct_bookings"] = (
@@ -125,7 +132,7 @@ def tables(rng: random.Random) -> dict:
     )
     t["fct_views"] = (
         [("ds", "DATE"), ("ds_partitioned", "DATE"), ("listing_id", "VARCHAR"), ("user_id", "VARCHAR")],
-        [(d, d, None if rng.random() < 0.05 else rng.choice(listings), rng.choice(users))
+        [(d, d, None if rng.random() < 0.05 else skewed(rng, listings, 10, 0.1), rng.choice(users))
          for d in [START, END] + [sparse_day(rng) for _ in range(600)]],
     )
     t["fct_revenue"] = (

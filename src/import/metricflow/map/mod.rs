@@ -13,6 +13,8 @@
 //! - One view per semantic model with metrics (and per set of semantic models a metric
 //!   reads together), one per saved query.
 
+mod filters;
+mod measures;
 mod metrics;
 mod output;
 
@@ -20,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Component, Path, PathBuf};
 
 use super::project::{Project, physical_name, ref_name};
-use super::template::{self, Reference};
 use super::write::Block;
 use super::yaml::{Measure, Metric, SemanticModel};
 use super::{Import, Item, Options, Report, Source};
@@ -128,6 +129,12 @@ struct Mapper<'a> {
     mapped: HashMap<String, Result<Mapped, String>>,
     taken: HashSet<String>,
     metric_blocks: Vec<Block>,
+    /// Metric dimensions (`Metric()` in filters): name → (table, kpitables metric).
+    metric_dims: BTreeMap<String, (String, String)>,
+    /// The metric dimension of each (entity, MetricFlow metric).
+    metric_dims_by: HashMap<(String, String), String>,
+    /// Mapping the metric of a metric dimension.
+    in_metric_dimension: bool,
     /// The simple metric (without a filter) of each measure, for reuse.
     measure_metric: HashMap<String, String>,
     report: Report,
@@ -186,6 +193,9 @@ impl<'a> Mapper<'a> {
             taken: HashSet::new(),
             metric_blocks: Vec::new(),
             measure_metric: HashMap::new(),
+            metric_dims: BTreeMap::new(),
+            metric_dims_by: HashMap::new(),
+            in_metric_dimension: false,
             report: Report::default(),
             time_home: None,
         }
@@ -645,61 +655,6 @@ impl<'a> Mapper<'a> {
         }
         self.taken.insert(name.clone());
         name
-    }
-
-    /// Translate a filter for the rows of semantic model `fact`: templates become
-    /// dimension names kpitables resolves from that table (or its own columns).
-    fn fact_filter(&self, fact: usize, text: &str) -> Result<String, String> {
-        let sm = &self.sms[fact];
-        let reach = self.reach.get(&fact).cloned().unwrap_or_default();
-        let sql = template::render(text, |r| match r {
-            Reference::Dimension {
-                path,
-                name,
-                grain,
-                date_part,
-            } => {
-                let column = if path.is_empty() && name == "metric_time" {
-                    let expr = sm.agg_time.as_ref().ok_or_else(|| {
-                        format!("semantic model {} has no agg_time_dimension", sm.name)
-                    })?;
-                    parenthesize(expr)
-                } else {
-                    let qualified = r.qualified();
-                    if !reach.contains(&qualified) {
-                        return Err(format!(
-                            "dimension {qualified} is not reachable from semantic model {}",
-                            sm.name
-                        ));
-                    }
-                    qualified
-                };
-                Ok(time_expr(&column, grain.as_deref(), date_part.as_deref()))
-            }
-            Reference::Entity { path, name } => {
-                if path.is_empty()
-                    && let Some(e) = sm.def.entities.iter().find(|e| &e.name.value == name)
-                {
-                    return Ok(parenthesize(
-                        &e.expr.as_ref().map_or(name.clone(), |x| x.sql()),
-                    ));
-                }
-                Err(format!(
-                    "entity {} is not an entity of semantic model {}",
-                    r.qualified(),
-                    sm.name
-                ))
-            }
-        })?;
-        Ok(sql)
-    }
-}
-
-fn time_expr(column: &str, grain: Option<&str>, date_part: Option<&str>) -> String {
-    match (grain, date_part) {
-        (_, Some(part)) => format!("date_part('{part}', {column})"),
-        (Some(g), None) if g != "day" => format!("date_trunc('{g}', {column})"),
-        _ => column.to_string(),
     }
 }
 

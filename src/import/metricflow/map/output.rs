@@ -3,13 +3,26 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::{Mapper, SOURCE, and, data_file, item, relative, time_expr};
+use super::filters::time_expr;
+use super::{Mapper, SOURCE, and, data_file, item, relative};
 use crate::import::metricflow::project::{physical_name, ref_name};
 use crate::import::metricflow::template::{self, Reference};
 use crate::import::metricflow::write::{Block, file};
 use crate::import::metricflow::{Import, Source};
 
 impl<'a> Mapper<'a> {
+    /// Where a table's rows are: its data file in the source directory (the seeds), or
+    /// the warehouse table of the same name.
+    fn located(&self, b: Block, physical: &str) -> Block {
+        match self.source_dir() {
+            Some(dir) => {
+                let found = data_file(&dir, physical).unwrap_or_else(|| physical.to_string());
+                b.str("file", &found)
+            }
+            None => b.str("table", physical),
+        }
+    }
+
     pub(super) fn finish(mut self) -> Import {
         let mut files = Vec::new();
         let heading = format!(
@@ -57,13 +70,7 @@ impl<'a> Mapper<'a> {
                 .comment(format!("semantic model {} ({})", sm.name, sm.file))
                 .str("name", &sm.name)
                 .str("source", SOURCE);
-            b = match self.source_dir() {
-                Some(dir) => {
-                    let found = data_file(&dir, &physical).unwrap_or(physical.clone());
-                    b.str("file", &found)
-                }
-                None => b.str("table", &physical),
-            };
+            b = self.located(b, &physical);
             b = b.str("primary_key", &self.primary_key(i));
             let joins: Vec<Vec<(String, String)>> = self
                 .joins(i)
@@ -105,13 +112,7 @@ impl<'a> Mapper<'a> {
                 ))
                 .str("name", name)
                 .str("source", SOURCE);
-            b = match self.source_dir() {
-                Some(dir) => {
-                    let found = data_file(&dir, &physical).unwrap_or(physical.clone());
-                    b.str("file", &found)
-                }
-                None => b.str("table", &physical),
-            };
+            b = self.located(b, &physical);
             let key = self.primary_key(*i);
             b = b.str("primary_key", &key);
             b = b.tables(
@@ -151,6 +152,17 @@ impl<'a> Mapper<'a> {
             dims.push(
                 b.opt("label", d.label.as_deref())
                     .opt("description", d.description.as_deref()),
+            );
+        }
+        for (name, (table, metric)) in &self.metric_dims {
+            dims.push(
+                Block::new("dimensions")
+                    .comment(format!(
+                        "MetricFlow's Metric('{metric}') per row of {table}"
+                    ))
+                    .str("name", name)
+                    .str("table", table)
+                    .str("metric", metric),
             );
         }
         files.push(("dimensions.toml".to_string(), file(&heading, &dims)));
@@ -359,7 +371,7 @@ impl<'a> Mapper<'a> {
                         Reference::Dimension {
                             grain, date_part, ..
                         } => time_expr(&column, grain.as_deref(), date_part.as_deref()),
-                        Reference::Entity { .. } => column,
+                        Reference::Entity { .. } | Reference::Metric { .. } => column,
                     })
                 })?);
             }
