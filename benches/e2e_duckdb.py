@@ -160,6 +160,34 @@ STEP13_QUERIES = [
         "FROM stock_counts c JOIN stores s ON s.store_id = c.store_id) t WHERE count_date = d GROUP BY 1, 2 ORDER BY 1, 2",
     ),
     (
+        "revenue every day, zero-filled (window = period), sparse rows",
+        "SELECT order_date, revenue_every_period FROM sales_trends WHERE region = 'West' "
+        "AND channel = 'online' AND category = 'Electronics' "
+        "AND order_date BETWEEN '2024-05-01' AND '2024-05-31' ORDER BY 1",
+        f"WITH d AS (SELECT o.order_date AS day, SUM({NET}) AS r FROM {LO} "
+        "JOIN stores s ON o.store_id = s.store_id JOIN products p ON l.product_id = p.product_id "
+        f"WHERE {OK} AND s.region = 'West' AND o.channel = 'online' AND p.category = 'Electronics' "
+        "AND o.order_date BETWEEN DATE '2024-05-01' AND DATE '2024-05-31' GROUP BY 1), "
+        "days AS (SELECT CAST(x AS DATE) AS day FROM generate_series(DATE '2024-05-01', DATE '2024-05-31', INTERVAL 1 DAY) t(x)) "
+        "SELECT days.day, coalesce(d.r, 0) FROM days LEFT JOIN d ON d.day = days.day ORDER BY 1",
+    ),
+    (
+        "frequent customers' revenue by region (metric filter)",
+        "SELECT region, frequent_customer_revenue FROM sales ORDER BY 1",
+        f"SELECT s.region, SUM({NET}) FROM {LO} JOIN stores s ON o.store_id = s.store_id "
+        "JOIN (SELECT customer_id, COUNT(*) AS n FROM orders WHERE status <> 'cancelled' GROUP BY 1) k "
+        f"ON k.customer_id = o.customer_id WHERE {OK} AND k.n >= 30 GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "Spring Festival 2024 against 2023's, by day (holiday-aligned)",
+        "SELECT order_date, revenue, revenue_aligned_growth FROM sales_trends "
+        "WHERE season = '春节' AND order_date__year = '2024-01-01' ORDER BY 1",
+        f"WITH d AS (SELECT o.order_date AS day, SUM({NET}) AS r FROM {LO} WHERE {OK} GROUP BY 1) "
+        "SELECT k.day, cur.r, CAST(cur.r - prev.r AS DOUBLE PRECISION) / CAST(prev.r AS DOUBLE PRECISION) FROM calendar k "
+        "JOIN d cur ON cur.day = k.day LEFT JOIN d prev ON prev.day = k.last_year_day "
+        "WHERE k.season = '春节' AND k.day >= DATE '2024-01-01' AND k.day < DATE '2025-01-01' ORDER BY 1",
+    ),
+    (
         "average stock by region and quarter",
         "SELECT region, count_date__quarter, avg_stock_units FROM inventory ORDER BY 1, 2",
         "SELECT region, q, SUM(a) FROM (SELECT s.region, CAST(date_trunc('quarter', c.count_date) AS DATE) AS q, "
@@ -233,6 +261,7 @@ def demo_duckdb():
         duck.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{DATA / (name + '.parquet')}')")
     duck.execute(f"CREATE VIEW customers AS SELECT * FROM read_csv('{DATA / 'customers.csv'}', header = true)")
     duck.execute(f"CREATE VIEW stock_counts AS SELECT * FROM read_csv('{DATA / 'stock_counts.csv'}', header = true)")
+    duck.execute(f"CREATE VIEW calendar AS SELECT * FROM read_csv('{DATA / 'calendar.csv'}', header = true)")
     return duck
 
 

@@ -417,6 +417,14 @@ impl Semantics {
     pub fn view(&self, name: &str) -> Option<&BoundView> {
         self.views.iter().find(|v| v.name == name)
     }
+
+    /// The bound dimension `name`, which the rewrite only names when it is bound (else
+    /// an internal error).
+    pub fn dimension(&self, name: &str) -> Result<&BoundDimension> {
+        self.dimensions
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("dimension {name} is not bound")))
+    }
 }
 
 /// Give each time dimension whose values are timestamps (not dates), and each that asks

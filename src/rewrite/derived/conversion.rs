@@ -52,13 +52,7 @@ impl Conversion<'_> {
             .get(self.base)
             .and_then(|m| m.aggregate())
             .ok_or_else(|| Error::Internal(format!("metric {} is not an aggregate", self.base)))?;
-        let zoned = |name: &str| {
-            semantics
-                .dimensions
-                .get(name)
-                .map(is_zoned)
-                .ok_or_else(|| Error::Internal(format!("dimension {name} is not bound")))
-        };
+        let zoned = |name: &str| semantics.dimension(name).map(is_zoned);
 
         // b: the base events, with their groups.
         let fact = base.table.as_str();
@@ -183,10 +177,7 @@ impl Conversion<'_> {
         {
             return Ok(carried);
         }
-        let dim = semantics
-            .dimensions
-            .get(name)
-            .ok_or_else(|| Error::Internal(format!("dimension {name} is not bound")))?;
+        let dim = semantics.dimension(name)?;
         if dim.table != fact && semantics.model.join_path(fact, &dim.table).is_none() {
             return Err(Error::unsupported(
                 format!(

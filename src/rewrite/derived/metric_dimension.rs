@@ -32,10 +32,7 @@ pub(super) fn join(
     spec: &DerivedSpec<'_>,
     semantics: &Semantics,
 ) -> Result<String> {
-    let dim = semantics
-        .dimensions
-        .get(dimension)
-        .ok_or_else(|| Error::Internal(format!("dimension {dimension} is not bound")))?;
+    let dim = semantics.dimension(dimension)?;
     let metric_name = dim
         .metric
         .as_deref()

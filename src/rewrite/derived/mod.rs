@@ -580,10 +580,7 @@ fn grouped_part(
 /// each row of `fact` once for every day whose aligned day its day is (none for a day
 /// no day is aligned with).
 fn aligned_join(time: &str, fact: &str, semantics: &Semantics) -> Result<String> {
-    let dim = semantics
-        .dimensions
-        .get(time)
-        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let dim = semantics.dimension(time)?;
     let calendar = dim
         .calendar
         .as_ref()

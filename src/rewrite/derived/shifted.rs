@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{Expr, Ident};
 
 use super::{DerivedSpec, InnerExpr, Moved, bounds, from_clause, parse_expr, truncate_sql};
 use crate::bind::{BoundDimension, Semantics};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::TimeGrain;
 
 /// Time dimension `time` translated for the rows of `fact`, moved forward by `interval`
@@ -22,10 +22,7 @@ fn time_of<'s>(
     time: &str,
     interval: Option<&str>,
 ) -> Result<(&'s BoundDimension, InnerExpr)> {
-    let dim = semantics
-        .dimensions
-        .get(time)
-        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let dim = semantics.dimension(time)?;
     let translated = InnerExpr::translate(
         &Expr::Identifier(Ident::new(time)),
         spec.view,

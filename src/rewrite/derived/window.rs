@@ -47,10 +47,7 @@ pub(super) fn window_part(
     earlier: Option<&str>,
 ) -> Result<Part> {
     let (index, grain) = (period.index, period.grain);
-    let dim = semantics
-        .dimensions
-        .get(time)
-        .ok_or_else(|| Error::Internal(format!("dimension {time} is not bound")))?;
+    let dim = semantics.dimension(time)?;
     let names = [spec.metrics[j].metric.as_str()];
     // A fact that carries dimensions in its own columns (the time dimension among them)
     // has its periods and rows on those columns.
