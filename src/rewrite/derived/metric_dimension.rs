@@ -3,9 +3,9 @@
 //! derived table of the metric grouped by the table's primary key, left-joined to the
 //! table on it:
 //! ```sql
-//! LEFT JOIN (SELECT customers.customer_id AS __key, count(*) AS __value
-//!            FROM orders LEFT JOIN customers ON ... WHERE <the reader's rows>
-//!            GROUP BY customers.customer_id) AS __kp_md_customer_orders
+//! LEFT JOIN (SELECT orders.customer_id AS __key, count(*) AS __value
+//!            FROM orders WHERE <the reader's rows>
+//!            GROUP BY orders.customer_id) AS __kp_md_customer_orders
 //!        ON customers.customer_id = __kp_md_customer_orders.__key
 //! ```
 //! The metric counts every row the reader may see (the view's row filter), whatever the
@@ -55,9 +55,33 @@ pub(super) fn join(
         quote(&dim.table),
         quote(table.primary_key.get_ref())
     );
-
+    // The metric's rows are grouped by the key of the table's row they reach: the
+    // foreign key of the last join when it joins on the table's primary key (the table
+    // itself is then not read), else the table's key through the joins.
+    let last_join = semantics
+        .model
+        .join_path(&def.table, &dim.table)
+        .and_then(|path| path.last().copied())
+        .filter(|(_, join)| {
+            join.key
+                .as_ref()
+                .is_none_or(|k| k.get_ref() == table.primary_key.get_ref())
+        });
     let mut needed: BTreeSet<String> = def.tables.clone();
-    needed.insert(dim.table.clone());
+    let inner_key = match last_join {
+        Some((from, join)) => {
+            needed.insert(from.name.get_ref().clone());
+            format!(
+                "{}.{}",
+                quote(from.name.get_ref()),
+                quote(join.foreign_key.get_ref())
+            )
+        }
+        None => {
+            needed.insert(dim.table.clone());
+            key.clone()
+        }
+    };
     // The reader's rows: the view's row filter, over the metric's rows.
     let rows = spec
         .view
@@ -79,7 +103,7 @@ pub(super) fn join(
     }
     let from = from_clause(&def.table, &needed, spec, &[metric_name], semantics)?;
     let mut sql = format!(
-        "SELECT {key} AS {}, {} AS {} FROM {from}",
+        "SELECT {inner_key} AS {}, {} AS {} FROM {from}",
         quote(METRIC_DIMENSION_KEY),
         def.sql(),
         quote(METRIC_DIMENSION_VALUE)
@@ -87,7 +111,7 @@ pub(super) fn join(
     if let Some(rows) = &rows {
         sql.push_str(&format!(" WHERE ({})", rows.expr));
     }
-    sql.push_str(&format!(" GROUP BY {key}"));
+    sql.push_str(&format!(" GROUP BY {inner_key}"));
     let relation = quote(&crate::model::metric_dimension_relation(dimension));
     Ok(format!(
         " LEFT JOIN ({sql}) AS {relation} ON {key} = {relation}.{}",
