@@ -23,11 +23,14 @@ use crate::model::{
 use crate::time_zone::TimeZone;
 
 mod access;
+mod dimension;
 mod join_graph;
 mod metric;
+mod view;
 
 pub use access::{Access, Denial};
 
+pub use dimension::{METRIC_DIMENSION_KEY, METRIC_DIMENSION_VALUE};
 pub(crate) use join_graph::aggregate_tables;
 use join_graph::check_join_graph;
 use metric::bind_metric;
@@ -680,46 +683,7 @@ fn bind_with(model: Model, schemas: &[(String, SchemaRef)], any_column: bool) ->
         }
     }
 
-    let mut dimensions = HashMap::new();
-    for dim in &model.dimensions {
-        let default_expr;
-        let text = match &dim.expr {
-            Some(e) => e,
-            None => {
-                default_expr = Spanned::new(dim.name.span(), dim.name.get_ref().clone());
-                &default_expr
-            }
-        };
-        let bound = match &dim.metric {
-            Some(_) => Some(metric_dimension_expr(dim)),
-            None => b.bind(dim.file, text, dim.table.get_ref(), None),
-        };
-        if let Some(expr) = bound {
-            let name = dim.name.get_ref().clone();
-            dimensions.insert(
-                name.clone(),
-                BoundDimension {
-                    name,
-                    table: dim.table.get_ref().clone(),
-                    expr,
-                    kind: dim.kind,
-                    metric: dim.metric.as_ref().map(|m| m.get_ref().clone()),
-                    calendar: dim
-                        .calendar
-                        .as_ref()
-                        .and_then(|c| bind_calendar(&mut b, dim, c)),
-                    week_start: dim.week_start.unwrap_or_default(),
-                    fiscal_year_start_month: dim
-                        .fiscal_year_start_month
-                        .as_ref()
-                        .map_or(1, |m| *m.get_ref()),
-                    label: dim.label.clone(),
-                    description: dim.description.clone(),
-                    data_type: DataType::Null,
-                },
-            );
-        }
-    }
+    let dimensions = dimension::bind_dimensions(&mut b, &model);
 
     let mut metrics: HashMap<String, BoundMetric> = HashMap::new();
     for metric in &model.metrics {
@@ -728,7 +692,7 @@ fn bind_with(model: Model, schemas: &[(String, SchemaRef)], any_column: bool) ->
     }
 
     for dim in &model.dimensions {
-        check_metric_dimension(&mut b, dim, &metrics);
+        dimension::check_metric_dimension(&mut b, dim, &metrics);
     }
 
     let mut table_dimensions: HashMap<String, HashMap<String, BoundExpr>> = HashMap::new();
@@ -750,88 +714,14 @@ fn bind_with(model: Model, schemas: &[(String, SchemaRef)], any_column: bool) ->
         }
     }
 
-    let mut views = Vec::new();
-    for view in &model.views {
-        check_join_graph(&mut b, view, &dimensions, &metrics, &table_dimensions);
-        let mut columns = Vec::new();
-        for d in &view.dimensions {
-            let Some(dim) = dimensions.get(d.get_ref()) else {
-                continue;
-            };
-            let comment = comment(&dim.label, &dim.description);
-            columns.push(ViewColumn {
-                name: dim.name.clone(),
-                kind: ColumnKind::Dimension(dim.name.clone()),
-                data_type: DataType::Null,
-                comment: comment.clone(),
-            });
-            if dim.kind == DimensionKind::Time {
-                let fiscal = [TimeGrain::FiscalQuarter, TimeGrain::FiscalYear];
-                let fiscal = if dim.fiscal_year_start_month != 1 {
-                    &fiscal[..]
-                } else {
-                    &[]
-                };
-                for &grain in TimeGrain::ALL[1..].iter().chain(fiscal) {
-                    columns.push(ViewColumn {
-                        name: format!("{}__{}", dim.name, grain.name()),
-                        kind: ColumnKind::TimeGrain(dim.name.clone(), grain),
-                        data_type: DataType::Null,
-                        comment: format!("{comment} (truncated to {})", grain.name()),
-                    });
-                }
-            }
-        }
-        for m in &view.metrics {
-            let Some(metric) = metrics.get(m.get_ref()) else {
-                continue;
-            };
-            if let Some(time) = &metric.time
-                && !view.dimensions.iter().any(|d| d.get_ref() == time)
-            {
-                b.issue(
-                    view.file,
-                    m,
-                    format!(
-                        "view \"{}\" offers metric \"{}\", which is computed per period of \"{time}\": add \"{time}\" to the view's dimensions",
-                        view.name.get_ref(),
-                        metric.name
-                    ),
-                );
-                continue;
-            }
-            columns.push(ViewColumn {
-                name: metric.name.clone(),
-                kind: ColumnKind::Metric(metric.name.clone()),
-                data_type: DataType::Null,
-                comment: status_note(&metric.name, b.model)
-                    + &comment(&metric.label, &metric.description),
-            });
-        }
-        for g in &view.segments {
-            let Some(segment) = segments.get(g.get_ref()) else {
-                continue;
-            };
-            let described = comment(&segment.label, &segment.description);
-            columns.push(ViewColumn {
-                name: segment.name.clone(),
-                kind: ColumnKind::Segment(segment.name.clone()),
-                data_type: DataType::Boolean,
-                comment: format!("segment {}: {described}", segment.filter),
-            });
-        }
-        views.push(BoundView {
-            name: view.name.get_ref().clone(),
-            comment: comment(&view.label, &view.description),
-            columns,
-            apply_segments: view
-                .apply_segments
-                .iter()
-                .map(|g| g.get_ref().clone())
-                .collect(),
-            row_filter: None,
-        });
-    }
+    let views: Vec<BoundView> = model
+        .views
+        .iter()
+        .map(|view| {
+            check_join_graph(&mut b, view, &dimensions, &metrics, &table_dimensions);
+            view::lay_out(&mut b, view, &dimensions, &metrics, &segments)
+        })
+        .collect();
 
     if !b.issues.is_empty() {
         return Err(Error::Model(b.issues));
@@ -847,114 +737,6 @@ fn bind_with(model: Model, schemas: &[(String, SchemaRef)], any_column: bool) ->
         table_dimensions,
         views,
     })
-}
-
-/// A calendar's table and columns (its aligned column checked against the data when it
-/// is known).
-fn bind_calendar(
-    b: &mut Binder<'_>,
-    dim: &crate::model::Dimension,
-    calendar: &crate::model::Calendar,
-) -> Option<BoundCalendar> {
-    let table = b.model.table(calendar.table.get_ref())?;
-    let aligned = calendar.aligned.get_ref();
-    if let Some(columns) = b.columns.get(table.name.get_ref())
-        && !columns.contains(aligned)
-    {
-        let hint = did_you_mean(aligned, columns.iter().map(String::as_str))
-            .map(|h| format!("; {h}"))
-            .unwrap_or_default();
-        b.issue(
-            dim.file,
-            &calendar.aligned,
-            format!(
-                "calendar table \"{}\" has no column \"{aligned}\"{hint}",
-                table.name.get_ref()
-            ),
-        );
-        return None;
-    }
-    Some(BoundCalendar {
-        table: table.name.get_ref().clone(),
-        day: table.primary_key.get_ref().clone(),
-        aligned: aligned.clone(),
-    })
-}
-
-/// A metric dimension's expression: the `value` column of its relation, which the
-/// rewrite joins to the dimension's table.
-fn metric_dimension_expr(dim: &crate::model::Dimension) -> BoundExpr {
-    let relation = crate::model::metric_dimension_relation(dim.name.get_ref());
-    BoundExpr {
-        expr: Expr::CompoundIdentifier(vec![
-            Ident::with_quote('"', relation.clone()),
-            Ident::with_quote('"', METRIC_DIMENSION_VALUE),
-        ]),
-        tables: BTreeSet::from([dim.table.get_ref().clone(), relation]),
-    }
-}
-
-/// The column of a metric dimension's relation that holds the metric's value (its key
-/// column is [`METRIC_DIMENSION_KEY`]).
-pub const METRIC_DIMENSION_VALUE: &str = "__value";
-/// The column of a metric dimension's relation that holds the key of its table's row.
-pub const METRIC_DIMENSION_KEY: &str = "__key";
-
-/// A metric dimension's metric is an aggregate of one table (atomic or derived, not a
-/// balance) whose rows reach the dimension's table by one join path, and whose filter
-/// reads no metric dimension itself.
-fn check_metric_dimension(
-    b: &mut Binder<'_>,
-    dim: &crate::model::Dimension,
-    metrics: &HashMap<String, BoundMetric>,
-) {
-    let Some(name) = &dim.metric else {
-        return;
-    };
-    let Some(metric) = metrics.get(name.get_ref()) else {
-        return; // reported where the metric failed
-    };
-    let table = dim.table.get_ref();
-    let reason = match metric.aggregate() {
-        None => Some(format!(
-            "metric \"{}\" is a {} metric: a dimension may be an atomic or derived metric (an aggregate of one table's rows)",
-            metric.name,
-            metric.kind.as_str()
-        )),
-        Some(def) if def.semi_additive.is_some() => Some(format!(
-            "metric \"{}\" is a balance (semi_additive): its value per row of \"{table}\" has no one day",
-            metric.name
-        )),
-        Some(def)
-            if def
-                .tables
-                .iter()
-                .any(|t| t.starts_with(crate::model::METRIC_DIMENSION_PREFIX)) =>
-        {
-            Some(format!(
-                "metric \"{}\" is filtered by a metric dimension itself: a metric dimension's metric filters by plain dimensions only",
-                metric.name
-            ))
-        }
-        Some(def) => match b.model.join_path_count(&def.table, table) {
-            1 => None,
-            0 => Some(format!(
-                "metric \"{}\" (table \"{}\") does not reach table \"{table}\" through many-to-one joins: it has no value per row of \"{table}\"",
-                metric.name, def.table
-            )),
-            n => Some(format!(
-                "metric \"{}\" (table \"{}\") reaches table \"{table}\" by {n} join paths of the same length",
-                metric.name, def.table
-            )),
-        },
-    };
-    if let Some(reason) = reason {
-        b.issue(
-            dim.file,
-            name,
-            format!("dimension \"{}\": {reason}", dim.name.get_ref()),
-        );
-    }
 }
 
 /// Bind a segment: its filter may name dimensions only.
@@ -1010,27 +792,4 @@ fn bind_segment(
         label: segment.label.clone(),
         description: segment.description.clone(),
     })
-}
-
-/// `[deprecated: use revenue] ` (or draft, retired) before a metric's comment, so the
-/// catalog shows its lifecycle status; empty for an active metric.
-fn status_note(name: &str, model: &Model) -> String {
-    let Some(metric) = model.metrics.iter().find(|m| m.name.get_ref() == name) else {
-        return String::new();
-    };
-    if metric.status == Status::Active {
-        return String::new();
-    }
-    match &metric.replaced_by {
-        Some(r) => format!("[{}: use {}] ", metric.status.as_str(), r.get_ref()),
-        None => format!("[{}] ", metric.status.as_str()),
-    }
-}
-
-fn comment(label: &str, description: &str) -> String {
-    match (label.is_empty(), description.is_empty()) {
-        (true, _) => description.to_string(),
-        (false, true) => label.to_string(),
-        (false, false) => format!("{label}: {description}"),
-    }
 }
