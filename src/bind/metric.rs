@@ -357,6 +357,18 @@ fn bind_metric_inner(
                         .clone(),
                     window,
                     calculation: metric.calculation.unwrap_or_default(),
+                    constant: metric
+                        .constant_properties
+                        .iter()
+                        .map(|p| {
+                            let base = p.base.get_ref().clone();
+                            let conversion = p
+                                .conversion
+                                .as_ref()
+                                .map_or(base.clone(), |c| c.get_ref().clone());
+                            (base, conversion)
+                        })
+                        .collect(),
                 })),
                 None,
             ))
@@ -377,15 +389,13 @@ fn bind_metric_inner(
                 return None;
             }
             // A comparison of a cumulative metric over its own time dimension (this
-            // year's to-date against last year's to the same day) is the window of the
-            // earlier period; other combinations of periods are not defined.
+            // year's to-date against last year's to the same day, the running total on
+            // the first day of the month) is the window of the earlier period; other
+            // combinations of periods are not defined.
             let compared_window = metric.kind() == MetricKind::PeriodOverPeriod
                 && base.kind == MetricKind::Cumulative
                 && base.time.as_deref() == Some(time.as_str())
-                && !matches!(
-                    metric.compare,
-                    Some(Compare::PeriodStart(_) | Compare::Aligned)
-                );
+                && metric.compare != Some(Compare::Aligned);
             if !compared_window
                 && (matches!(
                     base.kind,

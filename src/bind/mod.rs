@@ -170,6 +170,9 @@ pub struct ConversionDef {
     pub window: Option<(u32, TimeGrain)>,
     /// What the metric shows.
     pub calculation: Calculation,
+    /// Dimensions a conversion event shares with its base event: (on the base events,
+    /// on the conversion events).
+    pub constant: Vec<(String, String)>,
 }
 
 /// An aggregation of a table's rows.
@@ -320,6 +323,9 @@ impl BoundMetric {
                     }
                     Some(crate::model::PeriodAgg::Last) => {
                         " (a period's value is its last day's with rows in its window)"
+                    }
+                    Some(crate::model::PeriodAgg::Average) => {
+                        " (a period's value is the average of its days' with rows in their windows)"
                     }
                     None => "",
                 };

@@ -59,6 +59,10 @@ pub struct Metric {
     pub conversion_time: Option<Spanned<String>>,
     /// Conversion: `conversion_rate` (the default: conversions / base) or `conversions`.
     pub calculation: Option<Calculation>,
+    /// Conversion: properties a base event and its conversion events must share (the
+    /// same session), besides the entity (MetricFlow's `constant_properties`).
+    #[serde(default)]
+    pub constant_properties: Vec<ConstantProperty>,
     /// Cumulative: at grains coarser than a day, which day of each period the window ends
     /// with: `last` (the default: the window ends with the period) or `first`
     /// (MetricFlow's default `period_agg`).
@@ -219,6 +223,17 @@ impl TryFrom<String> for Compare {
     }
 }
 
+/// A property a conversion event shares with the base event it is credited to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstantProperty {
+    /// The dimension on the base events.
+    pub base: Spanned<String>,
+    /// The dimension on the conversion events (default: `base`, a dimension both
+    /// tables carry or reach).
+    pub conversion: Option<Spanned<String>>,
+}
+
 /// How a balance or stock is read over time (MetricFlow's `non_additive_dimension`): the
 /// rows of one day of each period, or the average of the period's days.
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +286,8 @@ pub enum PeriodAgg {
     /// The period's last day: the window ends with the period.
     #[default]
     Last,
+    /// The average of its days' values (MetricFlow's `average`).
+    Average,
 }
 
 /// What a conversion metric shows.

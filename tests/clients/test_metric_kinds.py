@@ -811,8 +811,9 @@ def test_segments_are_boolean_columns_with_their_definition_as_comment(conn):
 
 @pytest.fixture(scope="module")
 def fiscal(tmp_path_factory):
-    """The demo model with order_date's weeks starting on Sunday and a fiscal year
-    starting in April, served by its own kpitables."""
+    """The demo model with order_date's weeks starting on Sunday, a fiscal year
+    starting in April, two offset metrics (a calendar month back, five days back) and a
+    trailing window averaged over each period's days, served by its own kpitables."""
     import re
 
     import psycopg
@@ -830,6 +831,11 @@ def fiscal(tmp_path_factory):
             assert "fiscal_year_start_month" in text
         if path.name == "sources.toml":
             text = re.sub(r'path = ".*"', f'path = "{DATA}"', text)
+        if path.name == "metrics.toml":
+            text += OFFSET_METRICS
+        if path.name == "views.toml":
+            text = text.replace('"revenue_previous_period", ', '"revenue_previous_period", "revenue_month_ago", "revenue_5_days_ago", "revenue_running_total_month_ago", "revenue_running_total_at_month_start", "revenue_on_month_start", "revenue_trailing_7d_daily_average", ', 1)
+            assert "revenue_month_ago" in text
         (model / path.name).write_text(text)
     k = Kpitables(model / "kpitables.log", ["--model", str(model)])
     try:
@@ -838,6 +844,50 @@ def fiscal(tmp_path_factory):
     finally:
         k.close()
 
+
+OFFSET_METRICS = """
+[[metrics]]
+name = "revenue_month_ago"
+base = "revenue"
+time = "order_date"
+compare = "1 month"
+show = "value"
+
+[[metrics]]
+name = "revenue_5_days_ago"
+base = "revenue"
+time = "order_date"
+compare = "5 days"
+show = "value"
+
+[[metrics]]
+name = "revenue_running_total_month_ago"
+base = "revenue_running_total"
+time = "order_date"
+compare = "1 month"
+show = "value"
+
+[[metrics]]
+name = "revenue_running_total_at_month_start"
+base = "revenue_running_total"
+time = "order_date"
+compare = "start_of_month"
+show = "value"
+
+[[metrics]]
+name = "revenue_on_month_start"
+base = "revenue"
+time = "order_date"
+compare = "start_of_month"
+show = "value"
+
+[[metrics]]
+name = "revenue_trailing_7d_daily_average"
+base = "revenue"
+time = "order_date"
+window = "7 days"
+period_agg = "average"
+"""
 
 # Fiscal year from April: the fiscal year (and quarter) of a date is found by moving the
 # date back three months, truncating, and moving forward again.
@@ -869,7 +919,65 @@ FISCAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,ours,truth", FISCAL_CASES, ids=[c[0] for c in FISCAL_CASES])
+# A calendar month back by day: each day reads the day `date - INTERVAL '1 month'` (29
+# to 31 March 2024 all read 29 February); five days back by month: each row counts in
+# the month of its day five days later, up to the data's last day. A trailing window
+# averaged over a month's days is a decimal of four more places than the sum's, cut
+# (not rounded) there, as the engine's avg of decimals.
+LAST_DAY = "(SELECT MAX(order_date) FROM orders)"
+OFFSET_CASES = [
+    (
+        "a month back by day: the last days of March read 29 February",
+        "SELECT order_date, revenue_month_ago FROM sales_trends WHERE order_date BETWEEN '2024-03-27' AND '2024-04-02' ORDER BY 1",
+        f"""WITH daily AS ({DAILY}), days AS (SELECT DISTINCT o.order_date AS day FROM orders o)
+            SELECT d.day, x.r FROM days d JOIN daily x ON x.day = CAST(d.day - INTERVAL '1 month' AS DATE)
+            WHERE d.day BETWEEN DATE '2024-03-27' AND DATE '2024-04-02' ORDER BY 1""",
+    ),
+    (
+        "a running total a month back by day: the total to the day a month before",
+        "SELECT order_date, revenue_running_total_month_ago FROM sales_trends WHERE order_date BETWEEN '2024-03-27' AND '2024-04-02' ORDER BY 1",
+        f"""WITH daily AS ({DAILY}), days AS (SELECT DISTINCT o.order_date AS day FROM orders o)
+            SELECT d.day, SUM(x.r) FROM days d JOIN daily x ON x.day <= CAST(d.day - INTERVAL '1 month' AS DATE)
+            WHERE d.day BETWEEN DATE '2024-03-27' AND DATE '2024-04-02' GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "a running total on the first day of each day's month",
+        "SELECT order_date, revenue_running_total_at_month_start FROM sales_trends WHERE order_date BETWEEN '2024-03-30' AND '2024-04-02' ORDER BY 1",
+        f"""WITH daily AS ({DAILY}), days AS (SELECT DISTINCT o.order_date AS day FROM orders o)
+            SELECT d.day, SUM(x.r) FROM days d JOIN daily x ON x.day <= CAST(date_trunc('month', d.day) AS DATE)
+            WHERE d.day BETWEEN DATE '2024-03-30' AND DATE '2024-04-02' GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "the first day of the month each week (from Sunday) starts in, for weeks starting in the range",
+        "SELECT order_date__week, revenue_on_month_start FROM sales_trends WHERE order_date BETWEEN '2024-03-01' AND '2024-04-30' ORDER BY 1",
+        f"""WITH daily AS ({DAILY})
+            SELECT w.day, x.r FROM daily w JOIN daily x ON x.day = CAST(date_trunc('month', w.day) AS DATE)
+            WHERE dayofweek(w.day) = 0 AND w.day BETWEEN DATE '2024-03-01' AND DATE '2024-04-30' ORDER BY 1""",
+    ),
+    (
+        "the first of January by year, for years whose first day has rows",
+        "SELECT order_date__year, revenue_on_month_start FROM sales_trends ORDER BY 1",
+        f"""WITH daily AS ({DAILY})
+            SELECT day, r FROM daily WHERE month(day) = 1 AND day(day) = 1 ORDER BY 1""",
+    ),
+    (
+        "five days back by month, to the data's last day",
+        "SELECT order_date__month, revenue_5_days_ago FROM sales_trends ORDER BY 1",
+        f"""SELECT CAST(date_trunc('month', o.order_date + INTERVAL '5 day') AS DATE), {REVENUE} FROM {LINES}
+            WHERE o.order_date + INTERVAL '5 day' <= {LAST_DAY} GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "a trailing 7 days by month: the average of the month's days' (period_agg average)",
+        "SELECT order_date__month, revenue_trailing_7d_daily_average FROM sales_trends WHERE order_date >= '2024-01-01' ORDER BY 1",
+        f"""WITH daily AS ({DAILY}), days AS (SELECT DISTINCT o.order_date AS day FROM orders o),
+                 w AS (SELECT d.day, SUM(x.r) AS v FROM days d JOIN daily x ON x.day <= d.day AND x.day > d.day - INTERVAL '7 day'
+                       WHERE d.day >= DATE '2024-01-01' GROUP BY 1)
+            SELECT CAST(date_trunc('month', day) AS DATE), CAST(floor(AVG(v) * 1000000) / 1000000 AS DECIMAL(38, 6)) FROM w GROUP BY 1 ORDER BY 1""",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,ours,truth", FISCAL_CASES + OFFSET_CASES, ids=[c[0] for c in FISCAL_CASES + OFFSET_CASES])
 def test_fiscal_years_and_week_starts_match_ground_truth(fiscal, duck, name, ours, truth):
     assert_same_answer(fiscal.execute(ours), duck.execute(truth))
 
@@ -900,6 +1008,12 @@ name = "customer_id"
 table = "customers"
 label = "客户编号"
 
+[[dimensions]]
+name = "home_city"
+table = "customers"
+expr = "city"
+label = "客户所在城市"
+
 [[metrics]]
 name = "signups"
 table = "customers"
@@ -926,10 +1040,21 @@ conversion_time = "order_date"
 calculation = "conversions"
 label = "注册后订单量"
 
+[[metrics]]
+name = "home_city_orders_after_signup"
+base = "signups"
+conversion = "order_count"
+entity = "customer_id"
+time = "signup_date"
+conversion_time = "order_date"
+calculation = "conversions"
+constant_properties = [{ base = "home_city", conversion = "city" }]
+label = "注册后本地订单量"
+
 [[views]]
 name = "customer_funnel"
 dimensions = ["signup_date", "segment"]
-metrics = ["signups", "first_order_rate_30d", "orders_after_signup"]
+metrics = ["signups", "first_order_rate_30d", "orders_after_signup", "home_city_orders_after_signup"]
 """
 
 
@@ -961,10 +1086,13 @@ def funnel(tmp_path_factory):
 def credited_orders(window="TRUE"):
     return f"""SELECT c.customer_id, c.segment, c.signup_date, o.order_id
                FROM orders o JOIN customers c ON c.customer_id = o.customer_id
+               JOIN stores s ON s.store_id = o.store_id
                WHERE o.status <> 'cancelled' AND c.signup_date <= o.order_date AND {window}"""
 
 
 WITHIN_30 = "c.signup_date > o.order_date - INTERVAL 30 DAY"
+# A constant property: only orders taken by a store in the customer's own city.
+HOME_CITY = "s.city = c.city"
 FUNNEL_CASES = [
     (
         "first-order rate and orders after signup by signup month",
@@ -978,6 +1106,13 @@ FUNNEL_CASES = [
                        FROM ({credited_orders()}) GROUP BY 1)
             SELECT b.m, b.n, CAST(coalesce(r.n, 0) AS DOUBLE) / b.n, coalesce(a.n, 0)
             FROM b LEFT JOIN r USING (m) LEFT JOIN a USING (m) ORDER BY 1""",
+    ),
+    (
+        "orders after signup in the customer's own city (constant_properties), by segment",
+        "SELECT segment, orders_after_signup, home_city_orders_after_signup FROM customer_funnel ORDER BY 1",
+        f"""WITH a AS (SELECT segment, count(*) AS n FROM ({credited_orders()}) GROUP BY 1),
+                 h AS (SELECT segment, count(*) AS n FROM ({credited_orders(HOME_CITY)}) GROUP BY 1)
+            SELECT a.segment, a.n, coalesce(h.n, 0) FROM a LEFT JOIN h USING (segment) ORDER BY 1""",
     ),
     (
         "first-order rate by segment",

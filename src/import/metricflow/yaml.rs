@@ -286,8 +286,18 @@ pub struct ConversionParams {
     pub window: Option<String>,
     /// `conversion_rate` (default) or `conversions`.
     pub calculation: Option<String>,
-    /// Properties that must be equal on both events (not mapped).
-    pub constant_properties: Option<IgnoredAny>,
+    /// Properties that must be equal on both events.
+    #[serde(default)]
+    pub constant_properties: Vec<ConstantProperty>,
+}
+
+/// A property a conversion event shares with its base event.
+#[derive(Debug, Deserialize)]
+pub struct ConstantProperty {
+    /// The entity or dimension of the base measure's semantic model.
+    pub base_property: String,
+    /// The entity or dimension of the conversion measure's semantic model.
+    pub conversion_property: String,
 }
 
 /// A measure named by a metric, as a name or with options.

@@ -47,10 +47,18 @@ pub(super) fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) 
             "conversion_time",
             "window",
             "calculation",
+            "constant_properties",
             "fill_nulls_with",
         ],
     };
-    let set: [(&str, Option<usize>); 19] = [
+    let set: [(&str, Option<usize>); 20] = [
+        (
+            "constant_properties",
+            metric
+                .constant_properties
+                .first()
+                .map(|p| p.base.span().start),
+        ),
         (
             "fill_nulls_with",
             metric.fill_nulls_with.as_ref().map(|s| s.span().start),
@@ -337,6 +345,16 @@ fn check_conversion(c: &mut Checker<'_>, model: &Model, metric: &Metric) {
     }
     if let Some(time) = &metric.conversion_time {
         c.reference(f, "time dimension", time, time_dimensions(model));
+    }
+    for property in &metric.constant_properties {
+        for dimension in std::iter::once(&property.base).chain(&property.conversion) {
+            c.reference(
+                f,
+                "dimension",
+                dimension,
+                model.dimensions.iter().map(|d| d.name.get_ref().as_str()),
+            );
+        }
     }
     if let Some(window) = &metric.window {
         match Window::parse(window.get_ref()) {

@@ -16,7 +16,7 @@ use super::{COLLAPSING, counts_rows, function_name, is_aggregate, refs};
 use crate::bind::{BoundView, ColumnKind, Definition, Semantics};
 use crate::error::{Error, Result};
 use crate::model::{Aggregation, Calculation, Compare, Show, TimeGrain, Window};
-use crate::rewrite::derived::{Earlier, Period, Physical, Transform};
+use crate::rewrite::derived::{Before, Earlier, Period, Physical, Transform};
 
 /// `COUNT(*)` (or `COUNT(<constant>)`) counts the rows of the view, as `SELECT *` returns
 /// them: one per combination of its dimensions. It becomes the marker aggregate
@@ -317,6 +317,37 @@ impl Outer<'_> {
                     let current = self.metric(base, transform)?;
                     return compared(*show, &current, &earlier);
                 }
+                // By day, calendar months and years back from each day (the 29th to
+                // the 31st of March are all a month after the 29th of February): each
+                // day's value is the day the interval before it's, a window of one
+                // day ending that long before (MetricFlow's spine of days joined on
+                // `ds - INTERVAL`); rows moved forward would land on one day only.
+                if grain == TimeGrain::Day
+                    && let Compare::Offset(
+                        n,
+                        unit @ (TimeGrain::Month | TimeGrain::Quarter | TimeGrain::Year),
+                    ) = compare
+                {
+                    let offset = *show == Show::Value;
+                    let dependent = self.period_labels(name, time, index, grain)?;
+                    let day_before = Transform::DayBefore {
+                        time: time.clone(),
+                        interval: crate::rewrite::derived::interval(*n, *unit),
+                        period: Period {
+                            index,
+                            grain,
+                            dependent,
+                            day: None,
+                        },
+                        periods: offset,
+                    };
+                    let earlier = self.metric(base, &day_before)?;
+                    if offset {
+                        return Ok(earlier);
+                    }
+                    let current = self.metric(base, transform)?;
+                    return compared(*show, &current, &earlier);
+                }
                 let interval = match (compare, grain) {
                     (Compare::PeriodStart(of), _) => {
                         // One day's rows for every period that starts in the `of`
@@ -367,10 +398,23 @@ impl Outer<'_> {
                     Compare::PreviousPeriod => true,
                     _ => false,
                 };
+                // The data's range ends the shifted periods. A shift shorter than the
+                // grain's period (5 days by month) moves rows day by day: those moved
+                // past the data's last day are not in it (MetricFlow's spine of days).
+                let bound = match compare {
+                    Compare::Offset(_, unit) if unit.rank() < grain.rank() => {
+                        if unit.rank() < TimeGrain::Day.rank() {
+                            *unit
+                        } else {
+                            TimeGrain::Day
+                        }
+                    }
+                    _ => grain,
+                };
                 let shifted = Transform::Shift {
                     time: time.clone(),
                     interval,
-                    periods: offset.then_some(grain),
+                    periods: offset.then_some(bound),
                     whole,
                 };
                 let earlier = self.metric(base, &shifted)?;
@@ -399,6 +443,7 @@ impl Outer<'_> {
                         time: c.time.clone(),
                         conversion_time: c.conversion_time.clone(),
                         window: c.window,
+                        constant: c.constant.clone(),
                     },
                 )?;
                 let counts = self
@@ -431,9 +476,9 @@ impl Outer<'_> {
                 window,
                 day,
             } => {
-                // Every period of the range is about periods: not grouped by them, the
-                // base's value.
-                if *window == Window::Period
+                // Every period of the range is about periods, and a running total of
+                // all time not grouped by periods is all the rows': the base's value.
+                if matches!(window, Window::Period | Window::AllTime)
                     && !self
                         .grain
                         .iter()
@@ -470,16 +515,47 @@ impl Outer<'_> {
                         periods,
                         ..
                     } if shifted == time => Some(Earlier {
-                        interval: interval.clone(),
+                        before: Before::Interval(interval.clone()),
                         periods: periods.is_some(),
                     }),
+                    // The day a calendar interval before each day: the window ending then.
+                    Transform::DayBefore {
+                        time: shifted,
+                        interval,
+                        periods,
+                        ..
+                    } if shifted == time => Some(Earlier {
+                        before: Before::Interval(interval.clone()),
+                        periods: *periods,
+                    }),
+                    // Each day's value at the first day of its month (week, ...): the
+                    // window ending with that day.
+                    Transform::Window {
+                        time: shifted,
+                        window: Window::PeriodStart(of),
+                        primary,
+                        ..
+                    } if shifted == time && grain == TimeGrain::Day => Some(Earlier {
+                        before: Before::StartOf(*of),
+                        periods: *primary,
+                    }),
                     Transform::Shift { time: shifted, .. }
+                    | Transform::DayBefore { time: shifted, .. }
                     | Transform::Aligned { time: shifted, .. } => {
                         return Err(Error::unsupported(
                             format!(
                                 "metric \"{name}\" accumulates over \"{time}\" and is compared over \"{shifted}\": a comparison of a cumulative metric is over its own time dimension"
                             ),
                             None,
+                        ));
+                    }
+                    // (A first day's value of a formula over a cumulative metric.)
+                    Transform::Window { .. } => {
+                        return Err(Error::unsupported(
+                            format!(
+                                "metric \"{name}\" accumulates over \"{time}\" and is asked at the first day of each period: a first day's value of a cumulative metric is defined by day"
+                            ),
+                            Some(format!("ask for it by \"{time}\" (a day)")),
                         ));
                     }
                     _ => None,

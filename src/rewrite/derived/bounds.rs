@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
 
-use super::InnerExpr;
 use super::translate::is_zoned;
+use super::{Before, InnerExpr};
 use crate::bind::{BoundDimension, Semantics};
 use crate::error::Result;
 use crate::model::{TimeGrain, Window};
@@ -134,13 +134,15 @@ impl Bounds {
         time: &str,
         window: Window,
         grain: TimeGrain,
-        earlier: Option<&str>,
+        earlier: Option<&Before>,
     ) -> Result<Vec<InnerExpr>> {
         let (shortest, longest) = match earlier {
-            Some(interval) => match interval_days(interval) {
+            Some(Before::Interval(interval)) => match interval_days(interval) {
                 Some(days) => days,
                 None => return Ok(Vec::new()),
             },
+            // The first day of the `of` period: up to one such period earlier.
+            Some(Before::StartOf(of)) => (0, grain_days(*of).1),
             None => (0, 0),
         };
         let period = grain_days(grain).1;

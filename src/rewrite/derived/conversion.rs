@@ -28,6 +28,8 @@ pub(super) struct Conversion<'a> {
     pub conversion_time: &'a str,
     /// How long after a base event a conversion counts.
     pub window: Option<(u32, TimeGrain)>,
+    /// Dimensions both events share: (on the base events, on the conversions).
+    pub constant: &'a [(String, String)],
 }
 
 impl Conversion<'_> {
@@ -35,12 +37,13 @@ impl Conversion<'_> {
     /// SELECT x.__g.., <aggregate of x.__v> AS __m<j>
     /// FROM (SELECT b.__g.., c.__v,
     ///              ROW_NUMBER() OVER (PARTITION BY c.__id ORDER BY b.__t DESC, b.__k DESC) AS __rn
-    ///       FROM (SELECT <grain>, <entity> AS __e, <time> AS __t, <key> AS __k
+    ///       FROM (SELECT <grain>, <entity> AS __e, <time> AS __t, <key> AS __k, <property> AS __p..
     ///             FROM <base fact> .. WHERE <filters> AND <base metric's filter>) AS b
     ///       JOIN (SELECT ROW_NUMBER() OVER () AS __id, <entity> AS __e, <time> AS __t,
-    ///                    <conversion value> AS __v
+    ///                    <conversion value> AS __v, <property> AS __p..
     ///             FROM <conversion fact> .. WHERE <conversion metric's filter>) AS c
-    ///         ON b.__e = c.__e AND b.__t <= c.__t AND b.__t > c.__t - <window>) AS x
+    ///         ON b.__e = c.__e AND b.__p.. = c.__p.. AND b.__t <= c.__t
+    ///            AND b.__t > c.__t - <window>) AS x
     /// WHERE x.__rn = 1 GROUP BY x.__g..
     /// ```
     /// The grain and the query's filters apply to the base events (as MetricFlow does);
@@ -77,6 +80,12 @@ impl Conversion<'_> {
         needed.extend(base.tables.iter().cloned());
         needed.extend(entity.tables.iter().cloned());
         needed.extend(time.tables.iter().cloned());
+        let properties = self
+            .constant
+            .iter()
+            .map(|(on_base, _)| self.on(semantics, fact, on_base))
+            .collect::<Result<Vec<_>>>()?;
+        needed.extend(properties.iter().flat_map(|p| p.tables.iter().cloned()));
         let names = [self.base];
         let from = from_clause(fact, &needed, spec, &names, semantics)?;
         let mut items: Vec<String> = grain
@@ -94,6 +103,12 @@ impl Conversion<'_> {
             quote(fact),
             quote(table.primary_key.get_ref())
         ));
+        items.extend(
+            properties
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{} AS \"__p{i}\"", p.expr)),
+        );
         let mut base_sql = format!("SELECT {} FROM {from}", items.join(", "));
         let mut base_filters: Vec<InnerExpr> = filters.to_vec();
         if let Some(f) = &base.filter {
@@ -112,14 +127,25 @@ impl Conversion<'_> {
         let mut needed = self.conversion.tables.clone();
         needed.extend(entity.tables.iter().cloned());
         needed.extend(time.tables.iter().cloned());
+        let properties = self
+            .constant
+            .iter()
+            .map(|(_, on_conversion)| self.on(semantics, fact, on_conversion))
+            .collect::<Result<Vec<_>>>()?;
+        needed.extend(properties.iter().flat_map(|p| p.tables.iter().cloned()));
         let from = from_clause(fact, &needed, spec, &names, semantics)?;
         let value = self
             .conversion
             .expr
             .as_ref()
             .map_or_else(|| "1".to_string(), |e| e.to_string());
+        let shared: String = properties
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!(", {} AS \"__p{i}\"", p.expr))
+            .collect();
         let mut conversion_sql = format!(
-            "SELECT ROW_NUMBER() OVER () AS \"__id\", {} AS \"__e\", {} AS \"__t\", {value} AS \"__v\" FROM {from}",
+            "SELECT ROW_NUMBER() OVER () AS \"__id\", {} AS \"__e\", {} AS \"__t\", {value} AS \"__v\"{shared} FROM {from}",
             entity.expr,
             time_sql(time, zoned(self.conversion_time)?, spec),
         );
@@ -128,10 +154,9 @@ impl Conversion<'_> {
         }
 
         // Each conversion credited to its latest base event.
-        let mut on = vec![
-            "b.\"__e\" = c.\"__e\"".to_string(),
-            "b.\"__t\" <= c.\"__t\"".to_string(),
-        ];
+        let mut on = vec!["b.\"__e\" = c.\"__e\"".to_string()];
+        on.extend((0..self.constant.len()).map(|i| format!("b.\"__p{i}\" = c.\"__p{i}\"")));
+        on.push("b.\"__t\" <= c.\"__t\"".to_string());
         if let Some((n, unit)) = self.window {
             on.push(format!(
                 "b.\"__t\" > c.\"__t\" - INTERVAL '{}'",

@@ -62,9 +62,11 @@ pub enum Transform {
         time: String,
         /// SQL interval literal, e.g. `1 month`.
         interval: String,
-        /// Its periods are periods of the answer, at this grain (an offset metric: a
-        /// period whose earlier period has rows has a row); else (`None`) it only brings
-        /// values to the periods other parts have (a comparison with this period).
+        /// Its periods are periods of the answer (an offset metric: a period whose
+        /// earlier period has rows has a row), and its moved rows end with the data's
+        /// last period of this grain (the query's, or the day for a shift shorter than
+        /// the query's period); else (`None`) it only brings values to the periods other
+        /// parts have (a comparison with this period).
         periods: Option<TimeGrain>,
         /// The shift is a whole number of the grain's periods: with `periods`, a range
         /// on the time dimension selects whole periods, each worth the whole earlier
@@ -91,6 +93,20 @@ pub enum Transform {
     Where {
         /// The condition, over the view's columns.
         condition: Box<Expr>,
+    },
+    /// By day, the metric of the day a calendar interval before each day (`date -
+    /// INTERVAL '1 month'`: 29 to 31 March all read 29 February): a window of one day
+    /// ending that long before.
+    DayBefore {
+        /// The time dimension.
+        time: String,
+        /// SQL interval literal of months or years, e.g. `1 month`.
+        interval: String,
+        /// Where the block's grain has the days.
+        period: Period,
+        /// Its days are periods of the answer (an offset metric); else it only brings
+        /// values to the days other parts have.
+        periods: bool,
     },
     /// The metric accumulated over a window ending with each period of the grain.
     Window {
@@ -122,6 +138,8 @@ pub enum Transform {
         conversion_time: String,
         /// How long after a base event a conversion counts.
         window: Option<(u32, TimeGrain)>,
+        /// Dimensions both events share: (on the base events, on the conversions).
+        constant: Vec<(String, String)>,
     },
 }
 
@@ -129,10 +147,19 @@ pub enum Transform {
 /// whether its periods are periods of the answer (as [`Transform::Shift`]'s `periods`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Earlier {
-    /// SQL interval literal, e.g. `1 year`.
-    pub interval: String,
+    /// Which earlier day each period's window ends with.
+    pub before: Before,
     /// An offset metric's periods are rows of the answer; a comparison's are not.
     pub periods: bool,
+}
+
+/// The day an earlier window ends with, from the period's own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Before {
+    /// This long before (SQL interval literal, e.g. `1 year`).
+    Interval(String),
+    /// The first day of the week (month, ...) the period's first day is in.
+    StartOf(TimeGrain),
 }
 
 /// The periods of a time dimension in a block's grain, for a metric computed per period.
@@ -251,7 +278,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
     for (j, (physical, def)) in spec.metrics.iter().zip(&defs).enumerate() {
         let shared = !matches!(
             physical.transform,
-            Transform::Window { .. } | Transform::Conversion { .. }
+            Transform::Window { .. } | Transform::DayBefore { .. } | Transform::Conversion { .. }
         ) && def.semi_additive.is_none();
         match groups
             .iter_mut()
@@ -407,6 +434,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 time,
                 conversion_time,
                 window,
+                constant,
             } => {
                 for &j in js {
                     let spec_of = conversion::Conversion {
@@ -417,8 +445,31 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                         time,
                         conversion_time,
                         window: *window,
+                        constant,
                     };
                     parts.push(spec_of.part(spec, semantics)?);
+                }
+            }
+            Transform::DayBefore {
+                time,
+                interval,
+                period,
+                periods,
+            } => {
+                for &j in js {
+                    let mut part = window_part(
+                        spec,
+                        semantics,
+                        fact,
+                        j,
+                        defs[j],
+                        time,
+                        Window::Trailing(1, TimeGrain::Day),
+                        period,
+                        Some(&Before::Interval(interval.clone())),
+                    )?;
+                    part.primary = *periods;
+                    parts.push(part);
                 }
             }
             Transform::Window {
@@ -438,7 +489,7 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                         time,
                         *window,
                         period,
-                        earlier.as_ref().map(|e| e.interval.as_str()),
+                        earlier.as_ref().map(|e| &e.before),
                     )?;
                     part.primary = *primary && earlier.as_ref().is_none_or(|e| e.periods);
                     parts.push(part);

@@ -11,7 +11,8 @@ use datafusion::sql::sqlparser::ast::Expr;
 
 use super::translate::{Moved, is_zoned, local_time_sql, shift_sql};
 use super::{
-    DerivedSpec, InnerExpr, Part, Period, from_clause, interval, truncate_sql, write_filters,
+    Before, DerivedSpec, InnerExpr, Part, Period, from_clause, interval, parse_expr, truncate_sql,
+    write_filters,
 };
 use crate::bind::{AggregateDef, BoundDimension, Semantics};
 use crate::error::{Error, Result};
@@ -44,7 +45,7 @@ pub(super) fn window_part(
     time: &str,
     window: Window,
     period: &Period,
-    earlier: Option<&str>,
+    earlier: Option<&Before>,
 ) -> Result<Part> {
     let (index, grain) = (period.index, period.grain);
     let dim = semantics.dimension(time)?;
@@ -224,7 +225,8 @@ pub(super) fn window_part(
         format!("b.\"__g{index}\"")
     };
     let start_of_period = match earlier {
-        Some(interval) => shift_sql(&own, "-", interval, &dim.data_type),
+        Some(Before::Interval(interval)) => shift_sql(&own, "-", interval, &dim.data_type),
+        Some(Before::StartOf(of)) => truncate_sql(&own, *of, dim),
         None => own,
     };
     let last = if by_day.is_some() {
@@ -301,14 +303,15 @@ pub(super) fn window_part(
             outer_keys.join(", ")
         ),
         Some(at) => {
-            // Each day's value, then the first (last) day of each period.
+            // Each day's value, then the first (last) day of each period, or their
+            // average.
             let keys: Vec<String> = (0..spec.grain.len())
                 .map(|i| format!("\"__g{i}\""))
                 .collect();
-            let order = if at == crate::model::PeriodAgg::First {
-                "ASC"
-            } else {
-                "DESC"
+            let order = match at {
+                crate::model::PeriodAgg::First => "ASC",
+                crate::model::PeriodAgg::Last => "DESC",
+                crate::model::PeriodAgg::Average => "",
             };
             let days = format!(
                 "SELECT {}, b.{DAY_COLUMN} AS {DAY_COLUMN} FROM ({periods}) AS b {join} ({rows}) AS r ON {} GROUP BY {}, b.{DAY_COLUMN}",
@@ -316,6 +319,20 @@ pub(super) fn window_part(
                 on.join(" AND "),
                 outer_keys.join(", ")
             );
+            if at == crate::model::PeriodAgg::Average {
+                // (The HAVING, true of every group, reads the day: without a reference
+                // to it DataFusion's optimizer drops the day from the grouping of `days`
+                // and averages one sum over the period's days.)
+                return Ok(Part {
+                    sql: format!(
+                        "SELECT {k}, avg(\"__m{j}\") AS \"__m{j}\" FROM ({days}) AS d GROUP BY {k} HAVING count(DISTINCT {DAY_COLUMN}) > 0",
+                        k = keys.join(", ")
+                    ),
+                    provides: vec![format!("__m{j}")],
+                    primary: true,
+                    total: false,
+                });
+            }
             format!(
                 "SELECT {k}, \"__m{j}\" FROM (SELECT {k}, \"__m{j}\", row_number() OVER (PARTITION BY {k} ORDER BY {DAY_COLUMN} {order}) AS \"__n\" FROM ({days}) AS d) AS p WHERE \"__n\" = 1",
                 k = keys.join(", ")
@@ -348,7 +365,7 @@ struct Spine<'a> {
     /// The FROM clause reaching every table of the grain and the filters.
     others_from: &'a str,
     /// The windows are those of the periods this long before.
-    earlier: Option<&'a str>,
+    earlier: Option<&'a Before>,
     /// `SELECT min(<time>) AS "__lo", max(<time>) AS "__hi" FROM <fact>`: the data's
     /// first and last day, whatever the filters (the ends of the time spine).
     data_range: &'a str,
@@ -369,13 +386,16 @@ impl Spine<'_> {
     fn periods(&self, rows: &str) -> Result<Option<String>> {
         // (At day grain a window that ends with the period's first day ends with the
         // period: `period_agg = "first"` changes nothing there.)
-        // A day's window at its month's (week's, ...) first day is a window like any
-        // other; a coarser period's is not one day's rows.
-        if (matches!(self.window, Window::PeriodStart(_)) && self.period.grain != TimeGrain::Day)
-            || self.dim.data_type != DataType::Date32
-        {
+        if self.dim.data_type != DataType::Date32 {
             return Ok(None);
         }
+        // A coarser period's value at the first day of the month (week, ...) it starts
+        // in is its first day's: the spine's days are the periods' first days, and a
+        // period whose first day is outside the range (the data's, the filters') has
+        // none (MetricFlow's spine of days).
+        let first_days =
+            matches!(self.window, Window::PeriodStart(_)) && self.period.grain != TimeGrain::Day;
+        let mut first_day_condition = None;
         let translate = |e: &Expr, moved| {
             InnerExpr::translate(
                 e,
@@ -407,6 +427,13 @@ impl Spine<'_> {
                 Place::Spine(moved)
                     if i == self.period.index || self.period.dependent.contains(&i) =>
                 {
+                    if first_days && i == self.period.index {
+                        first_day_condition = Some(InnerExpr {
+                            expr: parse_expr(&format!("{} = {DAY}", moved.expr))?,
+                            tables: BTreeSet::new(),
+                            dimensions: BTreeSet::new(),
+                        });
+                    }
                     items.push(format!("{} AS \"__g{i}\"", moved.expr));
                     keys.push(moved.expr.to_string());
                 }
@@ -430,7 +457,7 @@ impl Spine<'_> {
             items.push(format!("{DAY} AS {DAY_COLUMN}"));
             keys.push(DAY.to_string());
         }
-        let mut on_time = Vec::new();
+        let mut on_time: Vec<InnerExpr> = first_day_condition.into_iter().collect();
         let mut not_on_time = Vec::new();
         for (view_expr, row_expr) in self.spec.view_filters.iter().zip(self.filters) {
             match place(view_expr)? {
@@ -445,8 +472,10 @@ impl Spine<'_> {
         // Under `earlier`, each period reads the rows of the one before it: the range
         // moves forward by as much.
         let moved = |bound: &str| match self.earlier {
-            Some(interval) => shift_sql(bound, "+", interval, &self.dim.data_type),
-            None => bound.to_string(),
+            Some(Before::Interval(interval)) => {
+                shift_sql(bound, "+", interval, &self.dim.data_type)
+            }
+            Some(Before::StartOf(_)) | None => bound.to_string(),
         };
         // The range ends with the data's last day, not the last row the filters keep
         // (a trailing window of a region without rows lately still has its days), nor

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::measures::Atomic;
+use super::offsets::{days_of, offset, offset_grains_after_aggregating, start_of, trailing};
 use super::{Mapped, Mapper, and, item};
 use crate::import::metricflow::write::Block;
 use crate::import::metricflow::yaml::Metric;
@@ -314,22 +315,25 @@ impl<'a> Mapper<'a> {
                 let base = self.measure_base(name, measure.name(), fact, metric)?;
                 self.taken.insert(name.to_string());
                 // Above the day, a period's value is its first (last) day's within the
-                // queried range whose window holds rows (kpitables' `period_agg`, as
-                // MetricFlow's); an average of a period's days is no window at all:
-                // served by day only.
+                // queried range whose window holds rows, or the average of those days'
+                // (kpitables' `period_agg`, as MetricFlow's).
                 let (period, note) = match period_agg.as_str() {
-                    "first" | "last" => (
+                    "first" | "last" | "average" => (
                         Some(period_agg.as_str()),
                         format!(
-                            "cumulative ({window}): above the day, a period's value is its {period_agg} day's within the queried range that has one (period_agg {period_agg})"
+                            "cumulative ({window}): above the day, a period's value is {} within the queried range whose window holds rows (period_agg {period_agg})",
+                            if period_agg == "average" {
+                                "the average of its days' values".to_string()
+                            } else {
+                                format!("its {period_agg} day's")
+                            }
                         ),
                     ),
-                    _ => (
-                        None,
-                        format!(
-                            "cumulative ({window}): queryable by metric_time (day); a coarser grain is refused (MetricFlow's period_agg {period_agg} averages the days of a period)"
-                        ),
-                    ),
+                    other => {
+                        return Err(format!(
+                            "period_agg {other} is not mapped (first, last, average are)"
+                        ));
+                    }
                 };
                 let mut block = Block::new("metrics")
                     .comment(comment)
@@ -378,9 +382,6 @@ impl<'a> Mapper<'a> {
             .conversion_type_params
             .as_ref()
             .ok_or("a conversion metric needs type_params.conversion_type_params")?;
-        if c.constant_properties.is_some() {
-            return Err("constant_properties (a property the base and conversion events must share) are not mapped".into());
-        }
         let calculation = match c.calculation.as_deref().map(str::to_ascii_lowercase) {
             None => "conversion_rate".to_string(),
             Some(k) if k == "conversion_rate" || k == "conversions" => k,
@@ -455,8 +456,19 @@ impl<'a> Mapper<'a> {
                 self.measure_metric(name, role, input.name(), fact, filters)?,
             ));
         }
-        let [(base_fact, base), (_, conversion)] = <[(usize, String); 2]>::try_from(inputs)
-            .map_err(|_| "a conversion metric has two measures".to_string())?;
+        let [(base_fact, base), (conversion_fact, conversion)] =
+            <[(usize, String); 2]>::try_from(inputs)
+                .map_err(|_| "a conversion metric has two measures".to_string())?;
+        let mut constant = Vec::new();
+        for p in &c.constant_properties {
+            let on_base = self.property(base_fact, &p.base_property)?;
+            let on_conversion = self.property(conversion_fact, &p.conversion_property)?;
+            constant.push(if on_base == on_conversion {
+                format!("{{ base = \"{on_base}\" }}")
+            } else {
+                format!("{{ base = \"{on_base}\", conversion = \"{on_conversion}\" }}")
+            });
+        }
         // MetricFlow's conversions are NULL where a group's base events had none (and so
         // is the rate) unless the conversion measure has fill_nulls_with: 0; kpitables
         // counts 0, so without the fill the metric is NULLIF(conversions, 0).
@@ -481,6 +493,9 @@ impl<'a> Mapper<'a> {
             block = block.str("window", w);
         }
         block = block.str("calculation", &calculation);
+        if !constant.is_empty() {
+            block = block.raw("constant_properties", format!("[{}]", constant.join(", ")));
+        }
         if filled {
             self.metric_blocks.push(Self::describe(block, metric));
         } else {
@@ -503,6 +518,30 @@ impl<'a> Mapper<'a> {
         })
     }
 
+    /// The kpitables dimension of entity or dimension `name` of semantic model `fact`
+    /// (a conversion metric's constant property): the entity's own dimension, the
+    /// model's dimension under its primary entity, or a name with its entity already
+    /// (`transaction__type`).
+    fn property(&self, fact: usize, name: &str) -> Result<String, String> {
+        let sm = &self.sms[fact];
+        let entity = sm.def.entities.iter().any(|e| e.name.value == name);
+        let candidate = if entity || (name.contains("__") && self.dims.contains_key(name)) {
+            Some(name.to_string())
+        } else {
+            sm.primary
+                .as_ref()
+                .map(|(primary, _)| format!("{primary}__{name}"))
+        };
+        candidate
+            .filter(|d| self.dims.contains_key(d))
+            .ok_or_else(|| {
+                format!(
+                    "constant property {name}: no dimension of semantic model {} is named so",
+                    sm.name
+                )
+            })
+    }
+
     /// An input of a ratio or derived metric: the input metric itself, or a helper that
     /// adds the input's (and the outer metric's) filter.
     pub(super) fn input(
@@ -513,9 +552,30 @@ impl<'a> Mapper<'a> {
         role: &str,
         depth: usize,
     ) -> Result<Mapped, String> {
-        let offset = match (&input.offset_window, &input.offset_to_grain) {
-            (Some(window), None) => Some(offset(window)?),
-            (None, Some(grain)) => Some(start_of(grain)?),
+        // MetricFlow moves a simple (or cumulative) metric's rows day by day before
+        // aggregating where the query's grain is coarser than the offset's; a derived or
+        // ratio metric's periods it joins after aggregating, at the query's grain.
+        let simple = self.metrics.get(&input.name).is_some_and(|(_, m)| {
+            m.kind.eq_ignore_ascii_case("simple") || m.kind.eq_ignore_ascii_case("cumulative")
+        });
+        let own_days = input.offset_window.as_deref().and_then(days_of);
+        let mut offset = match (&input.offset_window, &input.offset_to_grain) {
+            // Inside an offset of an offset metric: the two offsets added.
+            _ if self.extra_days > 0 => match (&input.offset_window, &input.offset_to_grain) {
+                (None, None) => Some(offset(&format!("{} days", self.extra_days), simple)?),
+                (Some(_), None) if own_days.is_some() => Some(offset(
+                    &format!("{} days", self.extra_days + own_days.unwrap_or(0)),
+                    simple,
+                )?),
+                _ => {
+                    return Err(format!(
+                        "input {} of an offset metric offset again: offsets other than days and weeks are not added",
+                        input.name
+                    ));
+                }
+            },
+            (Some(window), None) => Some(offset(window, simple)?),
+            (None, Some(grain)) => Some(start_of(grain, simple)?),
             (None, None) => None,
             (Some(_), Some(_)) => {
                 return Err(format!(
@@ -524,9 +584,41 @@ impl<'a> Mapper<'a> {
                 ));
             }
         };
+        if let Some((_, grains)) = &mut offset {
+            for outer_grains in &self.extra_grains {
+                grains.retain(|g| outer_grains.contains(g));
+            }
+        }
         let base = self
             .metric(&input.name, depth + 1)
             .map_err(|e| format!("input {} is not mapped ({e})", input.name))?;
+        let composite = self.metrics.get(&input.name).copied().filter(|(_, m)| {
+            m.kind.eq_ignore_ascii_case("derived") || m.kind.eq_ignore_ascii_case("ratio")
+        });
+        // An offset in days of a derived metric that offsets its own inputs: the metric
+        // again, under a name of its own, each input offset by both (MetricFlow's offset
+        // of an offset metric).
+        if let (Some(days), Some((file, metric)), true) = (own_days, composite, base.periodic) {
+            let helper = self.fresh(&format!("{owner}_{role}_offset"));
+            let own: Vec<String> = input
+                .filter
+                .iter()
+                .chain(&outer.filter)
+                .flat_map(|f| f.conditions())
+                .collect();
+            let joined = offset
+                .as_ref()
+                .map(|_| offset_grains_after_aggregating(days))
+                .unwrap_or_default();
+            self.extra_conditions.push(own);
+            self.extra_days += days;
+            self.extra_grains.push(joined);
+            let mapped = self.map_metric(&helper, file, metric, depth + 1);
+            self.extra_grains.pop();
+            self.extra_days -= days;
+            self.extra_conditions.pop();
+            return mapped;
+        }
         let mut conditions: Vec<String> = Vec::new();
         if let Some(f) = &input.filter {
             conditions.extend(f.conditions());
@@ -534,8 +626,24 @@ impl<'a> Mapper<'a> {
         if let Some(f) = &outer.filter {
             conditions.extend(f.conditions());
         }
+        conditions.extend(self.extra_conditions.iter().flatten().cloned());
         let filtered = if conditions.is_empty() {
             base
+        } else if let (false, Some((file, metric))) = (base.filterable, composite) {
+            // A filter on a derived or ratio input applies to each of its inputs (as
+            // MetricFlow's): the metric again, under a name of its own, with every input
+            // filtered.
+            let helper = self.fresh(&format!("{owner}_{role}"));
+            let own: Vec<String> = input
+                .filter
+                .iter()
+                .chain(&outer.filter)
+                .flat_map(|f| f.conditions())
+                .collect();
+            self.extra_conditions.push(own);
+            let mapped = self.map_metric(&helper, file, metric, depth + 1);
+            self.extra_conditions.pop();
+            mapped?
         } else {
             if !base.filterable || base.models.len() != 1 {
                 return Err(format!(
@@ -571,9 +679,10 @@ impl<'a> Mapper<'a> {
         let Some((compare, grains)) = offset else {
             return Ok(filtered);
         };
-        // An offset (not a first day) of a cumulative metric is kpitables' comparison
-        // of windows (last year's to-date); of an offset or a spine metric, not built.
-        let windowed = filtered.cumulative && !compare.starts_with("start_of_");
+        // An offset of a cumulative metric is kpitables' comparison of windows (last
+        // year's to-date, the running total on the month's first day); of an offset or
+        // a spine metric, not built.
+        let windowed = filtered.cumulative;
         if filtered.periodic && !windowed {
             return Err(format!(
                 "input {} with an offset: {} is itself an offset metric, a cumulative one offset to a period's start, or every period of the spine, and such an offset of a period metric is not mapped yet",
@@ -648,93 +757,6 @@ impl<'a> Mapper<'a> {
             grains: Some(grains.into_iter().collect()),
         })
     }
-}
-
-/// `7 days` → `7 days`; `1 week` → `1 weeks`; years and quarters in months.
-fn trailing(window: &str) -> Result<String, String> {
-    let mut words = window.split_whitespace();
-    let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
-        return Err(format!("window \"{window}\" is not \"<count> <unit>\""));
-    };
-    let n: u32 = n
-        .parse()
-        .map_err(|_| format!("window \"{window}\": \"{n}\" is not a count"))?;
-    let unit = unit.to_ascii_lowercase();
-    let unit = unit.trim_end_matches('s');
-    Ok(match unit {
-        "minute" => format!("{n} minutes"),
-        "hour" => format!("{n} hours"),
-        "day" => format!("{n} days"),
-        "week" => format!("{n} weeks"),
-        "month" => format!("{n} months"),
-        "quarter" => format!("{} months", n * 3),
-        "year" => format!("{} months", n * 12),
-        other => return Err(format!("window \"{window}\": unit {other} is not mapped")),
-    })
-}
-
-/// An `offset_to_grain` as a kpitables `compare` (`start_of_month`), by day only: a
-/// day's value is the first day of its month's, as MetricFlow's. At coarser grains
-/// MetricFlow joins the spine at the query's grain (a month gets its own value, a
-/// year what its first month's start joins), which is not a first day's rows.
-fn start_of(grain: &str) -> Result<(String, Vec<String>), String> {
-    match grain.to_ascii_lowercase().as_str() {
-        g @ ("week" | "month" | "quarter" | "year") => {
-            Ok((format!("start_of_{g}"), vec!["day".to_string()]))
-        }
-        other => Err(format!(
-            "offset_to_grain {other} is not mapped (week, month, quarter, year are)"
-        )),
-    }
-}
-
-/// An `offset_window` as a kpitables `compare` offset, and the grains at which
-/// MetricFlow's answer (periods joined at the query's grain: `month - INTERVAL 1 month`)
-/// equals the rows moved by the offset: a week's worth of days at day and week grain,
-/// months at the month grains they divide.
-fn offset(window: &str) -> Result<(String, Vec<String>), String> {
-    let mut words = window.split_whitespace();
-    let (Some(n), Some(unit), None) = (words.next(), words.next(), words.next()) else {
-        return Err(format!(
-            "offset_window \"{window}\" is not \"<count> <unit>\""
-        ));
-    };
-    let n: u32 = n
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("offset_window \"{window}\": \"{n}\" is not a count"))?;
-    let unit = unit.to_ascii_lowercase();
-    let months = match unit.trim_end_matches('s') {
-        "day" => {
-            let grains = if n.is_multiple_of(7) {
-                vec!["day", "week"]
-            } else {
-                vec!["day"]
-            };
-            return Ok((
-                format!("{n} days"),
-                grains.into_iter().map(String::from).collect(),
-            ));
-        }
-        "week" => return Ok((format!("{n} weeks"), vec!["day".into(), "week".into()])),
-        "month" => n,
-        "quarter" => n * 3,
-        "year" => n * 12,
-        other => {
-            return Err(format!(
-                "offset_window \"{window}\": unit {other} is not mapped"
-            ));
-        }
-    };
-    let mut grains = vec!["month".to_string()];
-    if months.is_multiple_of(3) {
-        grains.push("quarter".into());
-    }
-    if months.is_multiple_of(12) {
-        grains.push("year".into());
-    }
-    Ok((format!("{months} months"), grains))
 }
 
 /// Replace whole-word names in a derived metric's expression (outside string literals).

@@ -16,6 +16,7 @@
 mod filters;
 mod measures;
 mod metrics;
+mod offsets;
 mod output;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -127,6 +128,15 @@ struct Mapper<'a> {
     /// model whose rows they read, the time dimension's expression).
     aliases: BTreeMap<String, (usize, String)>,
     mapped: HashMap<String, Result<Mapped, String>>,
+    /// Conditions of the filtered derived or ratio inputs being mapped: each applies to
+    /// every input of the metrics mapped meanwhile.
+    extra_conditions: Vec<Vec<String>>,
+    /// Days of the offsets of the derived inputs being mapped (an offset of an offset
+    /// metric): added to every input's offset meanwhile.
+    extra_days: u32,
+    /// The grains at which MetricFlow's answer to each of those offsets (joined after
+    /// aggregating) is the rows moved.
+    extra_grains: Vec<Vec<String>>,
     taken: HashSet<String>,
     metric_blocks: Vec<Block>,
     /// Metric dimensions (`Metric()` in filters): name → (table, kpitables metric).
@@ -185,6 +195,9 @@ impl<'a> Mapper<'a> {
             home: HashMap::new(),
             measures: HashMap::new(),
             metrics: BTreeMap::new(),
+            extra_conditions: Vec::new(),
+            extra_days: 0,
+            extra_grains: Vec::new(),
             dims: BTreeMap::new(),
             reach: HashMap::new(),
             carried: BTreeMap::new(),
