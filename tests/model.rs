@@ -1101,4 +1101,33 @@ compare = "previous_period"
             .any(|i| i.contains("unknown time dimension \"region\"")),
         "{found:#?}"
     );
+    // Constant properties name dimensions, and only a conversion metric has them.
+    let properties = r#"
+[[metrics]]
+name = "buy_rate"
+base = "revenue"
+conversion = "revenue"
+entity = "region"
+time = "day"
+constant_properties = [{ base = "regoin", conversion = "region" }]
+
+[[metrics]]
+name = "same_region_revenue"
+base = "revenue"
+filter = "region = 'East'"
+constant_properties = [{ base = "region" }]
+"#;
+    let found = issues(&[("m.toml", &format!("{GOOD}{properties}"))]);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("unknown dimension \"regoin\"; did you mean \"region\"?")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|i| i.contains("does not take `constant_properties`")),
+        "{found:#?}"
+    );
 }

@@ -133,6 +133,11 @@ class MariaDB:
         self.log = self.dir / "server.log"
         self.general_log = self.dir / "general.log"
         self.socket = self.dir / "mysqld.sock"
+        # Temporary tables in a directory of this server's own: in /tmp, another
+        # server's start removes the files of this one's (`Error on delete of
+        # '/tmp/#sql-temptable-...'`).
+        self.tmp = self.dir / "tmp"
+        self.tmp.mkdir()
         self.port = free_port()
         self.user = "mysql"
         _own(self.dir, self.user)
@@ -164,6 +169,7 @@ class MariaDB:
                 _as_user(self.user, [self.server, "--no-defaults", f"--datadir={self.data}",
                                      f"--port={self.port}", "--bind-address=127.0.0.1",
                                      f"--socket={self.socket}", f"--pid-file={self.dir / 'mysqld.pid'}",
+                                     f"--tmpdir={self.tmp}",
                                      "--general-log=1", f"--general-log-file={self.general_log}",
                                      "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"]),
                 stdout=out, stderr=subprocess.STDOUT,

@@ -14,6 +14,7 @@
 //!   reads together), one per saved query.
 
 mod filters;
+mod inputs;
 mod measures;
 mod metrics;
 mod offsets;
