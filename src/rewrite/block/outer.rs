@@ -321,8 +321,14 @@ impl Outer<'_> {
                 // the 31st of March are all a month after the 29th of February): each
                 // day's value is the day the interval before it's, a window of one
                 // day ending that long before (MetricFlow's spine of days joined on
-                // `ds - INTERVAL`); rows moved forward would land on one day only.
+                // `ds - INTERVAL`); rows moved forward would land on one day only. (A
+                // time dimension of instants has no generated days: its rows move.)
+                let dates =
+                    self.semantics.dimensions.get(time).is_some_and(|d| {
+                        d.data_type == datafusion::arrow::datatypes::DataType::Date32
+                    });
                 if grain == TimeGrain::Day
+                    && dates
                     && let Compare::Offset(
                         n,
                         unit @ (TimeGrain::Month | TimeGrain::Quarter | TimeGrain::Year),
