@@ -61,37 +61,29 @@ impl Mapper<'_> {
         let composite = self.metrics.get(&input.name).copied().filter(|(_, m)| {
             m.kind.eq_ignore_ascii_case("derived") || m.kind.eq_ignore_ascii_case("ratio")
         });
+        // The input's own filter and the outer metric's.
+        let own: Vec<String> = input
+            .filter
+            .iter()
+            .chain(&outer.filter)
+            .flat_map(|f| f.conditions())
+            .collect();
         // An offset in days of a derived metric that offsets its own inputs: the metric
         // again, under a name of its own, each input offset by both (MetricFlow's offset
         // of an offset metric).
         if let (Some(days), Some((file, metric)), true) = (own_days, composite, base.periodic) {
             let helper = self.fresh(&format!("{owner}_{role}_offset"));
-            let own: Vec<String> = input
-                .filter
-                .iter()
-                .chain(&outer.filter)
-                .flat_map(|f| f.conditions())
-                .collect();
-            let joined = offset
-                .as_ref()
-                .map(|_| offset_grains_after_aggregating(days))
-                .unwrap_or_default();
             self.extra_conditions.push(own);
             self.extra_days += days;
-            self.extra_grains.push(joined);
+            self.extra_grains
+                .push(offset_grains_after_aggregating(days));
             let mapped = self.map_metric(&helper, file, metric, depth + 1);
             self.extra_grains.pop();
             self.extra_days -= days;
             self.extra_conditions.pop();
             return mapped;
         }
-        let mut conditions: Vec<String> = Vec::new();
-        if let Some(f) = &input.filter {
-            conditions.extend(f.conditions());
-        }
-        if let Some(f) = &outer.filter {
-            conditions.extend(f.conditions());
-        }
+        let mut conditions = own.clone();
         conditions.extend(self.extra_conditions.iter().flatten().cloned());
         let filtered = if conditions.is_empty() {
             base
@@ -100,12 +92,6 @@ impl Mapper<'_> {
             // MetricFlow's): the metric again, under a name of its own, with every input
             // filtered.
             let helper = self.fresh(&format!("{owner}_{role}"));
-            let own: Vec<String> = input
-                .filter
-                .iter()
-                .chain(&outer.filter)
-                .flat_map(|f| f.conditions())
-                .collect();
             self.extra_conditions.push(own);
             let mapped = self.map_metric(&helper, file, metric, depth + 1);
             self.extra_conditions.pop();
