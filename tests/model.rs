@@ -1131,3 +1131,76 @@ constant_properties = [{ base = "region" }]
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_calendar_grain_is_a_dimension_of_the_calendar_and_a_compare_names_one() {
+    let calendar = r#"
+[[tables]]
+name = "calendar"
+source = "files"
+file = "calendar.csv"
+primary_key = "day"
+
+[[tables]]
+name = "days"
+source = "files"
+file = "days.csv"
+primary_key = "day"
+
+[[dimensions]]
+name = "retail_month"
+table = "calendar"
+
+[[dimensions]]
+name = "other_month"
+table = "days"
+
+[[dimensions]]
+name = "day"
+table = "orders"
+kind = "time"
+calendar = { table = "calendar", grains = ["retail_month"] }
+
+[[dimensions]]
+name = "ship_day"
+table = "orders"
+kind = "time"
+calendar = { table = "calendar", grains = ["other_month"] }
+
+[[metrics]]
+name = "revenue_last_retail_month"
+base = "revenue"
+time = "day"
+compare = "1 retail_month"
+
+[[metrics]]
+name = "revenue_last_fiscal_period"
+base = "revenue"
+time = "day"
+compare = "1 fiscal_period"
+
+[[metrics]]
+name = "revenue_aligned"
+base = "revenue"
+time = "day"
+compare = "aligned"
+"#;
+    // Found by `check` without the data (as `serve` finds them).
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "model.toml", &format!("{GOOD}{calendar}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    for expected in [
+        "calendar grain \"other_month\" is not a dimension of the calendar table \"calendar\"",
+        "metric \"revenue_last_fiscal_period\" compares with earlier \"fiscal_period\" periods, and \"fiscal_period\" is no grain of time dimension \"day\"",
+        "metric \"revenue_aligned\" compares with aligned days, and time dimension \"day\" has no calendar with aligned days",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected} in {stdout}");
+    }
+    assert!(!stdout.contains("revenue_last_retail_month"), "{stdout}");
+}

@@ -64,7 +64,37 @@ fn bind_calendar(
     calendar: &crate::model::Calendar,
 ) -> Option<BoundCalendar> {
     let table = b.model.table(calendar.table.get_ref())?;
-    let aligned = calendar.aligned.get_ref();
+    let mut grains = Vec::new();
+    for grain in &calendar.grains {
+        match b.model.dimension(grain.get_ref()) {
+            Some(d)
+                if d.table.get_ref() == table.name.get_ref()
+                    && d.kind != crate::model::DimensionKind::Time =>
+            {
+                grains.push(grain.get_ref().clone());
+            }
+            _ => {
+                b.issue(
+                    dim.file,
+                    grain,
+                    format!(
+                        "calendar grain \"{}\" is not a dimension of the calendar table \"{}\": a grain names a dimension whose values are the periods of the days",
+                        grain.get_ref(),
+                        table.name.get_ref()
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    let Some(aligned) = calendar.aligned.as_ref().map(|a| a.get_ref()) else {
+        return Some(BoundCalendar {
+            table: table.name.get_ref().clone(),
+            day: table.primary_key.get_ref().clone(),
+            aligned: None,
+            grains,
+        });
+    };
     if let Some(columns) = b.columns.get(table.name.get_ref())
         && !columns.contains(aligned)
     {
@@ -73,7 +103,7 @@ fn bind_calendar(
             .unwrap_or_default();
         b.issue(
             dim.file,
-            &calendar.aligned,
+            calendar.aligned.as_ref()?,
             format!(
                 "calendar table \"{}\" has no column \"{aligned}\"{hint}",
                 table.name.get_ref()
@@ -84,7 +114,8 @@ fn bind_calendar(
     Some(BoundCalendar {
         table: table.name.get_ref().clone(),
         day: table.primary_key.get_ref().clone(),
-        aligned: aligned.clone(),
+        aligned: Some(aligned.clone()),
+        grains,
     })
 }
 

@@ -413,19 +413,32 @@ fn bind_metric_inner(
                 return None;
             }
             let base = base.name.clone();
+            let calendar = dimensions.get(&time).and_then(|d| d.calendar.as_ref());
             if metric.compare == Some(Compare::Aligned)
-                && dimensions.get(&time).is_some_and(|d| d.calendar.is_none())
+                && calendar.is_none_or(|c| c.aligned.is_none())
             {
                 b.issue(
                     file,
                     metric.time.as_ref()?,
                     format!(
-                        "metric \"{name}\" compares with aligned days, and time dimension \"{time}\" has no calendar: add calendar = {{ table = \"...\", aligned = \"...\" }} to the dimension"
+                        "metric \"{name}\" compares with aligned days, and time dimension \"{time}\" has no calendar with aligned days: add calendar = {{ table = \"...\", aligned = \"...\" }} to the dimension"
                     ),
                 );
                 return None;
             }
-            let definition = match (metric.compare, &metric.window) {
+            if let Some(Compare::CalendarPeriods(_, grain)) = &metric.compare
+                && !calendar.is_some_and(|c| c.grains.contains(grain))
+            {
+                b.issue(
+                    file,
+                    metric.time.as_ref()?,
+                    format!(
+                        "metric \"{name}\" compares with earlier \"{grain}\" periods, and \"{grain}\" is no grain of time dimension \"{time}\": compare takes day, week, month, quarter, year, or a grain of the dimension's calendar (calendar = {{ table = \"...\", grains = [\"{grain}\"] }})"
+                    ),
+                );
+                return None;
+            }
+            let definition = match (metric.compare.clone(), &metric.window) {
                 (Some(compare), _) => Definition::PeriodOverPeriod {
                     base,
                     time: time.clone(),

@@ -83,8 +83,10 @@ pub struct BoundCalendar {
     pub table: String,
     /// Its primary key: the day.
     pub day: String,
-    /// The column of each day's aligned (earlier) day.
-    pub aligned: String,
+    /// The column of each day's aligned (earlier) day, if it has one.
+    pub aligned: Option<String>,
+    /// Its grains: dimensions of the calendar table naming each day's period.
+    pub grains: Vec<String>,
 }
 
 /// A metric bound to the model: its definition resolved to aggregates of tables and
@@ -282,6 +284,7 @@ impl BoundMetric {
                     Compare::Offset(n, g) => format!("{n} {}(s) earlier", g.name()),
                     Compare::PeriodStart(g) => format!("the first day of the {}", g.name()),
                     Compare::Aligned => "the aligned days of its calendar".to_string(),
+                    Compare::CalendarPeriods(n, g) => format!("{n} {g}(s) of its calendar earlier"),
                 };
                 let show = match show {
                     Show::Value => "value",

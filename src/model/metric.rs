@@ -160,7 +160,7 @@ impl Metric {
 }
 
 /// The earlier period a period-over-period metric compares with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Compare {
     /// The period just before, at the query's grain (环比): the previous day, week,
@@ -179,6 +179,11 @@ pub enum Compare {
     /// holiday-aligned comparison): each period against the rows of its days' aligned
     /// days.
     Aligned,
+    /// Periods of a grain of the time dimension's calendar (`"1 retail_month"`,
+    /// MetricFlow's offset by a custom granularity): at that grain, each period against
+    /// the whole period this many before; at another, each day against the day at the
+    /// same position in that earlier period.
+    CalendarPeriods(u32, String),
 }
 
 impl TryFrom<String> for Compare {
@@ -197,7 +202,7 @@ impl TryFrom<String> for Compare {
         }
         let wrong = || {
             format!(
-                "unknown compare \"{text}\": previous_period, same_period_last_year, start_of_week, start_of_month, start_of_quarter, start_of_year, aligned (the days of the time dimension's calendar), or an offset such as \"7 days\" or \"1 month\""
+                "unknown compare \"{text}\": previous_period, same_period_last_year, start_of_week, start_of_month, start_of_quarter, start_of_year, aligned (the days of the time dimension's calendar), or an offset such as \"7 days\", \"1 month\" or \"1 retail_month\" (a grain of the calendar)"
             )
         };
         let mut words = text.split_whitespace();
@@ -214,6 +219,16 @@ impl TryFrom<String> for Compare {
             "month" => TimeGrain::Month,
             "quarter" => TimeGrain::Quarter,
             "year" => TimeGrain::Year,
+            // A grain of the time dimension's calendar (checked when the metric is
+            // bound).
+            other
+                if !other.is_empty() && other.chars().all(|c| c.is_alphanumeric() || c == '_') =>
+            {
+                if n == 0 {
+                    return Err(wrong());
+                }
+                return Ok(Compare::CalendarPeriods(n, unit.to_string()));
+            }
             _ => return Err(wrong()),
         };
         if n == 0 {
@@ -418,7 +433,18 @@ mod tests {
             parse("start_of_week"),
             Ok(Compare::PeriodStart(TimeGrain::Week))
         );
-        for wrong in ["0 days", "start_of_day", "7 fortnights", "last_year"] {
+        // A unit that is no grain is a grain of the calendar (checked when bound).
+        assert_eq!(
+            parse("1 retail_month"),
+            Ok(Compare::CalendarPeriods(1, "retail_month".into()))
+        );
+        for wrong in [
+            "0 days",
+            "0 retail_month",
+            "start_of_day",
+            "1 retail-month",
+            "last_year",
+        ] {
             assert!(parse(wrong).is_err(), "{wrong}");
         }
     }

@@ -272,7 +272,12 @@ pub struct Calendar {
     pub table: Spanned<String>,
     /// Its column of aligned days: the earlier day each day is compared with (the same
     /// day of last year's Spring Festival, the same weekday last year, ...).
-    pub aligned: Spanned<String>,
+    pub aligned: Option<Spanned<String>>,
+    /// Its grains: dimensions of the calendar table whose values name the period each
+    /// day is in (the 4-4-5 retail month, MetricFlow's custom granularities). Periods
+    /// are ordered by their first days.
+    #[serde(default)]
+    pub grains: Vec<Spanned<String>>,
 }
 
 /// The name of the relation that holds, for the rows of a shifted part, the days their

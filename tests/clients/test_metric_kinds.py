@@ -625,6 +625,36 @@ CALENDAR_CASES = [
             WHERE k.day BETWEEN DATE '2024-01-01' AND DATE '2024-03-31' GROUP BY 1 ORDER BY 1""",
     ),
 ]
+# A grain of the calendar (retail_month): each retail month against the whole one before
+# (periods ordered by their first days); by day, each day against the day at the same
+# position in the retail month before (none past its end: a 5-week month's last week
+# after a 4-week month).
+RETAIL_NUMBERED = """SELECT day, retail_month AS p, row_number() OVER (PARTITION BY retail_month ORDER BY day) AS n
+                     FROM calendar"""
+RETAIL_PREVIOUS = """SELECT retail_month AS p, lag(retail_month) OVER (ORDER BY min(day)) AS prev
+                     FROM calendar GROUP BY retail_month"""
+CALENDAR_CASES += [
+    (
+        "calendar grain: each 4-4-5 retail month against the whole retail month before",
+        "SELECT retail_month, revenue, revenue_last_retail_month, revenue_retail_month_growth FROM sales_trends "
+        "WHERE order_date >= '2024-01-01' AND order_date < '2024-07-01' GROUP BY 1 ORDER BY 1",
+        f"""WITH m AS (SELECT k.retail_month AS p, {REVENUE} AS r FROM {LINES} JOIN calendar k ON k.day = o.order_date GROUP BY 1),
+                 q AS ({RETAIL_PREVIOUS})
+            SELECT cur.p, cur.r, prev.r, {growth('cur.r', 'prev.r')}
+            FROM m cur JOIN q ON q.p = cur.p LEFT JOIN m prev ON prev.p = q.prev
+            WHERE cur.p >= DATE '2024-01-01' AND cur.p < DATE '2024-07-01' ORDER BY 1""",
+    ),
+    (
+        "calendar grain by day: the day at the same position in the retail month before, none past its end",
+        "SELECT order_date, revenue, revenue_last_retail_month FROM sales_trends "
+        "WHERE order_date BETWEEN '2024-03-18' AND '2024-04-07' ORDER BY 1",
+        f"""WITH d AS ({ALIGNED_DAILY}), n AS ({RETAIL_NUMBERED}), q AS ({RETAIL_PREVIOUS})
+            SELECT t.day, cur.r, x.r FROM n t JOIN q ON q.p = t.p
+            LEFT JOIN n s ON s.p = q.prev AND s.n = t.n LEFT JOIN d x ON x.day = s.day
+            JOIN d cur ON cur.day = t.day
+            WHERE t.day BETWEEN DATE '2024-03-18' AND DATE '2024-04-07' ORDER BY 1""",
+    ),
+]
 CASES += CALENDAR_CASES
 
 CASES += [
@@ -834,7 +864,7 @@ def fiscal(tmp_path_factory):
         if path.name == "metrics.toml":
             text += OFFSET_METRICS
         if path.name == "views.toml":
-            text = text.replace('"revenue_previous_period", ', '"revenue_previous_period", "revenue_month_ago", "revenue_5_days_ago", "revenue_running_total_month_ago", "revenue_running_total_at_month_start", "revenue_on_month_start", "revenue_trailing_7d_daily_average", ', 1)
+            text = text.replace('"revenue_previous_period", ', '"revenue_previous_period", "revenue_month_ago", "revenue_5_days_ago", "revenue_running_total_month_ago", "revenue_running_total_at_month_start", "revenue_on_month_start", "revenue_trailing_7d_daily_average", "revenue_every_day_from_may_10", ', 1)
             assert "revenue_month_ago" in text
         (model / path.name).write_text(text)
     k = Kpitables(model / "kpitables.log", ["--model", str(model)])
@@ -880,6 +910,18 @@ base = "revenue"
 time = "order_date"
 compare = "start_of_month"
 show = "value"
+
+[[metrics]]
+name = "revenue_from_may_10"
+base = "revenue"
+filter = "order_date >= '2024-05-10'"
+
+[[metrics]]
+name = "revenue_every_day_from_may_10"
+base = "revenue_from_may_10"
+time = "order_date"
+window = "period"
+fill_nulls_with = 0
 
 [[metrics]]
 name = "revenue_trailing_7d_daily_average"
@@ -959,6 +1001,13 @@ OFFSET_CASES = [
         "SELECT order_date__year, revenue_on_month_start FROM sales_trends ORDER BY 1",
         f"""WITH daily AS ({DAILY})
             SELECT day, r FROM daily WHERE month(day) = 1 AND day(day) = 1 ORDER BY 1""",
+    ),
+    (
+        "every day of the range the metric's own filter on time keeps, 0 on a day without rows",
+        f"SELECT order_date, revenue_every_day_from_may_10 FROM {SPARSE_VIEW} AND order_date BETWEEN '2024-05-08' AND '2024-05-12' ORDER BY 1",
+        f"""WITH daily AS ({SPARSE_DAILY})
+            SELECT t.x, coalesce(d.r, 0) FROM ({RANGE_DAYS}) AS t
+            LEFT JOIN daily d ON d.day = t.x WHERE t.x >= DATE '2024-05-10' ORDER BY 1""",
     ),
     (
         "five days back by month, to the data's last day",

@@ -78,7 +78,10 @@ pub(super) fn check_metric(c: &mut Checker<'_>, model: &Model, metric: &Metric) 
         ("base", metric.base.as_ref().map(|s| s.span().start)),
         ("formula", metric.formula.as_ref().map(|s| s.span().start)),
         ("time", metric.time.as_ref().map(|s| s.span().start)),
-        ("compare", metric.compare.map(|_| metric.name.span().start)),
+        (
+            "compare",
+            metric.compare.as_ref().map(|_| metric.name.span().start),
+        ),
         ("show", metric.show.map(|_| metric.name.span().start)),
         ("window", metric.window.as_ref().map(|s| s.span().start)),
         ("grains", metric.grains.as_ref().map(|s| s.span().start)),

@@ -271,6 +271,7 @@ pub fn rewrite_block(
         view_grain: grain.clone(),
         view_filters: inner_filters.clone(),
         time_zone: cx.time_zone,
+        calendar_shift: None,
     };
     report.metrics.extend(named);
     report

@@ -301,14 +301,36 @@ impl Outer<'_> {
                 compare,
                 show,
             } => {
-                let (index, grain) = self.time_grain(name, time)?;
-                self.allowed_grain(name, time, grain)?;
-                if *compare == Compare::Aligned {
+                // Periods of a grain of the calendar: grouped by that grain (and not by
+                // time), each period against the whole earlier one; else each day
+                // against the day at the same position in it.
+                let shift = match compare {
+                    Compare::CalendarPeriods(n, of) => {
+                        let whole = self.time_grain(name, time).is_err()
+                            && self.grain.iter().any(|g| {
+                                matches!(g, Expr::Identifier(id)
+                                    if matches!(self.view.column(&id.value).map(|c| &c.kind),
+                                        Some(ColumnKind::Dimension(d)) if d == of))
+                            });
+                        Some(crate::rewrite::derived::CalendarShift {
+                            grain: of.clone(),
+                            periods: *n,
+                            whole,
+                        })
+                    }
+                    _ => None,
+                };
+                if *compare == Compare::Aligned || shift.is_some() {
+                    if shift.as_ref().is_none_or(|s| !s.whole) {
+                        let (_, grain) = self.time_grain(name, time)?;
+                        self.allowed_grain(name, time, grain)?;
+                    }
                     // Each day's rows count for the days its calendar aligns with it.
                     let offset = *show == Show::Value;
                     let aligned = Transform::Aligned {
                         time: time.clone(),
                         primary: offset,
+                        shift,
                     };
                     let earlier = self.metric(base, &aligned)?;
                     if offset {
@@ -317,6 +339,8 @@ impl Outer<'_> {
                     let current = self.metric(base, transform)?;
                     return compared(*show, &current, &earlier);
                 }
+                let (index, grain) = self.time_grain(name, time)?;
+                self.allowed_grain(name, time, grain)?;
                 // By day, calendar months and years back from each day (the 29th to
                 // the 31st of March are all a month after the 29th of February): each
                 // day's value is the day the interval before it's, a window of one
@@ -388,7 +412,9 @@ impl Outer<'_> {
                     (Compare::SamePeriodLastYear, TimeGrain::Day) => {
                         crate::rewrite::derived::interval(1, TimeGrain::Year)
                     }
-                    (Compare::SamePeriodLastYear, _) | (Compare::Aligned, _) => {
+                    (Compare::SamePeriodLastYear, _)
+                    | (Compare::Aligned, _)
+                    | (Compare::CalendarPeriods(..), _) => {
                         crate::rewrite::derived::interval(1, TimeGrain::Year)
                     }
                 };

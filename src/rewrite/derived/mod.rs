@@ -82,6 +82,9 @@ pub enum Transform {
         /// Its periods are periods of the answer (`show = "value"`); else it only brings
         /// values to the periods other parts have.
         primary: bool,
+        /// The days come from a shift by periods of a grain of the calendar, not from
+        /// its column of aligned days.
+        shift: Option<CalendarShift>,
     },
     /// The metric over every row the query selects, at no grain (`total(m)` in a
     /// formula: shares of total).
@@ -179,6 +182,20 @@ pub struct Period {
     pub day: Option<crate::model::PeriodAgg>,
 }
 
+/// Periods of a grain of a calendar that a day's rows are counted that many periods
+/// later in (`compare = "1 retail_month"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalendarShift {
+    /// The grain: a dimension of the calendar table naming each day's period.
+    pub grain: String,
+    /// How many periods later.
+    pub periods: u32,
+    /// The query's grain is that grain: a day's rows count for the later period as a
+    /// whole (its first day); else for the day at the same position in it (none when
+    /// that period is shorter).
+    pub whole: bool,
+}
+
 /// One metric column `__m<j>` of the derived table: an aggregate metric under a
 /// transform. Composite and period-over-period metrics are expressions over these.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +207,7 @@ pub struct Physical {
 }
 
 /// Everything the derived table of one block needs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DerivedSpec<'a> {
     /// The view read.
     pub view: &'a BoundView,
@@ -208,6 +225,9 @@ pub struct DerivedSpec<'a> {
     pub view_filters: Vec<Expr>,
     /// The session's time zone (local time of `timestamptz` grains).
     pub time_zone: TimeZone,
+    /// The shift of the aligned relation's days (a part under `Transform::Aligned`
+    /// with one).
+    pub calendar_shift: Option<CalendarShift>,
 }
 
 impl DerivedSpec<'_> {
@@ -420,11 +440,20 @@ pub fn build_derived(spec: &DerivedSpec<'_>, semantics: &Semantics) -> Result<Qu
                 part.primary = periods.is_some();
                 parts.push(part);
             }
-            Transform::Aligned { time, primary } => {
+            Transform::Aligned {
+                time,
+                primary,
+                shift,
+            } => {
                 let aligned = Some((time.as_str(), Moved::Aligned));
                 let (grain, filters) = spec.translate_for(semantics, aligned, fact)?;
-                let mut part =
-                    grouped_part(spec, semantics, fact, js, &defs, false, &grain, &filters)?;
+                let shifted = DerivedSpec {
+                    calendar_shift: shift.clone(),
+                    ..spec.clone()
+                };
+                let mut part = grouped_part(
+                    &shifted, semantics, fact, js, &defs, false, &grain, &filters,
+                )?;
                 part.primary = *primary;
                 parts.push(part);
             }
@@ -629,8 +658,14 @@ fn grouped_part(
 
 /// ` JOIN <calendar> AS <aligned relation> ON <relation>.<aligned> = <time of fact>`:
 /// each row of `fact` once for every day whose aligned day its day is (none for a day
-/// no day is aligned with).
-fn aligned_join(time: &str, fact: &str, semantics: &Semantics) -> Result<String> {
+/// no day is aligned with). Under a calendar shift the relation is the calendar's days
+/// with the day each counts the rows of ([`shifted_calendar`]).
+fn aligned_join(
+    time: &str,
+    fact: &str,
+    shift: Option<&CalendarShift>,
+    semantics: &Semantics,
+) -> Result<String> {
     let dim = semantics.dimension(time)?;
     let calendar = dim
         .calendar
@@ -650,12 +685,66 @@ fn aligned_join(time: &str, fact: &str, semantics: &Semantics) -> Result<String>
         .and_then(|c| c.get(time))
         .unwrap_or(&dim.expr);
     let relation = quote(&crate::model::aligned_relation(time));
+    if let Some(shift) = shift {
+        return Ok(format!(
+            " JOIN ({}) AS {relation} ON {relation}.\"__kp_from\" = ({})",
+            shifted_calendar(calendar, shift, semantics)?,
+            own.expr
+        ));
+    }
+    let aligned = calendar
+        .aligned
+        .as_ref()
+        .ok_or_else(|| Error::Internal(format!("the calendar of {time} has no aligned days")))?;
     Ok(format!(
         " JOIN {}.{} AS {relation} ON {relation}.{} = ({})",
         quote(BASE_SCHEMA),
         quote(&calendar.table),
-        quote(&calendar.aligned),
+        quote(aligned),
         own.expr
+    ))
+}
+
+/// The calendar's rows of the days a shift by periods of one of its grains counts rows
+/// for, each with the day whose rows it counts (`__kp_from`): the day at the same
+/// position (the n-th day) in the period `periods` later, or that period's first day
+/// (`whole`). Periods are ordered by their first days.
+/// ```sql
+/// SELECT t.*, s.<day> AS __kp_from
+/// FROM (<calendar>, <grain> AS __kp_p, <position in its period> AS __kp_n) AS s
+/// JOIN (SELECT __kp_p, lead(__kp_p, <periods>) OVER (ORDER BY first day) AS __kp_to ...) AS m
+///   ON m.__kp_p = s.__kp_p
+/// JOIN (<calendar>, <grain> AS __kp_p, <position> AS __kp_n) AS t
+///   ON t.__kp_p = m.__kp_to AND t.__kp_n = s.__kp_n   -- or t.__kp_n = 1 (whole)
+/// ```
+fn shifted_calendar(
+    calendar: &crate::bind::BoundCalendar,
+    shift: &CalendarShift,
+    semantics: &Semantics,
+) -> Result<String> {
+    let grain = semantics.dimension(&shift.grain)?;
+    let table = quote(&calendar.table);
+    let day = format!("{table}.{}", quote(&calendar.day));
+    let numbered = format!(
+        "SELECT {table}.*, {g} AS \"__kp_p\", row_number() OVER (PARTITION BY {g} ORDER BY {day}) AS \"__kp_n\" FROM {}.{table} AS {table}",
+        quote(BASE_SCHEMA),
+        g = grain.expr.expr,
+    );
+    let periods = format!(
+        "SELECT p.\"__kp_p\", lead(p.\"__kp_p\", {}) OVER (ORDER BY p.\"__kp_first\") AS \"__kp_to\" FROM (SELECT {} AS \"__kp_p\", min({day}) AS \"__kp_first\" FROM {}.{table} AS {table} GROUP BY {}) AS p",
+        shift.periods,
+        grain.expr.expr,
+        quote(BASE_SCHEMA),
+        grain.expr.expr,
+    );
+    let position = if shift.whole {
+        "t.\"__kp_n\" = 1".to_string()
+    } else {
+        "t.\"__kp_n\" = s.\"__kp_n\"".to_string()
+    };
+    Ok(format!(
+        "SELECT t.*, s.{} AS \"__kp_from\" FROM ({numbered}) AS s JOIN ({periods}) AS m ON m.\"__kp_p\" = s.\"__kp_p\" JOIN ({numbered}) AS t ON t.\"__kp_p\" = m.\"__kp_to\" AND {position}",
+        quote(&calendar.day)
     ))
 }
 
@@ -832,7 +921,12 @@ fn from_clause(
         if let Some(dimension) = metric_dimension::dimension_of(relation) {
             sql.push_str(&metric_dimension::join(dimension, spec, semantics)?);
         } else if let Some(time) = relation.strip_prefix(ALIGNED_PREFIX) {
-            sql.push_str(&aligned_join(time, fact, semantics)?);
+            sql.push_str(&aligned_join(
+                time,
+                fact,
+                spec.calendar_shift.as_ref(),
+                semantics,
+            )?);
         }
     }
     Ok(sql)

@@ -56,6 +56,7 @@ pub(super) fn row_count_part(
         view_grain: Vec::new(),
         view_filters: Vec::new(),
         time_zone: spec.time_zone,
+        calendar_shift: None,
     };
     let table = base_table(&row_spec, semantics, &needed)?;
     let from = from_clause(&table, &needed, spec, &[], semantics)?;

@@ -184,6 +184,8 @@ pub(super) fn window_part(
         filters,
         others_from: &from,
         earlier,
+        own_filter: def.filter.as_ref().filter(|_| window == Window::Period),
+        time_expr: &time_expr.expr,
         data_range: &super::shifted::data_range(
             spec,
             semantics,
@@ -366,6 +368,11 @@ struct Spine<'a> {
     others_from: &'a str,
     /// The windows are those of the periods this long before.
     earlier: Option<&'a Before>,
+    /// Every period of the range (`Window::Period`): the metric's own filter, whose
+    /// conditions on the time dimension alone select the periods too.
+    own_filter: Option<&'a Expr>,
+    /// The time dimension's expression on the rows.
+    time_expr: &'a Expr,
     /// `SELECT min(<time>) AS "__lo", max(<time>) AS "__hi" FROM <fact>`: the data's
     /// first and last day, whatever the filters (the ends of the time spine).
     data_range: &'a str,
@@ -458,6 +465,17 @@ impl Spine<'_> {
             keys.push(DAY.to_string());
         }
         let mut on_time: Vec<InnerExpr> = first_day_condition.into_iter().collect();
+        if let Some(filter) = self.own_filter {
+            on_time.extend(
+                on_spine(filter, self.time_expr)?
+                    .into_iter()
+                    .map(|expr| InnerExpr {
+                        expr,
+                        tables: BTreeSet::new(),
+                        dimensions: BTreeSet::new(),
+                    }),
+            );
+        }
         let mut not_on_time = Vec::new();
         for (view_expr, row_expr) in self.spec.view_filters.iter().zip(self.filters) {
             match place(view_expr)? {
@@ -537,6 +555,40 @@ impl Spine<'_> {
         let _ = write!(sql, " GROUP BY {}", keys.join(", "));
         Ok(Some(sql))
     }
+}
+
+/// The conjuncts of a metric's own filter that read its time dimension alone, on the
+/// spine's day: `ds >= '2020-01-02'` gives `s.__day >= '2020-01-02'` (a period of the
+/// range that the metric's filter leaves out is no period of the metric).
+fn on_spine(filter: &Expr, time: &Expr) -> Result<Vec<Expr>> {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, visit_expressions_mut};
+    use std::ops::ControlFlow;
+    let day = parse_expr(DAY)?;
+    let mut out = Vec::new();
+    for mut conjunct in crate::sql::split_and(filter.clone()) {
+        let mut moved = false;
+        let _ = visit_expressions_mut(&mut conjunct, |e| {
+            if *e == *time {
+                *e = day.clone();
+                moved = true;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let reads_rows = visit_expressions(&conjunct, |e| match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) if *e != day => {
+                ControlFlow::Break(())
+            }
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break();
+        if moved && !reads_rows {
+            out.push(conjunct);
+        }
+    }
+    Ok(out)
 }
 
 /// Where a grain expression or filter of a window part is computed.

@@ -56,7 +56,7 @@ impl<'a> Mapper<'a> {
         };
         // A measure aggregated on another time dimension than its model's: its rows
         // are read as a table of their own (the same rows, carrying that dimension as
-        // metric_time) joined to the model's on its primary key.
+        // metric_time and the model's own dimensions).
         let mut time = None;
         if let Some(t) = &measure.agg_time_dimension {
             let own = sm
@@ -71,13 +71,6 @@ impl<'a> Mapper<'a> {
                         sm.name
                     ));
                 };
-                if !matches!(&sm.primary, Some((_, Some(_)))) {
-                    return Err(format!(
-                        "measure {name} is aggregated on time dimension {t}, not its semantic model's {}: kpitables reads such a measure as a table of its own joined to the model's on its primary key, and {} has no primary entity column",
-                        own.map_or("(none)", String::as_str),
-                        sm.name
-                    ));
-                }
                 let expr = dimension.expr.as_ref().map_or(t.clone(), |x| x.sql());
                 time = Some((t.clone(), expr));
             }
@@ -143,9 +136,29 @@ impl<'a> Mapper<'a> {
         ))
     }
 
+    /// The `time_granularity` of the time dimension measure `measure` of semantic model
+    /// `fact` is aggregated on (its own agg_time_dimension or the model's); `day` when
+    /// none is given.
+    pub(super) fn time_granularity(&self, fact: usize, measure: &str) -> String {
+        let def = self.sms[fact].def;
+        let own = def
+            .measures
+            .iter()
+            .find(|m| m.name.value == measure)
+            .and_then(|m| m.agg_time_dimension.as_ref());
+        let time = own.or_else(|| {
+            def.defaults
+                .as_ref()
+                .and_then(|d| d.agg_time_dimension.as_ref())
+        });
+        time.and_then(|t| def.dimensions.iter().find(|d| d.name.value == *t))
+            .and_then(|d| d.type_params.as_ref()?.time_granularity.clone())
+            .map_or_else(|| "day".to_string(), |g| g.to_ascii_lowercase())
+    }
+
     /// The table a measure's metric reads: its semantic model's, or (a measure with its
     /// own agg_time_dimension) a table of the same rows carrying that time dimension as
-    /// metric_time, joined to the model's on its primary key.
+    /// metric_time.
     pub(super) fn table_of(&mut self, fact: usize, atomic: &Atomic) -> String {
         let model = self.sms[fact].name.clone();
         match &atomic.time {

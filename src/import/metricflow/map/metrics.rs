@@ -119,9 +119,9 @@ impl<'a> Mapper<'a> {
                 if let Some(f) = self.metric_filter(fact, metric)? {
                     filters.push(f);
                 }
-                if spine && !filters.is_empty() {
-                    return Err("join_to_timespine with a filter is not mapped: MetricFlow applies the filter to the rows the spine join gives (a period without rows has NULL dimensions, which the filter drops), kpitables to the measure's rows".into());
-                }
+                // MetricFlow filters the measure's rows before the spine join, and the
+                // spine's periods too by a condition on metric_time (as kpitables does
+                // with a condition on the time dimension alone).
                 if spine && self.sms[fact].agg_time.is_none() {
                     return Err(format!(
                         "join_to_timespine: semantic model {} has no agg_time_dimension",
@@ -389,6 +389,7 @@ impl<'a> Mapper<'a> {
         };
         let window = c.window.as_deref().map(trailing).transpose()?;
         let mut inputs = Vec::new();
+        let mut grains = Vec::new();
         for (role, input) in [
             ("base", &c.base_measure),
             ("conversion", &c.conversion_measure),
@@ -412,6 +413,7 @@ impl<'a> Mapper<'a> {
                     sm.name
                 ));
             }
+            grains.push(self.time_granularity(fact, input.name()));
             if !sm
                 .def
                 .entities
@@ -454,6 +456,15 @@ impl<'a> Mapper<'a> {
             inputs.push((
                 fact,
                 self.measure_metric(name, role, input.name(), fact, filters)?,
+            ));
+        }
+        // MetricFlow compares the two events' times at the coarser of their grains (a
+        // visit on 3 May "before" a purchase of the month of May); kpitables compares
+        // the times themselves.
+        if grains.first() != grains.last() {
+            return Err(format!(
+                "the base and conversion measures are aggregated at different time grains ({}): MetricFlow compares the events' times at the coarser one, kpitables the times themselves",
+                grains.join(" and ")
             ));
         }
         let [(base_fact, base), (conversion_fact, conversion)] =

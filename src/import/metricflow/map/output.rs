@@ -23,6 +23,24 @@ impl<'a> Mapper<'a> {
         }
     }
 
+    /// The `[[tables.joins]]` of semantic model `i`: one per model where a foreign
+    /// entity of it is primary or unique.
+    fn join_blocks(&self, i: usize) -> Vec<Vec<(String, String)>> {
+        self.joins(i)
+            .into_iter()
+            .map(|(_, fk, target, key)| {
+                let mut join = vec![
+                    ("to".to_string(), self.sms[target].name.clone()),
+                    ("foreign_key".to_string(), fk),
+                ];
+                if key != self.primary_key(target) {
+                    join.push(("key".to_string(), key));
+                }
+                join
+            })
+            .collect()
+    }
+
     pub(super) fn finish(mut self) -> Import {
         let mut files = Vec::new();
         let heading = format!(
@@ -72,21 +90,7 @@ impl<'a> Mapper<'a> {
                 .str("source", SOURCE);
             b = self.located(b, &physical);
             b = b.str("primary_key", &self.primary_key(i));
-            let joins: Vec<Vec<(String, String)>> = self
-                .joins(i)
-                .into_iter()
-                .map(|(_, fk, target, key)| {
-                    let mut join = vec![
-                        ("to".to_string(), self.sms[target].name.clone()),
-                        ("foreign_key".to_string(), fk),
-                    ];
-                    if key != self.primary_key(target) {
-                        join.push(("key".to_string(), key));
-                    }
-                    join
-                })
-                .collect();
-            b = b.tables("joins", &joins);
+            b = b.tables("joins", &self.join_blocks(i));
             if let Some(carried) = self.carried.get(&sm.name) {
                 let pairs: Vec<(String, String)> = carried
                     .iter()
@@ -98,8 +102,9 @@ impl<'a> Mapper<'a> {
             tables.push(b);
         }
         // The rows of a semantic model again, for measures aggregated on another of its
-        // time dimensions: that dimension is their metric_time, the rest is reached
-        // through the model's table (joined on its primary key).
+        // time dimensions: that dimension is their metric_time; the model's own
+        // dimensions and entities are carried (the same rows, the same columns), and the
+        // model's joins reach the rest.
         for (name, (i, time)) in &self.aliases {
             let sm = &self.sms[*i];
             let physical = ref_name(&sm.def.model.value)
@@ -113,16 +118,14 @@ impl<'a> Mapper<'a> {
                 .str("name", name)
                 .str("source", SOURCE);
             b = self.located(b, &physical);
-            let key = self.primary_key(*i);
-            b = b.str("primary_key", &key);
-            b = b.tables(
-                "joins",
-                &[vec![
-                    ("to".to_string(), sm.name.clone()),
-                    ("foreign_key".to_string(), key.clone()),
-                ]],
-            );
+            b = b.str("primary_key", &self.primary_key(*i));
+            b = b.tables("joins", &self.join_blocks(*i));
             let mut carried = self.carried.get(&sm.name).cloned().unwrap_or_default();
+            for (dimension, d) in &self.dims {
+                if d.table == sm.name {
+                    carried.insert(dimension.clone(), d.expr.clone());
+                }
+            }
             carried.insert("metric_time".to_string(), time.clone());
             let pairs: Vec<(String, String)> = carried.into_iter().collect();
             b = b.inline("dimensions", &pairs);
