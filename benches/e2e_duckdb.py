@@ -188,6 +188,16 @@ STEP13_QUERIES = [
         "WHERE k.season = '春节' AND k.day >= DATE '2024-01-01' AND k.day < DATE '2025-01-01' ORDER BY 1",
     ),
     (
+        "2024's retail months against the retail month before (calendar grain)",
+        "SELECT retail_month, revenue, revenue_last_retail_month FROM sales_trends "
+        "WHERE order_date >= '2024-01-01' AND order_date < '2025-01-01' GROUP BY 1 ORDER BY 1",
+        f"WITH m AS (SELECT k.retail_month AS p, SUM({NET}) AS r FROM {LO} JOIN calendar k ON k.day = o.order_date "
+        f"WHERE {OK} GROUP BY 1), q AS (SELECT retail_month AS p, lag(retail_month) OVER (ORDER BY min(day)) AS prev "
+        "FROM calendar GROUP BY retail_month) "
+        "SELECT cur.p, cur.r, prev.r FROM m cur JOIN q ON q.p = cur.p LEFT JOIN m prev ON prev.p = q.prev "
+        "WHERE cur.p >= DATE '2024-01-01' AND cur.p < DATE '2025-01-01' ORDER BY 1",
+    ),
+    (
         "average stock by region and quarter",
         "SELECT region, count_date__quarter, avg_stock_units FROM inventory ORDER BY 1, 2",
         "SELECT region, q, SUM(a) FROM (SELECT s.region, CAST(date_trunc('quarter', c.count_date) AS DATE) AS q, "

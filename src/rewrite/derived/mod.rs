@@ -16,25 +16,28 @@
 //! printed from their syntax trees, then parsed back.
 
 mod bounds;
+mod calendar;
 mod combine;
 mod conversion;
 mod metric_dimension;
 mod row_count;
 mod shifted;
 mod snapshot;
+mod transform;
 pub mod translate;
 mod window;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{Expr, Query};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use calendar::aligned_join;
 use combine::join_parts;
 use row_count::{row_count_part, view_rows_arguments};
+pub use transform::{Before, CalendarShift, Earlier, Period, Physical, Transform};
 pub use translate::{InnerExpr, Moved, truncate_sql};
 use window::window_part;
 
@@ -49,162 +52,6 @@ use crate::time_zone::TimeZone;
 /// derived table computes it in a part of its own that groups by the grain and the
 /// arguments, then counts the groups: a hash aggregation, never a per-group set.
 pub const VIEW_ROWS: &str = "kp_view_rows";
-
-/// How a column of the derived table computes an aggregate metric.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transform {
-    /// The metric at the block's grain.
-    Plain,
-    /// The metric of an earlier period, aligned on the period it is compared with: rows
-    /// are grouped and filtered with the time dimension moved forward by `interval`.
-    Shift {
-        /// The time dimension.
-        time: String,
-        /// SQL interval literal, e.g. `1 month`.
-        interval: String,
-        /// Its periods are periods of the answer (an offset metric: a period whose
-        /// earlier period has rows has a row), and its moved rows end with the data's
-        /// last period of this grain (the query's, or the day for a shift shorter than
-        /// the query's period); else (`None`) it only brings values to the periods other
-        /// parts have (a comparison with this period).
-        periods: Option<TimeGrain>,
-        /// The shift is a whole number of the grain's periods: with `periods`, a range
-        /// on the time dimension selects whole periods, each worth the whole earlier
-        /// period (MetricFlow joins periods when the offset is in the query's grain).
-        whole: bool,
-    },
-    /// The metric of the days the time dimension's calendar aligns with each day (a
-    /// holiday-aligned comparison): each row is grouped and filtered as the days whose
-    /// aligned day its day is (the calendar joined on its aligned column).
-    Aligned {
-        /// The time dimension (it has a calendar).
-        time: String,
-        /// Its periods are periods of the answer (`show = "value"`); else it only brings
-        /// values to the periods other parts have.
-        primary: bool,
-        /// The days come from a shift by periods of a grain of the calendar, not from
-        /// its column of aligned days.
-        shift: Option<CalendarShift>,
-    },
-    /// The metric over every row the query selects, at no grain (`total(m)` in a
-    /// formula: shares of total).
-    Total,
-    /// The metric at the block's grain over the rows that also meet a condition on the
-    /// view's dimensions (a BI tool's `SUM(CASE WHEN <condition> THEN m END)`, or
-    /// `FILTER (WHERE <condition>)`). Its groups are only given values: a group without
-    /// such rows is NULL.
-    Where {
-        /// The condition, over the view's columns.
-        condition: Box<Expr>,
-    },
-    /// By day, the metric of the day a calendar interval before each day (`date -
-    /// INTERVAL '1 month'`: 29 to 31 March all read 29 February): a window of one day
-    /// ending that long before.
-    DayBefore {
-        /// The time dimension.
-        time: String,
-        /// SQL interval literal of months or years, e.g. `1 month`.
-        interval: String,
-        /// Where the block's grain has the days.
-        period: Period,
-        /// Its days are periods of the answer (an offset metric); else it only brings
-        /// values to the days other parts have.
-        periods: bool,
-    },
-    /// The metric accumulated over a window ending with each period of the grain.
-    Window {
-        /// The time dimension.
-        time: String,
-        /// The window.
-        window: Window,
-        /// Where the block's grain has the periods.
-        period: Period,
-        /// The window of an earlier period (a period-over-period metric of a cumulative
-        /// one: this year's to-date against last year's to the same day).
-        earlier: Option<Earlier>,
-        /// Its periods are periods of the answer (a cumulative metric, a period's first
-        /// day shown as a value); else it only brings values to the periods other parts
-        /// have (a comparison with the period's first day).
-        primary: bool,
-    },
-    /// The metric over the conversion events credited to the base events of each group
-    /// (the latest base event of the same entity at or before the conversion, within the
-    /// window): grouped and filtered on the base events ([`conversion`]).
-    Conversion {
-        /// The metric of the base events.
-        base: String,
-        /// The dimension both events share.
-        entity: String,
-        /// The time dimension of the base events.
-        time: String,
-        /// The time dimension of the conversion events.
-        conversion_time: String,
-        /// How long after a base event a conversion counts.
-        window: Option<(u32, TimeGrain)>,
-        /// Dimensions both events share: (on the base events, on the conversions).
-        constant: Vec<(String, String)>,
-    },
-}
-
-/// For a window part: the window of the period this long before each period, and
-/// whether its periods are periods of the answer (as [`Transform::Shift`]'s `periods`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Earlier {
-    /// Which earlier day each period's window ends with.
-    pub before: Before,
-    /// An offset metric's periods are rows of the answer; a comparison's are not.
-    pub periods: bool,
-}
-
-/// The day an earlier window ends with, from the period's own.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Before {
-    /// This long before (SQL interval literal, e.g. `1 year`).
-    Interval(String),
-    /// The first day of the week (month, ...) the period's first day is in.
-    StartOf(TimeGrain),
-}
-
-/// The periods of a time dimension in a block's grain, for a metric computed per period.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Period {
-    /// Position of the finest grain expression of the time dimension in the block's grain.
-    pub index: usize,
-    /// The grain of that expression.
-    pub grain: TimeGrain,
-    /// Other grain expressions on the time dimension, each a function of the period (a
-    /// coarser grain it nests in, such as the month of a day): they label a period and
-    /// never split a window.
-    pub dependent: Vec<usize>,
-    /// At a grain coarser than a day, the period's value is that of its first (last) day
-    /// within the query's range whose window holds rows (`period_agg`); `None`: the
-    /// window ends with the period.
-    pub day: Option<crate::model::PeriodAgg>,
-}
-
-/// Periods of a grain of a calendar that a day's rows are counted that many periods
-/// later in (`compare = "1 retail_month"`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CalendarShift {
-    /// The grain: a dimension of the calendar table naming each day's period.
-    pub grain: String,
-    /// How many periods later.
-    pub periods: u32,
-    /// The query's grain is that grain: a day's rows count for the later period as a
-    /// whole (its first day); else for the day at the same position in it (none when
-    /// that period is shorter).
-    pub whole: bool,
-}
-
-/// One metric column `__m<j>` of the derived table: an aggregate metric under a
-/// transform. Composite and period-over-period metrics are expressions over these.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Physical {
-    /// An atomic or derived metric.
-    pub metric: String,
-    /// How it is computed.
-    pub transform: Transform,
-}
 
 /// Everything the derived table of one block needs.
 #[derive(Debug, Clone)]
@@ -654,98 +501,6 @@ fn grouped_part(
         primary: true,
         total: false,
     })
-}
-
-/// ` JOIN <calendar> AS <aligned relation> ON <relation>.<aligned> = <time of fact>`:
-/// each row of `fact` once for every day whose aligned day its day is (none for a day
-/// no day is aligned with). Under a calendar shift the relation is the calendar's days
-/// with the day each counts the rows of ([`shifted_calendar`]).
-fn aligned_join(
-    time: &str,
-    fact: &str,
-    shift: Option<&CalendarShift>,
-    semantics: &Semantics,
-) -> Result<String> {
-    let dim = semantics.dimension(time)?;
-    let calendar = dim
-        .calendar
-        .as_ref()
-        .ok_or_else(|| Error::Internal(format!("dimension {time} has no calendar")))?;
-    if dim.data_type != DataType::Date32 && dim.data_type != DataType::Null {
-        return Err(Error::unsupported(
-            format!(
-                "\"{time}\" is compared on the aligned days of its calendar, and its values are not dates"
-            ),
-            Some("give the calendar to a time dimension of dates".into()),
-        ));
-    }
-    let own = semantics
-        .table_dimensions
-        .get(fact)
-        .and_then(|c| c.get(time))
-        .unwrap_or(&dim.expr);
-    let relation = quote(&crate::model::aligned_relation(time));
-    if let Some(shift) = shift {
-        return Ok(format!(
-            " JOIN ({}) AS {relation} ON {relation}.\"__kp_from\" = ({})",
-            shifted_calendar(calendar, shift, semantics)?,
-            own.expr
-        ));
-    }
-    let aligned = calendar
-        .aligned
-        .as_ref()
-        .ok_or_else(|| Error::Internal(format!("the calendar of {time} has no aligned days")))?;
-    Ok(format!(
-        " JOIN {}.{} AS {relation} ON {relation}.{} = ({})",
-        quote(BASE_SCHEMA),
-        quote(&calendar.table),
-        quote(aligned),
-        own.expr
-    ))
-}
-
-/// The calendar's rows of the days a shift by periods of one of its grains counts rows
-/// for, each with the day whose rows it counts (`__kp_from`): the day at the same
-/// position (the n-th day) in the period `periods` later, or that period's first day
-/// (`whole`). Periods are ordered by their first days.
-/// ```sql
-/// SELECT t.*, s.<day> AS __kp_from
-/// FROM (<calendar>, <grain> AS __kp_p, <position in its period> AS __kp_n) AS s
-/// JOIN (SELECT __kp_p, lead(__kp_p, <periods>) OVER (ORDER BY first day) AS __kp_to ...) AS m
-///   ON m.__kp_p = s.__kp_p
-/// JOIN (<calendar>, <grain> AS __kp_p, <position> AS __kp_n) AS t
-///   ON t.__kp_p = m.__kp_to AND t.__kp_n = s.__kp_n   -- or t.__kp_n = 1 (whole)
-/// ```
-fn shifted_calendar(
-    calendar: &crate::bind::BoundCalendar,
-    shift: &CalendarShift,
-    semantics: &Semantics,
-) -> Result<String> {
-    let grain = semantics.dimension(&shift.grain)?;
-    let table = quote(&calendar.table);
-    let day = format!("{table}.{}", quote(&calendar.day));
-    let numbered = format!(
-        "SELECT {table}.*, {g} AS \"__kp_p\", row_number() OVER (PARTITION BY {g} ORDER BY {day}) AS \"__kp_n\" FROM {}.{table} AS {table}",
-        quote(BASE_SCHEMA),
-        g = grain.expr.expr,
-    );
-    let periods = format!(
-        "SELECT p.\"__kp_p\", lead(p.\"__kp_p\", {}) OVER (ORDER BY p.\"__kp_first\") AS \"__kp_to\" FROM (SELECT {} AS \"__kp_p\", min({day}) AS \"__kp_first\" FROM {}.{table} AS {table} GROUP BY {}) AS p",
-        shift.periods,
-        grain.expr.expr,
-        quote(BASE_SCHEMA),
-        grain.expr.expr,
-    );
-    let position = if shift.whole {
-        "t.\"__kp_n\" = 1".to_string()
-    } else {
-        "t.\"__kp_n\" = s.\"__kp_n\"".to_string()
-    };
-    Ok(format!(
-        "SELECT t.*, s.{} AS \"__kp_from\" FROM ({numbered}) AS s JOIN ({periods}) AS m ON m.\"__kp_p\" = s.\"__kp_p\" JOIN ({numbered}) AS t ON t.\"__kp_p\" = m.\"__kp_to\" AND {position}",
-        quote(&calendar.day)
-    ))
 }
 
 /// SQL interval literal of `n` units of `grain`.

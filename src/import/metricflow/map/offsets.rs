@@ -91,9 +91,18 @@ pub(super) fn offset(window: &str, simple: bool) -> Result<(String, Vec<String>)
         "month" => ("months", &["day", "month"]),
         "quarter" => ("quarters", &["day", "month", "quarter"]),
         "year" => ("years", &["day", "month", "quarter", "year"]),
+        "hour" | "minute" | "second" => {
+            return Err(format!(
+                "offset_window \"{window}\": unit {unit} is not mapped (metric_time is a date in kpitables)"
+            ));
+        }
+        // A custom granularity: kpitables' compare = "1 <grain>" of a calendar grain
+        // moves each day to the same position in the next period, as MetricFlow; but
+        // MetricFlow keeps the rows whose day has no such position (the spine's last
+        // period) under a NULL metric_time, a row kpitables has no meaning for.
         other => {
             return Err(format!(
-                "offset_window \"{window}\": unit {other} is not mapped"
+                "offset_window \"{window}\": an offset by the custom granularity {other} is not mapped (MetricFlow answers the rows that move past its spine's last {other} as a period of NULL metric_time)"
             ));
         }
     };
