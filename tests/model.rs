@@ -182,13 +182,8 @@ fn check_command_prints_issues_and_fails() {
         GOOD.replace("table = \"orders\"\nagg", "table = \"order\"\nagg"),
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .expect("run check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let (ok, stdout) = check(dir.path(), &[]);
+    assert!(!ok);
     assert!(
         stdout.contains("model.toml:19:9: unknown table \"order\"; did you mean \"orders\"?"),
         "{stdout}"
@@ -267,13 +262,8 @@ filter = "store_revenue > 10"
     write(dir.path(), "model.toml", &format!("{text}{extra}"));
     // No data at all: the files are gone.
     std::fs::remove_dir_all(dir.path().join("data")).expect("rm data");
-    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .expect("run check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
+    let (ok, stdout) = check(dir.path(), &[]);
+    assert!(!ok, "{stdout}");
     for expected in [
         "metric \"growth_of_growth\" is defined from \"revenue_growth\", which already depends on periods of time",
         "view \"no_time\" offers metric \"revenue_growth\", which is computed per period of \"day\"",
@@ -952,10 +942,15 @@ fn the_model_time_zone_must_be_a_zone_and_set_once() {
 }
 
 fn run_check(dir: &Path, base: &str) -> (bool, String) {
+    check(dir, &["--base", base])
+}
+
+/// `kpitables check <dir> <args>`: whether it succeeded, and what it printed.
+fn check(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
         .arg("check")
         .arg(dir)
-        .args(["--base", base])
+        .args(args)
         .output()
         .expect("run check");
     (
@@ -1188,13 +1183,8 @@ compare = "aligned"
     // Found by `check` without the data (as `serve` finds them).
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "model.toml", &format!("{GOOD}{calendar}"));
-    let out = Command::new(env!("CARGO_BIN_EXE_kpitables"))
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .expect("run check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{stdout}");
+    let (ok, stdout) = check(dir.path(), &[]);
+    assert!(!ok, "{stdout}");
     for expected in [
         "calendar grain \"other_month\" is not a dimension of the calendar table \"calendar\"",
         "metric \"revenue_last_fiscal_period\" compares with earlier \"fiscal_period\" periods, and \"fiscal_period\" is no grain of time dimension \"day\"",
