@@ -702,6 +702,19 @@ def test_a_condition_inside_an_aggregate_of_a_period_metric_is_refused(conn):
     assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_a_retail_month_comparison_without_its_grain_or_the_date_is_refused(conn):
+    """Grouped by region alone there is no period to compare: 0A000 naming both ways to
+    ask it."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute("SELECT region, revenue_last_retail_month FROM sales_trends GROUP BY 1").fetchall()
+    assert err.value.sqlstate == "0A000"
+    assert "grouped by neither \"retail_month\" nor \"order_date\"" in str(err.value)
+    assert "retail_month" in (err.value.diag.message_hint or "")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 @pytest.mark.parametrize("name,ours,truth", CASES, ids=[c[0] for c in CASES])
 def test_metric_kind_matches_ground_truth(conn, duck, name, ours, truth):
     assert_same_answer(conn.execute(ours), duck.execute(truth))

@@ -48,6 +48,20 @@ impl Outer<'_> {
             _ => None,
         };
         if *compare == Compare::Aligned || shift.is_some() {
+            if let Some(shift) = shift.as_ref().filter(|s| !s.whole)
+                && self.time_grain(name, time).is_err()
+            {
+                return Err(Error::unsupported(
+                    format!(
+                        "metric \"{name}\" compares with earlier \"{}\" periods of \"{time}\", and this query is grouped by neither \"{}\" nor \"{time}\"",
+                        shift.grain, shift.grain
+                    ),
+                    Some(format!(
+                        "add \"{}\" (each period against the one before) or \"{time}\" (each day against the same day of the period before) to the select list or GROUP BY",
+                        shift.grain
+                    )),
+                ));
+            }
             if shift.as_ref().is_none_or(|s| !s.whole) {
                 let (_, grain) = self.time_grain(name, time)?;
                 self.allowed_grain(name, time, grain)?;
